@@ -1,0 +1,293 @@
+"""Read the few ELF facts the runtime loader acts on, and nothing else.
+
+Resolution touches every candidate library on every search path, so this is the
+hot path: one ``open``, a handful of ``pread`` calls and ``struct`` unpacking of
+the ELF header, the program headers, the dynamic segment and its string table.
+A full pyelftools ``ELFFile`` walk costs about 1.7 ms a file because it builds
+construct parsers and section tables we never use; pyelftools stays the source
+of the ELF constants here and the tool for deeper reads (symbols, notes).
+
+Every offset read from the file is checked against the file's size, so a
+truncated or corrupt file ends in :class:`ElfError` with a reason, never in an
+``IndexError`` or a runaway read.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from elftools.elf.enums import ENUM_D_TAG_COMMON, ENUM_E_MACHINE, ENUM_P_TYPE_BASE
+
+ELF_MAGIC = b"\x7fELF"
+ELFCLASS32, ELFCLASS64 = 1, 2
+ELFDATA2LSB, ELFDATA2MSB = 1, 2
+ET_EXEC, ET_DYN = 2, 3
+ELFOSABI_SYSV, ELFOSABI_GNU = 0, 3
+PN_XNUM = 0xFFFF
+
+PT_LOAD = ENUM_P_TYPE_BASE["PT_LOAD"]
+PT_DYNAMIC = ENUM_P_TYPE_BASE["PT_DYNAMIC"]
+PT_INTERP = ENUM_P_TYPE_BASE["PT_INTERP"]
+
+DT_NULL = ENUM_D_TAG_COMMON["DT_NULL"]
+DT_NEEDED = ENUM_D_TAG_COMMON["DT_NEEDED"]
+DT_STRTAB = ENUM_D_TAG_COMMON["DT_STRTAB"]
+DT_STRSZ = ENUM_D_TAG_COMMON["DT_STRSZ"]
+DT_SONAME = ENUM_D_TAG_COMMON["DT_SONAME"]
+DT_RPATH = ENUM_D_TAG_COMMON["DT_RPATH"]
+DT_RUNPATH = ENUM_D_TAG_COMMON["DT_RUNPATH"]
+DT_FLAGS_1 = ENUM_D_TAG_COMMON["DT_FLAGS_1"]
+DT_FILTER = ENUM_D_TAG_COMMON["DT_FILTER"]
+DT_AUXILIARY = ENUM_D_TAG_COMMON["DT_AUXILIARY"]
+
+DF_1_NODEFLIB = 0x00000800
+DF_1_PIE = 0x08000000
+
+_MACHINE_NAMES = {value: name for name, value in ENUM_E_MACHINE.items() if isinstance(value, int)}
+
+# Refuse to read absurd tables from a corrupt header instead of allocating gigabytes.
+_MAX_PHNUM = 65536
+_MAX_DYNAMIC_BYTES = 16 << 20
+_MAX_STRTAB_BYTES = 64 << 20
+
+_STRING_TAGS = {DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FILTER, DT_AUXILIARY}
+_DEPENDENCY_KINDS = {DT_NEEDED: "needed", DT_FILTER: "filter", DT_AUXILIARY: "auxiliary"}
+
+
+class ElfError(Exception):
+    """The file is not an ELF object the loader could map; the message says why."""
+
+
+class NotElfError(ElfError):
+    """The file does not start with the ELF magic (a script, a text file, empty)."""
+
+
+class Dependency(NamedTuple):
+    """One DT_NEEDED, DT_FILTER or DT_AUXILIARY entry, in dynamic-section order."""
+
+    name: str
+    kind: str  # "needed" | "filter" | "auxiliary"
+
+
+@dataclass(frozen=True, slots=True)
+class ElfInfo:
+    """What the loader reads from one ELF file."""
+
+    elf_class: int  # ELFCLASS32 or ELFCLASS64
+    data: int  # ELFDATA2LSB or ELFDATA2MSB
+    osabi: int
+    abiversion: int
+    ident_padding_zero: bool
+    elf_type: int
+    machine: int
+    flags: int
+    interpreter: str | None
+    has_dynamic: bool
+    dependencies: tuple[Dependency, ...]
+    soname: str | None
+    rpath: str | None
+    runpath: str | None
+    flags_1: int
+
+    @property
+    def bits(self) -> int:
+        return 64 if self.elf_class == ELFCLASS64 else 32
+
+    @property
+    def machine_name(self) -> str:
+        return machine_name(self.machine)
+
+    @property
+    def is_static(self) -> bool:
+        """Static executables and static-pie: nothing for the loader to resolve.
+
+        A static-pie has PT_DYNAMIC but no PT_INTERP and no DT_NEEDED; a shared
+        library has no PT_INTERP either but is not static, so a dynamic object
+        without PT_INTERP counts as static only when it needs nothing.
+        """
+        if self.interpreter is not None:
+            return False
+        if not self.has_dynamic:
+            return True
+        return self.elf_type == ET_DYN and not self.dependencies and self.soname is None
+
+    @property
+    def needs_nothing(self) -> bool:
+        return not self.dependencies
+
+
+def machine_name(machine: int) -> str:
+    """``EM_X86_64`` style name for an ``e_machine`` value, for messages."""
+    return _MACHINE_NAMES.get(machine, f"machine {machine}")
+
+
+def read_elf(path: str) -> ElfInfo:
+    """Parse ``path`` (a host path) once; raise :class:`ElfError` if it is not a usable ELF."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError as err:
+        raise ElfError("is a directory") from err
+    try:
+        size = os.fstat(fd).st_size
+        return _parse(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int, offset: int, length: int, size: int, what: str) -> bytes:
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ElfError(f"truncated or corrupt: {what} lies outside the file")
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise ElfError(f"truncated: short read of {what}")
+    return data
+
+
+def _parse(fd: int, size: int) -> ElfInfo:
+    try:
+        ident = os.pread(fd, 64, 0)
+    except IsADirectoryError as err:
+        raise ElfError("is a directory") from err
+    if len(ident) < 4 or ident[:4] != ELF_MAGIC:
+        raise NotElfError("not an ELF file")
+    if len(ident) < 16:
+        raise ElfError("truncated ELF header")
+    elf_class, data = ident[4], ident[5]
+    if elf_class not in (ELFCLASS32, ELFCLASS64):
+        raise ElfError(f"invalid ELF class {elf_class}")
+    if data not in (ELFDATA2LSB, ELFDATA2MSB):
+        raise ElfError(f"invalid ELF data encoding {data}")
+    endian = "<" if data == ELFDATA2LSB else ">"
+    is64 = elf_class == ELFCLASS64
+    header_size = 64 if is64 else 52
+    if len(ident) < header_size:
+        raise ElfError("truncated ELF header")
+    header_format = endian + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH")
+    (
+        elf_type,
+        machine,
+        _version,
+        _entry,
+        phoff,
+        shoff,
+        flags,
+        _ehsize,
+        phentsize,
+        phnum,
+        _shentsize,
+        _shnum,
+        _shstrndx,
+    ) = struct.unpack_from(header_format, ident, 16)
+
+    phdr_size = 56 if is64 else 32
+    if phnum == PN_XNUM:
+        # The real count lives in section header 0's sh_info.
+        if shoff == 0:
+            raise ElfError("corrupt: PN_XNUM without section headers")
+        sh_info_offset = shoff + (44 if is64 else 28)
+        (phnum,) = struct.unpack(endian + "I", _read(fd, sh_info_offset, 4, size, "sh_info"))
+    if phnum and phentsize != phdr_size:
+        raise ElfError(f"corrupt: program header size {phentsize}, expected {phdr_size}")
+    if phnum > _MAX_PHNUM:
+        raise ElfError(f"corrupt: {phnum} program headers")
+
+    interpreter: str | None = None
+    dynamic: tuple[int, int] | None = None
+    loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
+    if phnum:
+        table = _read(fd, phoff, phnum * phdr_size, size, "program header table")
+        if is64:
+            records = struct.iter_unpack(endian + "IIQQQQQQ", table)
+            segments = ((r[0], r[2], r[3], r[5]) for r in records)
+        else:
+            records = struct.iter_unpack(endian + "IIIIIIII", table)
+            segments = ((r[0], r[1], r[2], r[4]) for r in records)
+        for p_type, p_offset, p_vaddr, p_filesz in segments:
+            if p_type == PT_LOAD:
+                loads.append((p_vaddr, p_filesz, p_offset))
+            elif p_type == PT_DYNAMIC:
+                dynamic = (p_offset, p_filesz)
+            elif p_type == PT_INTERP:
+                raw = _read(fd, p_offset, p_filesz, size, "PT_INTERP")
+                interpreter = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+    dependencies: list[Dependency] = []
+    soname = rpath = runpath = None
+    flags_1 = 0
+    if dynamic is not None:
+        offset, length = dynamic
+        if length > _MAX_DYNAMIC_BYTES:
+            raise ElfError("corrupt: dynamic segment is implausibly large")
+        raw = _read(fd, offset, length, size, "dynamic segment")
+        entry_size = 16 if is64 else 8
+        raw = raw[: len(raw) - len(raw) % entry_size]
+        string_refs: list[tuple[int, int]] = []
+        strtab = strsz = None
+        for tag, value in struct.iter_unpack(endian + ("qQ" if is64 else "iI"), raw):
+            if tag == DT_NULL:
+                break
+            if tag in _STRING_TAGS:
+                string_refs.append((tag, value))
+            elif tag == DT_STRTAB:
+                strtab = value
+            elif tag == DT_STRSZ:
+                strsz = value
+            elif tag == DT_FLAGS_1:
+                flags_1 = value
+        if string_refs:
+            strings = _read_strtab(fd, size, strtab, strsz, loads)
+            for tag, value in string_refs:
+                text = _string_at(strings, value)
+                kind = _DEPENDENCY_KINDS.get(tag)
+                if kind is not None:
+                    dependencies.append(Dependency(text, kind))
+                elif tag == DT_SONAME:
+                    soname = text
+                elif tag == DT_RPATH:
+                    rpath = text if rpath is None else rpath + ":" + text
+                elif tag == DT_RUNPATH:
+                    runpath = text if runpath is None else runpath + ":" + text
+
+    return ElfInfo(
+        elf_class=elf_class,
+        data=data,
+        osabi=ident[7],
+        abiversion=ident[8],
+        ident_padding_zero=not any(ident[9:16]),
+        elf_type=elf_type,
+        machine=machine,
+        flags=flags,
+        interpreter=interpreter,
+        has_dynamic=dynamic is not None,
+        dependencies=tuple(dependencies),
+        soname=soname,
+        rpath=rpath,
+        runpath=runpath,
+        flags_1=flags_1,
+    )
+
+
+def _read_strtab(
+    fd: int, size: int, strtab: int | None, strsz: int | None, loads: list[tuple[int, int, int]]
+) -> bytes:
+    """Map DT_STRTAB (a virtual address) to its bytes through the PT_LOAD segments."""
+    if strtab is None or strsz is None:
+        raise ElfError("corrupt: dynamic section names strings but has no DT_STRTAB/DT_STRSZ")
+    if strsz > _MAX_STRTAB_BYTES:
+        raise ElfError("corrupt: dynamic string table is implausibly large")
+    for vaddr, filesz, offset in loads:
+        if vaddr <= strtab < vaddr + filesz:
+            if strtab + strsz > vaddr + filesz:
+                raise ElfError("corrupt: dynamic string table runs past its segment")
+            return _read(fd, offset + (strtab - vaddr), strsz, size, "dynamic string table")
+    raise ElfError("corrupt: DT_STRTAB is not inside any loadable segment")
+
+
+def _string_at(strings: bytes, offset: int) -> str:
+    end = strings.find(b"\0", offset)
+    if offset >= len(strings) or end < 0:
+        raise ElfError("corrupt: dynamic string offset outside the string table")
+    return strings[offset:end].decode("utf-8", "surrogateescape")

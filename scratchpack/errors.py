@@ -1,0 +1,20 @@
+"""Errors that end a command with one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+# Exit statuses, documented in the README.
+EXIT_OK = 0
+EXIT_MISSING = 1
+EXIT_USAGE = 2
+
+
+class ScratchpackError(Exception):
+    """A failure the user can act on; the CLI prints ``str(self)`` and exits with ``exit_code``."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(ScratchpackError):
+    """An argument that cannot be analysed: missing, unreadable, not an ELF, corrupt."""
+
+    exit_code = EXIT_USAGE
