@@ -102,21 +102,13 @@ class ElfInfo:
 
     @property
     def is_static(self) -> bool:
-        """Static executables and static-pie: nothing for the loader to resolve.
+        """Nothing for a loader to resolve: static executables, static-pie, self-contained objects.
 
-        A static-pie has PT_DYNAMIC but no PT_INTERP and no DT_NEEDED; a shared
-        library has no PT_INTERP either but is not static, so a dynamic object
-        without PT_INTERP counts as static only when it needs nothing.
+        A static-pie has PT_DYNAMIC but no PT_INTERP and no DT_NEEDED. A shared
+        library without dependencies is alike for the loader (``ldd`` says
+        "statically linked" for both); one with dependencies is not.
         """
-        if self.interpreter is not None:
-            return False
-        if not self.has_dynamic:
-            return True
-        return self.elf_type == ET_DYN and not self.dependencies and self.soname is None
-
-    @property
-    def needs_nothing(self) -> bool:
-        return not self.dependencies
+        return self.interpreter is None and not self.dependencies
 
 
 def machine_name(machine: int) -> str:

@@ -1,0 +1,234 @@
+"""The rules of the loader a binary names in PT_INTERP, read statically from its root.
+
+glibc's search directories, ``$LIB`` and hwcaps levels are build-time and
+CPU-time facts of the loader; we read them from the interpreter file itself
+(its compiled-in ``system_dirs``) and, for hwcaps, from the CPU of the machine
+we run on — never by executing the loader. musl's rules are fixed and its one
+setting is the ``/etc/ld-musl-ARCH.path`` file.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import dataclass, field
+
+from elftools.elf.enums import ENUM_E_MACHINE
+
+from scratchpack.elf import ELFCLASS32, ELFCLASS64, ElfInfo
+from scratchpack.rootfs import RootFS
+
+EM_386 = ENUM_E_MACHINE["EM_386"]
+EM_X86_64 = ENUM_E_MACHINE["EM_X86_64"]
+EM_AARCH64 = ENUM_E_MACHINE["EM_AARCH64"]
+EM_ARM = ENUM_E_MACHINE["EM_ARM"]
+EM_PPC64 = ENUM_E_MACHINE["EM_PPC64"]
+EM_S390 = ENUM_E_MACHINE["EM_S390"]
+EM_RISCV = ENUM_E_MACHINE["EM_RISCV"]
+
+# ldconfig's cache flags: FLAG_ELF_LIBC6 (3) plus the architecture's bits.
+_FLAG_ELF_LIBC6 = 0x0003
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Per-architecture facts of Debian's and upstream glibc."""
+
+    triplet: str  # Debian's multiarch directory name
+    upstream_lib: str  # upstream's $LIB ("lib64" or "lib")
+    platform: str | None  # AT_PLATFORM, the value of $PLATFORM
+    cache_flags: int | None
+    host_names: tuple[str, ...]  # platform.machine() values that run it natively
+
+
+_ARCHES: dict[tuple[int, int], Arch] = {
+    (EM_X86_64, ELFCLASS64): Arch("x86_64-linux-gnu", "lib64", "x86_64", 0x0303, ("x86_64",)),
+    (EM_X86_64, ELFCLASS32): Arch("x86_64-linux-gnux32", "libx32", "x86_64", 0x0803, ()),
+    (EM_386, ELFCLASS32): Arch("i386-linux-gnu", "lib", "i686", _FLAG_ELF_LIBC6, ()),
+    (EM_AARCH64, ELFCLASS64): Arch("aarch64-linux-gnu", "lib64", "aarch64", 0x0A03, ("aarch64",)),
+    (EM_ARM, ELFCLASS32): Arch("arm-linux-gnueabihf", "lib", None, 0x0903, ("armv7l",)),
+    (EM_PPC64, ELFCLASS64): Arch("powerpc64le-linux-gnu", "lib64", None, 0x0503, ("ppc64le",)),
+    (EM_S390, ELFCLASS64): Arch("s390x-linux-gnu", "lib64", None, 0x0403, ("s390x",)),
+    (EM_RISCV, ELFCLASS64): Arch("riscv64-linux-gnu", "lib64", "riscv64", 0x1003, ("riscv64",)),
+}
+
+# glibc-hwcaps levels, best first, with the /proc/cpuinfo flags each one needs
+# on top of the previous level (glibc's sysdeps/x86/get-isa-level.h).
+X86_64_LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("x86-64-v2", frozenset({"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"})),
+    ("x86-64-v3", frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe"})),
+    ("x86-64-v4", frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})),
+)
+# glibc <= 2.36 also searches these legacy subdirectories on x86-64 (AT_PLATFORM
+# and the "x86_64" hwcap, with and without "tls"), as `ld.so --list-diagnostics`
+# and LD_DEBUG=libs show on Debian 12. glibc 2.37 removed them.
+_X86_64_LEGACY_SUBDIRS = ("tls/x86_64/x86_64", "tls/x86_64", "tls", "x86_64/x86_64", "x86_64")
+
+_MUSL_INTERP = re.compile(r"(?:^|/)ld-musl-([A-Za-z0-9_]+)\.so\.1$")
+_MUSL_DEFAULT_PATH = ("/lib", "/usr/local/lib", "/usr/lib")
+# A run of NUL-terminated absolute directories ending in "/": glibc's system_dirs.
+_SYSTEM_DIRS = re.compile(rb"(?:/(?:[A-Za-z0-9_.+-]+/)+\0){2,}")
+
+
+@dataclass(frozen=True)
+class HwcapsChoice:
+    """Which glibc-hwcaps levels to search: the running CPU's, none, or a given list."""
+
+    mode: str = "auto"  # "auto" | "none" | "list"
+    levels: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> HwcapsChoice:
+        text = text.strip()
+        if text in ("auto", "none"):
+            return cls(text)
+        levels = tuple(level.strip() for level in text.split(",") if level.strip())
+        return cls("list", levels)
+
+
+@dataclass(frozen=True)
+class LoaderRules:
+    """How one loader searches, for one target architecture."""
+
+    kind: str  # "glibc" | "musl"
+    elf_class: int
+    machine: int
+    default_dirs: tuple[str, ...]
+    lib_token: str | None = None  # value of $LIB
+    platform: str | None = None  # value of $PLATFORM
+    hwcaps_levels: tuple[str, ...] = ()  # supported glibc-hwcaps levels, best first
+    legacy_subdirs: tuple[str, ...] = ()
+    cache_flags: frozenset[int] | None = None
+    musl_arch: str | None = None
+    subdirs: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        hwcaps = tuple(f"glibc-hwcaps/{level}" for level in self.hwcaps_levels)
+        object.__setattr__(self, "subdirs", (*hwcaps, *self.legacy_subdirs))
+
+    @property
+    def hwcaps_priority(self) -> dict[str, int]:
+        count = len(self.hwcaps_levels)
+        return {level: count - index for index, level in enumerate(self.hwcaps_levels)}
+
+
+def musl_arch(interpreter: str | None) -> str | None:
+    """``x86_64`` for ``/lib/ld-musl-x86_64.so.1``; None for any other interpreter."""
+    if not interpreter:
+        return None
+    match = _MUSL_INTERP.search(interpreter)
+    return match.group(1) if match else None
+
+
+def rules_for(
+    root: RootFS,
+    target: ElfInfo,
+    interpreter: str | None,
+    interpreter_bytes: bytes | None,
+    hwcaps: HwcapsChoice,
+) -> LoaderRules:
+    """The loader rules for ``target`` (the main program) in ``root``."""
+    arch_name = musl_arch(interpreter)
+    if arch_name is not None:
+        return LoaderRules(
+            kind="musl",
+            elf_class=target.elf_class,
+            machine=target.machine,
+            default_dirs=_musl_search_path(root, interpreter or "", arch_name),
+            musl_arch=arch_name,
+        )
+    arch = _ARCHES.get((target.machine, target.elf_class))
+    default_dirs = _glibc_default_dirs(root, arch, target, interpreter_bytes)
+    first = default_dirs[0] if default_dirs else "/lib"
+    lib_token = first.lstrip("/")
+    legacy: tuple[str, ...] = ()
+    if (
+        target.machine == EM_X86_64
+        and target.elf_class == ELFCLASS64
+        and interpreter_bytes is not None
+        and b"haswell\0" in interpreter_bytes
+    ):
+        legacy = _X86_64_LEGACY_SUBDIRS
+    supports_hwcaps = interpreter_bytes is None or b"glibc-hwcaps" in interpreter_bytes
+    levels = _hwcaps_levels(hwcaps, target) if supports_hwcaps else ()
+    cache_flags = frozenset({arch.cache_flags}) if arch and arch.cache_flags else None
+    return LoaderRules(
+        kind="glibc",
+        elf_class=target.elf_class,
+        machine=target.machine,
+        default_dirs=default_dirs,
+        lib_token=lib_token,
+        platform=arch.platform if arch else None,
+        hwcaps_levels=levels,
+        legacy_subdirs=legacy,
+        cache_flags=cache_flags,
+    )
+
+
+def _glibc_default_dirs(
+    root: RootFS, arch: Arch | None, target: ElfInfo, interpreter_bytes: bytes | None
+) -> tuple[str, ...]:
+    """The loader's compiled-in search directories, read from its own bytes when we can."""
+    if interpreter_bytes is not None:
+        for match in _SYSTEM_DIRS.finditer(interpreter_bytes):
+            dirs = [d.decode() for d in match.group(0).split(b"\0") if d]
+            if any(d.endswith("/lib/") or d.endswith("lib64/") for d in dirs):
+                return tuple(d.rstrip("/") or "/" for d in dirs)
+    if arch is not None and (
+        root.is_dir(f"/lib/{arch.triplet}") or root.is_dir(f"/usr/lib/{arch.triplet}")
+    ):
+        return (f"/lib/{arch.triplet}", f"/usr/lib/{arch.triplet}", "/lib", "/usr/lib")
+    if target.elf_class == ELFCLASS64 and (root.is_dir("/lib64") or root.is_dir("/usr/lib64")):
+        return ("/lib64", "/usr/lib64")
+    return ("/lib", "/usr/lib")
+
+
+def _musl_search_path(root: RootFS, interpreter: str, arch_name: str) -> tuple[str, ...]:
+    """musl's system path: ``<prefix>/etc/ld-musl-ARCH.path`` if present, else its default."""
+    # musl takes the prefix as the interpreter's path minus its last two components.
+    parts = interpreter.split("/")
+    prefix = "/".join(parts[:-2]) if interpreter.startswith("/") and len(parts) > 2 else ""
+    text = root.read_text(f"{prefix}/etc/ld-musl-{arch_name}.path")
+    if text is None:
+        return _MUSL_DEFAULT_PATH
+    return tuple(d for d in re.split(r"[:\n]", text) if d)
+
+
+def _hwcaps_levels(choice: HwcapsChoice, target: ElfInfo) -> tuple[str, ...]:
+    known = [name for name, _ in X86_64_LEVELS]
+    if choice.mode == "none":
+        return ()
+    if choice.mode == "list":
+        return tuple(level for level in reversed(known) if level in choice.levels) + tuple(
+            level for level in choice.levels if level not in known
+        )
+    if target.machine != EM_X86_64 or target.elf_class != ELFCLASS64:
+        return ()
+    if platform.machine() != "x86_64":
+        return ()
+    return cpu_x86_64_levels()
+
+
+def cpu_x86_64_levels(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The x86-64 ISA levels this CPU supports, best first (as ld.so's cpu features do)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as stream:
+            flags: set[str] = set()
+            for line in stream:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    break
+    except OSError:
+        return ()
+    supported: list[str] = []
+    for name, needed in X86_64_LEVELS:
+        if not needed <= flags:
+            break
+        supported.append(name)
+    return tuple(reversed(supported))
+
+
+def host_matches(target: ElfInfo) -> bool:
+    """Whether this machine runs ``target`` natively (so ``ldd`` could check us)."""
+    arch = _ARCHES.get((target.machine, target.elf_class))
+    return arch is not None and platform.machine() in arch.host_names

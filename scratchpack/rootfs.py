@@ -1,0 +1,129 @@
+"""A filesystem tree seen from inside: paths and symlinks resolve within its top.
+
+With ``--root DIR`` every absolute path the loader would use (ld.so.conf, the
+cache, library directories, symlink targets, absolute or relative) must land
+inside DIR, as it would after ``chroot DIR``, and never reach the host. The
+host root ``/`` needs no such care, so it takes the kernel's own resolution.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+
+_MAX_SYMLINKS = 40  # the kernel's limit (ELOOP)
+
+
+class RootFS:
+    """Maps in-root absolute paths to host paths, following symlinks inside the root."""
+
+    def __init__(self, top: str | os.PathLike[str] | None = None) -> None:
+        self.top = os.path.realpath(top) if top else "/"
+        self.is_host = self.top == "/"
+        self._real_cache: dict[str, str | None] = {}
+
+    def __repr__(self) -> str:
+        return f"RootFS({self.top!r})"
+
+    def host_path(self, path: str) -> str | None:
+        """Host path of in-root ``path``, every symlink resolved; None if it is absent."""
+        if self.is_host:
+            return path
+        real = self.realpath(path)
+        return None if real is None else self.top + real
+
+    def host_path_unresolved(self, path: str) -> str:
+        """The host path of ``path`` without resolving symlinks; safe only for reporting."""
+        return path if self.is_host else self.top + path
+
+    def realpath(self, path: str) -> str | None:
+        """In-root canonical path of absolute ``path``, or None when a component is missing."""
+        if self.is_host:
+            real = os.path.realpath(path)
+            return real if os.path.lexists(real) else None
+        if not path.startswith("/"):
+            path = "/" + path
+        cached = self._real_cache.get(path, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        result = self._resolve(path)
+        self._real_cache[path] = result
+        return result
+
+    def _resolve(self, path: str) -> str | None:
+        pending = [part for part in path.split("/") if part and part != "."]
+        pending.reverse()  # a stack: the next component is last
+        real: list[str] = []
+        links = 0
+        while pending:
+            part = pending.pop()
+            if part == "..":
+                if real:
+                    real.pop()
+                continue
+            in_root = "/" + "/".join([*real, part])
+            # Whole prefixes repeat for every candidate: reuse earlier answers.
+            known = self._real_cache.get(in_root, False)
+            if known is not False and known is not None:
+                real = known.split("/")[1:] if known != "/" else []
+                continue
+            host = self.top + in_root
+            try:
+                mode = os.lstat(host).st_mode
+            except OSError:
+                return None
+            if stat.S_ISLNK(mode):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    return None
+                target = os.readlink(host)
+                if target.startswith("/"):
+                    real = []
+                pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
+            else:
+                real.append(part)
+                self._real_cache[in_root] = in_root
+        return "/" + "/".join(real)
+
+    def exists(self, path: str) -> bool:
+        host = self.host_path(path)
+        return host is not None and os.path.exists(host)
+
+    def is_dir(self, path: str) -> bool:
+        host = self.host_path(path)
+        return host is not None and os.path.isdir(host)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it is absent or unreadable."""
+        host = self.host_path(path)
+        if host is None:
+            return None
+        try:
+            with open(host, "rb") as stream:
+                return stream.read()
+        except OSError:
+            return None
+
+    def read_text(self, path: str) -> str | None:
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8", "surrogateescape")
+
+    def glob(self, pattern: str) -> list[str]:
+        """In-root paths matching absolute ``pattern``, sorted like glob(3).
+
+        The directory part is resolved inside the root first, so a symlinked
+        ``/etc/ld.so.conf.d`` cannot lead the match onto the host.
+        """
+        directory, _, name_pattern = pattern.rpartition("/")
+        # Wildcards in directories are rare; each level is expanded inside the root.
+        parents = self.glob(directory) if glob.has_magic(directory) else [directory or "/"]
+        matches: list[str] = []
+        for parent in parents:
+            real_parent = self.realpath(parent)
+            if real_parent is None:
+                continue
+            host_parent = self.top + real_parent if not self.is_host else real_parent
+            for host in glob.glob(os.path.join(glob.escape(host_parent), name_pattern)):
+                matches.append(parent.rstrip("/") + "/" + os.path.basename(host))
+        return sorted(matches)
