@@ -1,0 +1,100 @@
+"""Fixtures shared by the whole test suite.
+
+Engine tests
+------------
+A test that needs the Docker engine is marked ``@pytest.mark.engine`` and takes the
+``docker_client`` fixture. The marker alone is enough to get the engine check: a
+marked test that does not ask for ``docker_client`` gets it requested for it, and a
+test that asks for ``docker_client`` without the marker gets the marker added, so
+``pytest -m "not engine"`` always deselects every engine test.
+
+When no engine answers, engine tests are skipped; with ``SCRATCHPACK_REQUIRE_ENGINE=1``
+in the environment (CI sets it through ``.ci/run``) they fail instead, so a broken
+engine set-up can never pass silently. The same rule applies to ``static_busybox``.
+
+Engine tests must never pull: the engine has no images and no registry is
+reachable. Build images ``FROM scratch`` with ``pull=False`` and start containers
+with ``containers.create`` + ``start`` (``containers.run`` pulls missing images).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+REQUIRE_ENGINE_ENV = "SCRATCHPACK_REQUIRE_ENGINE"
+STATIC_BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
+
+
+def engine_required() -> bool:
+    """Whether a missing engine (or other engine-test prerequisite) is a failure."""
+    return os.environ.get(REQUIRE_ENGINE_ENV, "") == "1"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test, or fail it when ``SCRATCHPACK_REQUIRE_ENGINE=1``."""
+    if engine_required():
+        pytest.fail(f"{reason} ({REQUIRE_ENGINE_ENV}=1)", pytrace=False)
+    pytest.skip(f"{reason} (set {REQUIRE_ENGINE_ENV}=1 to fail instead)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "docker_client" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "engine"
+        ):
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(autouse=True)
+def _engine_marker(request: pytest.FixtureRequest) -> None:
+    """Give every ``@pytest.mark.engine`` test the engine check of ``docker_client``."""
+    if request.node.get_closest_marker("engine") is not None:
+        request.getfixturevalue("docker_client")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    """A ``docker.DockerClient`` from the environment (``DOCKER_HOST`` respected), pinged.
+
+    Skips when no engine answers, fails instead with ``SCRATCHPACK_REQUIRE_ENGINE=1``.
+    The low-level API is ``docker_client.api`` (a ``docker.APIClient``).
+    """
+    import docker
+
+    problem = None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # DockerException, requests' ConnectionError, ...
+        problem = f"no Docker engine answers: {exc}"
+    if problem is not None:  # outside the except block: no chained traceback
+        unavailable(problem)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def static_busybox() -> Path:
+    """Path of the statically linked busybox from Debian's ``busybox-static``."""
+    from elftools.elf.elffile import ELFFile
+
+    if not STATIC_BUSYBOX.is_file():
+        unavailable(f"{STATIC_BUSYBOX} is missing: apt-get install busybox-static")
+    with STATIC_BUSYBOX.open("rb") as f:
+        interp = any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(f).iter_segments())
+    if interp:
+        unavailable(f"{STATIC_BUSYBOX} is dynamically linked: apt-get install busybox-static")
+    return STATIC_BUSYBOX
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's top directory (the one holding ``pyproject.toml``)."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Run the whole scratchpack test suite on a fresh Debian 12 machine, as root.
+#
+#   bash tests/run.sh [PYTEST ARGS...]
+#
+# Idempotent: on a prepared machine it installs nothing and reuses .venv and a
+# running Docker engine. Steps:
+#   1. apt-get install the system packages the tests need (only missing ones);
+#   2. create .venv in the repository and pip install -e '.[test]' into it;
+#   3. start the Docker engine (dockerd) unless one already answers;
+#   4. exec python -m pytest "$@" and exit with pytest's status.
+# Nothing is ever pulled: the engine starts without images and no registry is
+# reachable; the engine tests build their images FROM scratch.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+PYTHON="${PYTHON:-python3}"
+VENV="$REPO_ROOT/.venv"
+DOCKERD_LOG=/var/log/dockerd.log
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+
+# --- 1. system packages ---------------------------------------------------
+
+pkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+APT_UPDATED=0
+apt_install() {
+    [ "$(id -u)" -eq 0 ] || die "must run as root to apt-get install: $*"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+pkg_installed libc6-dev || missing+=(libc6-dev)
+{ pkg_installed docker.io || command -v dockerd >/dev/null 2>&1; } || missing+=(docker.io)
+{ pkg_installed pax-utils || command -v lddtree >/dev/null 2>&1; } || missing+=(pax-utils)
+pkg_installed busybox-static || missing+=(busybox-static)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+
+# --- 2. virtualenv --------------------------------------------------------
+
+venv_works() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' 2>/dev/null; }
+
+if ! venv_works; then
+    rm -rf "$VENV"
+    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian's python3 ships venv without ensurepip: that is python3-venv.
+        rm -rf "$VENV"
+        apt_install python3-venv
+        "$PYTHON" -m venv "$VENV" || die "'$PYTHON -m venv' fails even with python3-venv installed"
+    fi
+fi
+
+# Reinstall only when pyproject.toml or templates/ changed since the last install
+# (an editable install picks up scratchpack/ changes by itself, but hatchling
+# copies the force-included templates/); keeps repeated runs fast and offline.
+STAMP="$VENV/.scratchpack-installed"
+want="$({ cat pyproject.toml; find templates -type f -print0 2>/dev/null | sort -z \
+    | xargs -0 -r sha256sum; } | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ] \
+    || ! "$VENV/bin/python" -I -c 'import scratchpack, pytest' >/dev/null 2>&1; then
+    log "pip install -e '.[test]' into .venv"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    printf '%s\n' "$want" >"$STAMP"
+fi
+
+# --- 3. Docker engine -----------------------------------------------------
+
+engine_answers() { docker info >/dev/null 2>&1; }
+
+if ! command -v docker >/dev/null 2>&1; then
+    die "no 'docker' command although docker.io is installed"
+fi
+if ! engine_answers; then
+    case "${DOCKER_HOST:-}" in
+        "" | unix:///var/run/docker.sock | unix:///run/docker.sock) ;;
+        *) die "DOCKER_HOST=$DOCKER_HOST does not answer 'docker info'; start that engine or unset DOCKER_HOST" ;;
+    esac
+    dockerd_pid=""
+    if pgrep -x dockerd >/dev/null 2>&1; then
+        log "dockerd is running but not answering yet; waiting for it"
+    else
+        log "starting dockerd (log: $DOCKERD_LOG)"
+        nohup setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+        dockerd_pid=$!
+    fi
+    for _ in $(seq 60); do
+        engine_answers && break
+        if [ -n "$dockerd_pid" ] && ! kill -0 "$dockerd_pid" 2>/dev/null; then
+            tail -n 20 "$DOCKERD_LOG" >&2 || true
+            die "dockerd exited during start-up; see $DOCKERD_LOG"
+        fi
+        sleep 1
+    done
+    if ! engine_answers; then
+        tail -n 20 "$DOCKERD_LOG" >&2 || true
+        die "the Docker engine did not answer 'docker info' within 60 s; see $DOCKERD_LOG"
+    fi
+    log "Docker engine is up"
+fi
+
+# --- 4. tests -------------------------------------------------------------
+
+exec "$VENV/bin/python" -m pytest "$@"
