@@ -87,7 +87,9 @@ def _compare(path: str, ours: dict, theirs: LddResult) -> str | None:
     if expected - mine:
         lines.append(f"  only ldd:         {sorted(expected - mine)}")
     if set(ours["missing"]) != theirs.missing:
-        lines.append(f"  missing: scratchpack {sorted(ours['missing'])} ldd {sorted(theirs.missing)}")
+        lines.append(
+            f"  missing: scratchpack {sorted(ours['missing'])} ldd {sorted(theirs.missing)}"
+        )
     return f"{path}:\n" + "\n".join(lines) if lines else None
 
 
