@@ -41,6 +41,7 @@ _GNU_ABI_MAX = 4
 _MUSL_RESERVED = ("c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet.")
 
 FileId = tuple[int, int]
+Subdirs = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Library:
     soname: str
     path: str
     needed_by: str  # path of the object whose request loaded it
+    via: str = "path"  # rpath | library-path | runpath | cache | default | path | dlopen
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class Closure:
     libraries: list[Library] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
     loader: str | None = None  # "glibc" | "musl" | None (static)
+    dlopen_missing: list[Missing] = field(default_factory=list)  # warnings, not failures
 
     @property
     def complete(self) -> bool:
@@ -225,8 +228,18 @@ class Resolver:
         except OSError as err:
             raise InputError(f"{path}: {err.strerror or err}") from err
 
-    def resolve(self, path: str, info: ElfInfo | None = None) -> Closure:
-        """The closure of one binary or library given by in-root ``path``."""
+    def resolve(
+        self,
+        path: str,
+        info: ElfInfo | None = None,
+        dlopen: Iterable[tuple[str, str | None]] = (),
+    ) -> Closure:
+        """The closure of one binary or library given by in-root ``path``.
+
+        ``dlopen`` adds libraries the program opens at run time, as
+        ``(name, requester)`` pairs: the requester is the soname of the loaded
+        object that calls dlopen (its search path applies), None for the program.
+        """
         if info is None:
             info = self.read_input(path)
         closure = Closure(path=path, interpreter=info.interpreter, static=info.is_static)
@@ -238,7 +251,7 @@ class Resolver:
         real = self.root.realpath(in_root if in_root.startswith("/") else os.path.abspath(in_root))
         # The kernel starts the program through /proc/self/exe: $ORIGIN is its real directory.
         main = _Object(path, info, None, os.path.dirname(real) if real else None)
-        _Session(self, rules, closure, main).run()
+        _Session(self, rules, closure, main).run(tuple(dlopen))
         return closure
 
     def resolve_all(self, paths: Iterable[str]) -> list[Closure]:
@@ -262,7 +275,7 @@ class _Session:
         self.interpreter: _Object | None = None
         self.missing_names: set[str] = set()
 
-    def run(self) -> None:
+    def run(self, dlopen: tuple[tuple[str, str | None], ...] = ()) -> None:
         main = self.main
         main_candidate = self.resolver._probe(main.path)
         if main_candidate is not None:
@@ -272,7 +285,15 @@ class _Session:
         if self.rules.kind == "glibc":
             for name in self.resolver._preloads():
                 self._request(main, name, "needed")
-        index = 0
+        self._drain(0)
+        for name, requester_name in dlopen:
+            requester = self.by_name.get(requester_name, main) if requester_name else main
+            start = len(self.queue)
+            self._request(requester, name, "dlopen")
+            self._drain(start)
+
+    def _drain(self, index: int) -> None:
+        """Load the needs of every queued object from ``index`` on, breadth-first."""
         while index < len(self.queue):
             obj = self.queue[index]
             index += 1
@@ -315,7 +336,7 @@ class _Session:
                 self.by_name[name] = self.interpreter
             return
         try:
-            candidate = self._find(name, requester)
+            candidate, via = self._find(name, requester)
         except _LoadError as err:
             self._missing(raw_name, requester, kind, err.reason)
             return
@@ -333,11 +354,15 @@ class _Session:
         self.by_id[candidate.file_id] = obj
         self._name(obj, candidate.info)
         self.queue.append(obj)
-        self.closure.libraries.append(Library(raw_name, candidate.path, requester.path))
+        via = "dlopen" if kind == "dlopen" else via
+        self.closure.libraries.append(Library(raw_name, candidate.path, requester.path, via))
 
     def _missing(self, name: str, requester: _Object, kind: str, reason: str | None) -> None:
         # ld.so ignores an auxiliary filtee it cannot find.
         if kind == "auxiliary" and reason is None:
+            return
+        if kind == "dlopen":
+            self.closure.dlopen_missing.append(Missing(name, requester.path, reason))
             return
         if name not in self.missing_names:
             self.missing_names.add(name)
@@ -349,45 +374,61 @@ class _Session:
 
     # -- searching -----------------------------------------------------------------------
 
-    def _find(self, name: str, requester: _Object) -> _Candidate | None:
+    def _find(self, name: str, requester: _Object) -> tuple[_Candidate | None, str]:
+        """The file the loader opens for ``name`` and which step of its search found it."""
         if "/" in name:
             candidate = self.resolver._probe(name)
-            if candidate is None:
-                return None
-            return candidate if self._acceptable(candidate) else None
-        if self.rules.kind == "musl":
-            return self._search_musl(name, requester)
-        return self._search_glibc(name, requester)
+            if candidate is None or not self._acceptable(candidate):
+                return None, "path"
+            return candidate, "path"
+        steps = (
+            self._musl_steps(requester)
+            if self.rules.kind == "musl"
+            else self._glibc_steps(requester)
+        )
+        for via, directories, subdirs in steps:
+            if via == "cache":
+                found = self._search_cache(name, bool(requester.info.flags_1 & DF_1_NODEFLIB))
+            else:
+                found = self._search_dirs(name, directories, subdirs)
+            if found is not None:
+                return found, via
+        return None, "not found"
 
-    def _search_glibc(self, name: str, requester: _Object) -> _Candidate | None:
+    def _glibc_steps(self, requester: _Object) -> Iterator[tuple[str, Iterable[str], Subdirs]]:
         """dl-load.c ``_dl_map_object``: RPATH chain, LD_LIBRARY_PATH, RUNPATH, cache, defaults."""
         info = requester.info
         assert info is not None
+        subdirs = self.rules.subdirs
         if info.runpath is None:
             obj: _Object | None = requester
             while obj is not None:
                 # An object with both tags behaves as if it had only DT_RUNPATH.
                 if obj.info is not None and obj.info.rpath and obj.info.runpath is None:
-                    found = self._search_dirs(name, self._path_list(obj.info.rpath, obj))
-                    if found is not None:
-                        return found
+                    yield "rpath", self._path_list(obj.info.rpath, obj), subdirs
                 obj = obj.loader
         if self.resolver.library_path:
-            dirs = self._path_list(self.resolver.library_path, self.main, separators=":;")
-            found = self._search_dirs(name, dirs)
-            if found is not None:
-                return found
+            library_path = self._path_list(self.resolver.library_path, self.main, separators=":;")
+            yield "library-path", library_path, subdirs
         if info.runpath is not None:
-            found = self._search_dirs(name, self._path_list(info.runpath, requester))
-            if found is not None:
-                return found
-        nodeflib = bool(info.flags_1 & DF_1_NODEFLIB)
-        found = self._search_cache(name, nodeflib)
-        if found is not None:
-            return found
-        if nodeflib:
-            return None
-        return self._search_dirs(name, self.rules.default_dirs)
+            yield "runpath", self._path_list(info.runpath, requester), subdirs
+        yield "cache", (), subdirs
+        if not info.flags_1 & DF_1_NODEFLIB:
+            yield "default", self.rules.default_dirs, subdirs
+
+    def _musl_steps(self, requester: _Object) -> Iterator[tuple[str, Iterable[str], Subdirs]]:
+        """musl ``load_library``: LD_LIBRARY_PATH, every loader's RPATH/RUNPATH, system path."""
+        if self.resolver.library_path:
+            yield "library-path", _split(self.resolver.library_path, ":\n"), ()
+        obj: _Object | None = requester
+        while obj is not None:
+            assert obj.info is not None
+            search_path = obj.info.runpath if obj.info.runpath is not None else obj.info.rpath
+            if search_path:
+                via = "runpath" if obj.info.runpath is not None else "rpath"
+                yield via, self._path_list(search_path, obj, separators=":\n", drop_empty=True), ()
+            obj = obj.loader
+        yield "default", self.rules.default_dirs, ()
 
     def _search_cache(self, name: str, nodeflib: bool) -> _Candidate | None:
         cache = self.resolver._ld_cache()
@@ -406,30 +447,10 @@ class _Session:
         dirs = [d for d in self.resolver._ld_conf_dirs() if not (nodeflib and d in defaults)]
         return self._search_dirs(name, dirs, self.rules.subdirs[: len(self.rules.hwcaps_levels)])
 
-    def _search_musl(self, name: str, requester: _Object) -> _Candidate | None:
-        """musl ``load_library``: LD_LIBRARY_PATH, every loader's RPATH/RUNPATH, system path."""
-        if self.resolver.library_path:
-            found = self._search_dirs(name, _split(self.resolver.library_path, ":\n"), ())
-            if found is not None:
-                return found
-        obj: _Object | None = requester
-        while obj is not None:
-            assert obj.info is not None
-            search_path = obj.info.runpath if obj.info.runpath is not None else obj.info.rpath
-            if search_path:
-                dirs = self._path_list(search_path, obj, separators=":\n", drop_empty=True)
-                found = self._search_dirs(name, dirs, ())
-                if found is not None:
-                    return found
-            obj = obj.loader
-        return self._search_dirs(name, self.rules.default_dirs, ())
-
     def _search_dirs(
-        self, name: str, directories: Iterable[str], subdirs: tuple[str, ...] | None = None
+        self, name: str, directories: Iterable[str], subdirs: Subdirs
     ) -> _Candidate | None:
         """The first acceptable ``DIR/SUBDIR/name``; hwcaps subdirectories come before DIR."""
-        if subdirs is None:
-            subdirs = self.rules.subdirs
         for directory in directories:
             for sub in subdirs:
                 found = self._try(f"{directory}/{sub}", name)

@@ -11,8 +11,20 @@ from __future__ import annotations
 import glob
 import os
 import stat
+from dataclasses import dataclass
 
 _MAX_SYMLINKS = 40  # the kernel's limit (ELOOP)
+
+
+@dataclass(frozen=True, slots=True)
+class PathStep:
+    """One component met on the way to a file: a real directory, a symlink, or the file."""
+
+    path: str  # in-root absolute path of this component
+    kind: str  # "dir" | "symlink" | "file"
+    host: str  # where it is on the host
+    mode: int  # st_mode from lstat
+    target: str | None  # the symlink's target, as written
 
 
 class RootFS:
@@ -85,6 +97,47 @@ class RootFS:
                 real.append(part)
                 self._real_cache[in_root] = in_root
         return "/" + "/".join(real)
+
+    def trace(self, path: str) -> list[PathStep] | None:
+        """Every directory and symlink met while resolving absolute ``path``, then the file.
+
+        An image must reproduce the chain (``/lib -> usr/lib``, SONAME links),
+        not just the final file, for the loader to open the path it opens here.
+        None when a component is missing or the links loop.
+        """
+        pending = [part for part in path.split("/") if part and part != "."]
+        pending.reverse()
+        real: list[str] = []
+        steps: list[PathStep] = []
+        links = 0
+        while pending:
+            part = pending.pop()
+            if part == "..":
+                if real:
+                    real.pop()
+                continue
+            in_root = "/" + "/".join([*real, part])
+            host = in_root if self.is_host else self.top + in_root
+            try:
+                info = os.lstat(host)
+            except OSError:
+                return None
+            if stat.S_ISLNK(info.st_mode):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    return None
+                target = os.readlink(host)
+                steps.append(PathStep(in_root, "symlink", host, info.st_mode, target))
+                if target.startswith("/"):
+                    real = []
+                pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
+                continue
+            real.append(part)
+            kind = "dir" if stat.S_ISDIR(info.st_mode) else "file"
+            if pending and kind != "dir":
+                return None
+            steps.append(PathStep(in_root, kind, host, info.st_mode, None))
+        return steps
 
     def exists(self, path: str) -> bool:
         host = self.host_path(path)
