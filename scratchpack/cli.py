@@ -7,16 +7,29 @@ Exit statuses (documented in the README): 0 success, 1 something is missing
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from scratchpack import __version__
-from scratchpack.errors import EXIT_MISSING, EXIT_OK, ScratchpackError
+from scratchpack.build import (
+    BuildOptions,
+    check_tag,
+    plan_image,
+    split_args,
+    staged_directory,
+    write_context,
+)
+from scratchpack.engine import Engine, terminal_progress
+from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError, VerifyError
+from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
+from scratchpack.render import ImageConfig
 from scratchpack.report import render_tree
 from scratchpack.resolve import Resolver
 
@@ -92,6 +105,179 @@ def deps(
             if item.reason:
                 click.echo(f"scratchpack: {closure.path}: {item.soname}: {item.reason}", err=True)
     sys.exit(EXIT_OK if all(closure.complete for closure in closures) else EXIT_MISSING)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise InputError(f"{option} {value!r}: expected KEY=VALUE")
+        pairs.append((key, rest))
+    return pairs
+
+
+@cli.command()
+@click.argument("binaries", nargs=-1, required=True, metavar="BINARY...")
+@click.option(
+    "-t", "--tag", help="Name the image [REGISTRY/]NAME[:TAG] (needed unless --no-build)."
+)
+@click.option("--entrypoint", metavar="ARGS", help="ENTRYPOINT (default: the first BINARY).")
+@click.option("--cmd", metavar="ARGS", help="CMD: default arguments, shell-quoted.")
+@click.option("--env", "env", multiple=True, metavar="K=V", help="ENV (repeatable).")
+@click.option("--workdir", metavar="DIR", help="WORKDIR.")
+@click.option("--user", metavar="USER", help="USER (root, nobody, nonroot or uid[:gid]).")
+@click.option("--expose", multiple=True, metavar="PORT[/PROTO]", help="EXPOSE (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="LABEL (repeatable).")
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="SRC[:DEST]",
+    help="Add a file or directory (ELF files in it get their libraries too).",
+)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Take everything from this root filesystem; BINARY and --include paths are inside it.",
+)
+@click.option("--allow-missing", is_flag=True, help="Build even if a library is not found.")
+@click.option("--ca-certs", is_flag=True, help="Add the CA bundle and set SSL_CERT_FILE (216 KiB).")
+@click.option("--tzdata", is_flag=True, help="Add /usr/share/zoneinfo (3.9 MiB).")
+@click.option("--locale", metavar="NAME", help="Add a compiled locale, e.g. C.UTF-8, and LANG.")
+@click.option("--gconv", is_flag=True, help="Add glibc's gconv modules for iconv (8.2 MiB).")
+@click.option("--nss", is_flag=True, help="Add the root's nsswitch.conf and its NSS modules.")
+@click.option("--no-libgcc", is_flag=True, help="Never add libgcc_s for pthread_cancel/backtrace.")
+@click.option(
+    "--hwcaps",
+    default="none",
+    show_default=True,
+    metavar="none|auto|LEVELS",
+    help="glibc-hwcaps levels to package; none runs on every CPU of the architecture.",
+)
+@click.option(
+    "--context",
+    "context_dir",
+    type=click.Path(),
+    metavar="DIR",
+    help="Keep the build context in DIR (a new or empty directory).",
+)
+@click.option("--no-build", is_flag=True, help="Only write the build context (needs --context).")
+@click.option(
+    "--template", type=click.Path(exists=True, dir_okay=False), help="Your own Dockerfile template."
+)
+@click.option(
+    "--verify", metavar="ARGS", help="Run the new image with ARGS, no network; fail if it fails."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@clear_errors
+def build(
+    binaries: tuple[str, ...],
+    tag: str | None,
+    entrypoint: str | None,
+    cmd: str | None,
+    env: tuple[str, ...],
+    workdir: str | None,
+    user: str | None,
+    expose: tuple[str, ...],
+    labels: tuple[str, ...],
+    includes: tuple[str, ...],
+    root: str | None,
+    allow_missing: bool,
+    ca_certs: bool,
+    tzdata: bool,
+    locale: str | None,
+    gconv: bool,
+    nss: bool,
+    no_libgcc: bool,
+    hwcaps: str,
+    context_dir: str | None,
+    no_build: bool,
+    template: str | None,
+    verify: str | None,
+    as_json: bool,
+) -> None:
+    """Build a FROM-scratch image that runs BINARY (and the other BINARYs).
+
+    Every library the loader maps, the loader itself and the runtime files a
+    scratch image lacks go into a minimal root; the image is built in the
+    Docker engine (DOCKER_HOST is respected).
+    """
+    if no_build and not context_dir:
+        raise InputError("--no-build writes only the build context: give --context DIR")
+    if not no_build and not tag:
+        raise InputError("missing -t/--tag NAME[:TAG]")
+    if tag:
+        check_tag(tag)
+    config = ImageConfig(
+        entrypoint=split_args(entrypoint, "--entrypoint") if entrypoint else [],
+        cmd=split_args(cmd, "--cmd") if cmd is not None else None,
+        env=_pairs(env, "--env"),
+        workdir=workdir,
+        user=user,
+        expose=list(expose),
+        labels=_pairs(labels, "--label"),
+    )
+    options = BuildOptions(
+        binaries=list(binaries),
+        root=root,
+        includes=list(includes),
+        essentials=Essentials(
+            ca_certs=ca_certs,
+            tzdata=tzdata,
+            locale=locale,
+            gconv=gconv,
+            nss=nss,
+            libgcc=not no_libgcc,
+        ),
+        allow_missing=allow_missing,
+        hwcaps=HwcapsChoice.parse(hwcaps),
+    )
+    verify_args = split_args(verify, "--verify") if verify is not None else None
+    image_plan = plan_image(options, config)
+    for warning in image_plan.warnings:
+        click.echo(f"scratchpack: warning: {warning}", err=True)
+    engine = None if no_build else Engine()
+    result: dict[str, Any] = {
+        "tag": tag,
+        "files": len(image_plan.root.files),
+        "content_bytes": image_plan.root.size,
+        "context": os.path.abspath(context_dir) if context_dir else None,
+        "warnings": image_plan.warnings,
+    }
+    with staged_directory(context_dir) as staging:
+        write_context(image_plan, staging, Path(template) if template else None)
+        if engine is not None:
+            assert tag is not None
+            progress = None if as_json else terminal_progress
+            image_id = engine.build(staging, tag, progress)
+            info = engine.image(image_id)
+            result.update(image=info.id, size=info.size)
+    if engine is not None and verify_args is not None:
+        assert tag is not None
+        run = engine.run(tag, verify_args)
+        result["verify"] = {"args": verify_args, "exit_code": run.exit_code, "output": run.output}
+        if run.exit_code != 0:
+            engine.remove_image(tag)
+            last = run.output.strip().splitlines()[-1:] or [""]
+            raise VerifyError(
+                f"{tag} exited {run.exit_code} with --verify {verify!r}: {last[0]} (image removed)"
+            )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif engine is None:
+        click.echo(
+            f"Wrote the build context to {result['context']} "
+            f"({result['files']} files, {_size(result['content_bytes'])})"
+        )
+    else:
+        click.echo(
+            f"Built {tag} {result['image']} ({_size(result['size'])}, {result['files']} files)"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.2f} MB" if count >= 1e5 else f"{count / 1e3:.1f} kB"
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_MISSING = 1
 EXIT_USAGE = 2
+EXIT_ENGINE = 3
+EXIT_VERIFY = 4
 
 
 class ScratchpackError(Exception):
@@ -18,3 +20,9 @@ class InputError(ScratchpackError):
     """An argument that cannot be analysed: missing, unreadable, not an ELF, corrupt."""
 
     exit_code = EXIT_USAGE
+
+
+class VerifyError(ScratchpackError):
+    """The built image ran and failed its --verify command."""
+
+    exit_code = EXIT_VERIFY

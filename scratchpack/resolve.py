@@ -192,7 +192,8 @@ class Resolver:
             self._preload = text.replace(":", " ").split()
         return self._preload
 
-    def _rules_for(self, info: ElfInfo) -> LoaderRules:
+    def rules_for(self, info: ElfInfo) -> LoaderRules:
+        """The rules of the loader ``info`` names, read once per interpreter and root."""
         key = (info.interpreter, info.machine, info.elf_class)
         rules = self._rules.get(key)
         if rules is None:
@@ -245,7 +246,7 @@ class Resolver:
         closure = Closure(path=path, interpreter=info.interpreter, static=info.is_static)
         if info.is_static:
             return closure
-        rules = self._rules_for(info)
+        rules = self.rules_for(info)
         closure.loader = rules.kind
         in_root = path if path.startswith("/") else ("/" + path if not self.root.is_host else path)
         real = self.root.realpath(in_root if in_root.startswith("/") else os.path.abspath(in_root))

@@ -1,0 +1,154 @@
+"""The Docker engine, through the docker Python SDK: build, inspect, run, remove.
+
+Every failure becomes an :class:`EngineError` with one line the user can act
+on. Nothing here pulls: builds pass ``pull=False`` and containers are created
+from images that must already exist (``containers.run`` would pull a missing
+image from a public registry on its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from scratchpack.errors import EXIT_ENGINE, ScratchpackError
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+class EngineError(ScratchpackError):
+    """The engine is unreachable, or refused or failed what we asked."""
+
+    exit_code = EXIT_ENGINE
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: list[str]
+    size: int
+    architecture: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+
+def _where() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+class Engine:
+    """A connection to the engine that ``DOCKER_HOST`` (or the default socket) names."""
+
+    def __init__(self) -> None:
+        try:
+            self.client = docker.from_env()
+            self.client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+            raise EngineError(
+                f"cannot reach a Docker engine at {_where()} ({_short(err)}); start dockerd or "
+                "point DOCKER_HOST at a running engine (e.g. unix:///run/docker.sock)"
+            ) from err
+        self.api = self.client.api
+
+    def build(self, context: str, tag: str, progress: Callable[[str], None] | None = None) -> str:
+        """Build ``context`` (its Dockerfile) as ``tag``; return the image ID."""
+        image_id: str | None = None
+        try:
+            stream = self.api.build(
+                path=context,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise EngineError(f"the engine failed to build {tag}: {detail.strip()}")
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if progress is not None and chunk.get("stream", "").strip():
+                    progress(chunk["stream"].rstrip("\n"))
+        except docker.errors.APIError as err:
+            raise EngineError(f"the engine refused to build {tag}: {_short(err)}") from err
+        except requests.exceptions.RequestException as err:
+            raise EngineError(f"lost the Docker engine at {_where()}: {_short(err)}") from err
+        if image_id is None:
+            image_id = self.image(tag).id
+        return image_id
+
+    def image(self, reference: str) -> ImageInfo:
+        """A local image, or an error: never a pull."""
+        try:
+            image = self.client.images.get(reference)
+        except docker.errors.ImageNotFound as err:
+            raise EngineError(f"no image {reference} in the local engine") from err
+        except docker.errors.APIError as err:
+            raise EngineError(f"cannot inspect {reference}: {_short(err)}") from err
+        attrs: dict[str, Any] = image.attrs
+        return ImageInfo(
+            id=attrs["Id"],
+            tags=list(attrs.get("RepoTags") or []),
+            size=int(attrs.get("Size") or 0),
+            architecture=str(attrs.get("Architecture") or ""),
+        )
+
+    def run(
+        self,
+        image: str,
+        command: Sequence[str] | None = None,
+        network: bool = False,
+        timeout: float = 120,
+    ) -> RunResult:
+        """Run a local image to completion and return its exit code and output."""
+        self.image(image)  # fails clearly instead of letting the engine pull
+        container = None
+        try:
+            container = self.client.containers.create(
+                image,
+                command=list(command) if command is not None else None,
+                network_disabled=not network,
+                network_mode=None if network else "none",
+            )
+            container.start()
+            status = container.wait(timeout=timeout)
+            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+            return RunResult(int(status.get("StatusCode", -1)), output)
+        except docker.errors.APIError as err:
+            raise EngineError(f"cannot run {image}: {_short(err)}") from err
+        except requests.exceptions.RequestException as err:
+            raise EngineError(f"{image} did not finish within {timeout:.0f} s") from err
+        finally:
+            if container is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.remove(force=True)
+
+    def remove_image(self, reference: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            self.client.images.remove(reference, force=True)
+
+
+def _short(err: BaseException) -> str:
+    """The useful part of an SDK exception, on one line."""
+    explanation = getattr(err, "explanation", None)
+    text = str(explanation or err)
+    return " ".join(text.split())[:300]
+
+
+def terminal_progress(line: str) -> None:
+    """Progress for people: shown on a terminal, silent in pipes."""
+    if sys.stderr.isatty():
+        print(line, file=sys.stderr)

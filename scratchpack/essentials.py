@@ -1,0 +1,145 @@
+"""What a program needs at run time that DT_NEEDED does not show, for a FROM-scratch root.
+
+Defaults are the small, safe things every scratch image lacks (measured on
+Debian 12): ``/tmp`` (0 bytes), ``/etc/passwd`` and ``/etc/group`` with root,
+nobody and nonroot (about 250 bytes), a files-first ``/etc/nsswitch.conf``
+(about 150 bytes, glibc only) and ``libgcc_s.so.1`` (125 KiB) when the closure
+calls what glibc unwinds through it. The rest is opt-in because it is big or
+changes behaviour: CA certificates (216 KiB), tzdata (3.9 MiB), a locale
+(C.UTF-8: 400 KiB), gconv modules (8.2 MiB) and the root's own NSS modules.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from scratchpack.assemble import RootPlan
+from scratchpack.errors import InputError
+from scratchpack.rootfs import RootFS
+
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+ZONEINFO = "/usr/share/zoneinfo"
+LOCALE_DIR = "/usr/lib/locale"
+NSSWITCH = "/etc/nsswitch.conf"
+
+NONROOT_UID = 65532
+NOBODY_UID = 65534
+
+PASSWD = (
+    "root:x:0:0:root:/root:/sbin/nologin\n"
+    f"nobody:x:{NOBODY_UID}:{NOBODY_UID}:nobody:/nonexistent:/sbin/nologin\n"
+    f"nonroot:x:{NONROOT_UID}:{NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin\n"
+)
+GROUP = f"root:x:0:\nnobody:x:{NOBODY_UID}:\nnonroot:x:{NONROOT_UID}:\n"
+# glibc >= 2.34 has "files" and "dns" built in: no module to copy. Without this
+# file, glibc asks DNS before /etc/hosts, and "localhost" may not resolve.
+NSSWITCH_DEFAULT = (
+    "passwd: files\ngroup: files\nshadow: files\n"
+    "hosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n"
+)
+# Services glibc implements inside libc itself (no libnss_<service>.so.2 to load).
+_BUILTIN_NSS = {"files", "dns"}
+# Calls after which glibc dlopens libgcc_s.so.1 to unwind the thread.
+_UNWINDING_CALLS = frozenset({"pthread_cancel", "pthread_exit", "thrd_exit", "backtrace"})
+LIBGCC_S = "libgcc_s.so.1"
+
+
+@dataclass(frozen=True)
+class Essentials:
+    """Which runtime extras to add; the defaults are the small, safe ones."""
+
+    tmp: bool = True
+    users: bool = True
+    nsswitch: bool = True
+    libgcc: bool = True
+    ca_certs: bool = False
+    tzdata: bool = False
+    locale: str | None = None
+    gconv: bool = False
+    nss: bool = False
+
+
+def imports_any(host_paths: Iterable[str], symbols: frozenset[str]) -> bool:
+    """Whether any of these ELF files leaves one of ``symbols`` undefined (imports it).
+
+    pyelftools reads the dynamic symbol table; only a handful of files per
+    image reach this, so its cost does not matter here.
+    """
+    for path in host_paths:
+        try:
+            with open(path, "rb") as stream:
+                table = ELFFile(stream).get_section_by_name(".dynsym")
+                if not isinstance(table, SymbolTableSection):
+                    continue
+                for symbol in table.iter_symbols():
+                    if symbol["st_shndx"] == "SHN_UNDEF" and symbol.name in symbols:
+                        return True
+        except (OSError, ELFError):
+            continue
+    return False
+
+
+def needs_libgcc_s(host_paths: Iterable[str]) -> bool:
+    """glibc dlopens libgcc_s.so.1 for pthread_cancel, pthread_exit and backtrace."""
+    return imports_any(host_paths, _UNWINDING_CALLS)
+
+
+def add_users(plan: RootPlan) -> None:
+    plan.add_generated("/etc/passwd", PASSWD.encode(), "essential:users")
+    plan.add_generated("/etc/group", GROUP.encode(), "essential:users")
+    plan.add_dir("/root", 0o700, "essential:users")
+    plan.add_dir("/home", 0o755, "essential:users")
+    plan.add_dir("/home/nonroot", 0o700, "essential:users", NONROOT_UID, NONROOT_UID)
+
+
+def user_known(user: str) -> bool:
+    """Whether Docker can resolve ``--user`` in an image with our passwd/group."""
+    name, _, group = user.partition(":")
+    names = {"root", "nobody", "nonroot"}
+    return (name.isdigit() or name in names) and (not group or group.isdigit() or group in names)
+
+
+def nss_services(nsswitch_text: str) -> list[str]:
+    """Services named in an nsswitch.conf that glibc loads as ``libnss_<service>.so.2``."""
+    services: list[str] = []
+    for line in nsswitch_text.splitlines():
+        line = line.split("#", 1)[0]
+        if ":" not in line:
+            continue
+        sources = re.sub(r"\[[^]]*\]", " ", line.split(":", 1)[1]).split()
+        for service in sources:
+            if service not in _BUILTIN_NSS and service not in services:
+                services.append(service)
+    return services
+
+
+def locale_directory(root: RootFS, name: str) -> str:
+    """The directory of a compiled locale: ``C.UTF-8`` lives in ``/usr/lib/locale/C.utf8``."""
+    language, _, codeset = name.partition(".")
+    normalized = re.sub(r"[^a-z0-9]", "", codeset.lower())
+    candidates = [f"{LOCALE_DIR}/{name}"]
+    if codeset:
+        candidates.insert(0, f"{LOCALE_DIR}/{language}.{normalized}")
+    for candidate in candidates:
+        if root.is_dir(candidate):
+            return candidate
+    raise InputError(
+        f"locale {name}: no {candidates[0]} in {root.top} "
+        "(only compiled locale directories are supported, not locale-archive)"
+    )
+
+
+def gconv_directory(root: RootFS, libc_path: str) -> str:
+    """glibc looks for gconv modules in ``<libdir>/gconv`` next to libc."""
+    real = root.realpath(libc_path)
+    directory = f"{os.path.dirname(real or libc_path)}/gconv"
+    if not root.is_dir(directory):
+        raise InputError(f"--gconv: no {directory} in {root.top}")
+    return directory

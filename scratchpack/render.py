@@ -1,0 +1,96 @@
+"""Render the Dockerfile of an image from a Jinja2 template.
+
+The template ships inside the wheel (``scratchpack/templates``); in a source
+checkout it is the repository's top-level ``templates/``. Users may pass their
+own template with the same variables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from scratchpack import __version__
+from scratchpack.errors import InputError
+
+DOCKERFILE_TEMPLATE = "Dockerfile.j2"
+
+
+@dataclass
+class ImageConfig:
+    """The image's run-time configuration, as a Dockerfile states it."""
+
+    entrypoint: list[str]
+    cmd: list[str] | None = None
+    env: list[tuple[str, str]] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    expose: list[str] = field(default_factory=list)
+    labels: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OwnedTree:
+    """A directory of the context copied with an owner other than root."""
+
+    uid: int
+    gid: int
+    source: str  # relative to the context
+    dest: str  # in-image path
+
+
+def templates_dir() -> Path:
+    """Where the bundled templates are: inside the installed package, or the checkout's."""
+    packaged = Path(__file__).parent / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).parent.parent / "templates"
+
+
+def quote(value: str) -> str:
+    """A Dockerfile double-quoted word: backslash, quote and ``$`` escaped, newlines kept."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return '"' + escaped.replace("\n", "\\n") + '"'
+
+
+def exec_form(argv: list[str]) -> str:
+    """A JSON array, the exec form that runs argv without a shell (there is none)."""
+    return json.dumps(argv, ensure_ascii=False)
+
+
+def render_dockerfile(
+    config: ImageConfig, owned: list[OwnedTree], template: Path | None = None
+) -> str:
+    """The Dockerfile text for ``config``; ``template`` replaces the bundled one."""
+    if template is not None:
+        loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(template.parent))
+        name = template.name
+    else:
+        loader = jinja2.FileSystemLoader(str(templates_dir()))
+        name = DOCKERFILE_TEMPLATE
+    environment = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    environment.filters["quote"] = quote
+    environment.filters["exec_form"] = exec_form
+    try:
+        return environment.get_template(name).render(
+            version=__version__,
+            owned=owned,
+            env=config.env,
+            labels=config.labels,
+            expose=config.expose,
+            workdir=config.workdir,
+            user=config.user,
+            entrypoint=config.entrypoint,
+            cmd=config.cmd,
+        )
+    except jinja2.TemplateError as err:
+        where = f"{template}" if template else name
+        raise InputError(f"template {where}: {err}") from err
