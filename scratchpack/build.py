@@ -114,7 +114,8 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
             m.soname == closure.interpreter for m in closure.missing
         ):
             plan.add_path(root, closure.interpreter, "interpreter")
-        rules = resolver.rules_for(resolver.read_input(closure.path))
+        rules = closure.rules
+        assert rules is not None
         for library in closure.libraries:
             plan.add_path(root, library.path, f"library:{library.soname}")
             if library.via == "cache" and not _in_default_dirs(library.path, rules):

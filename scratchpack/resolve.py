@@ -72,8 +72,13 @@ class Closure:
     static: bool
     libraries: list[Library] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
-    loader: str | None = None  # "glibc" | "musl" | None (static)
+    rules: LoaderRules | None = None  # the loader's rules; None for static objects
     dlopen_missing: list[Missing] = field(default_factory=list)  # warnings, not failures
+
+    @property
+    def loader(self) -> str | None:
+        """``glibc`` or ``musl``; None when nothing is loaded (static)."""
+        return self.rules.kind if self.rules else None
 
     @property
     def complete(self) -> bool:
@@ -247,7 +252,7 @@ class Resolver:
         if info.is_static:
             return closure
         rules = self.rules_for(info)
-        closure.loader = rules.kind
+        closure.rules = rules
         in_root = path if path.startswith("/") else ("/" + path if not self.root.is_host else path)
         real = self.root.realpath(in_root if in_root.startswith("/") else os.path.abspath(in_root))
         # The kernel starts the program through /proc/self/exe: $ORIGIN is its real directory.

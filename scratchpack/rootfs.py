@@ -64,39 +64,10 @@ class RootFS:
         return result
 
     def _resolve(self, path: str) -> str | None:
-        pending = [part for part in path.split("/") if part and part != "."]
-        pending.reverse()  # a stack: the next component is last
-        real: list[str] = []
-        links = 0
-        while pending:
-            part = pending.pop()
-            if part == "..":
-                if real:
-                    real.pop()
-                continue
-            in_root = "/" + "/".join([*real, part])
-            # Whole prefixes repeat for every candidate: reuse earlier answers.
-            known = self._real_cache.get(in_root, False)
-            if known is not False and known is not None:
-                real = known.split("/")[1:] if known != "/" else []
-                continue
-            host = self.top + in_root
-            try:
-                mode = os.lstat(host).st_mode
-            except OSError:
-                return None
-            if stat.S_ISLNK(mode):
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    return None
-                target = os.readlink(host)
-                if target.startswith("/"):
-                    real = []
-                pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
-            else:
-                real.append(part)
-                self._real_cache[in_root] = in_root
-        return "/" + "/".join(real)
+        steps = self.trace(path)
+        if steps is None:
+            return None
+        return steps[-1].path if steps else "/"
 
     def trace(self, path: str) -> list[PathStep] | None:
         """Every directory and symlink met while resolving absolute ``path``, then the file.
