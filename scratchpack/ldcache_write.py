@@ -17,18 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cmp_to_key
 
+from scratchpack import ldcache_format as fmt
+
 GENERATOR = b"scratchpack"
 
-_MAGIC = b"glibc-ld.so.cache1.1"
-_HEADER = struct.Struct("<20sIIB3xI12x")  # magic+version, nlibs, len_strings, flags, ext offset
-_ENTRY = struct.Struct("<iIIIQ")  # flags, key, value, osversion, hwcap
 _EXTENSION = struct.Struct("<II")  # magic, count
 _SECTION = struct.Struct("<IIII")  # tag, flags, offset, size
-_ENDIAN_LITTLE = 2  # cache_file_new_flags_endian_little
-_EXTENSION_MAGIC = 0xEAA42174
-_TAG_GENERATOR = 0
-_TAG_GLIBC_HWCAPS = 1
-_HWCAP_EXTENSION = 1 << 62  # DL_CACHE_HWCAP_EXTENSION; the low 32 bits index the hwcaps array
 _DIGITS = frozenset(b"0123456789")
 
 
@@ -97,7 +91,7 @@ def _layout(entries: list[CacheRecord]) -> bytes:
     # String offsets count from the start of the file; the table follows the entries.
     strings = bytearray()
     offsets: dict[bytes, int] = {}
-    base = _HEADER.size + len(entries) * _ENTRY.size
+    base = fmt.HEADER.size + len(entries) * fmt.ENTRY.size
 
     def intern(text: bytes) -> int:
         if text not in offsets:
@@ -111,8 +105,8 @@ def _layout(entries: list[CacheRecord]) -> bytes:
         value = intern(_encode(entry.path))
         hwcap = 0
         if entry.hwcaps_subdir is not None:
-            hwcap = _HWCAP_EXTENSION | hwcaps_index[_encode(entry.hwcaps_subdir)]
-        table += _ENTRY.pack(entry.flags, key, value, 0, hwcap)
+            hwcap = fmt.HWCAP_EXTENSION | hwcaps_index[_encode(entry.hwcaps_subdir)]
+        table += fmt.ENTRY.pack(entry.flags, key, value, 0, hwcap)
     hwcaps_array = b"".join(struct.pack("<I", intern(name)) for name in hwcaps)
 
     # ldconfig rounds the extension directory up to 4 bytes (cache_extension_load
@@ -121,11 +115,15 @@ def _layout(entries: list[CacheRecord]) -> bytes:
     extension_offset = _align4(base + len(strings))
     sections = 1 + bool(hwcaps)
     data_offset = extension_offset + _EXTENSION.size + sections * _SECTION.size
-    directory = _EXTENSION.pack(_EXTENSION_MAGIC, sections)
-    directory += _SECTION.pack(_TAG_GENERATOR, 0, data_offset + len(hwcaps_array), len(GENERATOR))
+    directory = _EXTENSION.pack(fmt.EXTENSION_MAGIC, sections)
+    directory += _SECTION.pack(
+        fmt.TAG_GENERATOR, 0, data_offset + len(hwcaps_array), len(GENERATOR)
+    )
     if hwcaps:
-        directory += _SECTION.pack(_TAG_GLIBC_HWCAPS, 0, data_offset, len(hwcaps_array))
-    header = _HEADER.pack(_MAGIC, len(entries), len(strings), _ENDIAN_LITTLE, extension_offset)
+        directory += _SECTION.pack(fmt.TAG_GLIBC_HWCAPS, 0, data_offset, len(hwcaps_array))
+    header = fmt.HEADER.pack(
+        fmt.NEW_MAGIC, len(entries), len(strings), fmt.ENDIAN_LITTLE, extension_offset
+    )
     padding = bytes(extension_offset - base - len(strings))
     return header + table + strings + padding + directory + hwcaps_array + GENERATOR
 

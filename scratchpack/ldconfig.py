@@ -11,18 +11,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from scratchpack import ldcache_format as fmt
 from scratchpack.rootfs import RootFS
 
 CACHE_PATH = "/etc/ld.so.cache"
 CONF_PATH = "/etc/ld.so.conf"
 
-_NEW_MAGIC = b"glibc-ld.so.cache1.1"
-_OLD_MAGIC = b"ld.so-1.7.0"
-_NEW_HEADER = struct.Struct("<20sIIB3xI12x")  # magic+version, nlibs, len_strings, flags, ext offset
-_EXTENSION_MAGIC = 0xEAA42174
-_EXTENSION_TAG_GLIBC_HWCAPS = 1
-_HWCAP_EXTENSION = 1 << 62
-_HWCAP_INDEX_MASK = 0xFFFFFFFF
 _MAX_INCLUDE_DEPTH = 16
 
 
@@ -82,32 +76,29 @@ def read_cache(root: RootFS) -> LdCache | None:
 def parse_cache(data: bytes) -> LdCache | None:
     """Parse the glibc 2.32+ cache format (optionally behind the old-format header)."""
     start = 0
-    if data.startswith(_OLD_MAGIC):
+    if data.startswith(fmt.OLD_MAGIC):
         (old_count,) = struct.unpack_from("<I", data, 12)
         start = 16 + old_count * 12
         start = (start + 7) & ~7
-    if data[start : start + len(_NEW_MAGIC)] != _NEW_MAGIC:
+    if data[start : start + len(fmt.NEW_MAGIC)] != fmt.NEW_MAGIC:
         return None
-    _magic, count, _len_strings, endian_flag, extension_offset = _NEW_HEADER.unpack_from(
-        data, start
+    # The endianness flag is a single byte, so it reads the same in either order.
+    order = ">" if data[start + 28] == fmt.ENDIAN_BIG else "<"
+    _magic, count, _len_strings, _endian, extension_offset = struct.unpack_from(
+        order + fmt.HEADER_FORMAT, data, start
     )
-    order = ">" if endian_flag == 3 else "<"
-    if order == ">":
-        _magic, count, _len_strings, endian_flag, extension_offset = struct.unpack_from(
-            ">20sIIB3xI12x", data, start
-        )
     hwcaps_names = _read_hwcaps_extension(data, start, extension_offset, order)
     entries: dict[str, list[CacheEntry]] = {}
-    table = start + _NEW_HEADER.size
+    table = start + fmt.HEADER.size
     for flags, key, value, _osversion, hwcap in struct.iter_unpack(
-        order + "iIIIQ", data[table : table + count * 24]
+        order + fmt.ENTRY_FORMAT, data[table : table + count * fmt.ENTRY.size]
     ):
         name = _c_string(data, start + key)
         path = _c_string(data, start + value)
         subdir = None
         legacy = 0
-        if hwcap & _HWCAP_EXTENSION:
-            index = hwcap & _HWCAP_INDEX_MASK
+        if hwcap & fmt.HWCAP_EXTENSION:
+            index = hwcap & fmt.HWCAP_INDEX_MASK
             subdir = hwcaps_names[index] if index < len(hwcaps_names) else ""
         else:
             legacy = hwcap
@@ -120,14 +111,14 @@ def _read_hwcaps_extension(data: bytes, start: int, offset: int, order: str) -> 
         return []
     base = start + offset
     magic, count = struct.unpack_from(order + "II", data, base)
-    if magic != _EXTENSION_MAGIC:
+    if magic != fmt.EXTENSION_MAGIC:
         return []
     names: list[str] = []
     for index in range(count):
         tag, _flags, section_offset, size = struct.unpack_from(
             order + "IIII", data, base + 8 + 16 * index
         )
-        if tag == _EXTENSION_TAG_GLIBC_HWCAPS:
+        if tag == fmt.TAG_GLIBC_HWCAPS:
             for (string_offset,) in struct.iter_unpack(
                 order + "I", data[start + section_offset : start + section_offset + size]
             ):
