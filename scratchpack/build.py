@@ -20,6 +20,7 @@ from pathlib import Path
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
 from scratchpack.elf import ELF_MAGIC
+from scratchpack.engine import Engine, EngineError
 from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
 from scratchpack.essentials import (
     CA_BUNDLE,
@@ -37,6 +38,14 @@ from scratchpack.essentials import (
 )
 from scratchpack.ldcache_write import CacheRecord, render_cache
 from scratchpack.loaders import HwcapsChoice, LoaderRules
+from scratchpack.oci import (
+    WrittenImage,
+    platform_for,
+    publish_output,
+    source_date_epoch,
+    write_layout,
+)
+from scratchpack.progress import ByteProgress
 from scratchpack.render import ImageConfig, OwnedTree, render_dockerfile
 from scratchpack.resolve import Closure, Resolver
 from scratchpack.rootfs import RootFS
@@ -71,6 +80,8 @@ class ImagePlan:
     config: ImageConfig
     closures: list[Closure]
     warnings: list[str]
+    machine: int  # e_machine and class of the first program: the image's platform
+    bits: int
 
 
 @dataclass(frozen=True)
@@ -135,7 +146,8 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         )
     if not config.entrypoint:
         config.entrypoint = [programs[0].path]
-    return ImagePlan(plan, config, closures, warnings)
+    first = resolver.read_input(programs[0].elf_targets[0])
+    return ImagePlan(plan, config, closures, warnings, first.machine, first.bits)
 
 
 def _program(resolver: Resolver, binary: str, env: dict[str, str], warnings: list[str]) -> Program:
@@ -386,3 +398,81 @@ def split_args(text: str, option: str) -> list[str]:
         return shlex.split(text)
     except ValueError as err:
         raise InputError(f"{option} {text!r}: {err}") from err
+
+
+def split_layers(plan: RootPlan, split: bool) -> list[list[Entry]]:
+    """One layer, or shared libraries (with the loader) apart from the application.
+
+    The library layer holds the loader, the libraries and the directories and
+    symlinks on their paths, so two images with the same libraries share it.
+    """
+    entries = plan.sorted_entries()
+    if not split:
+        return [entries]
+    library_reasons = ("library:", "interpreter")
+    wanted: set[str] = set()
+    for entry in entries:
+        if entry.reason.startswith(library_reasons):
+            wanted.add(entry.path)
+    # The symlinks and directories the library paths go through come along.
+    for entry in entries:
+        if entry.kind in ("dir", "symlink") and any(
+            path.startswith(entry.path.rstrip("/") + "/") for path in wanted
+        ):
+            wanted.add(entry.path)
+    libraries = [entry for entry in entries if entry.path in wanted]
+    application = [entry for entry in entries if entry.path not in wanted]
+    return [libraries, application] if libraries and application else [entries]
+
+
+# -- writing the image ---------------------------------------------------------------------
+
+
+def choose_engine(mode: str, output: str | None) -> Engine | None:
+    """The engine to build in, or None for the built-in writer."""
+    if mode == "none":
+        return None
+    if mode == "docker":
+        return Engine()
+    if output is not None:
+        return None
+    try:
+        return Engine()
+    except EngineError:
+        return None
+
+
+def default_archive(tag: str | None) -> Path:
+    """``hello_latest.tar`` for ``hello:latest``, in the working directory."""
+    name = (tag or "image").rsplit("/", 1)[-1]
+    if ":" not in name:
+        name += ":latest"
+    return Path(re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".tar")
+
+
+def write_image(
+    plan: ImagePlan, tag: str | None, output: Path, split: bool, show_progress: bool
+) -> WrittenImage:
+    """Write the image with the built-in writer; nothing appears at ``output`` on failure."""
+    output = output.absolute()
+    if not output.parent.is_dir():
+        raise InputError(f"--output {output}: {output.parent} is not a directory")
+    epoch = source_date_epoch()
+    staging = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=output.parent))
+    try:
+        progress = ByteProgress("writing layers", plan.root.size, enabled=show_progress)
+        written = write_layout(
+            split_layers(plan.root, split),
+            plan.config,
+            platform_for(plan.machine, plan.bits),
+            tag,
+            staging / "layout",
+            epoch,
+            progress.advance,
+        )
+        progress.done()
+        publish_output(staging / "layout", output, epoch)
+        written.layout = output
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

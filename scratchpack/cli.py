@@ -20,12 +20,15 @@ from scratchpack import __version__
 from scratchpack.build import (
     BuildOptions,
     check_tag,
+    choose_engine,
+    default_archive,
     plan_image,
     split_args,
     staged_directory,
     write_context,
+    write_image,
 )
-from scratchpack.engine import Engine, terminal_progress
+from scratchpack.engine import terminal_progress
 from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError, VerifyError
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
@@ -169,6 +172,30 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
 @click.option(
     "--verify", metavar="ARGS", help="Run the new image with ARGS, no network; fail if it fails."
 )
+@click.option(
+    "--engine",
+    "engine_mode",
+    type=click.Choice(["auto", "docker", "none"]),
+    default="auto",
+    show_default=True,
+    help="docker: build in the engine; none: write an image archive with the built-in writer; "
+    "auto: the engine if one answers (and no --output), else the writer.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=True),
+    metavar="PATH",
+    help="Write the image with the built-in writer: PATH.tar (OCI + docker load) or a "
+    "directory (OCI layout).",
+)
+@click.option(
+    "--layers",
+    type=click.Choice(["one", "split"]),
+    default="one",
+    show_default=True,
+    help="split: shared libraries in their own layer, shared between images.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
 def build(
@@ -195,6 +222,9 @@ def build(
     no_build: bool,
     template: str | None,
     verify: str | None,
+    engine_mode: str,
+    output: str | None,
+    layers: str,
     as_json: bool,
 ) -> None:
     """Build a FROM-scratch image that runs BINARY (and the other BINARYs).
@@ -237,7 +267,7 @@ def build(
     image_plan = plan_image(options, config)
     for warning in image_plan.warnings:
         click.echo(f"scratchpack: warning: {warning}", err=True)
-    engine = None if no_build else Engine()
+    engine = None if no_build else choose_engine(engine_mode, output)
     result: dict[str, Any] = {
         "tag": tag,
         "files": len(image_plan.root.files),
@@ -245,14 +275,26 @@ def build(
         "context": os.path.abspath(context_dir) if context_dir else None,
         "warnings": image_plan.warnings,
     }
-    with staged_directory(context_dir) as staging:
-        write_context(image_plan, staging, Path(template) if template else None)
-        if engine is not None:
-            assert tag is not None
-            progress = None if as_json else terminal_progress
-            image_id = engine.build(staging, tag, progress)
-            info = engine.image(image_id)
-            result.update(image=info.id, size=info.size)
+    template_path = Path(template) if template else None
+    if engine is not None or context_dir:
+        with staged_directory(context_dir) as staging:
+            write_context(image_plan, staging, template_path)
+            if engine is not None:
+                assert tag is not None
+                image_id = engine.build(staging, tag, None if as_json else terminal_progress)
+                info = engine.image(image_id)
+                result.update(engine="docker", image=info.id, size=info.size)
+    if engine is None and not no_build:
+        target = Path(output) if output else default_archive(tag)
+        written = write_image(image_plan, tag, target, layers == "split", show_progress=not as_json)
+        result.update(
+            engine="none",
+            output=str(target),
+            image=written.image_id,
+            manifest_digest=written.manifest.digest,
+            diff_ids=[layer.diff_id for layer in written.layers],
+            size=sum(layer.uncompressed_size for layer in written.layers),
+        )
     if engine is not None and verify_args is not None:
         assert tag is not None
         run = engine.run(tag, verify_args)
@@ -265,11 +307,18 @@ def build(
             )
     if as_json:
         click.echo(json.dumps(result, indent=2))
-    elif engine is None:
+    elif no_build:
         click.echo(
             f"Wrote the build context to {result['context']} "
             f"({result['files']} files, {_size(result['content_bytes'])})"
         )
+    elif engine is None:
+        click.echo(
+            f"Wrote {tag} {result['image']} to {result['output']} "
+            f"({_size(result['size'])}, {result['files']} files)"
+        )
+        if result["output"].endswith(".tar"):
+            click.echo(f"Load it with: docker load -i {result['output']}")
     else:
         click.echo(
             f"Built {tag} {result['image']} ({_size(result['size'])}, {result['files']} files)"
