@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
 from scratchpack.elf import ELF_MAGIC
-from scratchpack.engine import Engine, EngineError
 from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
 from scratchpack.essentials import (
     CA_BUNDLE,
@@ -49,6 +49,9 @@ from scratchpack.progress import ByteProgress
 from scratchpack.render import ImageConfig, OwnedTree, render_dockerfile
 from scratchpack.resolve import Closure, Resolver
 from scratchpack.rootfs import RootFS
+
+if TYPE_CHECKING:
+    from scratchpack.engine import Engine
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Interpreters whose programs also need a library tree (stdlib, modules).
@@ -430,6 +433,9 @@ def split_layers(plan: RootPlan, split: bool) -> list[list[Entry]]:
 
 def choose_engine(mode: str, output: str | None) -> Engine | None:
     """The engine to build in, or None for the built-in writer."""
+    # The docker SDK takes a tenth of a second to import: only when an engine is wanted.
+    from scratchpack.engine import Engine, EngineError
+
     if mode == "none":
         return None
     if mode == "docker":

@@ -28,10 +28,10 @@ from scratchpack.build import (
     write_context,
     write_image,
 )
-from scratchpack.engine import terminal_progress
 from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError, VerifyError
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
+from scratchpack.progress import terminal_progress
 from scratchpack.render import ImageConfig
 from scratchpack.report import render_tree
 from scratchpack.resolve import Resolver

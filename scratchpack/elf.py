@@ -138,7 +138,22 @@ def _read(fd: int, offset: int, length: int, size: int, what: str) -> bytes:
     return data
 
 
-def _parse(fd: int, size: int) -> ElfInfo:
+class _Header(NamedTuple):
+    ident: bytes
+    endian: str  # struct byte order: "<" or ">"
+    is64: bool
+    elf_type: int
+    machine: int
+    flags: int
+    phoff: int
+    phentsize: int
+    phnum: int
+    shoff: int
+    shentsize: int
+    shnum: int
+
+
+def _header(fd: int) -> _Header:
     try:
         ident = os.pread(fd, 64, 0)
     except IsADirectoryError as err:
@@ -154,25 +169,33 @@ def _parse(fd: int, size: int) -> ElfInfo:
         raise ElfError(f"invalid ELF data encoding {data}")
     endian = "<" if data == ELFDATA2LSB else ">"
     is64 = elf_class == ELFCLASS64
-    header_size = 64 if is64 else 52
-    if len(ident) < header_size:
+    if len(ident) < (64 if is64 else 52):
         raise ElfError("truncated ELF header")
-    header_format = endian + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH")
-    (
+    fields = struct.unpack_from(endian + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH"), ident, 16)
+    elf_type, machine, _version, _entry, phoff, shoff, flags = fields[:7]
+    _ehsize, phentsize, phnum, shentsize, shnum, _shstrndx = fields[7:]
+    return _Header(
+        ident,
+        endian,
+        is64,
         elf_type,
         machine,
-        _version,
-        _entry,
-        phoff,
-        shoff,
         flags,
-        _ehsize,
+        phoff,
         phentsize,
         phnum,
-        _shentsize,
-        _shnum,
-        _shstrndx,
-    ) = struct.unpack_from(header_format, ident, 16)
+        shoff,
+        shentsize,
+        shnum,
+    )
+
+
+def _parse(fd: int, size: int) -> ElfInfo:
+    header = _header(fd)
+    ident, endian, is64 = header.ident, header.endian, header.is64
+    elf_class, data = ident[4], ident[5]
+    elf_type, machine, flags = header.elf_type, header.machine, header.flags
+    phoff, phentsize, phnum, shoff = header.phoff, header.phentsize, header.phnum, header.shoff
 
     phdr_size = 56 if is64 else 32
     if phnum == PN_XNUM:
@@ -283,3 +306,48 @@ def _string_at(strings: bytes, offset: int) -> str:
     if offset >= len(strings) or end < 0:
         raise ElfError("corrupt: dynamic string offset outside the string table")
     return strings[offset:end].decode("utf-8", "surrogateescape")
+
+
+SHT_DYNSYM = 11
+
+
+def undefined_symbols(path: str) -> frozenset[str]:
+    """Names of the dynamic symbols a file imports (undefined in its .dynsym).
+
+    Read through the section headers with ``struct``: building pyelftools
+    symbol objects for libcrypto's 5,000 symbols alone takes 0.1 s. A file
+    without section headers answers the empty set.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        header = _header(fd)
+        section_size = 64 if header.is64 else 40
+        if not header.shoff or not header.shnum or header.shentsize != section_size:
+            return frozenset()
+        table = _read(fd, header.shoff, header.shnum * section_size, size, "section headers")
+        layout = header.endian + ("IIQQQQIIQQ" if header.is64 else "IIIIIIIIII")
+        sections = list(struct.iter_unpack(layout, table))
+        # (sh_type, sh_offset, sh_size, sh_link): the same positions in both classes
+        brief = [(sec[1], sec[4], sec[5], sec[6]) for sec in sections]
+        dynsym = next((sec for sec in brief if sec[0] == SHT_DYNSYM), None)
+        if dynsym is None or dynsym[3] >= len(brief):
+            return frozenset()
+        _type, str_offset, str_size, _link = brief[dynsym[3]]
+        strings = _read(fd, str_offset, str_size, size, "dynamic string table")
+        symbols = _read(fd, dynsym[1], dynsym[2], size, "dynamic symbol table")
+    finally:
+        os.close(fd)
+    entry = 24 if header.is64 else 16
+    symbols = symbols[: len(symbols) - len(symbols) % entry]
+    if header.is64:
+        records = ((r[0], r[3]) for r in struct.iter_unpack(header.endian + "IBBHQQ", symbols))
+    else:
+        records = ((r[0], r[5]) for r in struct.iter_unpack(header.endian + "IIIBBH", symbols))
+    names = set()
+    for name_offset, section_index in records:
+        if section_index == 0 and name_offset:
+            end = strings.find(b"\0", name_offset)
+            if end > name_offset:
+                names.add(strings[name_offset:end].decode("utf-8", "surrogateescape"))
+    return frozenset(names)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,9 +145,3 @@ def _short(err: BaseException) -> str:
     explanation = getattr(err, "explanation", None)
     text = str(explanation or err)
     return " ".join(text.split())[:300]
-
-
-def terminal_progress(line: str) -> None:
-    """Progress for people: shown on a terminal, silent in pipes."""
-    if sys.stderr.isatty():
-        print(line, file=sys.stderr)

@@ -16,11 +16,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
-
 from scratchpack.assemble import RootPlan
+from scratchpack.elf import ElfError, undefined_symbols
 from scratchpack.errors import InputError
 from scratchpack.rootfs import RootFS
 
@@ -67,21 +64,12 @@ class Essentials:
 
 
 def imports_any(host_paths: Iterable[str], symbols: frozenset[str]) -> bool:
-    """Whether any of these ELF files leaves one of ``symbols`` undefined (imports it).
-
-    pyelftools reads the dynamic symbol table; only a handful of files per
-    image reach this, so its cost does not matter here.
-    """
+    """Whether any of these ELF files leaves one of ``symbols`` undefined (imports it)."""
     for path in host_paths:
         try:
-            with open(path, "rb") as stream:
-                table = ELFFile(stream).get_section_by_name(".dynsym")
-                if not isinstance(table, SymbolTableSection):
-                    continue
-                for symbol in table.iter_symbols():
-                    if symbol["st_shndx"] == "SHN_UNDEF" and symbol.name in symbols:
-                        return True
-        except (OSError, ELFError):
+            if undefined_symbols(path) & symbols:
+                return True
+        except (OSError, ElfError):
             continue
     return False
 

@@ -35,3 +35,9 @@ class ByteProgress:
             self._draw()
             sys.stderr.write("\\n")
             sys.stderr.flush()
+
+
+def terminal_progress(line: str) -> None:
+    """A line of progress for people: shown on a terminal, silent in pipes."""
+    if sys.stderr.isatty():
+        print(line, file=sys.stderr)

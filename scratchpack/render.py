@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-
 from scratchpack import __version__
 from scratchpack.errors import InputError
 
@@ -65,8 +63,10 @@ def render_dockerfile(
     config: ImageConfig, owned: list[OwnedTree], template: Path | None = None
 ) -> str:
     """The Dockerfile text for ``config``; ``template`` replaces the bundled one."""
+    import jinja2  # imported here: only builds through the engine render a Dockerfile
+
     if template is not None:
-        loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(template.parent))
+        loader = jinja2.FileSystemLoader(str(template.parent))
         name = template.name
     else:
         loader = jinja2.FileSystemLoader(str(templates_dir()))
