@@ -12,12 +12,13 @@ import os
 import re
 import shlex
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
 from scratchpack.elf import ELF_MAGIC
@@ -40,6 +41,7 @@ from scratchpack.ldcache_write import CacheRecord, render_cache
 from scratchpack.loaders import HwcapsChoice, LoaderRules
 from scratchpack.oci import (
     WrittenImage,
+    add_entry,
     platform_for,
     publish_output,
     source_date_epoch,
@@ -334,6 +336,24 @@ def owned_trees(entries: list[Entry]) -> list[OwnedTree]:
         for entry in entries
         if entry.uid or entry.gid
     ]
+
+
+def context_archive(plan: ImagePlan, template: Path | None = None) -> BinaryIO:
+    """The build context as one uncompressed tar, straight from the plan.
+
+    Sent to the engine as is: no copy of the root on disk for the SDK to walk
+    and tar again, which was a third of scratchpack's own time in a build.
+    """
+    entries = plan.root.sorted_entries()
+    dockerfile = render_dockerfile(plan.config, owned_trees(entries), template).encode()
+    archive = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
+    with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add_entry(tar, Entry("/Dockerfile", "file", 0o644, "context", data=dockerfile), 0)
+        for entry in entries:
+            prefix = f"owned/{entry.uid}.{entry.gid}/" if entry.uid or entry.gid else "rootfs/"
+            add_entry(tar, entry, 0, prefix)
+    archive.seek(0)
+    return archive
 
 
 def write_context(plan: ImagePlan, directory: str, template: Path | None = None) -> None:

@@ -21,6 +21,7 @@ from scratchpack.build import (
     BuildOptions,
     check_tag,
     choose_engine,
+    context_archive,
     default_archive,
     plan_image,
     split_args,
@@ -276,14 +277,15 @@ def build(
         "warnings": image_plan.warnings,
     }
     template_path = Path(template) if template else None
-    if engine is not None or context_dir:
+    if context_dir:
         with staged_directory(context_dir) as staging:
             write_context(image_plan, staging, template_path)
-            if engine is not None:
-                assert tag is not None
-                image_id = engine.build(staging, tag, None if as_json else terminal_progress)
-                info = engine.image(image_id)
-                result.update(engine="docker", image=info.id, size=info.size)
+    if engine is not None:
+        assert tag is not None
+        with context_archive(image_plan, template_path) as context:
+            image_id = engine.build(context, tag, None if as_json else terminal_progress)
+        info = engine.image(image_id)
+        result.update(engine="docker", image=info.id, size=info.size)
     if engine is None and not no_build:
         target = Path(output) if output else default_archive(tag)
         written = write_image(image_plan, tag, target, layers == "split", show_progress=not as_json)

@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
@@ -61,12 +61,15 @@ class Engine:
             ) from err
         self.api = self.client.api
 
-    def build(self, context: str, tag: str, progress: Callable[[str], None] | None = None) -> str:
-        """Build ``context`` (its Dockerfile) as ``tag``; return the image ID."""
+    def build(
+        self, context: BinaryIO, tag: str, progress: Callable[[str], None] | None = None
+    ) -> str:
+        """Build a context tar (Dockerfile at its top) as ``tag``; return the image ID."""
         image_id: str | None = None
         try:
             stream = self.api.build(
-                path=context,
+                fileobj=context,
+                custom_context=True,
                 tag=tag,
                 rm=True,
                 forcerm=True,

@@ -142,7 +142,7 @@ def write_layer(
             uncompressed = _HashingWriter(gz)  # type: ignore[arg-type]
             with tarfile.open(fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in sorted(entries, key=lambda item: item.path):
-                    _add_entry(tar, entry, epoch)
+                    add_entry(tar, entry, epoch)
                     if progress is not None:
                         progress(entry.size)
     digest = "sha256:" + compressed.sha256.hexdigest()
@@ -154,8 +154,9 @@ def write_layer(
     )
 
 
-def _add_entry(tar: tarfile.TarFile, entry: Entry, epoch: int) -> None:
-    info = tarfile.TarInfo(entry.path.lstrip("/"))
+def add_entry(tar: tarfile.TarFile, entry: Entry, epoch: int, prefix: str = "") -> None:
+    """Add one plan entry to a tar, normalised: given mode and owner, no names, fixed mtime."""
+    info = tarfile.TarInfo(prefix + entry.path.lstrip("/"))
     info.mtime = epoch
     info.mode = entry.mode
     info.uid, info.gid = entry.uid, entry.gid
