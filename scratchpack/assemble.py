@@ -9,6 +9,7 @@ Writing the plan to disk (:func:`write_tree`) is a separate, last step.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 from scratchpack.errors import InputError
 from scratchpack.rootfs import RootFS
+
+_IMPLIED = "parent:"  # reason prefix of directories planned only as parents
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +54,70 @@ class RootPlan:
     warnings: list[str] = field(default_factory=list)
 
     def add(self, entry: Entry, replace: bool = False) -> None:
-        existing = self.entries.get(entry.path)
+        """Plan ``entry``, through the symlinks already planned, as extraction would.
+
+        A path under a planned symlink lands where the link points (an include
+        at ``/bin/tool`` goes to ``/usr/bin/tool`` when ``/bin -> usr/bin``). A
+        symlink that arrives where only an implied parent directory stood takes
+        its place, and what was planned below it moves through the new link.
+        """
+        path = self._through_links(entry.path)
+        if path != entry.path:
+            entry = dataclasses.replace(entry, path=path)
+        existing = self.entries.get(path)
         if existing is not None and not replace:
-            if existing.kind != entry.kind:
-                raise InputError(
-                    f"{entry.path}: wanted as a {entry.kind} ({entry.reason}) "
-                    f"but already a {existing.kind} ({existing.reason})"
-                )
-            return
-        self._add_parents(entry.path, entry.reason)
-        self.entries[entry.path] = entry
+            implied = existing.reason.startswith(_IMPLIED)
+            if existing.kind == entry.kind:
+                if implied:
+                    self.entries[path] = entry
+                return
+            if implied and existing.kind == "dir" and entry.kind == "symlink":
+                self._replace_dir_with_link(entry)
+                return
+            raise InputError(
+                f"{entry.path}: wanted as a {entry.kind} ({entry.reason}) "
+                f"but already a {existing.kind} ({existing.reason})"
+            )
+        self._add_parents(path, entry.reason)
+        self.entries[path] = entry
+
+    def _replace_dir_with_link(self, link: Entry) -> None:
+        prefix = link.path + "/"
+        moved = [self.entries.pop(path) for path in sorted(self.entries) if path.startswith(prefix)]
+        self.entries[link.path] = link
+        for entry in moved:
+            if not entry.reason.startswith(_IMPLIED):
+                self.add(entry)
+
+    def _through_links(self, path: str) -> str:
+        """``path`` with every planned symlink among its parent directories followed."""
+        parts = [part for part in path.split("/") if part and part != "."]
+        if len(parts) < 2:
+            return path
+        pending = list(reversed(parts[:-1]))
+        resolved: list[str] = []
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/" + "/".join([*resolved, part])
+            entry = self.entries.get(candidate)
+            if entry is not None and entry.kind == "symlink" and entry.target and hops < 40:
+                hops += 1
+                if entry.target.startswith("/"):
+                    resolved = []
+                pending.extend(reversed([p for p in entry.target.split("/") if p and p != "."]))
+            else:
+                resolved.append(part)
+        return "/" + "/".join([*resolved, parts[-1]])
 
     def _add_parents(self, path: str, reason: str) -> None:
         parent = path.rsplit("/", 1)[0]
         while parent and parent not in self.entries:
-            self.entries[parent] = Entry(parent, "dir", 0o755, reason)
+            self.entries[parent] = Entry(parent, "dir", 0o755, _IMPLIED + reason)
             parent = parent.rsplit("/", 1)[0]
 
     def add_generated(self, path: str, data: bytes, reason: str, mode: int = 0o644) -> None:
@@ -95,28 +147,33 @@ class RootPlan:
                 self.add(Entry(step.path, "file", mode, reason, source=step.host))
         return steps[-1].path
 
-    def add_tree(self, root: RootFS, path: str, reason: str, dest: str | None = None) -> list[str]:
+    def add_tree(
+        self, root: RootFS, path: str, reason: str, dest: str | None = None
+    ) -> list[tuple[str, str]]:
         """Add a file or a whole directory tree of ``root`` (symlinks inside stay links).
 
         Without ``dest`` it keeps its place and the symlinks on its way; with
-        ``dest`` it lands there. Returns the in-image paths of the regular files
-        added, so callers can find the ELF files among them.
+        ``dest`` it lands there. Returns ``(in-image path, in-root source path)``
+        of the regular files added, so callers can find the ELF files among them.
         """
         if dest is None:
             dest = self.add_path(root, path, reason)
         host_top = root.host_path(path)
         if host_top is None:
             raise InputError(f"{path}: not found in {root.top}")
+        source_top = root.realpath(path) or path
         top_info = os.stat(host_top)
         if not stat.S_ISDIR(top_info.st_mode):
             self.add(Entry(dest, "file", stat.S_IMODE(top_info.st_mode), reason, source=host_top))
-            return [dest]
+            return [(dest, source_top)]
         self.add(Entry(dest, "dir", stat.S_IMODE(top_info.st_mode), reason))
-        added: list[str] = []
+        added: list[tuple[str, str]] = []
         for current, dirs, files in os.walk(host_top):
             dirs.sort()
             relative = os.path.relpath(current, host_top)
-            image_dir = dest.rstrip("/") if relative == "." else f"{dest.rstrip('/')}/{relative}"
+            suffix = "" if relative == "." else f"/{relative}"
+            image_dir = dest.rstrip("/") + suffix
+            source_dir = source_top.rstrip("/") + suffix
             for name in [*dirs, *sorted(files)]:
                 host = os.path.join(current, name)
                 image_path = f"{image_dir}/{name}"
@@ -129,7 +186,7 @@ class RootPlan:
                     self.add(Entry(image_path, "dir", mode, reason))
                 elif stat.S_ISREG(info.st_mode):
                     self.add(Entry(image_path, "file", mode, reason, source=host))
-                    added.append(image_path)
+                    added.append((image_path, f"{source_dir}/{name}"))
                 # Devices, sockets and fifos have no place in an image layer.
         return added
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
 from scratchpack.elf import ELF_MAGIC
-from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
+from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError, VerifyError
 from scratchpack.essentials import (
     CA_BUNDLE,
     LIBGCC_S,
@@ -42,6 +42,7 @@ from scratchpack.loaders import HwcapsChoice, LoaderRules
 from scratchpack.oci import (
     WrittenImage,
     add_entry,
+    archive_layout,
     platform_for,
     publish_output,
     source_date_epoch,
@@ -100,6 +101,7 @@ class Program:
 def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     """Resolve, assemble and configure; raise on what would make a broken image."""
     env = dict(config.env)
+    env.setdefault("PATH", DEFAULT_PATH)  # as Docker's builder sets it for FROM scratch
     # The image's loader sees the image's LD_LIBRARY_PATH, not the one of this shell.
     resolver = Resolver(
         options.root, library_path=env.get("LD_LIBRARY_PATH", ""), hwcaps=options.hwcaps
@@ -110,22 +112,27 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     programs = [_program(resolver, binary, env, warnings) for binary in options.binaries]
 
     closures: list[Closure] = []
+    included: set[int] = set()
     for program in programs:
         plan.add_path(root, program.path, "binary")
         for target in program.elf_targets:
             closures.append(_resolve_for_image(resolver, target, options, warnings))
     for include in options.includes:
-        for added in _add_include(plan, root, include):
-            if _is_dynamic_elf(root, added):
-                closures.append(_resolve_for_image(resolver, added, options, warnings))
-
+        for image_path, source in _add_include(plan, root, include):
+            if not _is_elf(root, source):
+                continue
+            closure = _resolve_for_image(resolver, source, options, warnings)
+            if image_path != source:
+                _warn_if_origin_relative(closure, image_path, warnings)
+            included.add(id(closure))  # the include placed the file; its libraries follow
+            closures.append(closure)
     cache_records: list[CacheRecord] = []
     for closure in closures:
         _check_complete(closure, options.allow_missing, warnings)
-        if closure.static:
+        if id(closure) not in included:
             plan.add_path(root, closure.path, "binary")
+        if closure.static:
             continue
-        plan.add_path(root, closure.path, "binary")
         if closure.interpreter and not any(
             m.soname == closure.interpreter for m in closure.missing
         ):
@@ -143,7 +150,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         # it would not load. A cache of our own maps them to the same paths.
         plan.add_generated("/etc/ld.so.cache", render_cache(cache_records), "essential:ld.so.cache")
     _add_essentials(plan, resolver, closures, options.essentials, env)
-    config.env = list(env.items())
+    config.env = sorted(env.items(), key=lambda item: item[0] != "PATH")
     if config.user and not user_known(config.user) and "/etc/passwd" not in _included(plan):
         raise InputError(
             f"--user {config.user}: not in the image's /etc/passwd (root, nobody, nonroot); "
@@ -245,7 +252,17 @@ def _in_default_dirs(path: str, rules: LoaderRules) -> bool:
     return os.path.dirname(path) in rules.default_dirs
 
 
-def _add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[str]:
+def _warn_if_origin_relative(closure: Closure, image_path: str, warnings: list[str]) -> None:
+    """An ELF moved by --include keeps its libraries' paths, not their place beside it."""
+    relative = [lib.soname for lib in closure.libraries if lib.via in ("rpath", "runpath")]
+    if relative:
+        warnings.append(
+            f"{image_path}: moved from {closure.path}, but {', '.join(relative)} came through its "
+            "RPATH/RUNPATH; if that uses $ORIGIN, include the file at its own path"
+        )
+
+
+def _add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, str]]:
     source, _, dest = spec.partition(":")
     if not source:
         raise InputError(f"--include {spec}: expected SRC[:DEST]")
@@ -260,7 +277,7 @@ def _add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[str]:
     return plan.add_tree(root_fs, source, "include", dest or None)
 
 
-def _is_dynamic_elf(root_fs: RootFS, path: str) -> bool:
+def _is_elf(root_fs: RootFS, path: str) -> bool:
     host = root_fs.host_path(path)
     if host is None:
         return False
@@ -330,12 +347,20 @@ def _add_essentials(
 
 
 def owned_trees(entries: list[Entry]) -> list[OwnedTree]:
-    """Entries owned by someone other than root, copied with ``COPY --chown``."""
-    return [
-        OwnedTree(entry.uid, entry.gid, f"owned/{entry.uid}.{entry.gid}{entry.path}", entry.path)
-        for entry in entries
-        if entry.uid or entry.gid
-    ]
+    """Entries owned by someone other than root, copied with ``COPY --chown``.
+
+    The parent directory is what gets copied: COPY creates its destination
+    itself (0755), so copying an entry's parent is what keeps the entry's mode.
+    """
+    trees: dict[tuple[int, int, str], OwnedTree] = {}
+    for entry in entries:
+        if entry.uid or entry.gid:
+            parent = entry.path.rsplit("/", 1)[0] + "/"
+            source = f"owned/{entry.uid}.{entry.gid}{parent}"
+            trees.setdefault(
+                (entry.uid, entry.gid, parent), OwnedTree(entry.uid, entry.gid, source, parent)
+            )
+    return list(trees.values())
 
 
 def context_archive(plan: ImagePlan, template: Path | None = None) -> BinaryIO:
@@ -399,17 +424,32 @@ def staged_directory(keep_as: str | None) -> Iterator[str]:
     os.rename(staging, keep_as)
 
 
-_TAG = re.compile(
-    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"(?::[0-9]+)?/)?"
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?$"
+_DOMAIN = re.compile(
+    r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?$"
 )
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG_PART = re.compile(r"^[\w][\w.-]{0,127}$")
 
 
 def check_tag(tag: str) -> str:
     """Refuse a tag the engine would refuse, before any work is done."""
-    if len(tag) > 255 or not _TAG.match(tag):
+    name, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "")
+    components = name.split("/")
+    # Like Docker: the first component is a registry only if it looks like a host.
+    if len(components) > 1 and (
+        "." in components[0] or ":" in components[0] or components[0] == "localhost"
+    ):
+        domain_ok = bool(_DOMAIN.match(components[0]))
+        components = components[1:]
+    else:
+        domain_ok = True
+    valid = (
+        domain_ok
+        and all(_PATH_COMPONENT.match(component) for component in components)
+        and (not version or bool(_TAG_PART.match(version)))
+    )
+    if len(tag) > 255 or not valid:
         raise InputError(
             f"invalid tag {tag!r}: expected [REGISTRY/]NAME[:TAG] with a lowercase name"
         )
@@ -502,3 +542,56 @@ def write_image(
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def verify_image(
+    tag: str, args: list[str], engine: Engine | None = None, output: Path | None = None
+) -> dict[str, object]:
+    """Run the new image with ``args`` and no network; on failure remove what was made.
+
+    An image written by the built-in writer (``output``) is loaded into an
+    engine just for this and removed from it afterwards.
+    """
+    from scratchpack.engine import Engine, EngineError
+
+    loaded = False
+    if engine is None:
+        assert output is not None
+        try:
+            engine = Engine()
+        except EngineError as err:
+            raise EngineError(f"--verify runs the image in a Docker engine: {err}") from err
+        loaded = not engine.has_image(tag)
+        with _loadable_archive(output) as archive:
+            engine.load(archive)
+    try:
+        run = engine.run(tag, args)
+    finally:
+        if loaded:
+            engine.remove_image(tag)
+    if run.exit_code != 0:
+        if output is None:
+            engine.remove_image(tag)
+            removed = "image removed"
+        else:
+            shutil.rmtree(output) if output.is_dir() else output.unlink()
+            removed = f"{output} removed"
+        last = run.output.strip().splitlines()[-1:] or [""]
+        command = shlex.join(args)
+        raise VerifyError(
+            f"{tag} exited {run.exit_code} with --verify {command!r}: {last[0]} ({removed})"
+        )
+    return {"args": args, "exit_code": run.exit_code, "output": run.output}
+
+
+@contextmanager
+def _loadable_archive(output: Path) -> Iterator[BinaryIO]:
+    """The written image as a tar for ``docker load`` (a layout directory is packed first)."""
+    if output.is_file():
+        with open(output, "rb") as stream:
+            yield stream
+        return
+    with tempfile.TemporaryFile() as stream:
+        archive_layout(output, stream, source_date_epoch())
+        stream.seek(0)
+        yield stream

@@ -26,10 +26,11 @@ from scratchpack.build import (
     plan_image,
     split_args,
     staged_directory,
+    verify_image,
     write_context,
     write_image,
 )
-from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError, VerifyError
+from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
 from scratchpack.progress import terminal_progress
@@ -297,16 +298,10 @@ def build(
             diff_ids=[layer.diff_id for layer in written.layers],
             size=sum(layer.uncompressed_size for layer in written.layers),
         )
-    if engine is not None and verify_args is not None:
+    if verify_args is not None and not no_build:
         assert tag is not None
-        run = engine.run(tag, verify_args)
-        result["verify"] = {"args": verify_args, "exit_code": run.exit_code, "output": run.output}
-        if run.exit_code != 0:
-            engine.remove_image(tag)
-            last = run.output.strip().splitlines()[-1:] or [""]
-            raise VerifyError(
-                f"{tag} exited {run.exit_code} with --verify {verify!r}: {last[0]} (image removed)"
-            )
+        written_to = Path(result["output"]) if engine is None else None
+        result["verify"] = verify_image(tag, verify_args, engine, written_to)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif no_build:

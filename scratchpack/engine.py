@@ -84,7 +84,7 @@ class Engine:
                     image_id = chunk["aux"]["ID"]
                 if progress is not None and chunk.get("stream", "").strip():
                     progress(chunk["stream"].rstrip("\n"))
-        except docker.errors.APIError as err:
+        except docker.errors.DockerException as err:
             raise EngineError(f"the engine refused to build {tag}: {_short(err)}") from err
         except requests.exceptions.RequestException as err:
             raise EngineError(f"lost the Docker engine at {_where()}: {_short(err)}") from err
@@ -122,7 +122,7 @@ class Engine:
             container = self.client.containers.create(
                 image,
                 command=list(command) if command is not None else None,
-                network_disabled=not network,
+                # network_disabled would also leave /etc/hosts empty (no localhost).
                 network_mode=None if network else "none",
             )
             container.start()
@@ -137,6 +137,20 @@ class Engine:
             if container is not None:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
+
+    def has_image(self, reference: str) -> bool:
+        try:
+            self.client.images.get(reference)
+        except docker.errors.DockerException:
+            return False
+        return True
+
+    def load(self, archive: BinaryIO) -> None:
+        """``docker load`` an image archive (docker-archive or our OCI hybrid)."""
+        try:
+            self.client.images.load(archive)
+        except docker.errors.DockerException as err:
+            raise EngineError(f"the engine refused to load the image: {_short(err)}") from err
 
     def remove_image(self, reference: str) -> None:
         with contextlib.suppress(docker.errors.DockerException):

@@ -271,9 +271,10 @@ def write_layout(
     return WrittenImage(destination, manifest_descriptor, config_descriptor, layers)
 
 
-def archive_layout(layout: Path, archive: Path, epoch: int) -> None:
+def archive_layout(layout: Path, archive: Path | BinaryIO, epoch: int) -> None:
     """Pack a layout directory into one deterministic tar (sorted, uid 0, fixed mtime)."""
-    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+    target = {"fileobj": archive} if not isinstance(archive, Path) else {"name": archive}
+    with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, **target) as tar:  # type: ignore[call-overload]
         paths = sorted(
             str(path.relative_to(layout))
             for path in layout.rglob("*")

@@ -49,9 +49,24 @@ def templates_dir() -> Path:
 
 
 def quote(value: str) -> str:
-    """A Dockerfile double-quoted word: backslash, quote and ``$`` escaped, newlines kept."""
+    """A Dockerfile double-quoted word: backslash, quote and ``$`` escaped.
+
+    A Dockerfile cannot hold a newline inside a value; :func:`check_dockerfile_values`
+    refuses those before rendering.
+    """
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return '"' + escaped.replace("\n", "\\n") + '"'
+    return f'"{escaped}"'
+
+
+def check_dockerfile_values(config: ImageConfig) -> None:
+    """Refuse what a Dockerfile cannot express, instead of building something else."""
+    for option, pairs in (("--env", config.env), ("--label", config.labels)):
+        for key, value in pairs:
+            if "\n" in key or "\n" in value or "\r" in value:
+                raise InputError(
+                    f"{option} {key}: a Dockerfile cannot hold a newline in a value; "
+                    "build with --engine none, whose image config can"
+                )
 
 
 def exec_form(argv: list[str]) -> str:
@@ -63,6 +78,7 @@ def render_dockerfile(
     config: ImageConfig, owned: list[OwnedTree], template: Path | None = None
 ) -> str:
     """The Dockerfile text for ``config``; ``template`` replaces the bundled one."""
+    check_dockerfile_values(config)
     import jinja2  # imported here: only builds through the engine render a Dockerfile
 
     if template is not None:

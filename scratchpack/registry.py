@@ -1,0 +1,703 @@
+"""Push an OCI image layout straight to a registry through the distribution API.
+
+No engine is involved: an engine push recompresses the layers and so changes the
+manifest digest, while pushing the layout's own bytes keeps the digest the layout
+(and anything that refers to it: a signature, an SBOM, a deployment pin) names.
+
+The flow is the distribution spec's, the one ``docker push`` uses: per blob
+``HEAD`` (exists: skip), ``POST .../blobs/uploads/`` and one monolithic ``PUT`` of
+the file with ``?digest=``; then ``PUT .../manifests/<tag>`` with the manifest bytes
+exactly as stored. Authentication answers the registry's challenge (``Basic`` or
+``Bearer`` through a token service).
+
+Transport follows docker's rules: HTTPS with certificate verification, except for
+*insecure* registries (``insecure=True``, or a loopback address: ``localhost``,
+``127.0.0.0/8``, ``::1``, which docker treats as insecure by default). For those,
+HTTPS without verification is tried first and plain HTTP after it, exactly docker's
+fallback, so both a plain-HTTP ``registry:2`` and a self-signed one work. A private
+CA is trusted with ``ca_file`` or ``REQUESTS_CA_BUNDLE``.
+
+``requests`` (already installed as docker-py's dependency) rather than urllib:
+connection reuse across the many small requests of a push, streamed file bodies
+with ``Content-Length``, redirects that drop ``Authorization`` when they leave the
+registry's host (blob storage on S3 and the like), and the usual environment
+(``REQUESTS_CA_BUNDLE``, proxies).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import requests
+from urllib3.exceptions import InsecureRequestWarning
+
+from scratchpack import __version__
+from scratchpack.errors import InputError, ScratchpackError
+
+EXIT_PUSH = 5
+
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_API = "registry-1.docker.io"
+# Keys under which `docker login` stores Docker Hub credentials, newest habit last.
+_DOCKER_HUB_CONFIG_KEYS = (
+    "https://index.docker.io/v1/",
+    "index.docker.io",
+    "docker.io",
+    "registry-1.docker.io",
+)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+# Docker's reference grammar (distribution/reference), enough to split and validate.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_HOST_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_REGISTRY_RE = re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
+_SHA256_RE = re.compile(r"sha256:([0-9a-f]{64})")
+_CHUNK = 1 << 20
+
+
+class PushError(ScratchpackError):
+    """A push that did not complete; the message is one line the user can act on."""
+
+    exit_code = EXIT_PUSH
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A registry user name and password (or token used as a password)."""
+
+    username: str
+    password: str = field(repr=False)  # never in a repr, a log line or a traceback
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did: the full reference, the manifest digest the registry now serves."""
+
+    reference: str
+    manifest_digest: str
+    blobs_uploaded: int
+    blobs_skipped: int
+
+
+# --- references ---------------------------------------------------------------
+
+
+def parse_reference(ref: str) -> tuple[str, str, str]:
+    """Split ``[REGISTRY/]NAME[:TAG]`` into (registry, repository, tag) by docker's rules.
+
+    The first component is a registry only if it has a ``.`` or ``:``, is
+    ``localhost`` or has an upper-case letter; otherwise the registry is
+    ``docker.io``, where a one-component name gets docker's ``library/`` prefix.
+    The tag defaults to ``latest``. Digest references are refused: a push names
+    a tag. Raises :class:`~scratchpack.errors.InputError` (a usage error).
+    """
+    if "@" in ref:
+        raise InputError(
+            f"image reference {ref!r}: pushing by digest is not supported; use NAME:TAG"
+        )
+    first, slash, rest = ref.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        registry, remainder = first, rest
+    else:
+        registry, remainder = DOCKER_HUB, ref
+    name, tag = remainder, "latest"
+    colon = remainder.rfind(":")
+    if colon > remainder.rfind("/"):
+        name, tag = remainder[:colon], remainder[colon + 1 :]
+    if registry == "index.docker.io":
+        registry = DOCKER_HUB
+    if not _REGISTRY_RE.fullmatch(registry):
+        raise InputError(f"image reference {ref!r}: invalid registry {registry!r}")
+    if not _REPOSITORY_RE.fullmatch(name) or len(name) > 255:
+        raise InputError(
+            f"image reference {ref!r}: invalid repository name {name!r} "
+            "(lower-case letters, digits and . _ - separators, components split by /)"
+        )
+    if not _TAG_RE.fullmatch(tag):
+        raise InputError(
+            f"image reference {ref!r}: invalid tag {tag!r} (up to 128 of A-Z a-z 0-9 _ . -)"
+        )
+    if registry == DOCKER_HUB and "/" not in name:
+        name = f"library/{name}"
+    return registry, name, tag
+
+
+def _host_of(registry: str) -> str:
+    """The host part of ``host[:port]`` or ``[v6]:port``, brackets removed."""
+    if registry.startswith("["):
+        return registry[1 : registry.index("]")]
+    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+
+
+def _is_loopback(registry: str) -> bool:
+    """Whether docker would treat this registry as insecure by default (loopback)."""
+    host = _host_of(registry).lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- credentials ----------------------------------------------------------------
+
+
+def default_docker_config() -> Path:
+    """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json`` (docker's lookup)."""
+    directory = os.environ.get("DOCKER_CONFIG")
+    base = Path(directory) if directory else Path.home() / ".docker"
+    return base / "config.json"
+
+
+def _config_key_matches(key: str, registry: str) -> bool:
+    """``docker login`` keys are ``host[:port]`` or a URL such as ``https://host/v1/``."""
+    if key == registry:
+        return True
+    if "://" in key:
+        return urlsplit(key).netloc == registry
+    return key.rstrip("/") == registry
+
+
+def credentials_from_docker_config(
+    registry: str,
+    config_path: str | Path | None = None,
+    note: Callable[[str], None] | None = None,
+) -> Credentials | None:
+    """The credentials ``docker login`` stored for ``registry``, or None.
+
+    Reads ``auths`` entries: ``auth`` (base64 ``user:password``) or
+    ``username``/``password``. Credential helpers (``credsStore``,
+    ``credHelpers``) are programs scratchpack does not run: an entry kept there
+    gives None, and ``note`` (if given) is told why, so the caller can point the
+    user at ``--registry-user``. A missing file gives None; an unreadable or
+    corrupt one raises :class:`PushError`.
+    """
+    path = Path(config_path) if config_path is not None else default_docker_config()
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PushError(f"cannot read registry credentials from {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise PushError(f"cannot read registry credentials from {path}: not a JSON object")
+    keys = _DOCKER_HUB_CONFIG_KEYS if registry == DOCKER_HUB else (registry,)
+    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    for wanted in keys:
+        for key, entry in auths.items():
+            if not _config_key_matches(key, wanted) or not isinstance(entry, dict):
+                continue
+            found = _entry_credentials(entry, path, key)
+            if found is not None:
+                return found
+    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    helper = next((helpers[k] for k in keys if k in helpers), None) or config.get("credsStore")
+    if helper and note is not None:
+        note(
+            f"{path} keeps credentials in the credential helper 'docker-credential-{helper}', "
+            f"which scratchpack does not run; for {registry} use --registry-user "
+            "and --registry-password-stdin"
+        )
+    return None
+
+
+def _entry_credentials(entry: dict[str, Any], path: Path, key: str) -> Credentials | None:
+    auth = entry.get("auth")
+    if isinstance(auth, str) and auth:
+        try:
+            decoded = base64.b64decode(auth, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise PushError(f"{path}: the 'auth' of {key!r} is not base64 user:password") from None
+        username, colon, password = decoded.partition(":")
+        if not colon:
+            raise PushError(f"{path}: the 'auth' of {key!r} is not base64 user:password")
+        return Credentials(username, password)
+    username, password = entry.get("username"), entry.get("password")
+    if isinstance(username, str) and isinstance(password, str) and username:
+        return Credentials(username, password)
+    return None
+
+
+# --- the layout -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Blob:
+    digest: str
+    size: int
+    path: Path
+
+
+def _blob_path(layout: Path, digest: object) -> Path:
+    if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+        raise PushError(f"{layout}: unsupported or malformed digest {digest!r} (sha256 only)")
+    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return f"sha256:{digest.hexdigest()}", size
+
+
+def _check_blob(layout: Path, descriptor: object, what: str) -> _Blob:
+    """The descriptor's blob, hashed now: a corrupt layout fails before anything is sent."""
+    if not isinstance(descriptor, dict):
+        raise PushError(f"{layout}: the {what} descriptor is not a JSON object")
+    digest, size = descriptor.get("digest"), descriptor.get("size")
+    path = _blob_path(layout, digest)
+    try:
+        actual, actual_size = _file_sha256(path)
+    except FileNotFoundError:
+        raise PushError(f"{layout}: the {what} blob {digest} is missing") from None
+    except OSError as exc:
+        raise PushError(f"{layout}: cannot read the {what} blob {digest}: {exc}") from None
+    if actual != digest:
+        raise PushError(
+            f"{layout}: the {what} blob {digest} is corrupt: its content hashes to {actual}"
+        )
+    if isinstance(size, int) and size != actual_size:
+        raise PushError(
+            f"{layout}: the {what} blob {digest} has {actual_size} bytes, "
+            f"its descriptor says {size}"
+        )
+    return _Blob(actual, actual_size, path)
+
+
+def _read_json(path: Path, layout: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise PushError(f"{layout}: not an OCI image layout (no {path.name})") from None
+    except (OSError, ValueError) as exc:
+        raise PushError(f"{layout}: cannot read {path.name}: {exc}") from None
+
+
+def _read_layout(layout: Path) -> tuple[bytes, str, str, list[_Blob]]:
+    """(manifest bytes, its media type, its digest, [layers..., config]), all verified."""
+    if not layout.is_dir():
+        raise PushError(f"{layout}: not an OCI image layout directory")
+    marker = _read_json(layout / "oci-layout", layout)
+    if not isinstance(marker, dict) or "imageLayoutVersion" not in marker:
+        raise PushError(f"{layout}: oci-layout has no imageLayoutVersion")
+    index = _read_json(layout / "index.json", layout)
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(manifests, list) or len(manifests) != 1:
+        count = len(manifests) if isinstance(manifests, list) else 0
+        raise PushError(f"{layout}: index.json must list exactly one manifest, it lists {count}")
+    descriptor = manifests[0]
+    media_type = descriptor.get("mediaType") if isinstance(descriptor, dict) else None
+    if media_type in _INDEX_TYPES:
+        raise PushError(f"{layout}: pushing an image index (several platforms) is not supported")
+    manifest_blob = _check_blob(layout, descriptor, "manifest")
+    manifest_bytes = manifest_blob.path.read_bytes()
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as exc:
+        raise PushError(f"{layout}: the manifest is not JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise PushError(f"{layout}: the manifest is not a JSON object")
+    media_type = media_type or manifest.get("mediaType") or OCI_MANIFEST
+    if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+        raise PushError(f"{layout}: unsupported manifest media type {media_type!r}")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise PushError(f"{layout}: the manifest has no layers list")
+    blobs = [_check_blob(layout, layer, "layer") for layer in layers]
+    blobs.append(_check_blob(layout, manifest.get("config"), "config"))
+    return manifest_bytes, media_type, manifest_blob.digest, blobs
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+
+def _short(digest: str) -> str:
+    return f"{digest[:19]}…"
+
+
+def _human_size(size: int) -> str:
+    """Decimal units, like docker's progress."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _exception_reason(exc: BaseException) -> str:
+    """The useful core of a requests/urllib3 exception ("Connection refused")."""
+    text = str(exc)
+    ssl = re.search(r"\[SSL(?:: [A-Z_]+)?\] ([^()'\"]+)", text)
+    if ssl:
+        return ssl.group(1).strip()
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    return _one_line(text, 200)
+
+
+def _registry_message(response: requests.Response) -> str:
+    """The registry's own words: ``errors[0].message`` (and code), else the status line."""
+    try:
+        body = response.json()
+        error = body["errors"][0]
+        message = str(error.get("message") or error.get("code"))
+        code = error.get("code")
+        if code and code.lower().replace("_", " ") != message.lower():
+            message = f"{message} ({code})"
+        return _one_line(message)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        pass
+    text = _one_line(response.text or "", 160) if response.text else ""
+    reason = f"{response.status_code} {response.reason or ''}".strip()
+    return f"{reason}: {text}" if text and not text.lstrip().startswith("<") else reason
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="..."`` -> ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        key.lower(): quoted if quoted or not bare else bare
+        for key, quoted, bare in re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]*))', rest)
+    }
+    return scheme.lower(), params
+
+
+def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
+class _Client:
+    """One push's HTTP session: the chosen scheme, the TLS rule and the cached auth."""
+
+    def __init__(
+        self,
+        registry: str,
+        repository: str,
+        credentials: Credentials | None,
+        insecure: bool,
+        ca_file: str | Path | None,
+        timeout: float,
+    ) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.credentials = credentials
+        self.insecure = insecure or _is_loopback(registry)
+        self.timeout = timeout
+        self.api_host = _DOCKER_HUB_API if registry == DOCKER_HUB else registry
+        self.verify: bool | str = str(ca_file) if ca_file else True
+        self.base = f"https://{self.api_host}"
+        self.authorization: str | None = None
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"scratchpack/{__version__}"
+        # A callable auth: ours is applied to every request, and ~/.netrc is never consulted.
+        self.session.auth = self._apply_auth
+
+    def _apply_auth(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.authorization:
+            request.headers["Authorization"] = self.authorization
+        return request
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- transport
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        verify: bool | str | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        try:
+            return self.session.request(
+                method,
+                url,
+                timeout=self.timeout,
+                verify=self.verify if verify is None else verify,
+                **kwargs,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise PushError(
+                f"TLS error talking to {self.registry}: {_exception_reason(exc)}; "
+                "for a plain-HTTP registry use --insecure, for a private CA set "
+                "REQUESTS_CA_BUNDLE to its certificate"
+            ) from None
+        except requests.exceptions.Timeout:
+            raise PushError(
+                f"{self.registry} did not answer within {self.timeout:g} s "
+                f"({method} {urlsplit(url).path})"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise PushError(
+                f"cannot connect to {self.registry}: {_exception_reason(exc)}"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise PushError(
+                f"request to {self.registry} failed: {_exception_reason(exc)}"
+            ) from None
+
+    def connect(self) -> None:
+        """``GET /v2/``: pick the scheme (docker's insecure fallback) and answer a challenge."""
+        if self.insecure:
+            try:
+                response = self._send("GET", f"https://{self.api_host}/v2/", verify=False)
+                self.verify = False
+            except PushError:
+                self.base = f"http://{self.api_host}"
+                response = self._send("GET", f"{self.base}/v2/")
+        else:
+            response = self._send("GET", f"{self.base}/v2/")
+        if response.status_code == 401:
+            self._authenticate(response)
+            response = self._send("GET", f"{self.base}/v2/")
+            if response.status_code == 401:
+                self._fail_auth()
+        if response.status_code == 404:
+            raise PushError(
+                f"{self.registry} does not serve the registry API (GET /v2/ answered 404)"
+            )
+        if response.status_code != 200:
+            self._fail(response, "GET /v2/")
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Callable[[], bytes | BinaryIO] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send, answering one 401 challenge (expired token, wider scope) with a retry."""
+        if not url.startswith(("http://", "https://")):
+            url = f"{self.base}{url}"
+        for attempt in (1, 2):
+            data = body() if body is not None else None
+            try:
+                response = self._send(method, url, data=data, **kwargs)
+            finally:
+                if data is not None and hasattr(data, "close"):
+                    data.close()
+            if response.status_code != 401 or attempt == 2:
+                return response
+            if "WWW-Authenticate" not in response.headers:
+                return response
+            self._authenticate(response)
+        raise AssertionError("unreachable")
+
+    # -- auth
+
+    def _fail_auth(self) -> NoReturn:
+        if self.credentials is None:
+            raise PushError(
+                f"authentication required for {self.registry}: check --registry-user "
+                "or ~/.docker/config.json"
+            )
+        raise PushError(
+            f"authentication denied for {self.registry} (user {self.credentials.username!r}): "
+            "check --registry-user or ~/.docker/config.json"
+        )
+
+    def _basic(self) -> str:
+        assert self.credentials is not None
+        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
+
+    def _authenticate(self, response: requests.Response) -> None:
+        """Answer ``WWW-Authenticate``; the result is cached for every later request."""
+        scheme, params = _parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if scheme == "basic":
+            if self.credentials is None:
+                self._fail_auth()
+            self.authorization = self._basic()
+        elif scheme == "bearer":
+            self.authorization = f"Bearer {self._token(params)}"
+        else:
+            raise PushError(
+                f"{self.registry} asks for an unsupported authentication scheme {scheme!r}"
+            )
+
+    def _token(self, params: dict[str, str]) -> str:
+        """A token from the challenge's realm for ``repository:<name>:pull,push``."""
+        realm = params.get("realm")
+        if not realm:
+            raise PushError(f"{self.registry} sent a Bearer challenge without a realm")
+        query = {"scope": f"repository:{self.repository}:pull,push"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        headers = {"Authorization": self._basic()} if self.credentials else {}
+        # Not through the session: its auth hook would send the registry's old token. The
+        # no-op auth keeps requests from replacing our header with a ~/.netrc entry.
+        try:
+            response = requests.get(
+                realm,
+                params=query,
+                headers={"User-Agent": self.session.headers["User-Agent"], **headers},
+                auth=_keep_headers,
+                timeout=self.timeout,
+                verify=self.verify,
+            )
+        except requests.exceptions.RequestException as exc:
+            raise PushError(
+                f"cannot get a token for {self.registry} from {realm}: {_exception_reason(exc)}"
+            ) from None
+        if response.status_code in (401, 403):
+            self._fail_auth()
+        if response.status_code != 200:
+            raise PushError(
+                f"the token service {realm} of {self.registry} answered "
+                f"{_registry_message(response)}"
+            )
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise PushError(f"the token service {realm} of {self.registry} returned no token")
+        return token
+
+    # -- errors
+
+    def _fail(self, response: requests.Response, what: str) -> NoReturn:
+        status = response.status_code
+        if status == 401:
+            self._fail_auth()
+        message = _registry_message(response)
+        if status == 403:
+            raise PushError(f"push to {self.registry}/{self.repository} denied: {message}")
+        if status == 404:
+            raise PushError(
+                f"{self.registry}: repository {self.repository} or its endpoint not found "
+                f"({what}): {message}"
+            )
+        raise PushError(f"{self.registry}: {what} failed: {message}")
+
+
+# --- the push ---------------------------------------------------------------------
+
+
+@contextmanager
+def _quiet_insecure() -> Iterator[None]:
+    """Unverified HTTPS is a decision already made (insecure registry): no warning per request."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureRequestWarning)
+        yield
+
+
+def _push_blob(client: _Client, blob: _Blob, progress: Callable[[str], None]) -> bool:
+    """Upload one blob unless the registry has it; True if it was uploaded."""
+    name = client.repository
+    response = client.request("HEAD", f"/v2/{name}/blobs/{blob.digest}")
+    if response.status_code == 200:
+        progress(f"exists {_short(blob.digest)}")
+        return False
+    if response.status_code != 404:
+        client._fail(response, f"HEAD blob {_short(blob.digest)}")
+    progress(f"uploading {_short(blob.digest)} ({_human_size(blob.size)})")
+    response = client.request("POST", f"/v2/{name}/blobs/uploads/")
+    if response.status_code != 202:
+        client._fail(response, "starting a blob upload")
+    location = response.headers.get("Location")
+    if not location:
+        raise PushError(f"{client.registry} started an upload without a Location header")
+    location = urljoin(response.url, location)
+    separator = "&" if urlsplit(location).query else "?"
+    url = f"{location}{separator}{urlencode({'digest': blob.digest})}"
+    response = client.request(
+        "PUT",
+        url,
+        body=lambda: blob.path.open("rb"),  # streamed; reopened if a 401 forces a retry
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
+    )
+    if response.status_code != 201:
+        client._fail(response, f"uploading blob {_short(blob.digest)}")
+    return True
+
+
+def push_layout(
+    layout_dir: str | Path,
+    reference: str,
+    credentials: Credentials | None = None,
+    insecure: bool = False,
+    progress: Callable[[str], None] | None = None,
+    timeout: float = 60,
+    ca_file: str | Path | None = None,
+) -> PushResult:
+    """Push the one image of an OCI layout directory as ``reference``; no engine needed.
+
+    Every blob is hashed against its name before anything is sent, so a corrupt
+    layout pushes nothing. The manifest goes up byte for byte, so the registry's
+    digest is the layout's; a registry that reports another one is an error.
+    ``insecure`` allows plain HTTP / unverified HTTPS (always allowed for loopback
+    registries, as docker does); ``ca_file`` trusts a private CA. ``progress``
+    receives one line per blob. Raises :class:`PushError` (exit 5), or
+    :class:`~scratchpack.errors.InputError` for a malformed reference.
+    """
+    registry, repository, tag = parse_reference(reference)
+    layout = Path(layout_dir)
+    manifest_bytes, media_type, manifest_digest, blobs = _read_layout(layout)
+    report = progress or (lambda _line: None)
+    client = _Client(registry, repository, credentials, insecure, ca_file, timeout)
+    uploaded = skipped = 0
+    try:
+        with _quiet_insecure():
+            client.connect()
+            for blob in blobs:
+                if _push_blob(client, blob, report):
+                    uploaded += 1
+                else:
+                    skipped += 1
+            response = client.request(
+                "PUT",
+                f"/v2/{repository}/manifests/{tag}",
+                body=lambda: manifest_bytes,
+                headers={"Content-Type": media_type},
+            )
+            if response.status_code != 201:
+                client._fail(response, f"PUT manifest {tag}")
+    finally:
+        client.close()
+    echoed = response.headers.get("Docker-Content-Digest")
+    if echoed and echoed != manifest_digest:
+        raise PushError(
+            f"{registry} stored the manifest as {echoed}, not {manifest_digest}: "
+            "it rewrote the manifest"
+        )
+    report(f"pushed {manifest_digest} as {registry}/{repository}:{tag}")
+    return PushResult(f"{registry}/{repository}:{tag}", manifest_digest, uploaded, skipped)
