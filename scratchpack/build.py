@@ -14,7 +14,7 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -517,14 +517,26 @@ def default_archive(tag: str | None) -> Path:
 
 
 def write_image(
-    plan: ImagePlan, tag: str | None, output: Path, split: bool, show_progress: bool
+    plan: ImagePlan,
+    tag: str | None,
+    output: Path | None,
+    split: bool,
+    show_progress: bool,
+    before_publish: Callable[[WrittenImage], None] | None = None,
 ) -> WrittenImage:
-    """Write the image with the built-in writer; nothing appears at ``output`` on failure."""
-    output = output.absolute()
-    if not output.parent.is_dir():
-        raise InputError(f"--output {output}: {output.parent} is not a directory")
+    """Write the image with the built-in writer, then check and publish it.
+
+    The layout is staged first; ``before_publish`` (verify, push) runs on the
+    staged layout, and only when everything succeeded does ``output`` appear.
+    Without ``output`` nothing is kept (a push-only run).
+    """
+    if output is not None:
+        output = output.absolute()
+        if not output.parent.is_dir():
+            raise InputError(f"--output {output}: {output.parent} is not a directory")
     epoch = source_date_epoch()
-    staging = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=output.parent))
+    parent = output.parent if output is not None else None
+    staging = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=parent))
     try:
         progress = ByteProgress("writing layers", plan.root.size, enabled=show_progress)
         written = write_layout(
@@ -537,32 +549,36 @@ def write_image(
             progress.advance,
         )
         progress.done()
-        publish_output(staging / "layout", output, epoch)
-        written.layout = output
+        if before_publish is not None:
+            before_publish(written)
+        if output is not None:
+            publish_output(staging / "layout", output, epoch)
+            written.layout = output
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def verify_image(
-    tag: str, args: list[str], engine: Engine | None = None, output: Path | None = None
+    tag: str, args: list[str], engine: Engine | None = None, layout: Path | None = None
 ) -> dict[str, object]:
-    """Run the new image with ``args`` and no network; on failure remove what was made.
+    """Run the new image with ``args`` and no network; fail (exit 4) if it fails.
 
-    An image written by the built-in writer (``output``) is loaded into an
-    engine just for this and removed from it afterwards.
+    An engine-built image that fails is removed. An image from the built-in
+    writer (its staged ``layout``) is loaded into an engine just for this and
+    removed from it afterwards; when it fails, nothing is written.
     """
     from scratchpack.engine import Engine, EngineError
 
     loaded = False
     if engine is None:
-        assert output is not None
+        assert layout is not None
         try:
             engine = Engine()
         except EngineError as err:
             raise EngineError(f"--verify runs the image in a Docker engine: {err}") from err
         loaded = not engine.has_image(tag)
-        with _loadable_archive(output) as archive:
+        with _loadable_archive(layout) as archive:
             engine.load(archive)
     try:
         run = engine.run(tag, args)
@@ -570,16 +586,13 @@ def verify_image(
         if loaded:
             engine.remove_image(tag)
     if run.exit_code != 0:
-        if output is None:
+        if layout is None:
             engine.remove_image(tag)
-            removed = "image removed"
-        else:
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-            removed = f"{output} removed"
+        outcome = "image removed" if layout is None else "nothing written"
         last = run.output.strip().splitlines()[-1:] or [""]
         command = shlex.join(args)
         raise VerifyError(
-            f"{tag} exited {run.exit_code} with --verify {command!r}: {last[0]} ({removed})"
+            f"{tag} exited {run.exit_code} with --verify {command!r}: {last[0]} ({outcome})"
         )
     return {"args": args, "exit_code": run.exit_code, "output": run.output}
 
@@ -595,3 +608,33 @@ def _loadable_archive(output: Path) -> Iterator[BinaryIO]:
         archive_layout(output, stream, source_date_epoch())
         stream.seek(0)
         yield stream
+
+
+def write_sbom(
+    plan: ImagePlan, root: str | None, name: str, digest: str, path: Path, sbom_format: str
+) -> dict[str, object]:
+    """The image's SBOM, written atomically beside ``path``."""
+    from scratchpack.dpkg import DpkgIndex
+    from scratchpack.sbom import render, sbom_files
+
+    root_fs = RootFS(root)
+    files = sbom_files(plan.root.entries.values(), DpkgIndex.load(root_fs), root_fs)
+    data = render(sbom_format, files, name, digest, source_date_epoch())
+    path = path.absolute()
+    if not path.parent.is_dir():
+        raise InputError(f"--sbom {path}: {path.parent} is not a directory")
+    fd, staging = tempfile.mkstemp(prefix=".scratchpack-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        os.unlink(staging)
+        raise
+    packages = {file.package for file in files if file.package is not None}
+    return {
+        "path": str(path),
+        "format": sbom_format,
+        "files": len(files),
+        "packages": len(packages),
+    }

@@ -29,10 +29,12 @@ from scratchpack.build import (
     verify_image,
     write_context,
     write_image,
+    write_sbom,
 )
 from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
+from scratchpack.oci import WrittenImage
 from scratchpack.progress import terminal_progress
 from scratchpack.render import ImageConfig
 from scratchpack.report import render_tree
@@ -198,6 +200,29 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     show_default=True,
     help="split: shared libraries in their own layer, shared between images.",
 )
+@click.option(
+    "--push",
+    metavar="REGISTRY/REPO:TAG",
+    help="Upload the image straight to a registry (built-in writer, digest kept).",
+)
+@click.option("--registry-user", metavar="USER", help="Registry user for --push.")
+@click.option(
+    "--registry-password-stdin", is_flag=True, help="Read the --registry-user password from stdin."
+)
+@click.option("--insecure", is_flag=True, help="Allow a plain-HTTP registry for --push.")
+@click.option(
+    "--sbom",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Write an SBOM of every file in the image, with its Debian package.",
+)
+@click.option(
+    "--sbom-format",
+    type=click.Choice(["spdx", "cyclonedx"]),
+    default="spdx",
+    show_default=True,
+    help="SPDX 2.3 or CycloneDX 1.5 JSON.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
 def build(
@@ -227,6 +252,12 @@ def build(
     engine_mode: str,
     output: str | None,
     layers: str,
+    push: str | None,
+    registry_user: str | None,
+    registry_password_stdin: bool,
+    insecure: bool,
+    sbom: str | None,
+    sbom_format: str,
     as_json: bool,
 ) -> None:
     """Build a FROM-scratch image that runs BINARY (and the other BINARYs).
@@ -235,6 +266,8 @@ def build(
     scratch image lacks go into a minimal root; the image is built in the
     Docker engine (DOCKER_HOST is respected).
     """
+    if sbom_format != "spdx" and not sbom:
+        raise InputError("--sbom-format goes with --sbom PATH")
     if no_build and not context_dir:
         raise InputError("--no-build writes only the build context: give --context DIR")
     if not no_build and not tag:
@@ -269,7 +302,10 @@ def build(
     image_plan = plan_image(options, config)
     for warning in image_plan.warnings:
         click.echo(f"scratchpack: warning: {warning}", err=True)
-    engine = None if no_build else choose_engine(engine_mode, output)
+    if push and engine_mode == "docker":
+        raise InputError("--push uploads what the built-in writer makes: drop --engine docker")
+    push_to = _push_target(push, registry_user, registry_password_stdin) if push else None
+    engine = None if no_build or push else choose_engine(engine_mode, output)
     result: dict[str, Any] = {
         "tag": tag,
         "files": len(image_plan.root.files),
@@ -287,39 +323,92 @@ def build(
             image_id = engine.build(context, tag, None if as_json else terminal_progress)
         info = engine.image(image_id)
         result.update(engine="docker", image=info.id, size=info.size)
-    if engine is None and not no_build:
-        target = Path(output) if output else default_archive(tag)
-        written = write_image(image_plan, tag, target, layers == "split", show_progress=not as_json)
+        if verify_args is not None:
+            result["verify"] = verify_image(tag, verify_args, engine)
+    elif not no_build:
+        target = Path(output) if output else (None if push_to else default_archive(tag))
+
+        def before_publish(written: WrittenImage) -> None:
+            if verify_args is not None:
+                assert tag is not None
+                result["verify"] = verify_image(tag, verify_args, layout=written.layout)
+            if push_to is not None:
+                from scratchpack.registry import push_layout  # imports requests: only to push
+
+                reference, credentials = push_to
+                pushed = push_layout(
+                    written.layout,
+                    reference,
+                    credentials,
+                    insecure=insecure,
+                    progress=None if as_json else terminal_progress,
+                )
+                result["push"] = {"reference": pushed.reference, "digest": pushed.manifest_digest}
+
+        written = write_image(
+            image_plan, tag, target, layers == "split", not as_json, before_publish
+        )
         result.update(
             engine="none",
-            output=str(target),
+            output=str(target) if target else None,
             image=written.image_id,
             manifest_digest=written.manifest.digest,
             diff_ids=[layer.diff_id for layer in written.layers],
             size=sum(layer.uncompressed_size for layer in written.layers),
         )
-    if verify_args is not None and not no_build:
-        assert tag is not None
-        written_to = Path(result["output"]) if engine is None else None
-        result["verify"] = verify_image(tag, verify_args, engine, written_to)
+    if sbom:
+        result["sbom"] = write_sbom(
+            image_plan, root, tag or "image", result.get("image", ""), Path(sbom), sbom_format
+        )
+    _report(result, as_json, no_build)
+
+
+def _push_target(reference: str, user: str | None, password_stdin: bool) -> tuple[str, Any]:
+    """Check the reference before any work; credentials from the options or docker's config."""
+    # registry imports requests (a tenth of a second): only when pushing.
+    from scratchpack.registry import Credentials, credentials_from_docker_config, parse_reference
+
+    registry, _repository, _tag = parse_reference(reference)
+    if password_stdin and not user:
+        raise InputError("--registry-password-stdin needs --registry-user")
+    if user:
+        if not password_stdin:
+            raise InputError("--registry-user needs --registry-password-stdin (the password)")
+        password = sys.stdin.readline().rstrip("\r\n")
+        return reference, Credentials(user, password)
+
+    def note(message: str) -> None:
+        click.echo(f"scratchpack: note: {message}", err=True)
+
+    return reference, credentials_from_docker_config(registry, note=note)
+
+
+def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))
-    elif no_build:
+        return
+    if no_build:
         click.echo(
             f"Wrote the build context to {result['context']} "
             f"({result['files']} files, {_size(result['content_bytes'])})"
         )
-    elif engine is None:
+    elif result["engine"] == "docker":
         click.echo(
-            f"Wrote {tag} {result['image']} to {result['output']} "
+            f"Built {result['tag']} {result['image']} "
             f"({_size(result['size'])}, {result['files']} files)"
         )
-        if result["output"].endswith(".tar"):
-            click.echo(f"Load it with: docker load -i {result['output']}")
     else:
+        where = f" to {result['output']}" if result["output"] else ""
         click.echo(
-            f"Built {tag} {result['image']} ({_size(result['size'])}, {result['files']} files)"
+            f"Wrote {result['tag']} {result['image']}{where} "
+            f"({_size(result['size'])}, {result['files']} files)"
         )
+        if result["output"] and result["output"].endswith(".tar"):
+            click.echo(f"Load it with: docker load -i {result['output']}")
+    if "push" in result:
+        click.echo(f"Pushed {result['push']['reference']} {result['push']['digest']}")
+    if "sbom" in result:
+        click.echo(f"SBOM ({result['sbom']['format']}) in {result['sbom']['path']}")
 
 
 def _size(count: int) -> str:
