@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
+from scratchpack.atomic import atomic_file
 from scratchpack.elf import ELF_MAGIC
 from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError, VerifyError
 from scratchpack.essentials import (
@@ -623,14 +624,8 @@ def write_sbom(
     path = path.absolute()
     if not path.parent.is_dir():
         raise InputError(f"--sbom {path}: {path.parent} is not a directory")
-    fd, staging = tempfile.mkstemp(prefix=".scratchpack-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        os.unlink(staging)
-        raise
+    with atomic_file(path) as stream:
+        stream.write(data)
     packages = {file.package for file in files if file.package is not None}
     return {
         "path": str(path),

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from elftools.elf.enums import ENUM_E_MACHINE
 
 from scratchpack import __version__
 from scratchpack.assemble import Entry
+from scratchpack.atomic import atomic_file
 from scratchpack.errors import InputError
 from scratchpack.render import ImageConfig
 
@@ -304,14 +304,8 @@ def publish_output(layout: Path, output: Path, epoch: int) -> None:
     nothing half-written at ``output``.
     """
     if output.suffix == ".tar":
-        fd, staging = tempfile.mkstemp(prefix=".scratchpack-", suffix=".tar", dir=output.parent)
-        os.close(fd)
-        try:
-            archive_layout(layout, Path(staging), epoch)
-            os.replace(staging, output)
-        except BaseException:
-            os.unlink(staging)
-            raise
+        with atomic_file(output) as stream:
+            archive_layout(layout, stream, epoch)
         return
     if output.exists():
         if not output.is_dir() or any(output.iterdir()):
