@@ -61,7 +61,7 @@ class RootPlan:
         symlink that arrives where only an implied parent directory stood takes
         its place, and what was planned below it moves through the new link.
         """
-        path = self._through_links(entry.path)
+        path = self.through_links(entry.path)
         if path != entry.path:
             entry = dataclasses.replace(entry, path=path)
         existing = self.entries.get(path)
@@ -89,7 +89,7 @@ class RootPlan:
             if not entry.reason.startswith(_IMPLIED):
                 self.add(entry)
 
-    def _through_links(self, path: str) -> str:
+    def through_links(self, path: str) -> str:
         """``path`` with every planned symlink among its parent directories followed."""
         parts = [part for part in path.split("/") if part and part != "."]
         if len(parts) < 2:

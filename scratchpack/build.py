@@ -364,14 +364,16 @@ def owned_trees(entries: list[Entry]) -> list[OwnedTree]:
     return list(trees.values())
 
 
-def context_archive(plan: ImagePlan, template: Path | None = None) -> BinaryIO:
+def context_archive(
+    plan: ImagePlan, template: Path | None = None, base: str = "scratch"
+) -> BinaryIO:
     """The build context as one uncompressed tar, straight from the plan.
 
     Sent to the engine as is: no copy of the root on disk for the SDK to walk
     and tar again, which was a third of scratchpack's own time in a build.
     """
     entries = plan.root.sorted_entries()
-    dockerfile = render_dockerfile(plan.config, owned_trees(entries), template).encode()
+    dockerfile = render_dockerfile(plan.config, owned_trees(entries), template, base).encode()
     archive = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
     with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
         add_entry(tar, Entry("/Dockerfile", "file", 0o644, "context", data=dockerfile), 0)

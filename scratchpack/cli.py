@@ -31,6 +31,7 @@ from scratchpack.build import (
     write_image,
     write_sbom,
 )
+from scratchpack.debug import build_debug, debug_output, debug_tag
 from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
@@ -223,6 +224,30 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     show_default=True,
     help="SPDX 2.3 or CycloneDX 1.5 JSON.",
 )
+@click.option("--debug", is_flag=True, help="Also make TAG-debug: the same image with a shell.")
+@click.option("--debug-suffix", default="-debug", show_default=True, help="Tag suffix of it.")
+@click.option(
+    "--debug-shell",
+    type=click.Choice(["base", "busybox"]),
+    default="base",
+    show_default=True,
+    help="base: on top of --debug-base; busybox: a static busybox at /busybox, no base.",
+)
+@click.option(
+    "--debug-base",
+    default="alpine:3.20",
+    show_default=True,
+    metavar="IMAGE",
+    help="The local image the debug variant builds on (never pulled).",
+)
+@click.option(
+    "--busybox",
+    "busybox_path",
+    default="/bin/busybox",
+    show_default=True,
+    metavar="PATH",
+    help="The static busybox for --debug-shell busybox (Debian's busybox-static).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
 def build(
@@ -258,6 +283,11 @@ def build(
     insecure: bool,
     sbom: str | None,
     sbom_format: str,
+    debug: bool,
+    debug_suffix: str,
+    debug_shell: str,
+    debug_base: str,
+    busybox_path: str,
     as_json: bool,
 ) -> None:
     """Build a FROM-scratch image that runs BINARY (and the other BINARYs).
@@ -306,6 +336,11 @@ def build(
         raise InputError("--push uploads what the built-in writer makes: drop --engine docker")
     push_to = _push_target(push, registry_user, registry_password_stdin) if push else None
     engine = None if no_build or push else choose_engine(engine_mode, output)
+    if debug and debug_shell == "base" and engine is None and not no_build:
+        raise InputError(
+            "a debug variant on a base image needs the Docker engine that holds the base; "
+            "--debug-shell busybox needs none"
+        )
     result: dict[str, Any] = {
         "tag": tag,
         "files": len(image_plan.root.files),
@@ -355,6 +390,21 @@ def build(
             manifest_digest=written.manifest.digest,
             diff_ids=[layer.diff_id for layer in written.layers],
             size=sum(layer.uncompressed_size for layer in written.layers),
+        )
+    if debug and not no_build:
+        assert tag is not None
+        written_to = Path(result["output"]) if result.get("output") else None
+        result["debug"] = build_debug(
+            image_plan,
+            check_tag(debug_tag(tag, debug_suffix)),
+            debug_shell,
+            debug_base,
+            busybox_path,
+            engine,
+            template_path,
+            debug_output(written_to, debug_suffix) if written_to else None,
+            layers == "split",
+            not as_json,
         )
     if sbom:
         result["sbom"] = write_sbom(
@@ -407,6 +457,10 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
             click.echo(f"Load it with: docker load -i {result['output']}")
     if "push" in result:
         click.echo(f"Pushed {result['push']['reference']} {result['push']['digest']}")
+    if "debug" in result:
+        debug = result["debug"]
+        where = f" to {debug['output']}" if debug.get("output") else ""
+        click.echo(f"Debug variant {debug['tag']} {debug['image']}{where}")
     if "sbom" in result:
         click.echo(f"SBOM ({result['sbom']['format']}) in {result['sbom']['path']}")
 

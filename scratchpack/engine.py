@@ -9,8 +9,10 @@ image from a public registry on its own).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-from collections.abc import Callable, Sequence
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -138,6 +140,27 @@ class Engine:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
 
+    @contextlib.contextmanager
+    def exported_filesystem(self, image: str) -> Iterator[tarfile.TarFile]:
+        """The image's flattened filesystem as a tar stream (``docker export``, never run).
+
+        A container is created from the local image (not started: nothing of it
+        runs) and removed afterwards.
+        """
+        self.image(image)  # fail clearly instead of letting the engine pull
+        container = None
+        try:
+            container = self.client.containers.create(image, command=["/nonexistent"])
+            stream = _ChunkReader(container.export(chunk_size=1 << 20))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                yield tar
+        except docker.errors.DockerException as err:
+            raise EngineError(f"cannot export {image}: {_short(err)}") from err
+        finally:
+            if container is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.remove(force=True)
+
     def has_image(self, reference: str) -> bool:
         try:
             self.client.images.get(reference)
@@ -155,6 +178,28 @@ class Engine:
     def remove_image(self, reference: str) -> None:
         with contextlib.suppress(docker.errors.DockerException):
             self.client.images.remove(reference, force=True)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (the SDK's export stream)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = iter(chunks)
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            try:
+                self.pending = next(self.chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
 
 
 def _short(err: BaseException) -> str:

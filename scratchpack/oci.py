@@ -209,6 +209,12 @@ def image_config(
         }
     if config.labels:
         runtime["Labels"] = dict(config.labels)
+    if config.volumes:
+        runtime["Volumes"] = {volume: {} for volume in config.volumes}
+    if config.stop_signal:
+        runtime["StopSignal"] = config.stop_signal
+    if config.healthcheck:
+        runtime["Healthcheck"] = config.healthcheck
     document: dict[str, Any] = {
         "architecture": architecture,
         "os": "linux",

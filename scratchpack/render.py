@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scratchpack import __version__
 from scratchpack.errors import InputError
@@ -28,6 +29,9 @@ class ImageConfig:
     user: str | None = None
     expose: list[str] = field(default_factory=list)
     labels: list[tuple[str, str]] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    stop_signal: str | None = None
+    healthcheck: dict[str, Any] | None = None  # as in an image config: Test, Interval (ns), ...
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,27 @@ def exec_form(argv: list[str]) -> str:
     return json.dumps(argv, ensure_ascii=False)
 
 
+def healthcheck_instruction(healthcheck: dict[str, Any]) -> str:
+    """``HEALTHCHECK ...`` from an image config's Healthcheck (durations in nanoseconds)."""
+    test = list(healthcheck.get("Test") or [])
+    if not test or test[0] == "NONE":
+        return "HEALTHCHECK NONE"
+    options = []
+    for key, flag in (
+        ("Interval", "interval"),
+        ("Timeout", "timeout"),
+        ("StartPeriod", "start-period"),
+        ("Retries", "retries"),
+    ):
+        value = healthcheck.get(key)
+        if value:
+            options.append(f"--{flag}={value}" if key == "Retries" else f"--{flag}={value}ns")
+    command = exec_form(test[1:]) if test[0] == "CMD" else " ".join(test[1:])
+    return " ".join(["HEALTHCHECK", *options, "CMD", command])
+
+
 def render_dockerfile(
-    config: ImageConfig, owned: list[OwnedTree], template: Path | None = None
+    config: ImageConfig, owned: list[OwnedTree], template: Path | None = None, base: str = "scratch"
 ) -> str:
     """The Dockerfile text for ``config``; ``template`` replaces the bundled one."""
     check_dockerfile_values(config)
@@ -98,7 +121,11 @@ def render_dockerfile(
     try:
         return environment.get_template(name).render(
             version=__version__,
+            base=base,
             owned=owned,
+            volumes=config.volumes,
+            stop_signal=config.stop_signal,
+            healthcheck=healthcheck_instruction(config.healthcheck) if config.healthcheck else None,
             env=config.env,
             labels=config.labels,
             expose=config.expose,

@@ -1,0 +1,206 @@
+"""Debug variants in a real engine: a shell beside the application, which still runs.
+
+No registry is reachable, so the base images are made here: an alpine-like base
+(real /lib and /bin directories, musl's loader in /lib, a musl-linked /bin/sh)
+catches a merge that would let Debian's /lib -> usr/lib symlink wipe out /lib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scratchpack.debug import busybox_applets
+from tests.cfixtures import REPO_ROOT
+
+HELLO = REPO_ROOT / "samples/hello-world/hello-world"
+MUSL_LOADER = "/lib/x86_64-linux-musl/libc.so"
+SHIM = r"""
+#include <unistd.h>
+int main(int argc, char **argv) {
+    (void)argc; argv[0] = "sh"; execv("/bin/busybox", argv); return 127;
+}
+"""
+
+
+def _tar(files: dict[str, tuple[bytes | None, int, str | None]]) -> bytes:
+    """path -> (content or None for a directory, mode, symlink target)."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name, (content, mode, link) in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            elif content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return data.getvalue()
+
+
+def _build(client, context: bytes, tag: str) -> None:  # type: ignore[no-untyped-def]
+    for chunk in client.api.build(
+        fileobj=io.BytesIO(context), custom_context=True, tag=tag, pull=False, rm=True, decode=True
+    ):
+        assert "error" not in chunk, chunk
+
+
+@pytest.fixture(scope="module")
+def alpine_like(docker_client, static_busybox: str, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    musl_gcc = shutil.which("musl-gcc")
+    if musl_gcc is None or not os.path.exists(MUSL_LOADER):
+        pytest.skip("needs Debian's musl and musl-tools")
+    work = tmp_path_factory.mktemp("alpine-like")
+    (work / "shim.c").write_text(SHIM)
+    subprocess.run([musl_gcc, "-o", str(work / "sh"), str(work / "shim.c")], check=True)
+    files = {
+        "Dockerfile": (b'FROM scratch\nCOPY root/ /\nCMD ["/bin/sh"]\n', 0o644, None),
+        "root/bin": (None, 0o755, None),
+        "root/bin/busybox": (Path(static_busybox).read_bytes(), 0o755, None),
+        "root/bin/sh": ((work / "sh").read_bytes(), 0o755, None),
+        "root/lib": (None, 0o755, None),
+        "root/lib/ld-musl-x86_64.so.1": (Path(MUSL_LOADER).read_bytes(), 0o755, None),
+        "root/usr/lib": (None, 0o755, None),
+        "root/etc/passwd": (b"root:x:0:0:root:/root:/bin/sh\n", 0o644, None),
+        "root/etc/os-release": (b"ID=alpine-like\n", 0o644, None),
+    }
+    for applet in ("ls", "cat", "echo", "id"):
+        files[f"root/bin/{applet}"] = (None, 0o777, "busybox")
+    tag = f"scratchpack-test/alpine-like:{uuid.uuid4().hex[:8]}"
+    _build(docker_client, _tar(files), tag)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def scratchpack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scratchpack", *args], capture_output=True, text=True, check=False
+    )
+
+
+def run(client, image: str, command: list[str], entrypoint: list[str] | None = None) -> str:  # type: ignore[no-untyped-def]
+    container = client.containers.create(
+        image, command=command, entrypoint=entrypoint, network_mode="none"
+    )
+    try:
+        container.start()
+        status = container.wait(timeout=60)["StatusCode"]
+        output = container.logs().decode()
+        assert status == 0, output
+        return output
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture
+def tags(docker_client) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
+    made: list[str] = []
+    yield made
+    for tag in made:
+        for name in (tag, f"{tag}-debug"):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(name, force=True)
+
+
+@pytest.mark.engine
+def test_variant_on_an_alpine_like_base_keeps_both_working(
+    docker_client, alpine_like: str, tags: list[str]
+) -> None:
+    tag = f"scratchpack-test/curl:{uuid.uuid4().hex[:8]}"
+    tags.append(tag)
+    proc = scratchpack(
+        "build", "/usr/bin/curl", "-t", tag, "--engine", "docker", "--debug",
+        "--debug-base", alpine_like, "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    debug_tag = result["debug"]["tag"]
+    assert debug_tag == f"{tag}-debug"
+    expected = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout
+    # The application runs unchanged, with the same entrypoint and config...
+    assert run(docker_client, debug_tag, ["--version"]) == expected
+    original = docker_client.images.get(tag).attrs["Config"]
+    variant = docker_client.images.get(debug_tag).attrs["Config"]
+    assert variant["Entrypoint"] == original["Entrypoint"] == ["/usr/bin/curl"]
+    # ...and the base's musl shell still works and sees the application.
+    shell = run(
+        docker_client, debug_tag, ["-c", "ls /lib; curl --version; cat /etc/os-release"], ["sh"]
+    )
+    assert "ld-musl-x86_64.so.1" in shell and expected in shell and "ID=alpine-like" in shell
+
+
+@pytest.mark.engine
+def test_busybox_variant_needs_no_base(docker_client, tags: list[str]) -> None:
+    tag = f"scratchpack-test/hello:{uuid.uuid4().hex[:8]}"
+    tags.append(tag)
+    proc = scratchpack(
+        "build", str(HELLO), "-t", tag, "--engine", "docker", "--debug", "--debug-shell", "busybox",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    shell = run(docker_client, f"{tag}-debug", ["-c", f"echo $PATH; {HELLO}"], ["sh"])
+    assert shell.splitlines()[0].endswith(":/busybox")
+    assert "Hello from scratchpack!" in shell
+    assert run(docker_client, f"{tag}-debug", []) == "Hello from scratchpack!\n"
+
+
+def test_busybox_variant_with_the_writer(tmp_path: Path, static_busybox: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scratchpack", "build", str(HELLO), "-t", "hello:w", "--debug",
+         "--debug-shell", "busybox", "-o", str(tmp_path / "hello.tar"), "--json"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["debug"]["output"] == str(tmp_path / "hello-debug.tar")
+    with tarfile.open(tmp_path / "hello-debug.tar") as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        assert manifest["RepoTags"] == ["hello:w-debug"]
+        with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][0])) as layer:  # type: ignore[arg-type]
+            names = set(layer.getnames())
+    assert {"busybox/busybox", "busybox/sh", str(HELLO).lstrip("/")} <= names
+
+
+def test_base_variant_needs_an_engine(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scratchpack", "build", str(HELLO), "-t", "hello:w", "--debug",
+         "-o", str(tmp_path / "hello.tar")],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--debug-shell busybox" in proc.stderr
+    assert not (tmp_path / "hello.tar").exists()
+
+
+@pytest.mark.engine
+def test_unknown_base_is_a_clear_error(docker_client, tags: list[str]) -> None:
+    tag = f"scratchpack-test/hello:{uuid.uuid4().hex[:8]}"
+    tags.append(tag)
+    proc = scratchpack(
+        "build", str(HELLO), "-t", tag, "--engine", "docker", "--debug",
+        "--debug-base", "scratchpack-test/no-such-base:1",
+    )  # fmt: skip
+    assert proc.returncode == 3
+    assert proc.stderr.strip().splitlines() == [
+        "scratchpack: no image scratchpack-test/no-such-base:1 in the local engine"
+    ]
+
+
+def test_applets_are_read_without_running_busybox(static_busybox: str) -> None:
+    listed = subprocess.run([static_busybox, "--list"], capture_output=True, text=True).stdout
+    assert sorted(busybox_applets(static_busybox)) == sorted(listed.split())
