@@ -117,19 +117,19 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     for program in programs:
         plan.add_path(root, program.path, "binary")
         for target in program.elf_targets:
-            closures.append(_resolve_for_image(resolver, target, options, warnings))
+            closures.append(resolve_for_image(resolver, target, options, warnings))
     for include in options.includes:
-        for image_path, source in _add_include(plan, root, include):
+        for image_path, source in add_include(plan, root, include):
             if not _is_elf(root, source):
                 continue
-            closure = _resolve_for_image(resolver, source, options, warnings)
+            closure = resolve_for_image(resolver, source, options, warnings)
             if image_path != source:
                 _warn_if_origin_relative(closure, image_path, warnings)
             included.add(id(closure))  # the include placed the file; its libraries follow
             closures.append(closure)
     cache_records: list[CacheRecord] = []
     for closure in closures:
-        _check_complete(closure, options.allow_missing, warnings)
+        check_complete(closure, options.allow_missing, warnings)
         if id(closure) not in included:
             plan.add_path(root, closure.path, "binary")
         if closure.static:
@@ -208,7 +208,7 @@ def _which(resolver: Resolver, name: str, search_path: str) -> str | None:
     return None
 
 
-def _resolve_for_image(
+def resolve_for_image(
     resolver: Resolver, path: str, options: BuildOptions, warnings: list[str]
 ) -> Closure:
     """The closure plus what glibc will dlopen: libgcc_s for unwinding, NSS modules."""
@@ -236,7 +236,7 @@ def _resolve_for_image(
     return closure
 
 
-def _check_complete(closure: Closure, allow_missing: bool, warnings: list[str]) -> None:
+def check_complete(closure: Closure, allow_missing: bool, warnings: list[str]) -> None:
     if not closure.missing:
         return
     names = ", ".join(
@@ -263,7 +263,7 @@ def _warn_if_origin_relative(closure: Closure, image_path: str, warnings: list[s
         )
 
 
-def _add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, str]]:
+def add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, str]]:
     source, _, dest = spec.partition(":")
     if not source:
         raise InputError(f"--include {spec}: expected SRC[:DEST]")

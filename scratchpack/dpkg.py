@@ -130,6 +130,17 @@ class DpkgIndex:
                 owners[target] = others[0]
         return cls(root, packages, owners)
 
+    def files(self, key: str) -> list[str]:
+        """The paths package ``key`` (a key of :attr:`packages`) shipped, as dpkg lists them."""
+        info_host = self.root.host_path(INFO_DIR)
+        if info_host is None:
+            return []
+        try:
+            with open(f"{info_host}/{key}.list", encoding="utf-8", errors="surrogateescape") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
     def owner(self, path: str) -> Package | None:
         """The package that shipped in-root ``path``, or None."""
         if not self._owners:

@@ -8,6 +8,9 @@ EXIT_MISSING = 1
 EXIT_USAGE = 2
 EXIT_ENGINE = 3
 EXIT_VERIFY = 4
+EXIT_PUSH = 5
+EXIT_TRACE = 6
+EXIT_INTERNAL = 70  # a bug of ours (sysexits' EX_SOFTWARE)
 
 
 class ScratchpackError(Exception):

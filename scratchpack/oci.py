@@ -194,7 +194,9 @@ def image_config(
 ) -> dict[str, Any]:
     """The OCI image config: run-time settings, layers' diff_ids, fixed timestamps."""
     created = datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    runtime: dict[str, Any] = {"Entrypoint": list(config.entrypoint)}
+    runtime: dict[str, Any] = {}
+    if config.entrypoint is not None:
+        runtime["Entrypoint"] = list(config.entrypoint)
     if config.cmd is not None:
         runtime["Cmd"] = list(config.cmd)
     if config.env:

@@ -22,7 +22,7 @@ DOCKERFILE_TEMPLATE = "Dockerfile.j2"
 class ImageConfig:
     """The image's run-time configuration, as a Dockerfile states it."""
 
-    entrypoint: list[str]
+    entrypoint: list[str] | None  # None: the image has none (Cmd alone runs)
     cmd: list[str] | None = None
     env: list[tuple[str, str]] = field(default_factory=list)
     workdir: str | None = None
