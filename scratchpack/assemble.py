@@ -190,6 +190,13 @@ class RootPlan:
                 # Devices, sockets and fifos have no place in an image layer.
         return added
 
+    def apply_owners(self, owners: dict[str, tuple[int, int]]) -> None:
+        """Give entries the owners an unpacked image recorded (extraction does not chown)."""
+        for path, entry in list(self.entries.items()):
+            owner = owners.get(path)
+            if owner is not None and owner != (0, 0) and entry.kind != "symlink":
+                self.entries[path] = dataclasses.replace(entry, uid=owner[0], gid=owner[1])
+
     @property
     def files(self) -> list[Entry]:
         return [entry for entry in self.entries.values() if entry.kind == "file"]

@@ -32,7 +32,14 @@ from scratchpack.build import (
     write_sbom,
 )
 from scratchpack.debug import build_debug, debug_output, debug_tag
-from scratchpack.errors import EXIT_MISSING, EXIT_OK, InputError, ScratchpackError
+from scratchpack.errors import (
+    EXIT_INTERNAL,
+    EXIT_MISSING,
+    EXIT_OK,
+    EXIT_USAGE,
+    InputError,
+    ScratchpackError,
+)
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
 from scratchpack.oci import WrittenImage
@@ -57,6 +64,21 @@ def clear_errors(command: F) -> F:
         except KeyboardInterrupt:
             click.echo("scratchpack: interrupted", err=True)
             sys.exit(130)
+        except OSError as err:
+            if os.environ.get("SCRATCHPACK_DEBUG"):
+                raise
+            where = f" ({err.filename})" if err.filename else ""
+            click.echo(f"scratchpack: {err.strerror or err}{where}", err=True)
+            sys.exit(EXIT_USAGE)
+        except Exception as err:
+            if os.environ.get("SCRATCHPACK_DEBUG"):
+                raise
+            click.echo(
+                f"scratchpack: internal error: {type(err).__name__}: {err} "
+                "(SCRATCHPACK_DEBUG=1 shows the traceback; please report it)",
+                err=True,
+            )
+            sys.exit(EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
 
@@ -463,6 +485,159 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
         click.echo(f"Debug variant {debug['tag']} {debug['image']}{where}")
     if "sbom" in result:
         click.echo(f"SBOM ({result['sbom']['format']}) in {result['sbom']['path']}")
+
+
+@cli.command()
+@click.argument("image", metavar="IMAGE")
+@click.option("-t", "--tag", required=True, help="Name of the new image [REGISTRY/]NAME[:TAG].")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Run the image under a file-access tracer and keep what its program touched.",
+)
+@click.option("--probe-cmd", metavar="ARGS", help="Your own probe instead of GET / on each port.")
+@click.option("--trace-args", metavar="ARGS", help="Arguments to trace with, instead of Cmd.")
+@click.option(
+    "--trace-timeout",
+    type=float,
+    default=60,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up on a trace that takes longer.",
+)
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="SRC[:DEST]",
+    help="Also keep this path of the image (repeatable).",
+)
+@click.option("--allow-missing", is_flag=True, help="Build even if a library is not found.")
+@click.option(
+    "--engine",
+    "engine_mode",
+    type=click.Choice(["auto", "docker", "none"]),
+    default="auto",
+    show_default=True,
+    help="Build in the engine, or write with the built-in writer.",
+)
+@click.option("-o", "--output", type=click.Path(), metavar="PATH", help="Write the image here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@clear_errors
+def shrink(
+    image: str,
+    tag: str,
+    trace: bool,
+    probe_cmd: str | None,
+    trace_args: str | None,
+    trace_timeout: float,
+    includes: tuple[str, ...],
+    allow_missing: bool,
+    engine_mode: str,
+    output: str | None,
+    as_json: bool,
+) -> None:
+    """Keep only what IMAGE's program needs, with IMAGE's configuration.
+
+    IMAGE is an image in the local engine or an archive file (docker save,
+    OCI layout or archive). It is only read: the new image is TAG.
+    """
+    from scratchpack.shrink import render_report, run_shrink
+
+    check_tag(tag)
+    outcome = run_shrink(
+        image,
+        tag,
+        includes=includes,
+        trace=trace,
+        probe_cmd=split_args(probe_cmd, "--probe-cmd") if probe_cmd else None,
+        trace_args=split_args(trace_args, "--trace-args") if trace_args is not None else None,
+        trace_timeout=trace_timeout,
+        engine_mode=engine_mode,
+        output=Path(output) if output else None,
+        allow_missing=allow_missing,
+        show_progress=not as_json,
+    )
+    for warning in outcome.plan.warnings:
+        click.echo(f"scratchpack: warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        click.echo(render_report(outcome), nl=False)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, metavar="[IMAGE] [-- COMMAND...]")
+@click.option("-t", "--tag", help="Tag of the debug variant (default: IMAGE's tag + -debug).")
+@click.option(
+    "--debug-shell",
+    type=click.Choice(["base", "busybox"]),
+    default="base",
+    show_default=True,
+    help="base: IMAGE's files on top of --debug-base; busybox: IMAGE plus /busybox.",
+)
+@click.option("--debug-base", default="alpine:3.20", show_default=True, metavar="IMAGE")
+@click.option("--busybox", "busybox_path", default="/bin/busybox", show_default=True)
+@click.option(
+    "--attach",
+    "container",
+    metavar="CONTAINER",
+    help="Open a shell beside this running container instead (pid, network, ipc shared).",
+)
+@click.option(
+    "--image",
+    "tools_image",
+    metavar="IMAGE",
+    help="With --attach: the tools image (default: one made from the host's static busybox).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@clear_errors
+def debug(
+    args: tuple[str, ...],
+    tag: str | None,
+    debug_shell: str,
+    debug_base: str,
+    busybox_path: str,
+    container: str | None,
+    tools_image: str | None,
+    as_json: bool,
+) -> None:
+    """A shell for IMAGE (a debug variant), or beside a running CONTAINER (--attach).
+
+    \b
+      scratchpack debug myapp:1.0                  # builds myapp:1.0-debug
+      scratchpack debug --attach web               # a shell next to container web
+      scratchpack debug --attach web -- ps         # one command instead
+    """
+    from scratchpack.debug import debug_existing, debug_tag
+    from scratchpack.engine import Engine
+
+    engine = Engine()
+    if container is not None:
+        from scratchpack.attach import attach
+
+        command = list(args) or None
+        outcome = attach(engine.client, container, tools_image, command)
+        if outcome.output is not None:
+            click.echo(outcome.output, nl=False)
+        sys.exit(outcome.exit_code)
+    if len(args) != 1:
+        raise InputError("debug takes one IMAGE (or --attach CONTAINER)")
+    image = args[0]
+    result = debug_existing(
+        engine,
+        image,
+        check_tag(tag or debug_tag(image, "-debug")),
+        debug_shell,
+        debug_base,
+        busybox_path,
+        show_progress=not as_json,
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"Built {result['tag']} {result['image']} ({_size(int(result['size']))})")
+        click.echo(f"Open a shell with: docker run --rm -it --entrypoint sh {result['tag']}")
 
 
 def _size(count: int) -> str:

@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scratchpack.assemble import Entry, RootPlan
-from scratchpack.build import ImagePlan, context_archive, default_archive, write_image
+from scratchpack.build import (
+    DEFAULT_PATH,
+    ImagePlan,
+    context_archive,
+    default_archive,
+    write_image,
+)
 from scratchpack.errors import InputError
-from scratchpack.oci import platform_for
+from scratchpack.oci import machine_for, platform_for
 from scratchpack.progress import terminal_progress
+from scratchpack.render import config_from_summary
 
 if TYPE_CHECKING:
     from scratchpack.engine import Engine
@@ -155,9 +162,9 @@ def busybox_plan(plan: RootPlan, busybox: str, applets: list[str]) -> RootPlan:
 
 
 def with_path(env: list[tuple[str, str]], directory: str) -> list[tuple[str, str]]:
-    """The environment with ``directory`` appended to PATH."""
+    """The environment with ``directory`` appended to PATH (Docker's default PATH if none)."""
     result = dict(env)
-    path = result.get("PATH", "")
+    path = result.get("PATH", DEFAULT_PATH)
     if directory not in path.split(":"):
         result["PATH"] = f"{path}:{directory}" if path else directory
     return list(result.items())
@@ -230,3 +237,56 @@ def debug_output(output: Path, suffix: str) -> Path:
     if output.suffix == ".tar":
         return output.with_name(output.stem + suffix + ".tar")
     return output.with_name(output.name + suffix)
+
+
+def debug_existing(
+    engine: Engine,
+    image: str,
+    tag: str,
+    shell: str,
+    base_image: str,
+    busybox: str,
+    show_progress: bool = False,
+) -> dict[str, object]:
+    """The debug variant of any local image, from that image's own files and config.
+
+    With busybox the image itself is the base (``FROM IMAGE``) and only
+    /busybox is added; on a base image, IMAGE's files are laid over the base.
+    """
+    import tempfile
+
+    from scratchpack.progress import ByteProgress
+    from scratchpack.rootfs import RootFS
+    from scratchpack.unpack import image_config_summary, open_image, unpack
+
+    info = engine.image(image)
+    machine, bits = machine_for(info.architecture or "amd64")
+    with tempfile.TemporaryDirectory(prefix="scratchpack-debug-") as work:
+        workdir = Path(work)
+        (workdir / "source").mkdir()
+        source = open_image(image, engine.client, workdir=workdir / "source")
+        config = config_from_summary(image_config_summary(source))
+        if shell == "busybox":
+            plan = ImagePlan(RootPlan(), config, [], [], machine, bits)
+            variant = debug_variant(plan, "busybox", busybox=busybox)
+            base = image
+        else:
+            root_dir = workdir / "root"
+            root_dir.mkdir()
+            progress = ByteProgress("unpacking", source.layers_size, enabled=show_progress)
+            report = unpack(source, root_dir, progress.advance)
+            progress.done()
+            root = RootFS(root_dir)
+            tree = RootPlan()
+            for name in sorted(os.listdir(root_dir)):
+                tree.add_tree(root, f"/{name}", "image")
+            tree.apply_owners(report.owners)
+            plan = ImagePlan(tree, config, [], [], machine, bits)
+            architecture = engine.image(base_image).architecture
+            with engine.exported_filesystem(base_image) as tar:
+                variant = debug_variant(plan, "base", base=read_base_tree(tar, architecture))
+            base = base_image
+        with context_archive(variant, None, base) as context:
+            image_id = engine.build(context, tag, terminal_progress if show_progress else None)
+    built = engine.image(image_id)
+    return {"source": image, "tag": tag, "image": built.id, "size": built.size, "shell": shell}

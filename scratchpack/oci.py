@@ -72,6 +72,14 @@ def platform_for(machine: int, bits: int) -> tuple[str, str | None]:
     return platform
 
 
+def machine_for(architecture: str) -> tuple[int, int]:
+    """(e_machine, bits) of an OCI architecture name: the inverse of :func:`platform_for`."""
+    for key, (name, _variant) in _PLATFORMS.items():
+        if name == architecture:
+            return key
+    raise InputError(f"no ELF machine known for the architecture {architecture!r}")
+
+
 def canonical_json(document: Any) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

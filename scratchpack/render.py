@@ -34,6 +34,23 @@ class ImageConfig:
     healthcheck: dict[str, Any] | None = None  # as in an image config: Test, Interval (ns), ...
 
 
+def config_from_summary(summary: dict[str, Any]) -> ImageConfig:
+    """An existing image's run-time settings (``unpack.image_config_summary``), unchanged."""
+    env = [str(item).split("=", 1) for item in summary.get("Env") or [] if "=" in str(item)]
+    return ImageConfig(
+        entrypoint=summary.get("Entrypoint"),
+        cmd=summary.get("Cmd"),
+        env=[(key, value) for key, value in env],
+        workdir=summary.get("WorkingDir"),
+        user=summary.get("User"),
+        expose=list(summary.get("ExposedPorts") or []),
+        labels=sorted((summary.get("Labels") or {}).items()),
+        volumes=list(summary.get("Volumes") or []),
+        stop_signal=summary.get("StopSignal"),
+        healthcheck=summary.get("Healthcheck"),
+    )
+
+
 @dataclass(frozen=True)
 class OwnedTree:
     """A directory of the context copied with an owner other than root."""

@@ -204,3 +204,47 @@ def test_unknown_base_is_a_clear_error(docker_client, tags: list[str]) -> None:
 def test_applets_are_read_without_running_busybox(static_busybox: str) -> None:
     listed = subprocess.run([static_busybox, "--list"], capture_output=True, text=True).stdout
     assert sorted(busybox_applets(static_busybox)) == sorted(listed.split())
+
+
+@pytest.fixture(scope="module")
+def hello_image(docker_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """An image of the hello-world sample, as any tool might have built it."""
+    subprocess.run(["make", "-s", "-C", str(REPO_ROOT / "samples/hello-world")], check=True)
+    tag = f"scratchpack-test/hello-src:{uuid.uuid4().hex[:8]}"
+    proc = scratchpack("build", str(HELLO), "-t", tag, "--engine", "docker", "--cmd", "--greet")
+    assert proc.returncode == 0, proc.stderr
+    yield tag
+    for name in (tag, f"{tag}-debug"):
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(name, force=True)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("shell", ["busybox", "base"])
+def test_debug_variant_of_an_existing_image(
+    docker_client, hello_image: str, alpine_like: str, shell: str
+) -> None:
+    proc = scratchpack(
+        "debug", hello_image, "--debug-shell", shell, "--debug-base", alpine_like, "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    variant = json.loads(proc.stdout)["tag"]
+    assert variant == f"{hello_image}-debug"
+    original = docker_client.images.get(hello_image).attrs["Config"]
+    config = docker_client.images.get(variant).attrs["Config"]
+    assert config["Entrypoint"] == original["Entrypoint"] and config["Cmd"] == ["--greet"]
+    assert run(docker_client, variant, []) == "Hello from scratchpack!\n"
+    shell_output = run(docker_client, variant, ["-c", f"ls /lib; {HELLO}"], ["sh"])
+    assert "Hello from scratchpack!" in shell_output
+    if shell == "base":
+        assert "ld-musl-x86_64.so.1" in shell_output
+
+
+@pytest.mark.engine
+def test_debug_of_an_unknown_image_is_a_clear_error(docker_client) -> None:  # type: ignore[no-untyped-def]
+    proc = scratchpack("debug", "scratchpack-test/not-there:1")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        == "scratchpack: no image scratchpack-test/not-there:1 in the local engine"
+    )
