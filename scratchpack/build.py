@@ -232,7 +232,9 @@ def resolve_for_image(
         return closure
     closure = resolver.resolve(path, dlopen=dlopen)
     for missing in closure.dlopen_missing:
-        warnings.append(f"{path}: {missing.soname} is not in {resolver.root.top}; not added")
+        # glibc skips NSS modules it cannot load; a missing libgcc_s aborts the program.
+        if not missing.soname.startswith("libnss_"):
+            warnings.append(f"{path}: {missing.soname} is not in {resolver.root.top}; not added")
     return closure
 
 

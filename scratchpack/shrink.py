@@ -290,6 +290,7 @@ def plan_shrink(
         kept.add("closure", program)
         if _is_elf(root, program):
             elf_paths.append(program)
+    program_elves = set(elf_paths)
     if static:
         index = DpkgIndex.load(root)
         for program in programs:
@@ -320,7 +321,11 @@ def plan_shrink(
             continue
         if info.is_static:
             continue
-        closure = resolve_for_image(resolver, path, options, warnings)
+        # What glibc dlopens (libgcc_s, NSS modules) is added for the programs only.
+        if path in program_elves:
+            closure = resolve_for_image(resolver, path, options, warnings)
+        else:
+            closure = resolver.resolve(path)
         check_complete(closure, allow_missing, warnings)
         closures.append(closure)
         missing = {item.soname for item in closure.missing}
@@ -352,14 +357,13 @@ def plan_shrink(
 
 
 def _keep(plan: RootPlan, root: RootFS, path: str, reason: str, kept: Kept) -> None:
-    """Add ``path`` (file, link chain or empty directory) unless it is already there."""
-    real = root.realpath(path)
-    if real is None:
+    """Add ``path`` with the links on its way (the loader opens it by that name)."""
+    if root.realpath(path) is None:
         return
-    if real in plan.entries or path in plan.entries:
-        return
+    new = path not in plan.entries
     plan.add_path(root, path, reason)
-    kept.add(reason, path)
+    if new:
+        kept.add(reason, path)
 
 
 def _is_elf(root: RootFS, path: str) -> bool:

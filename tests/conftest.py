@@ -98,3 +98,12 @@ def static_busybox() -> Path:
 def repo_root() -> Path:
     """The repository's top directory (the one holding ``pyproject.toml``)."""
     return Path(__file__).resolve().parent.parent
+
+
+# Session fixtures of real Debian images (debootstrap + docker import), for every module.
+from tests.debian_images import (  # noqa: E402, F401
+    debian_curl_image,
+    debian_nginx_image,
+    debian_python_image,
+    debian_root_tar,
+)
