@@ -26,6 +26,7 @@ from scratchpack.build import (
     default_archive,
     write_image,
 )
+from scratchpack.busybox import busybox_applets
 from scratchpack.errors import InputError
 from scratchpack.oci import machine_for, platform_for
 from scratchpack.progress import terminal_progress
@@ -122,26 +123,6 @@ def _link_children(merged: RootPlan, plan: RootPlan, base_dir: str, our_dir: str
         relative = posixpath.relpath(path, base_dir)
         merged.entries.pop(inside_base, None)
         merged.add(Entry(inside_base, "symlink", 0o777, f"debug:{ours.reason}", target=relative))
-
-
-def busybox_applets(path: str) -> list[str]:
-    """The applet names compiled into a busybox binary, read without running it.
-
-    busybox keeps them as one NUL-separated, sorted run that starts with
-    ``[`` and ``[[``; reading it works for any architecture's busybox.
-    """
-    with open(path, "rb") as stream:
-        data = stream.read()
-    start = data.find(b"[\0[[\0")
-    if start < 0:
-        raise InputError(f"{path}: no busybox applet table found (is it busybox?)")
-    names: list[str] = []
-    while True:
-        end = data.index(b"\0", start)
-        if end == start:
-            return names
-        names.append(data[start:end].decode("ascii", "replace"))
-        start = end + 1
 
 
 def busybox_plan(plan: RootPlan, busybox: str, applets: list[str]) -> RootPlan:

@@ -1,0 +1,576 @@
+"""``scratchpack debug --attach``: a shell next to a running shell-less container.
+
+A *sidecar* container joins the target's pid and network namespaces (and its IPC
+namespace when the target's is shareable), so ``ps`` shows the target's processes,
+``netstat``/``wget`` see its interfaces and ``/proc/1/root`` is the target's root
+file system (the target's pid 1 as seen in the shared pid namespace). The target is
+never touched: nothing is exec'd in it and nothing is copied into it. This works on
+a plain Docker Engine; Docker's own ``docker debug`` needs Docker Desktop.
+
+Decisions, with what was measured (Docker 20.10, Debian 12, kernel 6.x):
+
+- ``CAP_SYS_PTRACE``: opening ``/proc/1/root`` is a ptrace "read" access check. A
+  root sidecar with Docker's default capabilities passes it only when the target
+  runs as root with no more capabilities than the default set. A target running as
+  another user (``--user 1000``), with added capabilities (``--cap-add NET_ADMIN``)
+  or non-dumpable gives "Permission denied" unless the sidecar has
+  ``CAP_SYS_PTRACE``, so the sidecar always gets it (it also lets ``strace``-like
+  tools in a custom ``--image`` work). It gives the sidecar no power over the host.
+- IPC: the engine refuses to join a ``private`` IPC namespace (the default:
+  "non-shareable IPC"), so the sidecar joins the target's only when the target's
+  ``IpcMode`` is ``shareable``, ``host`` or ``container:...``. POSIX shared memory
+  is reachable anyway as ``/proc/1/root/dev/shm``.
+- Cleanup: ``attach`` force-removes the sidecar in ``finally`` (Ctrl-C included)
+  and turns SIGTERM and SIGHUP (unless ignored) into ``SystemExit`` while it runs.
+  The sidecar is also created with ``AutoRemove``, so the daemon removes it when
+  it exits even if this process is killed; a killed client's script (no TTY) sees
+  EOF on its stdin (``StdinOnce``) and ends. Only a SIGKILLed *interactive*
+  client leaves its shell running, as with ``docker run -it --rm`` (the engine
+  does not close a TTY's input when the client goes away): remove it with
+  ``docker rm -f $(docker ps -q --filter label=org.scratchpack.debug-target)``.
+  The exit status comes from a ``wait?condition=removed`` request made *before*
+  the start (the daemon sends the headers once the wait is registered), as
+  ``docker run --rm`` does, so the automatic removal cannot lose it.
+- Output and input go through one hijacked attach connection opened before the
+  start, relayed with ``select`` (no threads, no polling): the terminal in raw mode
+  for interactive sessions, a buffer of multiplexed frames otherwise.
+
+Nothing here pulls: images must exist locally (``images.get`` first), containers
+are created, never ``containers.run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import sys
+import tarfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from scratchpack.busybox import busybox_applets
+from scratchpack.engine import EngineError, _short
+from scratchpack.errors import InputError
+
+TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
+TOOLS_DIR = "/busybox"
+# What makes a tools image current: the busybox it holds and this layout's version.
+BUSYBOX_LABEL = "org.scratchpack.busybox-sha256"
+LAYOUT_LABEL = "org.scratchpack.debug-tools-layout"
+LAYOUT_VERSION = "1"
+# Sidecars carry the ID of the container they debug.
+TARGET_LABEL = "org.scratchpack.debug-target"
+
+DEFAULT_SHELL = ("sh",)
+_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class AttachResult:
+    exit_code: int
+    output: str | None  # combined stdout and stderr of a non-interactive run
+
+
+# --------------------------------------------------------------------------- tools image
+
+
+def ensure_tools_image(client: docker.DockerClient, busybox_path: str = "/bin/busybox") -> str:
+    """The ID of :data:`TOOLS_IMAGE`, built once from a static busybox and reused.
+
+    The image is ``FROM scratch`` with busybox at ``/busybox/busybox``, a symlink
+    per applet beside it (``/busybox/sh``, ``/busybox/ps``, ...), ``/busybox``
+    first in ``PATH`` and an empty ``/tmp``. It is rebuilt when its label does not
+    name this busybox's sha256 (another busybox, or an older layout).
+    """
+    binary = Path(busybox_path)
+    try:
+        content = binary.read_bytes()
+    except OSError as err:
+        raise InputError(
+            f"cannot read {busybox_path} ({err.strerror or err}): "
+            "apt-get install busybox-static, or give --image"
+        ) from err
+    machine = _static_elf_machine(content)
+    if machine is None:
+        raise InputError(
+            f"{busybox_path} is not a static ELF executable: "
+            "apt-get install busybox-static, or give --image"
+        )
+    applets = busybox_applets(binary)
+    digest = hashlib.sha256(content).hexdigest()
+
+    previous = _local_image(client, TOOLS_IMAGE)
+    if previous is not None:
+        labels = (previous.attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(BUSYBOX_LABEL) == digest and labels.get(LAYOUT_LABEL) == LAYOUT_VERSION:
+            return str(previous.id)
+
+    # The engine labels what it builds with its own architecture, whatever the files.
+    engine_arch = _engine_architecture(client)
+    busybox_arch = _ELF_ARCHITECTURES.get(machine)
+    if engine_arch and busybox_arch and engine_arch != busybox_arch:
+        raise InputError(
+            f"{busybox_path} is {busybox_arch} but the engine runs {engine_arch}: "
+            "give --image with an image of the engine's architecture"
+        )
+    dockerfile = (
+        "FROM scratch\n"
+        "COPY rootfs/ /\n"
+        f"ENV PATH={TOOLS_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f'LABEL {BUSYBOX_LABEL}="{digest}" {LAYOUT_LABEL}="{LAYOUT_VERSION}"\n'
+        'CMD ["sh"]\n'
+    ).encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        _add(tar, "Dockerfile", data=dockerfile, mode=0o644)
+        _add(tar, "rootfs/tmp", kind=tarfile.DIRTYPE, mode=0o1777)
+        _add(tar, "rootfs/busybox", kind=tarfile.DIRTYPE, mode=0o755)
+        _add(tar, "rootfs/busybox/busybox", data=content, mode=0o755)
+        for name in applets:
+            if name != "busybox":
+                _add(tar, f"rootfs/busybox/{name}", kind=tarfile.SYMTYPE, link="busybox")
+    context.seek(0)
+
+    image_id = _build(client, context, TOOLS_IMAGE)
+    if previous is not None and previous.id != image_id:
+        # The stale image lost the tag: drop it if that left it dangling (no other
+        # tag) and unused, never an image someone else still names.
+        stale = _local_image(client, previous.id)
+        if stale is not None and not stale.tags:
+            with contextlib.suppress(docker.errors.DockerException):
+                client.images.remove(previous.id)
+    return image_id
+
+
+# ELF e_machine -> the engine's (Go's) architecture name.
+_ELF_ARCHITECTURES = {
+    "EM_X86_64": "amd64",
+    "EM_AARCH64": "arm64",
+    "EM_386": "386",
+    "EM_ARM": "arm",
+    "EM_PPC64": "ppc64le",
+    "EM_S390": "s390x",
+    "EM_RISCV": "riscv64",
+}
+
+
+def _static_elf_machine(content: bytes) -> str | None:
+    """The ``e_machine`` of a static executable (no ``PT_INTERP``), else ``None``."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        elf = ELFFile(io.BytesIO(content))
+        if elf["e_type"] not in ("ET_EXEC", "ET_DYN") or any(
+            segment["p_type"] == "PT_INTERP" for segment in elf.iter_segments()
+        ):
+            return None
+        return str(elf["e_machine"])
+    except (ELFError, ValueError, struct.error):
+        return None
+
+
+def _engine_architecture(client: docker.DockerClient) -> str:
+    try:
+        return str(client.version().get("Arch") or "")
+    except docker.errors.DockerException as err:
+        raise EngineError(f"cannot ask the engine its version: {_short(err)}") from err
+
+
+def _add(
+    tar: tarfile.TarFile,
+    name: str,
+    *,
+    data: bytes = b"",
+    kind: bytes = tarfile.REGTYPE,
+    mode: int = 0o777,
+    link: str = "",
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.linkname = link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def _build(client: docker.DockerClient, context: io.BytesIO, tag: str) -> str:
+    image_id: str | None = None
+    try:
+        for chunk in client.api.build(
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        ):
+            if "error" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                raise EngineError(f"the engine failed to build {tag}: {detail.strip()}")
+            image_id = chunk.get("aux", {}).get("ID", image_id)
+        return image_id or str(client.images.get(tag).id)
+    except docker.errors.DockerException as err:
+        raise EngineError(f"the engine refused to build {tag}: {_short(err)}") from err
+    except requests.exceptions.RequestException as err:
+        raise EngineError(f"lost the Docker engine while building {tag}: {_short(err)}") from err
+
+
+def _local_image(client: docker.DockerClient, reference: str) -> Any:
+    """A local image or ``None``; never a pull."""
+    try:
+        return client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as err:
+        raise EngineError(f"cannot inspect image {reference}: {_short(err)}") from err
+
+
+# --------------------------------------------------------------------------- attach
+
+
+def attach(
+    client: docker.DockerClient,
+    container: str,
+    image: str | None = None,
+    command: Sequence[str] | None = None,
+    interactive: bool | None = None,
+) -> AttachResult:
+    """Run ``command`` (default: a shell) in a sidecar next to a running ``container``.
+
+    ``image`` is a local image to take the tools from (default: :data:`TOOLS_IMAGE`,
+    built on first use). ``interactive`` (default: no command and stdin is a
+    terminal) relays the terminal to a shell on a TTY and returns its exit status
+    with ``output=None``. Otherwise the command runs to completion and its combined
+    output is returned; with no command, stdin is the shell's script
+    (``scratchpack debug --attach C < script.sh``).
+    """
+    try:
+        return _attach(client, container, image, command, interactive)
+    except requests.exceptions.RequestException as err:
+        raise EngineError(f"lost the Docker engine: {_short(err)}") from err
+
+
+def _attach(
+    client: docker.DockerClient,
+    container: str,
+    image: str | None,
+    command: Sequence[str] | None,
+    interactive: bool | None,
+) -> AttachResult:
+    target = _running_target(client, container)
+    if image is None:
+        image_ref = ensure_tools_image(client)
+        shown = TOOLS_IMAGE
+    else:
+        tools = _local_image(client, image)
+        if tools is None:
+            raise EngineError(
+                f"no image {image} in the local engine; "
+                "build one or omit --image for scratchpack's busybox tools"
+            )
+        image_ref, shown = str(tools.id), image
+    _check_architecture(client, image_ref, target)
+
+    in_fd = _fileno(sys.stdin)
+    if interactive is None:
+        interactive = command is None and in_fd is not None and os.isatty(in_fd)
+    argv = list(command) if command else list(DEFAULT_SHELL)
+    # stdin goes to the sidecar for a session and for a script (no command); a
+    # command does not read ours (like `docker run` without -i), so a caller's
+    # `while read` loop keeps its input.
+    feed = in_fd if (interactive or command is None) else None  # StdinOnce follows OpenStdin
+
+    ipc = str(target.attrs["HostConfig"].get("IpcMode") or "")
+    shareable_ipc = ipc in ("shareable", "host") or ipc.startswith("container:")
+    name = f"scratchpack-debug-{target.name}-{uuid.uuid4().hex[:8]}"
+    sidecar: str | None = None
+    waiter = None
+    sock = None
+    with _exit_on_signals():
+        try:
+            sidecar = client.api.create_container(
+                image_ref,
+                entrypoint=argv,
+                name=name,
+                labels={TARGET_LABEL: target.id},
+                tty=interactive,
+                stdin_open=feed is not None,
+                host_config=client.api.create_host_config(
+                    pid_mode=f"container:{target.id}",
+                    network_mode=f"container:{target.id}",
+                    ipc_mode=f"container:{target.id}" if shareable_ipc else None,
+                    cap_add=["SYS_PTRACE"],
+                    auto_remove=True,
+                ),
+            )["Id"]
+            waiter = _register_wait(client.api, sidecar)
+            sock = client.api.attach_socket(
+                sidecar,
+                params={"stdin": int(feed is not None), "stdout": 1, "stderr": 1, "stream": 1},
+            )
+            raw = getattr(sock, "_sock", sock)
+            _start(client, sidecar, shown, argv)
+            output = None
+            if interactive:
+                _session(client.api, sidecar, raw, feed)
+                # On a TTY the attach also ends when the user detaches (ctrl-p
+                # ctrl-q) or our stdin closes: a sidecar never outlives its session.
+                with contextlib.suppress(docker.errors.APIError):
+                    if client.api.inspect_container(sidecar)["State"]["Running"]:
+                        client.api.kill(sidecar)
+            else:
+                chunks: list[bytes] = []
+                _relay(raw, feed, chunks.append)
+                output = _demultiplex(b"".join(chunks)).decode("utf-8", "replace")
+            return AttachResult(_exit_status(waiter), output)
+        except docker.errors.APIError as err:
+            raise EngineError(f"cannot run a sidecar next to {container}: {_short(err)}") from err
+        finally:
+            if sock is not None:  # the SDK's wrapper, then the socket itself
+                for closable in (sock, getattr(sock, "_sock", sock)):
+                    with contextlib.suppress(OSError):
+                        closable.close()
+            if sidecar is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    client.api.remove_container(sidecar, force=True)
+            if waiter is not None:
+                waiter.close()
+
+
+def _running_target(client: docker.DockerClient, container: str) -> Any:
+    try:
+        target = client.containers.get(container)
+    except docker.errors.NotFound as err:
+        raise EngineError(f"no container {container}") from err
+    except docker.errors.APIError as err:
+        raise EngineError(f"cannot inspect container {container}: {_short(err)}") from err
+    status = target.attrs.get("State", {}).get("Status", "unknown")
+    if status != "running":
+        raise EngineError(
+            f"container {container} is not running (status {status}): "
+            "a sidecar needs a running process"
+        )
+    return target
+
+
+def _check_architecture(client: docker.DockerClient, image_ref: str, target: Any) -> None:
+    target_image = _local_image(client, str(target.attrs.get("Image") or ""))
+    tools_image = _local_image(client, image_ref)
+    if target_image is None or tools_image is None:
+        return  # the target's image was deleted: nothing to compare with
+    want = target_image.attrs.get("Architecture") or ""
+    have = tools_image.attrs.get("Architecture") or ""
+    if want and have and want != have:
+        raise EngineError(
+            f"the tools image is {have} but the container runs {want}: "
+            f"give --image with a {want} image"
+        )
+
+
+def _register_wait(api: docker.APIClient, container_id: str) -> requests.Response:
+    """Ask for the exit status before the start; returns once the daemon has registered it."""
+    response = api._post(
+        api._url("/containers/{0}/wait", container_id),
+        params={"condition": "removed"},
+        stream=True,
+        timeout=None,
+    )
+    api._raise_for_status(response)
+    return response
+
+
+def _exit_status(waiter: requests.Response) -> int:
+    try:
+        body = json.loads(waiter.content or b"{}")
+    except ValueError:
+        body = {}
+    error = (body.get("Error") or {}).get("Message")
+    if error:
+        raise EngineError(f"the engine lost the sidecar: {error}")
+    return int(body.get("StatusCode", -1))
+
+
+def _start(client: docker.DockerClient, container_id: str, image: str, argv: list[str]) -> None:
+    try:
+        client.api.start(container_id)
+    except docker.errors.APIError as err:
+        text = _short(err)
+        missing = re.search(
+            r'exec: ".*?: (executable file not found in \$PATH|no such file or directory)', text
+        )
+        if missing:
+            raise EngineError(f"{image} has no {argv[0]!r} to run ({missing.group(1)})") from err
+        raise EngineError(f"cannot start the sidecar from {image}: {text}") from err
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+# --------------------------------------------------------------------------- relay
+
+
+def _relay(
+    sock: socket.socket,
+    in_fd: int | None,
+    sink: Callable[[bytes], None],
+    wake_fd: int | None = None,
+    on_wake: Callable[[], None] | None = None,
+) -> None:
+    """Copy ``in_fd`` to ``sock`` and ``sock`` to ``sink`` until the socket's EOF.
+
+    EOF on ``in_fd`` half-closes the socket (the daemon then closes the sidecar's
+    stdin); ``wake_fd`` becoming readable calls ``on_wake`` (window resizes).
+    """
+    sock.setblocking(False)
+    pending = b""
+    while True:
+        wanted = [sock.fileno()]
+        if in_fd is not None and not pending:
+            wanted.append(in_fd)
+        if wake_fd is not None:
+            wanted.append(wake_fd)
+        readable, writable, _ = select.select(wanted, [sock.fileno()] if pending else [], [])
+        if wake_fd is not None and wake_fd in readable:
+            os.read(wake_fd, 512)
+            if on_wake is not None:
+                on_wake()
+        if sock.fileno() in readable:
+            try:
+                data = sock.recv(_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            if data == b"":
+                return
+            if data:
+                sink(data)
+        if in_fd is not None and in_fd in readable:
+            try:
+                data = os.read(in_fd, _CHUNK)
+            except OSError:  # EIO: the terminal hung up
+                data = b""
+            if data:
+                pending = data
+            else:
+                in_fd = None
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+        if pending and sock.fileno() in writable:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                pending = pending[sock.send(pending) :]
+
+
+def _demultiplex(data: bytes) -> bytes:
+    """The payloads of the attach stream's frames (8-byte header: stream, 0, 0, 0, size)."""
+    out = []
+    offset = 0
+    while offset + 8 <= len(data):
+        (size,) = struct.unpack(">L", data[offset + 4 : offset + 8])
+        out.append(data[offset + 8 : offset + 8 + size])
+        offset += 8 + size
+    return b"".join(out)
+
+
+def _session(
+    api: docker.APIClient, container_id: str, sock: socket.socket, in_fd: int | None
+) -> None:
+    """Relay the terminal: raw mode, window size now and on SIGWINCH, restored after."""
+    import termios
+    import tty
+
+    out_fd = _fileno(sys.stdout)
+    if out_fd is None:
+        out_fd = 1
+    with contextlib.suppress(ValueError, OSError):
+        sys.stdout.flush()
+    tty_fd = next((fd for fd in (in_fd, out_fd) if fd is not None and os.isatty(fd)), None)
+
+    def resize() -> None:
+        if tty_fd is None:
+            return
+        with contextlib.suppress(OSError, docker.errors.APIError):
+            columns, lines = os.get_terminal_size(tty_fd)
+            if columns and lines:
+                api.resize(container_id, height=lines, width=columns)
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(out_fd, view) :]
+
+    saved = None
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    try:
+        if in_fd is not None and os.isatty(in_fd):
+            saved = termios.tcgetattr(in_fd)
+            tty.setraw(in_fd)
+        with _on_signal(signal.SIGWINCH, lambda *_: _poke(wake_w)):
+            resize()
+            _relay(sock, in_fd, write, wake_r, resize)
+    finally:
+        if saved is not None and in_fd is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _poke(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, b"\0")
+
+
+@contextlib.contextmanager
+def _on_signal(
+    signum: int, handler: Callable[..., Any], unless_ignored: bool = False
+) -> Iterator[None]:
+    """Install ``handler`` for ``signum`` meanwhile (only the main thread can)."""
+    if threading.current_thread() is not threading.main_thread() or (
+        unless_ignored and signal.getsignal(signum) == signal.SIG_IGN
+    ):
+        yield
+        return
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``SystemExit`` meanwhile, so ``finally`` removes the sidecar.
+
+    A signal the caller ignores (``nohup``) stays ignored.
+    """
+
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    with (
+        _on_signal(signal.SIGTERM, leave, unless_ignored=True),
+        _on_signal(signal.SIGHUP, leave, unless_ignored=True),
+    ):
+        yield
