@@ -11,19 +11,15 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
-from scratchpack.atomic import atomic_file
 from scratchpack.elf import ELF_MAGIC
-from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError, VerifyError
+from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
 from scratchpack.essentials import (
     CA_BUNDLE,
     LIBGCC_S,
@@ -41,21 +37,14 @@ from scratchpack.essentials import (
 from scratchpack.ldcache_write import CacheRecord, render_cache
 from scratchpack.loaders import HwcapsChoice, LoaderRules
 from scratchpack.oci import (
-    WrittenImage,
     add_entry,
-    archive_layout,
-    platform_for,
-    publish_output,
-    source_date_epoch,
-    write_layout,
 )
-from scratchpack.progress import ByteProgress
 from scratchpack.render import ImageConfig, OwnedTree, render_dockerfile
 from scratchpack.resolve import Closure, Resolver
 from scratchpack.rootfs import RootFS
 
 if TYPE_CHECKING:
-    from scratchpack.engine import Engine
+    pass
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Interpreters whose programs also need a library tree (stdlib, modules).
@@ -399,36 +388,6 @@ def write_context(plan: ImagePlan, directory: str, template: Path | None = None)
         stream.write(dockerfile)
 
 
-@contextmanager
-def staged_directory(keep_as: str | None) -> Iterator[str]:
-    """A fresh directory to write into; kept at ``keep_as`` only if everything succeeds.
-
-    The user's files are never touched: ``keep_as`` must not exist (or be an
-    empty directory), and the work happens in a temporary sibling renamed at the end.
-    """
-    if keep_as is not None:
-        keep_as = os.path.abspath(keep_as)
-        if os.path.lexists(keep_as) and not (os.path.isdir(keep_as) and not os.listdir(keep_as)):
-            raise InputError(f"--context {keep_as}: exists and is not empty; choose a new path")
-        parent = os.path.dirname(keep_as)
-        if not os.path.isdir(parent):
-            raise InputError(f"--context {keep_as}: {parent} is not a directory")
-        staging = tempfile.mkdtemp(prefix=".scratchpack-", dir=parent)
-    else:
-        staging = tempfile.mkdtemp(prefix="scratchpack-context-")
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if keep_as is None:
-        shutil.rmtree(staging, ignore_errors=True)
-        return
-    if os.path.isdir(keep_as):
-        os.rmdir(keep_as)
-    os.rename(staging, keep_as)
-
-
 _DOMAIN = re.compile(
     r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"(?::[0-9]+)?$"
@@ -491,149 +450,3 @@ def split_layers(plan: RootPlan, split: bool) -> list[list[Entry]]:
     libraries = [entry for entry in entries if entry.path in wanted]
     application = [entry for entry in entries if entry.path not in wanted]
     return [libraries, application] if libraries and application else [entries]
-
-
-# -- writing the image ---------------------------------------------------------------------
-
-
-def choose_engine(mode: str, output: str | None) -> Engine | None:
-    """The engine to build in, or None for the built-in writer."""
-    # The docker SDK takes a tenth of a second to import: only when an engine is wanted.
-    from scratchpack.engine import Engine, EngineError
-
-    if mode == "none":
-        return None
-    if mode == "docker":
-        return Engine()
-    if output is not None:
-        return None
-    try:
-        return Engine()
-    except EngineError:
-        return None
-
-
-def default_archive(tag: str | None) -> Path:
-    """``hello_latest.tar`` for ``hello:latest``, in the working directory."""
-    name = (tag or "image").rsplit("/", 1)[-1]
-    if ":" not in name:
-        name += ":latest"
-    return Path(re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".tar")
-
-
-def write_image(
-    plan: ImagePlan,
-    tag: str | None,
-    output: Path | None,
-    split: bool,
-    show_progress: bool,
-    before_publish: Callable[[WrittenImage], None] | None = None,
-) -> WrittenImage:
-    """Write the image with the built-in writer, then check and publish it.
-
-    The layout is staged first; ``before_publish`` (verify, push) runs on the
-    staged layout, and only when everything succeeded does ``output`` appear.
-    Without ``output`` nothing is kept (a push-only run).
-    """
-    if output is not None:
-        output = output.absolute()
-        if not output.parent.is_dir():
-            raise InputError(f"--output {output}: {output.parent} is not a directory")
-    epoch = source_date_epoch()
-    parent = output.parent if output is not None else None
-    staging = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=parent))
-    try:
-        progress = ByteProgress("writing layers", plan.root.size, enabled=show_progress)
-        written = write_layout(
-            split_layers(plan.root, split),
-            plan.config,
-            platform_for(plan.machine, plan.bits),
-            tag,
-            staging / "layout",
-            epoch,
-            progress.advance,
-        )
-        progress.done()
-        if before_publish is not None:
-            before_publish(written)
-        if output is not None:
-            publish_output(staging / "layout", output, epoch)
-            written.layout = output
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def verify_image(
-    tag: str, args: list[str], engine: Engine | None = None, layout: Path | None = None
-) -> dict[str, object]:
-    """Run the new image with ``args`` and no network; fail (exit 4) if it fails.
-
-    An engine-built image that fails is removed. An image from the built-in
-    writer (its staged ``layout``) is loaded into an engine just for this and
-    removed from it afterwards; when it fails, nothing is written.
-    """
-    from scratchpack.engine import Engine, EngineError
-
-    loaded = False
-    if engine is None:
-        assert layout is not None
-        try:
-            engine = Engine()
-        except EngineError as err:
-            raise EngineError(f"--verify runs the image in a Docker engine: {err}") from err
-        loaded = not engine.has_image(tag)
-        with _loadable_archive(layout) as archive:
-            engine.load(archive)
-    try:
-        run = engine.run(tag, args)
-    finally:
-        if loaded:
-            engine.remove_image(tag)
-    if run.exit_code != 0:
-        if layout is None:
-            engine.remove_image(tag)
-        outcome = "image removed" if layout is None else "nothing written"
-        last = run.output.strip().splitlines()[-1:] or [""]
-        command = shlex.join(args)
-        raise VerifyError(
-            f"{tag} exited {run.exit_code} with --verify {command!r}: {last[0]} ({outcome})"
-        )
-    return {"args": args, "exit_code": run.exit_code, "output": run.output}
-
-
-@contextmanager
-def _loadable_archive(output: Path) -> Iterator[BinaryIO]:
-    """The written image as a tar for ``docker load`` (a layout directory is packed first)."""
-    if output.is_file():
-        with open(output, "rb") as stream:
-            yield stream
-        return
-    with tempfile.TemporaryFile() as stream:
-        archive_layout(output, stream, source_date_epoch())
-        stream.seek(0)
-        yield stream
-
-
-def write_sbom(
-    plan: ImagePlan, root: str | None, name: str, digest: str, path: Path, sbom_format: str
-) -> dict[str, object]:
-    """The image's SBOM, written atomically beside ``path``."""
-    from scratchpack.dpkg import DpkgIndex
-    from scratchpack.sbom import render, sbom_files
-
-    root_fs = RootFS(root)
-    files = sbom_files(plan.root.entries.values(), DpkgIndex.load(root_fs), root_fs)
-    data = render(sbom_format, files, name, digest, source_date_epoch())
-    path = path.absolute()
-    if not path.parent.is_dir():
-        raise InputError(f"--sbom {path}: {path.parent} is not a directory")
-    with atomic_file(path) as stream:
-        stream.write(data)
-    packages = {file.package for file in files if file.package is not None}
-    return {
-        "path": str(path),
-        "format": sbom_format,
-        "files": len(files),
-        "packages": len(packages),
-    }

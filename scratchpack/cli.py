@@ -17,21 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from scratchpack import __version__
-from scratchpack.build import (
-    BuildOptions,
-    check_tag,
-    choose_engine,
-    context_archive,
-    default_archive,
-    plan_image,
-    split_args,
-    staged_directory,
-    verify_image,
-    write_context,
-    write_image,
-    write_sbom,
-)
-from scratchpack.debug import build_debug, debug_output, debug_tag
+from scratchpack.build import BuildOptions, check_tag, split_args
 from scratchpack.errors import (
     EXIT_INTERNAL,
     EXIT_MISSING,
@@ -42,8 +28,7 @@ from scratchpack.errors import (
 )
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
-from scratchpack.oci import WrittenImage
-from scratchpack.progress import terminal_progress
+from scratchpack.pipeline import BuildRequest, DebugRequest, check_request, run_build
 from scratchpack.render import ImageConfig
 from scratchpack.report import render_tree
 from scratchpack.resolve import Resolver
@@ -320,122 +305,57 @@ def build(
     """
     if sbom_format != "spdx" and not sbom:
         raise InputError("--sbom-format goes with --sbom PATH")
-    if no_build and not context_dir:
-        raise InputError("--no-build writes only the build context: give --context DIR")
-    if not no_build and not tag:
-        raise InputError("missing -t/--tag NAME[:TAG]")
-    if tag:
-        check_tag(tag)
-    config = ImageConfig(
-        entrypoint=split_args(entrypoint, "--entrypoint") if entrypoint else [],
-        cmd=split_args(cmd, "--cmd") if cmd is not None else None,
-        env=_pairs(env, "--env"),
-        workdir=workdir,
-        user=user,
-        expose=list(expose),
-        labels=_pairs(labels, "--label"),
-    )
-    options = BuildOptions(
-        binaries=list(binaries),
-        root=root,
-        includes=list(includes),
-        essentials=Essentials(
-            ca_certs=ca_certs,
-            tzdata=tzdata,
-            locale=locale,
-            gconv=gconv,
-            nss=nss,
-            libgcc=not no_libgcc,
+    request = BuildRequest(
+        options=BuildOptions(
+            binaries=list(binaries),
+            root=root,
+            includes=list(includes),
+            essentials=Essentials(
+                ca_certs=ca_certs,
+                tzdata=tzdata,
+                locale=locale,
+                gconv=gconv,
+                nss=nss,
+                libgcc=not no_libgcc,
+            ),
+            allow_missing=allow_missing,
+            hwcaps=HwcapsChoice.parse(hwcaps),
         ),
-        allow_missing=allow_missing,
-        hwcaps=HwcapsChoice.parse(hwcaps),
+        config=ImageConfig(
+            entrypoint=split_args(entrypoint, "--entrypoint") if entrypoint else [],
+            cmd=split_args(cmd, "--cmd") if cmd is not None else None,
+            env=_pairs(env, "--env"),
+            workdir=workdir,
+            user=user,
+            expose=list(expose),
+            labels=_pairs(labels, "--label"),
+        ),
+        tag=tag,
+        engine_mode=engine_mode,
+        output=Path(output) if output else None,
+        split_layers=layers == "split",
+        context_dir=Path(context_dir) if context_dir else None,
+        no_build=no_build,
+        template=Path(template) if template else None,
+        verify=split_args(verify, "--verify") if verify is not None else None,
+        push=push,
+        insecure=insecure,
+        sbom=Path(sbom) if sbom else None,
+        sbom_format=sbom_format,
+        debug=DebugRequest(debug_suffix, debug_shell, debug_base, busybox_path) if debug else None,
+        show_progress=not as_json,
     )
-    verify_args = split_args(verify, "--verify") if verify is not None else None
-    image_plan = plan_image(options, config)
-    for warning in image_plan.warnings:
-        click.echo(f"scratchpack: warning: {warning}", err=True)
-    if push and engine_mode == "docker":
-        raise InputError("--push uploads what the built-in writer makes: drop --engine docker")
-    push_to = _push_target(push, registry_user, registry_password_stdin) if push else None
-    engine = None if no_build or push else choose_engine(engine_mode, output)
-    if debug and debug_shell == "base" and engine is None and not no_build:
-        raise InputError(
-            "a debug variant on a base image needs the Docker engine that holds the base; "
-            "--debug-shell busybox needs none"
-        )
-    result: dict[str, Any] = {
-        "tag": tag,
-        "files": len(image_plan.root.files),
-        "content_bytes": image_plan.root.size,
-        "context": os.path.abspath(context_dir) if context_dir else None,
-        "warnings": image_plan.warnings,
-    }
-    template_path = Path(template) if template else None
-    if context_dir:
-        with staged_directory(context_dir) as staging:
-            write_context(image_plan, staging, template_path)
-    if engine is not None:
-        assert tag is not None
-        with context_archive(image_plan, template_path) as context:
-            image_id = engine.build(context, tag, None if as_json else terminal_progress)
-        info = engine.image(image_id)
-        result.update(engine="docker", image=info.id, size=info.size)
-        if verify_args is not None:
-            result["verify"] = verify_image(tag, verify_args, engine)
-    elif not no_build:
-        target = Path(output) if output else (None if push_to else default_archive(tag))
+    check_request(request)
+    if push:
+        request.credentials = _push_credentials(push, registry_user, registry_password_stdin)
 
-        def before_publish(written: WrittenImage) -> None:
-            if verify_args is not None:
-                assert tag is not None
-                result["verify"] = verify_image(tag, verify_args, layout=written.layout)
-            if push_to is not None:
-                from scratchpack.registry import push_layout  # imports requests: only to push
+    def warn(message: str) -> None:
+        click.echo(f"scratchpack: warning: {message}", err=True)
 
-                reference, credentials = push_to
-                pushed = push_layout(
-                    written.layout,
-                    reference,
-                    credentials,
-                    insecure=insecure,
-                    progress=None if as_json else terminal_progress,
-                )
-                result["push"] = {"reference": pushed.reference, "digest": pushed.manifest_digest}
-
-        written = write_image(
-            image_plan, tag, target, layers == "split", not as_json, before_publish
-        )
-        result.update(
-            engine="none",
-            output=str(target) if target else None,
-            image=written.image_id,
-            manifest_digest=written.manifest.digest,
-            diff_ids=[layer.diff_id for layer in written.layers],
-            size=sum(layer.uncompressed_size for layer in written.layers),
-        )
-    if debug and not no_build:
-        assert tag is not None
-        written_to = Path(result["output"]) if result.get("output") else None
-        result["debug"] = build_debug(
-            image_plan,
-            check_tag(debug_tag(tag, debug_suffix)),
-            debug_shell,
-            debug_base,
-            busybox_path,
-            engine,
-            template_path,
-            debug_output(written_to, debug_suffix) if written_to else None,
-            layers == "split",
-            not as_json,
-        )
-    if sbom:
-        result["sbom"] = write_sbom(
-            image_plan, root, tag or "image", result.get("image", ""), Path(sbom), sbom_format
-        )
-    _report(result, as_json, no_build)
+    _report(run_build(request, warn), as_json, no_build)
 
 
-def _push_target(reference: str, user: str | None, password_stdin: bool) -> tuple[str, Any]:
+def _push_credentials(reference: str, user: str | None, password_stdin: bool) -> Any:
     """Check the reference before any work; credentials from the options or docker's config."""
     # registry imports requests (a tenth of a second): only when pushing.
     from scratchpack.registry import Credentials, credentials_from_docker_config, parse_reference
@@ -447,12 +367,12 @@ def _push_target(reference: str, user: str | None, password_stdin: bool) -> tupl
         if not password_stdin:
             raise InputError("--registry-user needs --registry-password-stdin (the password)")
         password = sys.stdin.readline().rstrip("\r\n")
-        return reference, Credentials(user, password)
+        return Credentials(user, password)
 
     def note(message: str) -> None:
         click.echo(f"scratchpack: note: {message}", err=True)
 
-    return reference, credentials_from_docker_config(registry, note=note)
+    return credentials_from_docker_config(registry, note=note)
 
 
 def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:

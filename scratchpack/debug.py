@@ -19,13 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scratchpack.assemble import Entry, RootPlan
-from scratchpack.build import (
-    DEFAULT_PATH,
-    ImagePlan,
-    context_archive,
-    default_archive,
-    write_image,
-)
+from scratchpack.build import DEFAULT_PATH, ImagePlan, context_archive
 from scratchpack.busybox import busybox_applets
 from scratchpack.errors import InputError
 from scratchpack.oci import machine_for, platform_for
@@ -174,43 +168,20 @@ def debug_variant(
     return dataclasses.replace(plan, root=merge_onto_base(plan.root, base))
 
 
-def build_debug(
-    plan: ImagePlan,
-    tag: str,
-    shell: str,
-    base_image: str,
-    busybox: str,
-    engine: Engine | None,
-    template: Path | None = None,
-    output: Path | None = None,
-    split: bool = False,
-    show_progress: bool = False,
-) -> dict[str, object]:
-    """Build (engine) or write (built-in writer) the debug variant of ``plan`` as its own tag."""
+def debug_plan(
+    plan: ImagePlan, shell: str, base_image: str, busybox: str, engine: Engine | None
+) -> ImagePlan:
+    """The debug variant of ``plan``; a base image's tree comes from the engine that holds it."""
     if shell == "busybox":
-        variant = debug_variant(plan, "busybox", busybox=busybox)
-    else:
-        if engine is None:
-            raise InputError(
-                "a debug variant on a base image needs the Docker engine that holds the base; "
-                "--debug-shell busybox needs none"
-            )
-        architecture = engine.image(base_image).architecture
-        with engine.exported_filesystem(base_image) as tar:
-            variant = debug_variant(plan, "base", base=read_base_tree(tar, architecture))
-    result: dict[str, object] = {"shell": shell, "base": base_image if shell == "base" else None}
-    if engine is not None:
-        with context_archive(
-            variant, template, base_image if shell == "base" else "scratch"
-        ) as ctx:
-            image_id = engine.build(ctx, tag, terminal_progress if show_progress else None)
-        info = engine.image(image_id)
-        result.update(tag=tag, image=info.id, size=info.size)
-        return result
-    target = output if output is not None else default_archive(tag)
-    written = write_image(variant, tag, target, split, show_progress)
-    result.update(tag=tag, image=written.image_id, output=str(target))
-    return result
+        return debug_variant(plan, "busybox", busybox=busybox)
+    if engine is None:
+        raise InputError(
+            "a debug variant on a base image needs the Docker engine that holds the base; "
+            "--debug-shell busybox needs none"
+        )
+    architecture = engine.image(base_image).architecture
+    with engine.exported_filesystem(base_image) as tar:
+        return debug_variant(plan, "base", base=read_base_tree(tar, architecture))
 
 
 def debug_output(output: Path, suffix: str) -> Path:

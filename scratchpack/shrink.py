@@ -18,13 +18,15 @@ resolved inside that root with ``--root`` semantics. What is kept, and why:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from scratchpack.assemble import RootPlan
 from scratchpack.build import (
@@ -462,9 +464,8 @@ def run_shrink(
     Temporary roots and containers are removed whatever happens (Ctrl-C too);
     the source image is only read.
     """
-    import tempfile
-
-    from scratchpack.build import choose_engine, context_archive, write_image
+    from scratchpack.build import context_archive
+    from scratchpack.pipeline import choose_engine, write_image
     from scratchpack.progress import ByteProgress, terminal_progress
     from scratchpack.unpack import image_config_summary, open_image, unpack
 
@@ -526,9 +527,7 @@ def _trace(engine, image, source, summary, workdir, probe_cmd, trace_args, timeo
     loaded = None
     reference = image
     if os.path.lexists(os.path.expanduser(image)):
-        from scratchpack.build import _loadable_archive
-
-        with _loadable_archive(Path(image)) as archive:
+        with _docker_loadable(Path(image).expanduser()) as archive:
             engine.load(archive)
         loaded = reference = source.digest
     try:
@@ -540,3 +539,18 @@ def _trace(engine, image, source, summary, workdir, probe_cmd, trace_args, timeo
         if loaded:
             engine.remove_image(loaded)
     return result.paths
+
+
+@contextlib.contextmanager
+def _docker_loadable(path: Path) -> Iterator[BinaryIO]:
+    """An image archive file as it is, or a layout directory packed for ``docker load``."""
+    from scratchpack.oci import archive_layout
+
+    if path.is_file():
+        with open(path, "rb") as stream:
+            yield stream
+        return
+    with tempfile.TemporaryFile() as stream:
+        archive_layout(path, stream, 0)
+        stream.seek(0)
+        yield stream

@@ -178,7 +178,7 @@ def test_output_must_not_clobber_user_files(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert proc.returncode == 2 and "not an empty directory" in proc.stderr
+    assert proc.returncode == 2 and "is not empty" in proc.stderr
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
     assert not list(tmp_path.glob(".scratchpack-*"))
 
