@@ -9,6 +9,7 @@ atomically: a failed run leaves nothing behind.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 import tarfile
@@ -139,7 +140,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         # A scratch image has no ld.so.cache: libraries the host found only through
         # it would not load. A cache of our own maps them to the same paths.
         plan.add_generated("/etc/ld.so.cache", render_cache(cache_records), "essential:ld.so.cache")
-    _add_essentials(plan, resolver, closures, options.essentials, env)
+    _add_essentials(plan, resolver, closures, options.essentials, env, warnings)
     config.env = sorted(env.items(), key=lambda item: item[0] != "PATH")
     if config.user and not user_known(config.user) and "/etc/passwd" not in _included(plan):
         raise InputError(
@@ -149,6 +150,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     if not config.entrypoint:
         config.entrypoint = [programs[0].path]
     first = resolver.read_input(programs[0].elf_targets[0])
+    warnings.extend(plan.warnings)
     return ImagePlan(plan, config, closures, warnings, first.machine, first.bits)
 
 
@@ -255,11 +257,17 @@ def _warn_if_origin_relative(closure: Closure, image_path: str, warnings: list[s
 
 
 def add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, str]]:
+    """``--include SRC[:DEST]``: returns (in-image path, in-root source) of the files added."""
     source, _, dest = spec.partition(":")
     if not source:
         raise InputError(f"--include {spec}: expected SRC[:DEST]")
-    if dest and not dest.startswith("/"):
-        raise InputError(f"--include {spec}: DEST must be an absolute path in the image")
+    if dest:
+        if not dest.startswith("/") or ".." in dest.split("/") or posixpath.normpath(dest) == "/":
+            raise InputError(
+                f"--include {spec}: DEST must be an absolute path in the image, below / "
+                "and without '..'"
+            )
+        dest = posixpath.normpath(dest)
     if root_fs.is_host:
         source = os.path.abspath(source)
     elif not source.startswith("/"):
@@ -290,6 +298,7 @@ def _add_essentials(
     closures: list[Closure],
     essentials: Essentials,
     env: dict[str, str],
+    warnings: list[str],
 ) -> None:
     root = resolver.root
     included = _included(plan)
@@ -328,9 +337,11 @@ def _add_essentials(
         if libc is None:
             raise InputError("--gconv: no glibc in the image")
         directory = gconv_directory(root, libc)
-        for module in plan.add_tree(root, directory, "essential:gconv"):
+        for module, source in plan.add_tree(root, directory, "essential:gconv"):
             if module.endswith(".so"):
-                closure = resolver.resolve(module)
+                closure = resolver.resolve(source)
+                for missing in closure.missing:
+                    warnings.append(f"--gconv: {module} needs {missing.soname}, not found")
                 for library in closure.libraries:
                     plan.add_path(root, library.path, f"essential:gconv:{library.soname}")
 
@@ -427,6 +438,11 @@ def split_args(text: str, option: str) -> list[str]:
         raise InputError(f"{option} {text!r}: {err}") from err
 
 
+def _ancestors(path: str) -> list[str]:
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[: index + 1]) for index in range(len(parts))]
+
+
 def split_layers(plan: RootPlan, split: bool) -> list[list[Entry]]:
     """One layer, or shared libraries (with the loader) apart from the application.
 
@@ -449,4 +465,14 @@ def split_layers(plan: RootPlan, split: bool) -> list[list[Entry]]:
             wanted.add(entry.path)
     libraries = [entry for entry in entries if entry.path in wanted]
     application = [entry for entry in entries if entry.path not in wanted]
+    # Each layer names the directories its own entries sit in, as layers should.
+    parents = {
+        parent
+        for entry in application
+        for parent in _ancestors(entry.path)
+        if parent in plan.entries and plan.entries[parent].kind == "dir"
+    }
+    application = sorted(
+        [*application, *(plan.entries[p] for p in parents if p in wanted)], key=lambda e: e.path
+    )
     return [libraries, application] if libraries and application else [entries]

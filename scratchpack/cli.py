@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -565,4 +566,13 @@ def _size(count: int) -> str:
 
 
 def main() -> None:
+    # SIGTERM and SIGHUP unwind like Ctrl-C does, so staged outputs and temporary
+    # roots are removed and no half-built image is left behind.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _exit_on_signal)
     cli()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -110,6 +110,8 @@ def nss_services(nsswitch_text: str) -> list[str]:
 
 def locale_directory(root: RootFS, name: str) -> str:
     """The directory of a compiled locale: ``C.UTF-8`` lives in ``/usr/lib/locale/C.utf8``."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_-]+)?(@[A-Za-z0-9_-]+)?", name):
+        raise InputError(f"--locale {name!r}: expected a locale name such as C.UTF-8 or de_DE.utf8")
     language, _, codeset = name.partition(".")
     normalized = re.sub(r"[^a-z0-9]", "", codeset.lower())
     candidates = [f"{LOCALE_DIR}/{name}"]

@@ -57,11 +57,16 @@ _PLATFORMS: dict[tuple[int, int], tuple[str, str | None]] = {
 }
 
 
+_LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z: the last time RFC 3339 can write
+
+
 def source_date_epoch() -> int:
     """``SOURCE_DATE_EPOCH`` (reproducible-builds.org), default 0."""
     raw = os.environ.get("SOURCE_DATE_EPOCH", "0").strip() or "0"
-    if not raw.isdigit():
-        raise InputError(f"SOURCE_DATE_EPOCH={raw!r}: expected a whole number of seconds")
+    if not raw.isdigit() or int(raw) > _LAST_SECOND:
+        raise InputError(
+            f"SOURCE_DATE_EPOCH={raw!r}: expected whole seconds since 1970, before the year 10000"
+        )
     return int(raw)
 
 

@@ -38,7 +38,7 @@ from scratchpack.oci import (
     write_layout,
 )
 from scratchpack.progress import ByteProgress, terminal_progress
-from scratchpack.render import ImageConfig
+from scratchpack.render import ImageConfig, check_config
 
 if TYPE_CHECKING:
     from scratchpack.engine import Engine
@@ -117,6 +117,7 @@ def check_request(request: BuildRequest) -> None:
             request.template.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(f"--template {request.template}: cannot read it ({err})") from err
+    check_config(request.config)
     source_date_epoch()  # a bad SOURCE_DATE_EPOCH fails now, not after the build
 
 

@@ -27,13 +27,13 @@ class ByteProgress:
 
     def _draw(self) -> None:
         done, total = self.done_bytes / 1e6, self.total / 1e6
-        sys.stderr.write(f"\\r{self.label} {done:6.1f} / {total:.1f} MB")
+        sys.stderr.write(f"\r{self.label} {done:6.1f} / {total:.1f} MB")
         sys.stderr.flush()
 
     def done(self) -> None:
         if self.enabled:
             self._draw()
-            sys.stderr.write("\\n")
+            sys.stderr.write("\n")
             sys.stderr.flush()
 
 

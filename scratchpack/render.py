@@ -8,6 +8,7 @@ own template with the same variables.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,33 @@ def quote(value: str) -> str:
     return f'"{escaped}"'
 
 
+_ENV_KEY = re.compile(r"^[^\s=]+$")
+
+
+def check_config(config: ImageConfig) -> None:
+    """Refuse settings no image can mean: env keys with '=' or spaces, newlines in paths."""
+    for key, _value in config.env:
+        if not _ENV_KEY.match(key):
+            raise InputError(f"--env {key!r}: a variable name has no spaces, '=' or newlines")
+    for option, value in (
+        ("--workdir", config.workdir),
+        ("--user", config.user),
+        ("STOPSIGNAL", config.stop_signal),
+        *(("--expose", port) for port in config.expose),
+        *(("VOLUME", volume) for volume in config.volumes),
+        *(("--label", key) for key, _ in config.labels),
+    ):
+        if value is not None and ("\n" in value or "\r" in value or not value.strip()):
+            raise InputError(f"{option} {value!r}: empty or with a newline")
+    if config.workdir is not None and not config.workdir.startswith("/"):
+        raise InputError(f"--workdir {config.workdir}: must be an absolute path")
+
+
+def literal(value: str) -> str:
+    """A Dockerfile word taken literally: ``$`` escaped, so the builder expands nothing."""
+    return value.replace("\\", "\\\\").replace("$", "\\$")
+
+
 def check_dockerfile_values(config: ImageConfig) -> None:
     """Refuse what a Dockerfile cannot express, instead of building something else."""
     for option, pairs in (("--env", config.env), ("--label", config.labels)):
@@ -135,6 +163,7 @@ def render_dockerfile(
     )
     environment.filters["quote"] = quote
     environment.filters["exec_form"] = exec_form
+    environment.filters["literal"] = literal
     try:
         return environment.get_template(name).render(
             version=__version__,
