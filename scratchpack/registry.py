@@ -45,9 +45,7 @@ import requests
 from urllib3.exceptions import InsecureRequestWarning
 
 from scratchpack import __version__
-from scratchpack.errors import InputError, ScratchpackError
-
-EXIT_PUSH = 5
+from scratchpack.errors import EXIT_PUSH, InputError, ScratchpackError
 
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_API = "registry-1.docker.io"

@@ -49,7 +49,7 @@ pkg_installed libc6-dev || missing+=(libc6-dev)
 { pkg_installed pax-utils || command -v lddtree >/dev/null 2>&1; } || missing+=(pax-utils)
 pkg_installed busybox-static || missing+=(busybox-static)
 # The image writer's consumers and a real registry for the push tests.
-for package in skopeo umoci docker-registry openssl make debootstrap; do
+for package in skopeo umoci docker-registry openssl make strace musl-tools g++ debootstrap; do
     pkg_installed "$package" || missing+=("$package")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

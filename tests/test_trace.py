@@ -1,0 +1,572 @@
+"""``scratchpack.trace``: strace's log read back into paths, and real images traced.
+
+The parser tests feed hand-written strace output (both ``-o FILE`` and stderr
+formats, unfinished/resumed halves, ``-y`` decorations, failures) and expect
+exact sets. The engine tests trace FROM-scratch images in the local engine
+(built here with ``pull=False`` or by ``scratchpack build --engine docker``):
+a dynamic glibc program run to completion, a musl one, a static busybox httpd
+probed over 127.0.0.1, a program that never ends, Ctrl-C. Every image and
+container made here is removed; the tracer's containers carry the label
+``scratchpack.trace`` so the tests can check none is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scratchpack.trace import (
+    EXIT_TRACE,
+    OUTPUT_MOUNT,
+    TRACER_MOUNT,
+    TraceError,
+    TracerTree,
+    TraceTimeout,
+    _argv,
+    _elf_interpreter,
+    _environment,
+    _shebang,
+    _tcp_ports,
+    package_tracer,
+    packaged_tracer,
+    parse_strace,
+    trace_image,
+)
+from tests.conftest import unavailable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOADER_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES")
+HOST_INTERP = "/lib64/ld-linux-x86-64.so.2"
+MUSL_LOADER = "/lib/x86_64-linux-musl/libc.so"
+
+
+# -- parse_strace -------------------------------------------------------------------
+
+
+O_FILE_LOG = r"""
+1     execve("/app/server", ["/app/server", "--flag"], 0x7ffd340d1b10 /* 3 vars */) = 0
+1     access("/etc/ld.so.preload", R_OK) = -1 ENOENT (No such file or directory)
+1     openat(AT_FDCWD</srv>, "/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libc.so.6", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or directory)
+1     openat(AT_FDCWD</srv>, "/lib/x86_64-linux-gnu/libc.so.6", O_RDONLY|O_CLOEXEC) = 3</usr/lib/x86_64-linux-gnu/libc.so.6>
+1     newfstatat(3</usr/lib/x86_64-linux-gnu/libc.so.6>, "", {st_mode=S_IFREG|0755, st_size=1926232, ...}, AT_EMPTY_PATH) = 0
+1     readlink("/proc/self/exe", "/app/server", 4096) = 11
+1     openat(AT_FDCWD</srv>, "conf/app.ini", O_RDONLY) = 3</srv/conf/app.ini>
+1     openat(AT_FDCWD</srv>, "/dev/null", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 4</dev/null>
+1     openat(AT_FDCWD</srv>, "/sys/fs/cgroup/cpu.max", O_RDONLY) = 5</sys/fs/cgroup/cpu.max>
+1     newfstatat(AT_FDCWD</srv>, "/etc/missing.conf", 0x7ffc29673cc0, 0) = -1 ENOENT (No such file or directory)
+1     openat(AT_FDCWD</srv>, "/etc/we,ird\76name \"quoted\"\342\202\254", O_RDONLY) = 3</etc/we,ird\76name "quoted"\342\202\254>
+1     openat(AT_FDCWD</srv>, "/var/www", O_RDONLY|O_DIRECTORY) = 6</var/www>
+1     newfstatat(6</var/www>, "index.html", {st_mode=S_IFREG|0644, st_size=5, ...}, 0) = 0
+1     newfstatat(7, "unknown-dir-relative", {st_mode=S_IFREG|0644, st_size=5, ...}, 0) = 0
+1     newfstatat(7, "/abs/with/undecorated/fd", {st_mode=S_IFREG|0644, st_size=5, ...}, 0) = 0
+1     clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7fe142c3aa10) = 12
+12    chdir("/tmp/work") = 0
+12    stat("data.bin", {st_mode=S_IFREG|0644, st_size=3, ...}) = 0
+12    execve("./tool", ["./tool"], 0x7ffd340d1b10 /* 3 vars */) = 0
+12    access("../sibling", F_OK) = 0
+1     clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM|CLONE_SETTLS|CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID, child_tid=0x7fe142c39990, parent_tid=0x7fe142c39990, exit_signal=0, stack=0x7fe142439000, stack_size=0x7fff80, tls=0x7fe142c396c0} => {parent_tid=[13]}, 88) = 13
+13    chdir("sub") = 0
+1     access("shared.txt", R_OK) = 0
+1     fchdir(6</var/www>) = 0
+1     stat("after-fchdir", {st_mode=S_IFREG|0644, st_size=3, ...}) = 0
+1     --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=12, si_uid=0, si_status=0} ---
+1     wait4(-1, [{WIFEXITED(s) && WEXITSTATUS(s) == 0}], 0, NULL) = 12
+1     openat(AT_FDCWD</var/www>, "/run/app.pid", O_WRONLY|O_CREAT|O_TRUNC, 0644) = 7</run/app.pid>
+1     renameat2(AT_FDCWD</var/www>, "/run/app.tmp", AT_FDCWD</var/www>, "/run/state/app.new", RENAME_NOREPLACE) = 0
+1     symlinkat("/target/is/only/text", AT_FDCWD</var/www>, "/run/link") = 0
+1     mkdir("/run/cache", 0755) = 0
+1     openat(AT_FDCWD</var/www>, "/opt/truncated/name"..., O_RDONLY) = 3</opt/truncated/name-is-longer>
+1     execve(NULL, NULL, NULL) = 0
+1     statx(AT_FDCWD</var/www>, "/.scratchpack-tracer/usr/bin/strace", AT_STATX_SYNC_AS_STAT, STATX_ALL, {stx_mask=STATX_ALL, ...}) = 0
+1     openat(AT_FDCWD</var/www>, "/.scratchpack-trace-out/trace.log", O_RDONLY) = 3</.scratchpack-trace-out/trace.log>
+1     newfstatat(AT_FDCWD</var/www>, "/", {st_mode=S_IFDIR|0755, st_size=4096, ...}, 0) = 0
+1     newfstatat(AT_FDCWD</var/www>, "/usr//lib/./x.so/", {st_mode=S_IFREG|0644, st_size=4096, ...}, 0) = 0
+1     +++ exited with 0 +++
+"""  # noqa: E501
+
+O_FILE_PATHS = {
+    "/app/server",
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/srv/conf/app.ini",
+    '/etc/we,ird>name "quoted"\u20ac',
+    "/var/www",
+    "/var/www/index.html",
+    "/abs/with/undecorated/fd",
+    "/tmp/work",
+    "/tmp/work/data.bin",
+    "/tmp/work/tool",
+    "/tmp/work/../sibling",
+    "/srv/sub",  # the CLONE_FS thread changed the directory of its whole process ...
+    "/srv/sub/shared.txt",  # ... which the parent then used
+    "/var/www/after-fchdir",
+    "/run/app.pid",
+    "/run",  # the directory of a file a call may create
+    "/run/app.tmp",
+    "/run/state/app.new",
+    "/run/state",
+    "/run/link",
+    "/run/cache",
+    "/usr/lib/x.so",
+}
+
+
+def test_parse_o_file_format() -> None:
+    assert parse_strace(O_FILE_LOG, "/srv") == O_FILE_PATHS
+
+
+def test_parse_stderr_format_joins_unfinished_and_resumed_calls() -> None:
+    log = r"""
+execve("/bin/sh", ["sh", "-c", "x"], 0x7ffd5a0e9848 /* 35 vars */) = 0
+clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f471c149a10) = 10751
+[pid 10751] chdir("/etc" <unfinished ...>
+[pid 10750] openat(AT_FDCWD, "/usr/share/a.txt", O_RDONLY <unfinished ...>
+[pid 10751] <... chdir resumed>)        = 0
+[pid 10751] newfstatat(AT_FDCWD, "hostname",  <unfinished ...>
+[pid 10750] <... openat resumed>)       = 3
+[pid 10751] <... newfstatat resumed>{st_mode=S_IFREG|0755, st_size=3, ...}, 0) = 0
+[pid 10751] openat(AT_FDCWD, "failing", O_RDONLY <unfinished ...>
+[pid 10751] <... openat resumed>)       = -1 ENOENT (No such file or directory)
+[pid 10751] readlinkat(AT_FDCWD, "link", "target", 4096) = 6
+[pid 10751] exit_group(0)               = ?
+[pid 10751] +++ exited with 0 +++
+access("relative", R_OK) = 0
+"""  # noqa: E501
+    assert parse_strace(log, "/home/user") == {
+        "/bin/sh",
+        "/etc",
+        "/usr/share/a.txt",
+        "/etc/hostname",
+        "/etc/link",
+        "/home/user/relative",  # the child's chdir did not move its parent
+    }
+
+
+def test_parse_keeps_each_process_directory_across_fork_order() -> None:
+    # The child's first line comes before the parent's clone result: it still
+    # starts in the parent's directory, not in the initial one.
+    log = """
+1 chdir("/a") = 0
+2 stat("x", {st_mode=S_IFREG|0644, st_size=3, ...}) = 0
+1 clone(child_stack=NULL, flags=SIGCHLD) = 2
+1 chdir("/b") = 0
+2 stat("y", {st_mode=S_IFREG|0644, st_size=3, ...}) = 0
+1 stat("z", {st_mode=S_IFREG|0644, st_size=3, ...}) = 0
+"""
+    assert parse_strace(log) == {"/a", "/a/x", "/b", "/a/y", "/b/z"}
+
+
+def test_parse_ignores_noise() -> None:
+    log = "\n".join(
+        [
+            "strace: Process 1 attached",
+            "1 --- SIGTERM {si_signo=SIGTERM, si_code=SI_USER, si_pid=0, si_uid=0} ---",
+            "1 +++ killed by SIGTERM +++",
+            "garbage without a call",
+            '1 openat(AT_FDCWD, "/never/finished", O_RDONLY <unfinished ...>',
+            '1 openat(AT_FDCWD, "/interrupted", O_RDONLY) = ? ERESTARTSYS',
+            "",
+        ]
+    )
+    assert parse_strace(log) == frozenset()
+
+
+def test_elf_interpreter_and_shebang() -> None:
+    head = Path("/bin/ls").read_bytes()[:65536]
+    assert _elf_interpreter(head) == HOST_INTERP
+    assert _elf_interpreter(b"#!/bin/sh\n") is None
+    assert _elf_interpreter(b"\x7fELF" + b"\0" * 10) is None
+    assert _shebang(b"#! /usr/bin/env  python3 -u\nprint()\n") == "/usr/bin/env"
+    assert _shebang(b"\x7fELF") is None
+
+
+def test_argv_environment_and_ports() -> None:
+    config = {"Entrypoint": ["/bin/app", "-v"], "Cmd": ["serve"], "Env": ["PATH=/bin"]}
+    assert _argv(config, None) == ["/bin/app", "-v", "serve"]
+    assert _argv(config, ["--help"]) == ["/bin/app", "-v", "--help"]
+    assert _argv(config, []) == ["/bin/app", "-v"]
+    assert _argv({"Entrypoint": None, "Cmd": ["/bin/sh", "-c", "x"]}, None) == [
+        "/bin/sh",
+        "-c",
+        "x",
+    ]
+    environment, restore = _environment(["PATH=/bin", "LD_PRELOAD=/lib/x.so", "LD_AUDIT="])
+    assert environment == ["PATH=/bin", "LD_PRELOAD=", "LD_AUDIT="]
+    assert restore == ["LD_PRELOAD=/lib/x.so"]
+    ports = {"ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "443": {}, "9000/tcp": {}}}
+    assert _tcp_ports(ports) == [443, 8080, 9000]
+
+
+def test_options_follow_the_strace_version() -> None:
+    tree = TracerTree(Path("/x"), f"{TRACER_MOUNT}/usr/bin/strace", None, "", (6, 1))
+    options = tree.options("/out/trace.log", ["LD_PRELOAD=/a.so"])
+    assert options[:2] == ["-D", "-f"]
+    assert "status=successful" in options and "--seccomp-bpf" in options
+    assert options[-2:] == ["-o", "/out/trace.log"]
+    assert options[options.index("-E") + 1] == "LD_PRELOAD=/a.so"
+    old = TracerTree(Path("/x"), "/s", None, "", (5, 1)).options("/l")
+    assert "status=successful" not in old and "--seccomp-bpf" not in old
+    assert tree.command == [f"{TRACER_MOUNT}/usr/bin/strace"]
+
+
+# -- the tracer tree ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tracer() -> Iterator[TracerTree]:
+    if shutil.which("strace") is None:
+        unavailable("strace is missing: apt-get install strace")
+    with packaged_tracer() as tree:
+        yield tree
+
+
+def test_tracer_tree_runs_through_its_own_loader(tracer: TracerTree) -> None:
+    assert tracer.loader is not None and tracer.loader.startswith(TRACER_MOUNT + "/")
+    assert tracer.library_path.startswith(TRACER_MOUNT + "/")
+    assert tracer.version >= (5, 3)
+    host_command = [
+        part.replace(TRACER_MOUNT, str(tracer.root)) for part in tracer.command
+    ]  # the same tree, seen from the host
+    done = subprocess.run([*host_command, "-V"], capture_output=True, text=True, check=True, env={})
+    assert f"version {tracer.version[0]}.{tracer.version[1]}" in done.stdout
+    assert (tracer.root.stat().st_mode & 0o777) == 0o755
+    libc = [p for p in tracer.root.rglob("libc.so.6")]
+    assert libc, "the tree holds its own libc"
+
+
+def test_package_tracer_without_strace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    real_isfile = os.path.isfile
+    monkeypatch.setattr(
+        os.path, "isfile", lambda p: False if "strace" in str(p) else real_isfile(p)
+    )
+    with pytest.raises(TraceError, match="install Debian's strace") as caught:
+        package_tracer(tmp_path / "tree")
+    assert caught.value.exit_code == EXIT_TRACE == 6
+
+
+def test_package_tracer_wants_an_empty_directory(tmp_path: Path) -> None:
+    if shutil.which("strace") is None:
+        unavailable("strace is missing: apt-get install strace")
+    (tmp_path / "something").write_text("x")
+    with pytest.raises(TraceError, match="not empty"):
+        package_tracer(tmp_path)
+
+
+# -- engine tests -------------------------------------------------------------------
+
+PROGRAM = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+int main(void) {
+    struct stat st;
+    FILE *config = fopen("/data/config.txt", "r");
+    if (config == NULL) { perror("/data/config.txt"); return 1; }
+    fclose(config);
+    if (stat("/data/missing", &st) == 0) return 2;
+    FILE *relative = fopen("rel.txt", "r");  /* WORKDIR /data */
+    if (relative == NULL) { perror("rel.txt"); return 3; }
+    fclose(relative);
+    if (getenv("LD_LIBRARY_PATH") != NULL) return 4;  /* the tracer's path must not leak */
+    void *libm = dlopen("libm.so.6", RTLD_NOW);
+    if (libm == NULL) { fprintf(stderr, "%s\n", dlerror()); return 5; }
+    double (*cosine)(double) = (double (*)(double))dlsym(libm, "cos");
+    printf("cos(0) = %.1f\n", cosine(0.0));
+    return 0;
+}
+"""
+
+SLEEPER = "/bin/busybox"
+
+
+def _tar(files: dict[str, tuple[bytes, int]]) -> io.BytesIO:
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name, (content, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    data.seek(0)
+    return data
+
+
+def _build(client: Any, files: dict[str, tuple[bytes, int]], tag: str) -> None:
+    for chunk in client.api.build(
+        fileobj=_tar(files), custom_context=True, tag=tag, pull=False, rm=True, decode=True
+    ):
+        assert "error" not in chunk, chunk
+
+
+def _tag(name: str) -> str:
+    return f"scratchpack-test/trace-{name}:{uuid.uuid4().hex[:8]}"
+
+
+def _config(client: Any, tag: str) -> dict[str, Any]:
+    return dict(client.images.get(tag).attrs["Config"])
+
+
+def _leftovers(client: Any) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": "scratchpack.trace"})
+
+
+@pytest.fixture
+def images(docker_client: Any) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for tag in made:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def engine(docker_client: Any) -> Any:
+    from scratchpack.engine import Engine
+
+    return Engine()
+
+
+@pytest.fixture
+def busybox_image(docker_client: Any, static_busybox: Path, images: list[str]) -> Iterator[str]:
+    """A static busybox httpd serving /www on 8080, FROM scratch."""
+    tag = _tag("httpd")
+    dockerfile = (
+        b"FROM scratch\nCOPY . /\nEXPOSE 8080\nUSER 65534\n"
+        b'ENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+    )
+    _build(
+        docker_client,
+        {
+            "Dockerfile": (dockerfile, 0o644),
+            "bin/busybox": (static_busybox.read_bytes(), 0o755),
+            "www/index.html": (b"<h1>traced</h1>\n", 0o644),
+            "www/other.html": (b"<p>other</p>\n", 0o644),
+        },
+        tag,
+    )
+    images.append(tag)
+    yield tag
+
+
+@pytest.mark.engine
+def test_trace_a_dynamic_program_built_by_scratchpack(
+    docker_client: Any,
+    engine: Any,
+    tracer: TracerTree,
+    images: list[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    # The image keeps the host's directory modes: pytest's 0700 directories would
+    # keep the nonroot user away from the program.
+    tmp_path = Path(tempfile.mkdtemp(prefix="scratchpack-trace-test-"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    tmp_path.chmod(0o755)
+    (tmp_path / "prog.c").write_text(PROGRAM)
+    program = tmp_path / "prog"
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(tmp_path / "prog.c")], check=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "config.txt").write_text("key=value\n")
+    (data / "rel.txt").write_text("relative\n")
+    libm = next(
+        path
+        for path in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6")
+        if os.path.exists(path)
+    )
+    tag = _tag("dynamic")
+    images.append(tag)
+    env = {k: v for k, v in os.environ.items() if k not in LOADER_ENV}
+    built = subprocess.run(
+        [
+            sys.executable, "-m", "scratchpack", "build", str(program), "-t", tag,
+            "--include", f"{data}:/data", "--include", libm,
+            "--workdir", "/data", "--user", "nonroot", "--engine", "docker",
+        ],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    config = _config(docker_client, tag)
+    messages: list[str] = []
+
+    result = trace_image(engine, tag, config, tracer, timeout=60, progress=messages.append)
+
+    assert result.exit_code == 0
+    assert result.probes == []
+    assert result.log_lines > 5
+    paths = result.paths
+    assert str(program) in paths  # the entrypoint, at its path
+    assert HOST_INTERP in paths  # the loader: the kernel opens it, read back from PT_INTERP
+    assert {"/data/config.txt", "/data/rel.txt"} <= paths
+    assert "/data/missing" not in paths  # its stat failed
+    assert any(p.endswith("/libc.so.6") for p in paths)
+    assert libm in paths  # dlopened: no static resolution sees it
+    assert not any(
+        p.startswith(("/proc", "/dev", "/sys", TRACER_MOUNT, OUTPUT_MOUNT)) for p in paths
+    )
+    assert any(message.startswith("tracing ") for message in messages)
+    assert _leftovers(docker_client) == []
+
+
+@pytest.mark.engine
+def test_trace_a_server_probed_over_loopback(
+    docker_client: Any, engine: Any, tracer: TracerTree, busybox_image: str
+) -> None:
+    config = _config(docker_client, busybox_image)
+    started = time.monotonic()
+    result = trace_image(engine, busybox_image, config, tracer, timeout=60)
+    assert time.monotonic() - started < 40
+    assert len(result.probes) == 1 and result.probes[0].startswith("8080/tcp GET / -> HTTP/1.")
+    assert " 200 " in result.probes[0], result.probes
+    assert "/www/index.html" in result.paths  # only the probe made httpd read it
+    assert "/www/other.html" not in result.paths
+    assert "/bin/busybox" in result.paths
+    assert result.exit_code is None  # stopped by the trace
+    assert _leftovers(docker_client) == []
+
+
+@pytest.mark.engine
+def test_trace_with_the_users_probe_command(
+    docker_client: Any, engine: Any, tracer: TracerTree, busybox_image: str
+) -> None:
+    config = _config(docker_client, busybox_image)
+    fetch = "import urllib.request; urllib.request.urlopen('http://{host}:{port:8080}/other.html')"
+    result = trace_image(
+        engine, busybox_image, config, tracer, probe_cmd=[sys.executable, "-c", fetch]
+    )
+    assert len(result.probes) == 1 and result.probes[0].endswith("-> exit 0"), result.probes
+    assert "127.0.0.1:" in result.probes[0]
+    assert "/www/other.html" in result.paths
+    assert "/www/index.html" not in result.paths  # no default probe with a probe command
+    assert _leftovers(docker_client) == []
+
+
+@pytest.mark.engine
+def test_trace_args_replace_cmd_and_a_musl_image_needs_no_glibc(
+    docker_client: Any, engine: Any, tracer: TracerTree, images: list[str], tmp_path: Path
+) -> None:
+    musl_gcc = shutil.which("musl-gcc")
+    if musl_gcc is None or not os.path.exists(MUSL_LOADER):
+        pytest.skip("needs Debian's musl and musl-tools")
+    source = tmp_path / "cat.c"
+    source.write_text(
+        "#include <stdio.h>\n"
+        "int main(int argc, char **argv) {\n"
+        '  for (int i = 1; i < argc; i++) { if (!fopen(argv[i], "r")) return 1; }\n'
+        "  return 0;\n}\n"
+    )
+    subprocess.run([musl_gcc, "-o", str(tmp_path / "cat"), str(source)], check=True)
+    tag = _tag("musl")
+    _build(
+        docker_client,
+        {
+            "Dockerfile": (b'FROM scratch\nCOPY . /\nENTRYPOINT ["/cat"]\nCMD ["/etc/a"]\n', 0o644),
+            "cat": ((tmp_path / "cat").read_bytes(), 0o755),
+            "lib/ld-musl-x86_64.so.1": (Path(MUSL_LOADER).read_bytes(), 0o755),
+            "etc/a": (b"a\n", 0o644),
+            "etc/b": (b"b\n", 0o644),
+        },
+        tag,
+    )
+    images.append(tag)
+    result = trace_image(engine, tag, _config(docker_client, tag), tracer, trace_args=["/etc/b"])
+    assert result.exit_code == 0
+    assert {"/cat", "/lib/ld-musl-x86_64.so.1", "/etc/b"} <= result.paths
+    assert "/etc/a" not in result.paths
+
+
+@pytest.mark.engine
+def test_a_scripts_interpreter_is_read_back_from_its_first_line(
+    docker_client: Any, engine: Any, tracer: TracerTree, static_busybox: Path, images: list[str]
+) -> None:
+    tag = _tag("script")
+    _build(
+        docker_client,
+        {
+            "Dockerfile": (b'FROM scratch\nCOPY . /\nENTRYPOINT ["/app/start"]\n', 0o644),
+            "app/start": (b"#!/bin/busybox sh\nexit 7\n", 0o755),
+            "bin/busybox": (static_busybox.read_bytes(), 0o755),
+        },
+        tag,
+    )
+    images.append(tag)
+    result = trace_image(engine, tag, _config(docker_client, tag), tracer)
+    assert result.exit_code == 7  # the program's own status (it runs as PID 1)
+    assert {"/app/start", "/bin/busybox"} <= result.paths  # the kernel ran /bin/busybox
+
+
+@pytest.mark.engine
+def test_a_program_that_never_ends_times_out(
+    docker_client: Any, engine: Any, tracer: TracerTree, static_busybox: Path, images: list[str]
+) -> None:
+    tag = _tag("sleeper")
+    _build(
+        docker_client,
+        {
+            "Dockerfile": (
+                b'FROM scratch\nCOPY . /\nENTRYPOINT ["/bin/busybox", "sleep", "1000"]\n',
+                0o644,
+            ),
+            "bin/busybox": (static_busybox.read_bytes(), 0o755),
+        },
+        tag,
+    )
+    images.append(tag)
+    started = time.monotonic()
+    with pytest.raises(TraceTimeout) as caught:
+        trace_image(engine, tag, _config(docker_client, tag), tracer, timeout=3)
+    assert time.monotonic() - started < 30
+    assert "within 3 s" in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == EXIT_TRACE
+    assert _leftovers(docker_client) == []
+
+
+@pytest.mark.engine
+def test_a_program_strace_cannot_find_is_a_clear_error(
+    docker_client: Any, engine: Any, tracer: TracerTree, busybox_image: str
+) -> None:
+    config = dict(_config(docker_client, busybox_image), ExposedPorts=None)
+    config["Entrypoint"] = ["/no/such/program"]
+    with pytest.raises(TraceError, match="could not start /no/such/program") as caught:
+        trace_image(engine, busybox_image, config, tracer, timeout=30)
+    assert "/no/such/program" in str(caught.value)
+    assert _leftovers(docker_client) == []
+
+
+@pytest.mark.engine
+def test_ctrl_c_removes_the_container_and_the_log_directory(
+    docker_client: Any,
+    engine: Any,
+    tracer: TracerTree,
+    busybox_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def interrupt(message: str) -> None:
+        if message.startswith("waiting for"):
+            assert _leftovers(docker_client), "the container runs at this point"
+            raise KeyboardInterrupt
+
+    config = _config(docker_client, busybox_image)
+    with pytest.raises(KeyboardInterrupt):
+        trace_image(engine, busybox_image, config, tracer, progress=interrupt)
+    assert _leftovers(docker_client) == []
+    assert list(tmp_path.iterdir()) == []
