@@ -23,6 +23,7 @@ import requests.exceptions
 from scratchpack.errors import EXIT_ENGINE, ScratchpackError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+_IN_MEMORY_CONTEXT = 512 << 20
 
 
 class EngineError(ScratchpackError):
@@ -68,9 +69,15 @@ class Engine:
     ) -> str:
         """Build a context tar (Dockerfile at its top) as ``tag``; return the image ID."""
         image_id: str | None = None
+        # A file body goes out in 16 KiB writes (0.12 s of syscalls for curl's 19 MB);
+        # bytes go out in one. Contexts up to this size are sent from memory.
+        size = os.fstat(context.fileno()).st_size if hasattr(context, "fileno") else None
+        body: BinaryIO | bytes = context
+        if size is not None and size <= _IN_MEMORY_CONTEXT:
+            body = context.read()
         try:
             stream = self.api.build(
-                fileobj=context,
+                fileobj=body,
                 custom_context=True,
                 tag=tag,
                 rm=True,

@@ -220,11 +220,11 @@ def staged_outputs() -> Iterator[Outputs]:
 
 def choose_engine(mode: str, output: Path | None) -> Engine | None:
     """The engine to build in, or None for the built-in writer."""
+    if mode == "none" or output is not None:
+        return None
     # The docker SDK takes a tenth of a second to import: only when an engine is wanted.
     from scratchpack.engine import Engine, EngineError
 
-    if mode == "none" or output is not None:
-        return None
     if mode == "docker":
         return Engine()
     try:
