@@ -237,3 +237,55 @@ def test_python_image_shrinks_with_trace(docker_client, debian_python_image: str
           f"{len(report['kept'].get('trace', []))} paths")  # fmt: skip
     assert after <= 30_000_000
     assert run(docker_client, tag) == run(docker_client, debian_python_image)
+
+
+@pytest.fixture(scope="module")
+def sleeper(docker_client, static_busybox: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A program that never exits by itself and exposes nothing."""
+    tag = f"scratchpack-test/sleeper:{uuid.uuid4().hex[:8]}"
+    _build_from_tar(
+        docker_client,
+        {"busybox": (Path(static_busybox).read_bytes(), 0o755)},
+        'FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT ["/bin/busybox", "sleep", "3600"]\n',
+        tag,
+    )
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def _leftovers(docker_client) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    containers = [
+        c.name
+        for c in docker_client.containers.list(all=True, filters={"label": "scratchpack.trace"})
+    ]
+    temporary = [p.name for p in Path("/tmp").glob("scratchpack-shrink-*")]
+    return containers, temporary
+
+
+@pytest.mark.engine
+def test_a_trace_that_times_out_leaves_nothing(docker_client, sleeper: str) -> None:  # type: ignore[no-untyped-def]
+    before = _leftovers(docker_client)
+    proc = scratchpack("shrink", sleeper, "-t", "x:1", "--trace", "--trace-timeout", "3")
+    assert proc.returncode == 6, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert _leftovers(docker_client) == before
+
+
+@pytest.mark.engine
+def test_ctrl_c_mid_trace_leaves_nothing(docker_client, sleeper: str) -> None:  # type: ignore[no-untyped-def]
+    before = _leftovers(docker_client)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scratchpack", "shrink", sleeper, "-t", "x:1", "--trace"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not _leftovers(docker_client)[0] and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait until the traced container exists
+    child.send_signal(2)  # SIGINT, as Ctrl-C sends it
+    _out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "scratchpack: interrupted"
+    assert "Traceback" not in err
+    assert _leftovers(docker_client) == before
