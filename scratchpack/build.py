@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
+from scratchpack.config import ImageConfig
 from scratchpack.elf import ELF_MAGIC
 from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
 from scratchpack.essentials import (
@@ -40,7 +41,7 @@ from scratchpack.loaders import HwcapsChoice, LoaderRules
 from scratchpack.oci import (
     add_entry,
 )
-from scratchpack.render import ImageConfig, OwnedTree, render_dockerfile
+from scratchpack.render import OwnedTree, render_dockerfile
 from scratchpack.resolve import Closure, Resolver
 from scratchpack.rootfs import RootFS
 

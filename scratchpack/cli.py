@@ -19,6 +19,7 @@ import click
 
 from scratchpack import __version__
 from scratchpack.build import BuildOptions, check_tag, split_args
+from scratchpack.config import ImageConfig
 from scratchpack.errors import (
     EXIT_INTERNAL,
     EXIT_MISSING,
@@ -30,7 +31,6 @@ from scratchpack.errors import (
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
 from scratchpack.pipeline import BuildRequest, DebugRequest, check_request, run_build
-from scratchpack.render import ImageConfig
 from scratchpack.report import render_tree
 from scratchpack.resolve import Resolver
 

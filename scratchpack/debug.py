@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from scratchpack.assemble import Entry, RootPlan
 from scratchpack.build import DEFAULT_PATH, ImagePlan, context_archive
 from scratchpack.busybox import busybox_applets
+from scratchpack.config import config_from_summary
 from scratchpack.errors import InputError
 from scratchpack.oci import machine_for, platform_for
 from scratchpack.progress import terminal_progress
-from scratchpack.render import config_from_summary
 
 if TYPE_CHECKING:
     from scratchpack.engine import Engine

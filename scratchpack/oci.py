@@ -33,8 +33,8 @@ from elftools.elf.enums import ENUM_E_MACHINE
 from scratchpack import __version__
 from scratchpack.assemble import Entry
 from scratchpack.atomic import atomic_file
+from scratchpack.config import ImageConfig
 from scratchpack.errors import InputError
-from scratchpack.render import ImageConfig
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -29,6 +29,7 @@ from scratchpack.build import (
     split_layers,
     write_context,
 )
+from scratchpack.config import ImageConfig, check_config
 from scratchpack.errors import InputError, VerifyError
 from scratchpack.oci import (
     WrittenImage,
@@ -38,7 +39,6 @@ from scratchpack.oci import (
     write_layout,
 )
 from scratchpack.progress import ByteProgress, terminal_progress
-from scratchpack.render import ImageConfig, check_config
 
 if TYPE_CHECKING:
     from scratchpack.engine import Engine

@@ -37,11 +37,11 @@ from scratchpack.build import (
     check_complete,
     resolve_for_image,
 )
+from scratchpack.config import ImageConfig, config_from_summary
 from scratchpack.dpkg import DpkgIndex
 from scratchpack.elf import ELF_MAGIC
 from scratchpack.errors import InputError
 from scratchpack.essentials import Essentials
-from scratchpack.render import ImageConfig, config_from_summary
 from scratchpack.resolve import Closure, Resolver
 from scratchpack.rootfs import RootFS
 from scratchpack.unpack import UnpackReport
