@@ -400,38 +400,6 @@ def write_context(plan: ImagePlan, directory: str, template: Path | None = None)
         stream.write(dockerfile)
 
 
-_DOMAIN = re.compile(
-    r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"(?::[0-9]+)?$"
-)
-_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG_PART = re.compile(r"^[\w][\w.-]{0,127}$")
-
-
-def check_tag(tag: str) -> str:
-    """Refuse a tag the engine would refuse, before any work is done."""
-    name, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "")
-    components = name.split("/")
-    # Like Docker: the first component is a registry only if it looks like a host.
-    if len(components) > 1 and (
-        "." in components[0] or ":" in components[0] or components[0] == "localhost"
-    ):
-        domain_ok = bool(_DOMAIN.match(components[0]))
-        components = components[1:]
-    else:
-        domain_ok = True
-    valid = (
-        domain_ok
-        and all(_PATH_COMPONENT.match(component) for component in components)
-        and (not version or bool(_TAG_PART.match(version)))
-    )
-    if len(tag) > 255 or not valid:
-        raise InputError(
-            f"invalid tag {tag!r}: expected [REGISTRY/]NAME[:TAG] with a lowercase name"
-        )
-    return tag
-
-
 def split_args(text: str, option: str) -> list[str]:
     try:
         return shlex.split(text)

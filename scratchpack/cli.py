@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from scratchpack import __version__
-from scratchpack.build import BuildOptions, check_tag, split_args
+from scratchpack.build import BuildOptions, split_args
 from scratchpack.config import ImageConfig
 from scratchpack.errors import (
     EXIT_INTERNAL,
@@ -31,6 +31,7 @@ from scratchpack.errors import (
 from scratchpack.essentials import Essentials
 from scratchpack.loaders import HwcapsChoice
 from scratchpack.pipeline import BuildRequest, DebugRequest, check_request, run_build
+from scratchpack.reference import check_tag
 from scratchpack.report import render_tree
 from scratchpack.resolve import Resolver
 

@@ -25,6 +25,7 @@ from scratchpack.config import config_from_summary
 from scratchpack.errors import InputError
 from scratchpack.oci import machine_for, platform_for
 from scratchpack.progress import terminal_progress
+from scratchpack.reference import Reference
 
 if TYPE_CHECKING:
     from scratchpack.engine import Engine
@@ -147,8 +148,7 @@ def with_path(env: list[tuple[str, str]], directory: str) -> list[tuple[str, str
 
 def debug_tag(tag: str, suffix: str) -> str:
     """``app:1.0`` with suffix ``-debug`` gives ``app:1.0-debug`` (``app:latest-debug``)."""
-    name, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "")
-    return f"{name}:{version or 'latest'}{suffix}"
+    return str(Reference.parse(tag).with_suffix(suffix))
 
 
 def debug_variant(

@@ -35,6 +35,7 @@ from scratchpack.assemble import Entry
 from scratchpack.atomic import atomic_file
 from scratchpack.config import ImageConfig
 from scratchpack.errors import InputError
+from scratchpack.reference import Reference
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -277,8 +278,8 @@ def write_layout(
     index_entry = manifest_descriptor.to_json()
     repo_tags: list[str] = []
     if reference:
-        tag = reference.rsplit(":", 1)[1] if ":" in reference.rsplit("/", 1)[-1] else "latest"
-        full = reference if ":" in reference.rsplit("/", 1)[-1] else f"{reference}:latest"
+        parsed = Reference.parse(reference)
+        tag, full = parsed.tag, str(parsed)
         index_entry["annotations"] = {REF_NAME: tag, CONTAINERD_NAME: full}
         repo_tags = [full]
     index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [index_entry]}

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from scratchpack.build import (
     BuildOptions,
     ImagePlan,
-    check_tag,
     context_archive,
     plan_image,
     split_layers,
@@ -39,6 +38,7 @@ from scratchpack.oci import (
     write_layout,
 )
 from scratchpack.progress import ByteProgress, terminal_progress
+from scratchpack.reference import Reference, check_tag
 
 if TYPE_CHECKING:
     from scratchpack.engine import Engine
@@ -235,10 +235,7 @@ def choose_engine(mode: str, output: Path | None) -> Engine | None:
 
 def default_archive(tag: str) -> Path:
     """``hello_latest.tar`` for ``hello:latest``, in the working directory."""
-    name = tag.rsplit("/", 1)[-1]
-    if ":" not in name:
-        name += ":latest"
-    return Path("".join(c if c.isalnum() or c in "_.-" else "_" for c in name) + ".tar")
+    return Path(Reference.parse(tag).archive_name())
 
 
 def run_build(request: BuildRequest, warn: Callable[[str], None]) -> dict[str, Any]:

@@ -45,9 +45,9 @@ import requests
 from urllib3.exceptions import InsecureRequestWarning
 
 from scratchpack import __version__
-from scratchpack.errors import EXIT_PUSH, InputError, ScratchpackError
+from scratchpack.errors import EXIT_PUSH, ScratchpackError
+from scratchpack.reference import DOCKER_HUB, Reference
 
-DOCKER_HUB = "docker.io"
 _DOCKER_HUB_API = "registry-1.docker.io"
 # Keys under which `docker login` stores Docker Hub credentials, newest habit last.
 _DOCKER_HUB_CONFIG_KEYS = (
@@ -64,12 +64,6 @@ _INDEX_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 
-# Docker's reference grammar (distribution/reference), enough to split and validate.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-_HOST_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_REGISTRY_RE = re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
 _SHA256_RE = re.compile(r"sha256:([0-9a-f]{64})")
 _CHUNK = 1 << 20
 
@@ -104,41 +98,10 @@ class PushResult:
 def parse_reference(ref: str) -> tuple[str, str, str]:
     """Split ``[REGISTRY/]NAME[:TAG]`` into (registry, repository, tag) by docker's rules.
 
-    The first component is a registry only if it has a ``.`` or ``:``, is
-    ``localhost`` or has an upper-case letter; otherwise the registry is
-    ``docker.io``, where a one-component name gets docker's ``library/`` prefix.
-    The tag defaults to ``latest``. Digest references are refused: a push names
-    a tag. Raises :class:`~scratchpack.errors.InputError` (a usage error).
+    Unwritten registries are ``docker.io``, where one-component names get
+    docker's ``library/`` prefix; see :class:`scratchpack.reference.Reference`.
     """
-    if "@" in ref:
-        raise InputError(
-            f"image reference {ref!r}: pushing by digest is not supported; use NAME:TAG"
-        )
-    first, slash, rest = ref.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
-        registry, remainder = first, rest
-    else:
-        registry, remainder = DOCKER_HUB, ref
-    name, tag = remainder, "latest"
-    colon = remainder.rfind(":")
-    if colon > remainder.rfind("/"):
-        name, tag = remainder[:colon], remainder[colon + 1 :]
-    if registry == "index.docker.io":
-        registry = DOCKER_HUB
-    if not _REGISTRY_RE.fullmatch(registry):
-        raise InputError(f"image reference {ref!r}: invalid registry {registry!r}")
-    if not _REPOSITORY_RE.fullmatch(name) or len(name) > 255:
-        raise InputError(
-            f"image reference {ref!r}: invalid repository name {name!r} "
-            "(lower-case letters, digits and . _ - separators, components split by /)"
-        )
-    if not _TAG_RE.fullmatch(tag):
-        raise InputError(
-            f"image reference {ref!r}: invalid tag {tag!r} (up to 128 of A-Z a-z 0-9 _ . -)"
-        )
-    if registry == DOCKER_HUB and "/" not in name:
-        name = f"library/{name}"
-    return registry, name, tag
+    return Reference.parse(ref).push_target()
 
 
 def _host_of(registry: str) -> str:
