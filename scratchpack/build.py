@@ -96,7 +96,10 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     env.setdefault("PATH", DEFAULT_PATH)  # as Docker's builder sets it for FROM scratch
     # The image's loader sees the image's LD_LIBRARY_PATH, not the one of this shell.
     resolver = Resolver(
-        options.root, library_path=env.get("LD_LIBRARY_PATH", ""), hwcaps=options.hwcaps
+        options.root,
+        library_path=env.get("LD_LIBRARY_PATH", ""),
+        hwcaps=options.hwcaps,
+        cwd=config.workdir or "/",  # the image's loader starts in WORKDIR
     )
     root = resolver.root
     plan = RootPlan()

@@ -117,7 +117,17 @@ def deps(
         click.echo(json.dumps([closure.to_json() for closure in closures], indent=2))
     else:
         click.echo("\n".join(render_tree(closure) for closure in closures), nl=False)
+    warned: set[str] = set()
     for closure in closures:
+        for item in closure.preload_missing:
+            if item.soname not in warned:
+                warned.add(item.soname)
+                why = f" ({item.reason})" if item.reason else ""
+                click.echo(
+                    f"scratchpack: warning: {item.soname} from /etc/ld.so.preload cannot be "
+                    f"preloaded{why}: ignored, as ld.so does",
+                    err=True,
+                )
         for item in closure.missing:
             if item.reason:
                 click.echo(f"scratchpack: {closure.path}: {item.soname}: {item.reason}", err=True)

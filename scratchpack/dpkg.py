@@ -2,11 +2,14 @@
 
 ``/var/lib/dpkg/status`` names the installed packages (version, architecture,
 source package); ``/var/lib/dpkg/info/<package>[:<arch>].list`` lists the paths
-each one shipped. dpkg knows a file by the path in its package, so on a
-merged-``/usr`` system it knows ``/lib/x86_64-linux-gnu/libc.so.6`` while the
-loader opens ``/usr/lib/x86_64-linux-gnu/libc.so.6``: :meth:`DpkgIndex.owner`
-tries both spellings, then the in-root canonical path of the file and of its
-directory. Diversions (``/var/lib/dpkg/diversions``) are honoured: the diverted
+each one shipped. Every file is read through the root (:class:`RootFS`), so a
+symlink in the database resolves inside it and never reaches the host.
+
+dpkg knows a file by the path in its package, so on a merged-``/usr`` system it
+knows ``/lib/x86_64-linux-gnu/libc.so.6`` while the loader opens
+``/usr/lib/x86_64-linux-gnu/libc.so.6``: :meth:`DpkgIndex.owner` tries both
+spellings, then the in-root canonical path of the file and of its directory.
+Diversions (``/var/lib/dpkg/diversions``) are honoured: the diverted
 file belongs to the package whose file was moved aside, the diverting path to
 the package that diverted it. A root without a dpkg database owns nothing.
 """
@@ -79,8 +82,9 @@ class DpkgIndex:
     def load(cls, root: RootFS) -> DpkgIndex:
         """Read the status file and the installed packages' file lists (not the rest of info/)."""
         status = root.read_text(STATUS)
+        info_dir = root.realpath(INFO_DIR)
         info_host = root.host_path(INFO_DIR)
-        if status is None or info_host is None:
+        if status is None or info_dir is None or info_host is None:
             return cls(root)
         vendor, distro = _os_release(root)
         try:
@@ -107,14 +111,11 @@ class DpkgIndex:
         owners: dict[str, str] = {}
         claims: dict[str, list[str]] = {}  # every package listing a diverted path
         for key in sorted(packages):
-            try:
-                with open(
-                    f"{info_host}/{key}.list", encoding="utf-8", errors="surrogateescape"
-                ) as f:
-                    paths = f.read().splitlines()
-            except OSError:
+            # Through the root: a .list that is a symlink must not lead to the host.
+            text = root.read_text(f"{info_dir}/{key}.list")
+            if text is None:
                 continue
-            for path in paths:
+            for path in text.splitlines():
                 owners.setdefault(path, key)
                 if path in diverted:
                     claims.setdefault(path, []).append(key)
@@ -132,14 +133,10 @@ class DpkgIndex:
 
     def files(self, key: str) -> list[str]:
         """The paths package ``key`` (a key of :attr:`packages`) shipped, as dpkg lists them."""
-        info_host = self.root.host_path(INFO_DIR)
-        if info_host is None:
+        if "/" in key:
             return []
-        try:
-            with open(f"{info_host}/{key}.list", encoding="utf-8", errors="surrogateescape") as f:
-                return f.read().splitlines()
-        except OSError:
-            return []
+        text = self.root.read_text(f"{INFO_DIR}/{key}.list")
+        return [] if text is None else text.splitlines()
 
     def owner(self, path: str) -> Package | None:
         """The package that shipped in-root ``path``, or None."""

@@ -15,6 +15,7 @@ truncated or corrupt file ends in :class:`ElfError` with a reason, never in an
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,7 +25,7 @@ from elftools.elf.enums import ENUM_D_TAG_COMMON, ENUM_E_MACHINE, ENUM_P_TYPE_BA
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
-ET_EXEC, ET_DYN = 2, 3
+ET_NONE, ET_REL, ET_EXEC, ET_DYN, ET_CORE = 0, 1, 2, 3, 4
 ELFOSABI_SYSV, ELFOSABI_GNU = 0, 3
 PN_XNUM = 0xFFFF
 
@@ -44,7 +45,6 @@ DT_FILTER = ENUM_D_TAG_COMMON["DT_FILTER"]
 DT_AUXILIARY = ENUM_D_TAG_COMMON["DT_AUXILIARY"]
 
 DF_1_NODEFLIB = 0x00000800
-DF_1_PIE = 0x08000000
 
 _MACHINE_NAMES = {value: name for name, value in ENUM_E_MACHINE.items() if isinstance(value, int)}
 
@@ -117,14 +117,22 @@ def machine_name(machine: int) -> str:
 
 
 def read_elf(path: str) -> ElfInfo:
-    """Parse ``path`` (a host path) once; raise :class:`ElfError` if it is not a usable ELF."""
+    """Parse ``path`` (a host path) once; raise :class:`ElfError` if it is not a usable ELF.
+
+    The file is opened non-blocking and must be a regular file: a FIFO, a socket
+    or a device is refused at once instead of blocking or streaming forever.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except IsADirectoryError as err:
         raise ElfError("is a directory") from err
     try:
-        size = os.fstat(fd).st_size
-        return _parse(fd, size)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ElfError("is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise ElfError("not a regular file")
+        return _parse(fd, st.st_size)
     finally:
         os.close(fd)
 
@@ -311,6 +319,17 @@ def _string_at(strings: bytes, offset: int) -> str:
 SHT_DYNSYM = 11
 
 
+def type_description(elf_type: int) -> str | None:
+    """Why an ELF file of ``elf_type`` is no program or library; None for ET_EXEC/ET_DYN."""
+    if elf_type in (ET_EXEC, ET_DYN):
+        return None
+    if elf_type == ET_REL:
+        return "a relocatable object (.o), not a program or library"
+    if elf_type == ET_CORE:
+        return "a core dump, not a program or library"
+    return f"an ELF file of type {elf_type:#x}, not a program or library"
+
+
 def undefined_symbols(path: str) -> frozenset[str]:
     """Names of the dynamic symbols a file imports (undefined in its .dynsym).
 
@@ -318,9 +337,12 @@ def undefined_symbols(path: str) -> frozenset[str]:
     symbol objects for libcrypto's 5,000 symbols alone takes 0.1 s. A file
     without section headers answers the empty set.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ElfError("not a regular file")
+        size = st.st_size
         header = _header(fd)
         section_size = 64 if header.is64 else 40
         if not header.shoff or not header.shnum or header.shentsize != section_size:

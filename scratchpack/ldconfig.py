@@ -2,8 +2,10 @@
 
 glibc's ld.so consults only the cache; ld.so.conf matters to it only through
 the cache ldconfig built from it. A root without a cache (an unpacked image, a
-sysroot) is read as ldconfig would build its cache: the conf directories, in
-order, then the trusted directories.
+sysroot) is read as if ldconfig had built one: :func:`read_conf_dirs` gives the
+conf directories in ldconfig's order and nothing else. The trusted directories
+ldconfig would append are the loader's default directories, which the resolver
+searches right after this stand-in cache anyway.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from elftools.elf.enums import ENUM_E_MACHINE
 
 from scratchpack.elf import ELFCLASS32, ELFCLASS64, ElfInfo
+from scratchpack.errors import InputError
 from scratchpack.rootfs import RootFS
 
 EM_386 = ENUM_E_MACHINE["EM_386"]
@@ -35,22 +36,47 @@ class Arch:
     """Per-architecture facts of Debian's and upstream glibc."""
 
     triplet: str  # Debian's multiarch directory name
-    upstream_lib: str  # upstream's $LIB ("lib64" or "lib")
+    interpreter: str  # the ABI's PT_INTERP: the glibc loader every program names
     platform: str | None  # AT_PLATFORM, the value of $PLATFORM
     cache_flags: int | None
-    host_names: tuple[str, ...]  # platform.machine() values that run it natively
+    hwcaps: tuple[str, ...] = ()  # glibc-hwcaps subdirectory names, best first
 
+
+_X86_64_HWCAPS = ("x86-64-v4", "x86-64-v3", "x86-64-v2")
 
 _ARCHES: dict[tuple[int, int], Arch] = {
-    (EM_X86_64, ELFCLASS64): Arch("x86_64-linux-gnu", "lib64", "x86_64", 0x0303, ("x86_64",)),
-    (EM_X86_64, ELFCLASS32): Arch("x86_64-linux-gnux32", "libx32", "x86_64", 0x0803, ()),
-    (EM_386, ELFCLASS32): Arch("i386-linux-gnu", "lib", "i686", _FLAG_ELF_LIBC6, ()),
-    (EM_AARCH64, ELFCLASS64): Arch("aarch64-linux-gnu", "lib64", "aarch64", 0x0A03, ("aarch64",)),
-    (EM_ARM, ELFCLASS32): Arch("arm-linux-gnueabihf", "lib", None, 0x0903, ("armv7l",)),
-    (EM_PPC64, ELFCLASS64): Arch("powerpc64le-linux-gnu", "lib64", None, 0x0503, ("ppc64le",)),
-    (EM_S390, ELFCLASS64): Arch("s390x-linux-gnu", "lib64", None, 0x0403, ("s390x",)),
-    (EM_RISCV, ELFCLASS64): Arch("riscv64-linux-gnu", "lib64", "riscv64", 0x1003, ("riscv64",)),
+    (EM_X86_64, ELFCLASS64): Arch(
+        "x86_64-linux-gnu", "/lib64/ld-linux-x86-64.so.2", "x86_64", 0x0303, _X86_64_HWCAPS
+    ),
+    (EM_X86_64, ELFCLASS32): Arch(
+        "x86_64-linux-gnux32", "/libx32/ld-linux-x32.so.2", "x86_64", 0x0803, _X86_64_HWCAPS
+    ),
+    (EM_386, ELFCLASS32): Arch("i386-linux-gnu", "/lib/ld-linux.so.2", "i686", _FLAG_ELF_LIBC6),
+    (EM_AARCH64, ELFCLASS64): Arch(
+        "aarch64-linux-gnu", "/lib/ld-linux-aarch64.so.1", "aarch64", 0x0A03
+    ),
+    (EM_ARM, ELFCLASS32): Arch("arm-linux-gnueabihf", "/lib/ld-linux-armhf.so.3", None, 0x0903),
+    (EM_PPC64, ELFCLASS64): Arch(
+        "powerpc64le-linux-gnu", "/lib64/ld64.so.2", None, 0x0503, ("power10", "power9")
+    ),
+    (EM_S390, ELFCLASS64): Arch(
+        "s390x-linux-gnu", "/lib/ld64.so.1", None, 0x0403, ("z16", "z15", "z14", "z13")
+    ),
+    (EM_RISCV, ELFCLASS64): Arch(
+        "riscv64-linux-gnu", "/lib/ld-linux-riscv64-lp64d.so.1", "riscv64", 0x1003
+    ),
 }
+# Every glibc-hwcaps level name glibc knows (2.36's sysdeps/*/dl-hwcaps-subdirs.c,
+# plus z16 from later releases); --hwcaps accepts only these.
+HWCAPS_LEVELS: tuple[str, ...] = tuple(
+    dict.fromkeys(level for arch in _ARCHES.values() for level in arch.hwcaps)
+)
+
+
+def arch_for(machine: int, elf_class: int) -> Arch | None:
+    """The facts of the glibc architecture ``(e_machine, EI_CLASS)``, if we know it."""
+    return _ARCHES.get((machine, elf_class))
+
 
 # glibc-hwcaps levels, best first, with the /proc/cpuinfo flags each one needs
 # on top of the previous level (glibc's sysdeps/x86/get-isa-level.h).
@@ -79,10 +105,18 @@ class HwcapsChoice:
 
     @classmethod
     def parse(cls, text: str) -> HwcapsChoice:
+        """``auto``, ``none`` or a comma list of known level names; else :class:`InputError`."""
         text = text.strip()
         if text in ("auto", "none"):
             return cls(text)
-        levels = tuple(level.strip() for level in text.split(",") if level.strip())
+        levels = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+        unknown = [level for level in levels if level not in HWCAPS_LEVELS]
+        if not levels or unknown:
+            what = f"unknown level {', '.join(unknown)}" if unknown else "no level given"
+            raise InputError(
+                f"--hwcaps {text!r}: {what}; use auto, none or a comma list of "
+                f"glibc-hwcaps levels ({', '.join(HWCAPS_LEVELS)})"
+            )
         return cls("list", levels)
 
 
@@ -137,7 +171,7 @@ def rules_for(
             default_dirs=_musl_search_path(root, interpreter or "", arch_name),
             musl_arch=arch_name,
         )
-    arch = _ARCHES.get((target.machine, target.elf_class))
+    arch = arch_for(target.machine, target.elf_class)
     default_dirs = _glibc_default_dirs(root, arch, target, interpreter_bytes)
     first = default_dirs[0] if default_dirs else "/lib"
     lib_token = first.lstrip("/")
@@ -195,13 +229,12 @@ def _musl_search_path(root: RootFS, interpreter: str, arch_name: str) -> tuple[s
 
 
 def _hwcaps_levels(choice: HwcapsChoice, target: ElfInfo) -> tuple[str, ...]:
-    known = [name for name, _ in X86_64_LEVELS]
     if choice.mode == "none":
         return ()
     if choice.mode == "list":
-        return tuple(level for level in reversed(known) if level in choice.levels) + tuple(
-            level for level in choice.levels if level not in known
-        )
+        # Best first, as the loader orders them; another architecture's levels never apply.
+        arch = arch_for(target.machine, target.elf_class)
+        return tuple(level for level in arch.hwcaps if level in choice.levels) if arch else ()
     if target.machine != EM_X86_64 or target.elf_class != ELFCLASS64:
         return ()
     if platform.machine() != "x86_64":
@@ -226,9 +259,3 @@ def cpu_x86_64_levels(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
             break
         supported.append(name)
     return tuple(reversed(supported))
-
-
-def host_matches(target: ElfInfo) -> bool:
-    """Whether this machine runs ``target`` natively (so ``ldd`` could check us)."""
-    arch = _ARCHES.get((target.machine, target.elf_class))
-    return arch is not None and platform.machine() in arch.host_names

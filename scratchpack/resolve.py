@@ -6,12 +6,18 @@ glibc's ``_dl_map_object_deps``: breadth-first over DT_NEEDED (and
 DT_FILTER/DT_AUXILIARY) in dynamic-section order; a name that matches a loaded
 object's name or SONAME, or a file already loaded under another name (same
 device and inode), reuses that object; otherwise the requester's search path is
-walked (see :meth:`Resolver._search_glibc` and :meth:`Resolver._search_musl`).
+walked (see :meth:`_Session._glibc_steps` and :meth:`_Session._musl_steps`).
+
+Relative paths (a relative RPATH element, ``LD_LIBRARY_PATH=.``, a relative
+DT_NEEDED) are opened by the loader against its working directory: the
+``cwd`` given to :class:`Resolver`, by default this process's for the host root
+and ``/`` (an image's default WORKDIR) for another root.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,13 +32,13 @@ from scratchpack.elf import (
     ElfError,
     ElfInfo,
     NotElfError,
-    machine_name,
     read_elf,
+    type_description,
 )
 from scratchpack.errors import InputError
 from scratchpack.ldconfig import LdCache, read_cache, read_conf_dirs
-from scratchpack.loaders import HwcapsChoice, LoaderRules, musl_arch, rules_for
-from scratchpack.rootfs import RootFS
+from scratchpack.loaders import HwcapsChoice, LoaderRules, arch_for, musl_arch, rules_for
+from scratchpack.rootfs import RootFS, open_regular
 
 PRELOAD_PATH = "/etc/ld.so.preload"
 # glibc accepts GNU ABI versions below LIBC_ABI_MAX (4 in 2.36).
@@ -51,7 +57,9 @@ class Library:
     soname: str
     path: str
     needed_by: str  # path of the object whose request loaded it
-    via: str = "path"  # rpath | library-path | runpath | cache | default | path | dlopen
+    # rpath | library-path | runpath | cache | default | path | dlopen; a library
+    # named by /etc/ld.so.preload keeps the step that found it.
+    via: str = "path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,9 @@ class Closure:
     missing: list[Missing] = field(default_factory=list)
     rules: LoaderRules | None = None  # the loader's rules; None for static objects
     dlopen_missing: list[Missing] = field(default_factory=list)  # warnings, not failures
+    # /etc/ld.so.preload entries the loader cannot load: it says "cannot be preloaded
+    # ... ignored" and runs the program anyway, so these are warnings, not failures.
+    preload_missing: list[Missing] = field(default_factory=list)
 
     @property
     def loader(self) -> str | None:
@@ -130,11 +141,19 @@ class Resolver:
         root: str | os.PathLike[str] | None = None,
         library_path: str | None = None,
         hwcaps: HwcapsChoice | None = None,
+        cwd: str | None = None,
     ) -> None:
+        """``cwd`` is the loader's working directory inside the root (an image's
+        WORKDIR), against which relative search paths and names are opened; by
+        default this process's working directory for the host root, ``/`` otherwise.
+        """
         self.root = RootFS(root)
         if library_path is None:
             library_path = os.environ.get("LD_LIBRARY_PATH", "")
         self.library_path = library_path
+        if cwd is not None and not cwd.startswith("/"):
+            cwd = posixpath.join(self._default_cwd(), cwd)
+        self._cwd = cwd
         self.hwcaps = hwcaps or HwcapsChoice()
         self._files: dict[FileId, tuple[ElfInfo | None, str | None]] = {}
         self._dir_exists: dict[str, bool] = {}
@@ -142,6 +161,24 @@ class Resolver:
         self._cache: LdCache | bool | None = False  # False: not read yet
         self._conf_dirs: list[str] | None = None
         self._preload: list[str] | None = None
+
+    # -- paths ---------------------------------------------------------------------
+
+    def _default_cwd(self) -> str:
+        return os.getcwd() if self.root.is_host else "/"
+
+    @property
+    def cwd(self) -> str:
+        """The loader's in-root working directory (see :meth:`__init__`)."""
+        return self._cwd if self._cwd is not None else self._default_cwd()
+
+    def _absolute(self, path: str) -> str:
+        """In-root absolute ``path``: a relative one is taken from :attr:`cwd`, as open(2) does."""
+        return path if path.startswith("/") else posixpath.join(self.cwd, path)
+
+    def _origin_of(self, path: str) -> str:
+        """The directory of a loaded object; glibc prefixes a relative name with the cwd."""
+        return posixpath.dirname(self._absolute(path)) or "/"
 
     # -- reading files -------------------------------------------------------------
 
@@ -169,9 +206,7 @@ class Resolver:
         return _Candidate(path, file_id, known[0], known[1])
 
     def _host(self, path: str) -> str | None:
-        if not path.startswith("/"):
-            path = os.path.join(os.getcwd(), path) if self.root.is_host else "/" + path
-        return self.root.host_path(path)
+        return self.root.host_path(self._absolute(path))
 
     def _directory_exists(self, directory: str) -> bool:
         known = self._dir_exists.get(directory)
@@ -207,7 +242,8 @@ class Resolver:
                 interpreter_bytes = self.root.read_bytes(info.interpreter)
             if interpreter_bytes is None and musl_arch(info.interpreter) is None:
                 # A library given as an argument names no interpreter: use the root's usual one.
-                interpreter_bytes = _system_interpreter_bytes(self.root, info)
+                arch = arch_for(info.machine, info.elf_class)
+                interpreter_bytes = self.root.read_bytes(arch.interpreter) if arch else None
             rules = rules_for(self.root, info, info.interpreter, interpreter_bytes, self.hwcaps)
             self._rules[key] = rules
         return rules
@@ -215,24 +251,49 @@ class Resolver:
     # -- the main entry point --------------------------------------------------------
 
     def read_input(self, path: str) -> ElfInfo:
-        """Parse a command-line argument, raising :class:`InputError` with one clear line."""
-        in_root = path if path.startswith("/") or self.root.is_host else "/" + path
-        host = self.root.host_path(in_root)
+        """Parse a command-line argument, raising :class:`InputError` with one clear line.
+
+        Only a regular ELF program or library is accepted: a directory, FIFO,
+        socket or device is refused after a ``stat`` (never opened to block), and
+        so are relocatable objects and core dumps. The parse is cached with the
+        files the resolution probes, so an input is read once per Resolver.
+        """
+        host = self.root.host_path(self._absolute(path))
         where = f" inside {self.root.top}" if not self.root.is_host else ""
-        if host is None or not os.path.lexists(host):
-            raise InputError(f"{path}: no such file{where}")
-        if os.path.isdir(host):
-            raise InputError(f"{path}: is a directory, not an ELF file")
         try:
-            return read_elf(host)
-        except NotElfError as err:
-            raise InputError(f"{path}: {_describe_non_elf(host) or err}") from err
-        except ElfError as err:
-            raise InputError(f"{path}: {err}") from err
+            if host is None:
+                raise FileNotFoundError(path)
+            st = os.stat(host)
+        except FileNotFoundError as err:
+            raise InputError(f"{path}: no such file{where}") from err
         except PermissionError as err:
             raise InputError(f"{path}: permission denied") from err
         except OSError as err:
             raise InputError(f"{path}: {err.strerror or err}") from err
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{path}: is a directory, not an ELF file")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file ({_file_type(st.st_mode)})")
+        file_id = (st.st_dev, st.st_ino)
+        known = self._files.get(file_id)
+        info = known[0] if known is not None else None
+        if info is None:
+            try:
+                info = read_elf(host)
+            except NotElfError as err:
+                raise InputError(f"{path}: {_describe_non_elf(host) or err}") from err
+            except ElfError as err:
+                self._files[file_id] = (None, str(err))
+                raise InputError(f"{path}: {err}") from err
+            except PermissionError as err:
+                raise InputError(f"{path}: permission denied") from err
+            except OSError as err:
+                raise InputError(f"{path}: {err.strerror or err}") from err
+            self._files[file_id] = (info, None)
+        problem = type_description(info.elf_type)
+        if problem is not None:
+            raise InputError(f"{path}: {problem}")
+        return info
 
     def resolve(
         self,
@@ -253,8 +314,7 @@ class Resolver:
             return closure
         rules = self.rules_for(info)
         closure.rules = rules
-        in_root = path if path.startswith("/") else ("/" + path if not self.root.is_host else path)
-        real = self.root.realpath(in_root if in_root.startswith("/") else os.path.abspath(in_root))
+        real = self.root.realpath(self._absolute(path))
         # The kernel starts the program through /proc/self/exe: $ORIGIN is its real directory.
         main = _Object(path, info, None, os.path.dirname(real) if real else None)
         _Session(self, rules, closure, main).run(tuple(dlopen))
@@ -290,7 +350,7 @@ class _Session:
         self._map_interpreter()
         if self.rules.kind == "glibc":
             for name in self.resolver._preloads():
-                self._request(main, name, "needed")
+                self._request(main, name, "preload")
         self._drain(0)
         for name, requester_name in dlopen:
             requester = self.by_name.get(requester_name, main) if requester_name else main
@@ -354,7 +414,8 @@ class _Session:
             self.by_name[name] = existing
             return
         assert candidate.info is not None
-        obj = _Object(candidate.path, candidate.info, requester, _dirname(candidate.path))
+        origin = self.resolver._origin_of(candidate.path)
+        obj = _Object(candidate.path, candidate.info, requester, origin)
         self.by_name[name] = obj
         self.by_name.setdefault(candidate.path, obj)
         self.by_id[candidate.file_id] = obj
@@ -369,6 +430,11 @@ class _Session:
             return
         if kind == "dlopen":
             self.closure.dlopen_missing.append(Missing(name, requester.path, reason))
+            return
+        if kind == "preload":
+            # rtld.c: "object ... cannot be preloaded ...: ignored"; a later
+            # DT_NEEDED of the same name is still searched and may be missing.
+            self.closure.preload_missing.append(Missing(name, PRELOAD_PATH, reason))
             return
         if name not in self.missing_names:
             self.missing_names.add(name)
@@ -569,33 +635,22 @@ def _split(value: str, separators: str, keep_empty: bool = False) -> list[str]:
     return parts if keep_empty else [part for part in parts if part]
 
 
-def _dirname(path: str) -> str:
-    directory = path.rpartition("/")[0]
-    if path.startswith("/"):
-        return directory or "/"
-    # glibc prefixes a relative object name with the working directory.
-    return os.path.join(os.getcwd(), directory) if directory else os.getcwd()
-
-
-def _system_interpreter_bytes(root: RootFS, info: ElfInfo) -> bytes | None:
-    """The root's glibc loader for ``info``'s architecture, to read its settings from."""
-    names = {
-        (62, 2): ("/lib64/ld-linux-x86-64.so.2",),
-        (3, 1): ("/lib/ld-linux.so.2",),
-        (183, 2): ("/lib/ld-linux-aarch64.so.1",),
-        (40, 1): ("/lib/ld-linux-armhf.so.3",),
-    }.get((info.machine, info.elf_class), ())
-    for name in names:
-        data = root.read_bytes(name)
-        if data is not None:
-            return data
-    return None
+def _file_type(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "an unknown file type"
 
 
 def _describe_non_elf(host: str) -> str | None:
     """A better line than "not an ELF file" for the common cases."""
     try:
-        with open(host, "rb") as stream:
+        with os.fdopen(open_regular(host), "rb") as stream:
             head = stream.read(256)
     except OSError:
         return None
@@ -605,7 +660,3 @@ def _describe_non_elf(host: str) -> str | None:
         interpreter = head[2:].split(b"\n", 1)[0].strip().decode("utf-8", "replace")
         return f"a script for {interpreter!r}, not an ELF file"
     return None
-
-
-def describe_machine(info: ElfInfo) -> str:
-    return f"{info.bits}-bit {machine_name(info.machine)}"

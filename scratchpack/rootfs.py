@@ -8,6 +8,7 @@ host root ``/`` needs no such care, so it takes the kernel's own resolution.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import stat
@@ -21,10 +22,53 @@ class PathStep:
     """One component met on the way to a file: a real directory, a symlink, or the file."""
 
     path: str  # in-root absolute path of this component
-    kind: str  # "dir" | "symlink" | "file"
+    kind: str  # "dir" | "symlink" | "file" (a regular file); "other" only inside RootFS
     host: str  # where it is on the host
     mode: int  # st_mode from lstat
     target: str | None  # the symlink's target, as written
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+def open_regular(host: str, follow: bool = True) -> int:
+    """A read-only descriptor of regular file ``host``, opened without blocking.
+
+    Raises :class:`OSError` (``EISDIR`` for a directory, ``EINVAL`` for a FIFO,
+    socket or device) instead of waiting on a FIFO's writer or a device. With
+    ``follow`` false a final symlink is refused (the path is already resolved).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(host, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                raise OSError(errno.EISDIR, "is a directory", host)
+            raise OSError(errno.EINVAL, "not a regular file", host)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(host: str, follow: bool = True) -> bytes | None:
+    """The bytes of regular file ``host``; None when it is absent, unreadable or not a file."""
+    try:
+        fd = open_regular(host, follow)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as stream:
+            return stream.read()
+    except OSError:
+        return None
 
 
 class RootFS:
@@ -45,10 +89,6 @@ class RootFS:
         real = self.realpath(path)
         return None if real is None else self.top + real
 
-    def host_path_unresolved(self, path: str) -> str:
-        """The host path of ``path`` without resolving symlinks; safe only for reporting."""
-        return path if self.is_host else self.top + path
-
     def realpath(self, path: str) -> str | None:
         """In-root canonical path of absolute ``path``, or None when a component is missing."""
         if self.is_host:
@@ -64,7 +104,8 @@ class RootFS:
         return result
 
     def _resolve(self, path: str) -> str | None:
-        steps = self.trace(path)
+        # A FIFO, socket or device still has a path: callers stat it and say what it is.
+        steps = self._walk(path)
         if steps is None:
             return None
         return steps[-1].path if steps else "/"
@@ -74,8 +115,17 @@ class RootFS:
 
         An image must reproduce the chain (``/lib -> usr/lib``, SONAME links),
         not just the final file, for the loader to open the path it opens here.
-        None when a component is missing or the links loop.
+        None when a component is missing, the links loop, or the final component
+        is not a directory, a symlink or a regular file (a FIFO, a socket, a
+        device node): every step returned is one of "dir", "symlink", "file".
         """
+        steps = self._walk(path)
+        if steps is not None and steps and steps[-1].kind == "other":
+            return None
+        return steps
+
+    def _walk(self, path: str) -> list[PathStep] | None:
+        """:meth:`trace`, with a final component of any type (kind "other" for the rest)."""
         pending = [part for part in path.split("/") if part and part != "."]
         pending.reverse()
         real: list[str] = []
@@ -104,7 +154,7 @@ class RootFS:
                 pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
                 continue
             real.append(part)
-            kind = "dir" if stat.S_ISDIR(info.st_mode) else "file"
+            kind = _kind(info.st_mode)
             if pending and kind != "dir":
                 return None
             steps.append(PathStep(in_root, kind, host, info.st_mode, None))
@@ -119,15 +169,15 @@ class RootFS:
         return host is not None and os.path.isdir(host)
 
     def read_bytes(self, path: str) -> bytes | None:
-        """The file's bytes, or None when it is absent or unreadable."""
+        """The regular file's bytes, or None when it is absent, unreadable or not a file.
+
+        A FIFO or a device in the root must not block or stream forever: the file
+        is opened non-blocking and read only when it is a regular file.
+        """
         host = self.host_path(path)
         if host is None:
             return None
-        try:
-            with open(host, "rb") as stream:
-                return stream.read()
-        except OSError:
-            return None
+        return read_regular(host, follow=self.is_host)
 
     def read_text(self, path: str) -> str | None:
         data = self.read_bytes(path)

@@ -276,7 +276,11 @@ def plan_shrink(
 ) -> ShrinkPlan:
     """What the shrunk image holds and how it runs; nothing is built yet."""
     root = RootFS(root_dir)
-    resolver = Resolver(root_dir, library_path=_env(summary).get("LD_LIBRARY_PATH", ""))
+    resolver = Resolver(
+        root_dir,
+        library_path=_env(summary).get("LD_LIBRARY_PATH", ""),
+        cwd=summary.get("WorkingDir") or "/",
+    )
     options = BuildOptions(binaries=[], root=str(root_dir), essentials=Essentials(nss=True))
     env = _env(summary)
     workdir = summary.get("WorkingDir") or "/"

@@ -79,6 +79,12 @@ def _make(kind: str, d: Path, dynamic_elf: Path) -> Path:
         p.chmod(0o755)
     elif kind == "directory":
         p.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(p)  # opening it to read would wait for a writer forever
+    elif kind in ("relocatable", "core"):
+        data = bytearray(dynamic_elf.read_bytes())
+        struct.pack_into("<H", data, 16, 1 if kind == "relocatable" else 4)  # e_type
+        p.write_bytes(bytes(data))
     elif kind == "nonexistent":
         pass
     else:
@@ -97,6 +103,9 @@ KINDS = [
     "corrupt-strtab",
     "directory",
     "nonexistent",
+    "fifo",
+    "relocatable",
+    "core",
 ]
 
 
