@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from scratchpack.assemble import Entry, RootPlan, write_tree
 from scratchpack.config import ImageConfig
-from scratchpack.elf import ELF_MAGIC
 from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
 from scratchpack.essentials import (
     CA_BUNDLE,
@@ -114,7 +113,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
             closures.append(resolve_for_image(resolver, target, options, warnings))
     for include in options.includes:
         for image_path, source in add_include(plan, root, include):
-            if not _is_elf(root, source):
+            if not root.is_elf(source):
                 continue
             closure = resolve_for_image(resolver, source, options, warnings)
             if image_path != source:
@@ -279,17 +278,6 @@ def add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, s
     if root_fs.host_path(source) is None:
         raise InputError(f"--include {spec}: {source} does not exist")
     return plan.add_tree(root_fs, source, "include", dest or None)
-
-
-def _is_elf(root_fs: RootFS, path: str) -> bool:
-    host = root_fs.host_path(path)
-    if host is None:
-        return False
-    try:
-        with open(host, "rb") as stream:
-            return stream.read(4) == ELF_MAGIC
-    except OSError:
-        return False
 
 
 def _included(plan: RootPlan) -> set[str]:

@@ -70,6 +70,38 @@ def clear_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def debug_variant_options(command: F) -> F:
+    """--debug-shell, --debug-base, --busybox: how a debug variant gets its shell."""
+    for option in reversed(
+        [
+            click.option(
+                "--debug-shell",
+                type=click.Choice(["base", "busybox"]),
+                default="base",
+                show_default=True,
+                help="base: laid over --debug-base; busybox: a static busybox at /busybox.",
+            ),
+            click.option(
+                "--debug-base",
+                default="alpine:3.20",
+                show_default=True,
+                metavar="IMAGE",
+                help="The local image the debug variant builds on (never pulled).",
+            ),
+            click.option(
+                "--busybox",
+                "busybox_path",
+                default="/bin/busybox",
+                show_default=True,
+                metavar="PATH",
+                help="The static busybox for --debug-shell busybox (Debian's busybox-static).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scratchpack")
 def cli() -> None:
@@ -245,28 +277,7 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
 )
 @click.option("--debug", is_flag=True, help="Also make TAG-debug: the same image with a shell.")
 @click.option("--debug-suffix", default="-debug", show_default=True, help="Tag suffix of it.")
-@click.option(
-    "--debug-shell",
-    type=click.Choice(["base", "busybox"]),
-    default="base",
-    show_default=True,
-    help="base: on top of --debug-base; busybox: a static busybox at /busybox, no base.",
-)
-@click.option(
-    "--debug-base",
-    default="alpine:3.20",
-    show_default=True,
-    metavar="IMAGE",
-    help="The local image the debug variant builds on (never pulled).",
-)
-@click.option(
-    "--busybox",
-    "busybox_path",
-    default="/bin/busybox",
-    show_default=True,
-    metavar="PATH",
-    help="The static busybox for --debug-shell busybox (Debian's busybox-static).",
-)
+@debug_variant_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
 def build(
@@ -501,15 +512,7 @@ def shrink(
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, metavar="[IMAGE] [-- COMMAND...]")
 @click.option("-t", "--tag", help="Tag of the debug variant (default: IMAGE's tag + -debug).")
-@click.option(
-    "--debug-shell",
-    type=click.Choice(["base", "busybox"]),
-    default="base",
-    show_default=True,
-    help="base: IMAGE's files on top of --debug-base; busybox: IMAGE plus /busybox.",
-)
-@click.option("--debug-base", default="alpine:3.20", show_default=True, metavar="IMAGE")
-@click.option("--busybox", "busybox_path", default="/bin/busybox", show_default=True)
+@debug_variant_options
 @click.option(
     "--attach",
     "container",

@@ -207,27 +207,24 @@ def debug_existing(
     """
     import tempfile
 
-    from scratchpack.progress import ByteProgress
     from scratchpack.rootfs import RootFS
-    from scratchpack.unpack import image_config_summary, open_image, unpack
+    from scratchpack.unpack import image_config_summary, open_image, unpack_into
 
     info = engine.image(image)
     machine, bits = machine_for(info.architecture or "amd64")
     with tempfile.TemporaryDirectory(prefix="scratchpack-debug-") as work:
         workdir = Path(work)
-        (workdir / "source").mkdir()
-        source = open_image(image, engine.client, workdir=workdir / "source")
-        config = config_from_summary(image_config_summary(source))
         if shell == "busybox":
+            # FROM IMAGE keeps its files: only its configuration is needed.
+            (workdir / "source").mkdir()
+            source = open_image(image, engine.client, workdir=workdir / "source")
+            config = config_from_summary(image_config_summary(source))
             plan = ImagePlan(RootPlan(), config, [], [], machine, bits)
             variant = debug_variant(plan, "busybox", busybox=busybox)
             base = image
         else:
-            root_dir = workdir / "root"
-            root_dir.mkdir()
-            progress = ByteProgress("unpacking", source.layers_size, enabled=show_progress)
-            report = unpack(source, root_dir, progress.advance)
-            progress.done()
+            source, root_dir, report = unpack_into(image, engine.client, workdir, show_progress)
+            config = config_from_summary(image_config_summary(source))
             root = RootFS(root_dir)
             tree = RootPlan()
             for name in sorted(os.listdir(root_dir)):

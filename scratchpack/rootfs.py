@@ -164,6 +164,17 @@ class RootFS:
         host = self.host_path(path)
         return host is not None and os.path.exists(host)
 
+    def is_elf(self, path: str) -> bool:
+        """Whether ``path`` is a regular file that starts like an ELF file."""
+        host = self.host_path(path)
+        if host is None or not os.path.isfile(host):
+            return False
+        try:
+            with open(host, "rb") as stream:
+                return stream.read(4) == b"\x7fELF"
+        except OSError:
+            return False
+
     def is_dir(self, path: str) -> bool:
         host = self.host_path(path)
         return host is not None and os.path.isdir(host)

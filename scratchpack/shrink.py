@@ -39,7 +39,6 @@ from scratchpack.build import (
 )
 from scratchpack.config import ImageConfig, config_from_summary
 from scratchpack.dpkg import DpkgIndex
-from scratchpack.elf import ELF_MAGIC
 from scratchpack.errors import InputError
 from scratchpack.essentials import Essentials
 from scratchpack.resolve import Closure, Resolver
@@ -294,7 +293,7 @@ def plan_shrink(
     for program in programs:
         plan.add_path(root, program, "closure")
         kept.add("closure", program)
-        if _is_elf(root, program):
+        if root.is_elf(program):
             elf_paths.append(program)
     program_elves = set(elf_paths)
     if static:
@@ -305,18 +304,18 @@ def plan_shrink(
                 kept.reasons.setdefault("packages", []).extend(packages)
             for path in paths:
                 _keep(plan, root, path, "package", kept)
-                if _is_elf(root, path):
+                if root.is_elf(path):
                     elf_paths.append(path)
     for path in traced:
         if root.host_path(path) is None:
             continue
         _keep(plan, root, path, "trace", kept)
-        if _is_elf(root, path):
+        if root.is_elf(path):
             elf_paths.append(path)
     for include in includes:
         for image_path, source in add_include(plan, root, include):
             kept.add("include", image_path)
-            if _is_elf(root, source):
+            if root.is_elf(source):
                 elf_paths.append(source)
 
     closures: list[Closure] = []
@@ -370,17 +369,6 @@ def _keep(plan: RootPlan, root: RootFS, path: str, reason: str, kept: Kept) -> N
     plan.add_path(root, path, reason)
     if new:
         kept.add(reason, path)
-
-
-def _is_elf(root: RootFS, path: str) -> bool:
-    host = root.host_path(path)
-    if host is None or not os.path.isfile(host):
-        return False
-    try:
-        with open(host, "rb") as stream:
-            return stream.read(4) == ELF_MAGIC
-    except OSError:
-        return False
 
 
 def image_config(summary: dict[str, Any], source_digest: str) -> ImageConfig:
@@ -470,8 +458,8 @@ def run_shrink(
     """
     from scratchpack.build import context_archive
     from scratchpack.pipeline import choose_engine, write_image
-    from scratchpack.progress import ByteProgress, terminal_progress
-    from scratchpack.unpack import image_config_summary, open_image, unpack
+    from scratchpack.progress import terminal_progress
+    from scratchpack.unpack import image_config_summary, unpack_into
 
     in_engine = not os.path.lexists(os.path.expanduser(image))
     engine = None
@@ -484,13 +472,9 @@ def run_shrink(
         say = terminal_progress if show_progress else None
         if say:
             say(f"reading {image}")
-        (workdir / "source").mkdir()
-        source = open_image(image, engine.client if engine else None, workdir=workdir / "source")
-        root_dir = workdir / "root"
-        root_dir.mkdir()
-        progress = ByteProgress("unpacking", source.layers_size, enabled=show_progress)
-        report = unpack(source, root_dir, progress.advance)
-        progress.done()
+        source, root_dir, report = unpack_into(
+            image, engine.client if engine else None, workdir, show_progress
+        )
         summary = image_config_summary(source)
         traced: frozenset[str] = frozenset()
         if trace:

@@ -811,3 +811,19 @@ def image_config_summary(source: ImageSource) -> dict[str, Any]:
     for key in ("architecture", "os"):
         summary[key] = source.config.get(key) or None
     return summary
+
+
+def unpack_into(
+    reference: str, client: Any, workdir: Path, show_progress: bool = False
+) -> tuple[ImageSource, Path, UnpackReport]:
+    """Open ``reference`` and apply its layers into ``workdir/root`` (``workdir`` is temporary)."""
+    from scratchpack.progress import ByteProgress
+
+    (workdir / "source").mkdir()
+    source = open_image(reference, client, workdir=workdir / "source")
+    root = workdir / "root"
+    root.mkdir()
+    progress = ByteProgress("unpacking", source.layers_size, enabled=show_progress)
+    report = unpack(source, root, progress.advance)
+    progress.done()
+    return source, root, report
