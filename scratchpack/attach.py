@@ -65,7 +65,7 @@ import docker.errors
 import requests.exceptions
 
 from scratchpack.busybox import busybox_applets
-from scratchpack.engine import EngineError, _short
+from scratchpack.engine import Engine, EngineError, _short
 from scratchpack.errors import InputError
 
 TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
@@ -147,7 +147,7 @@ def ensure_tools_image(client: docker.DockerClient, busybox_path: str = "/bin/bu
                 _add(tar, f"rootfs/busybox/{name}", kind=tarfile.SYMTYPE, link="busybox")
     context.seek(0)
 
-    image_id = _build(client, context, TOOLS_IMAGE)
+    image_id = Engine.from_client(client).build(context, TOOLS_IMAGE)
     if previous is not None and previous.id != image_id:
         # The stale image lost the tag: drop it if that left it dangling (no other
         # tag) and unused, never an image someone else still names.
@@ -208,29 +208,6 @@ def _add(
     info.linkname = link
     info.size = len(data) if kind == tarfile.REGTYPE else 0
     tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-
-
-def _build(client: docker.DockerClient, context: io.BytesIO, tag: str) -> str:
-    image_id: str | None = None
-    try:
-        for chunk in client.api.build(
-            fileobj=context,
-            custom_context=True,
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        ):
-            if "error" in chunk:
-                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                raise EngineError(f"the engine failed to build {tag}: {detail.strip()}")
-            image_id = chunk.get("aux", {}).get("ID", image_id)
-        return image_id or str(client.images.get(tag).id)
-    except docker.errors.DockerException as err:
-        raise EngineError(f"the engine refused to build {tag}: {_short(err)}") from err
-    except requests.exceptions.RequestException as err:
-        raise EngineError(f"lost the Docker engine while building {tag}: {_short(err)}") from err
 
 
 def _local_image(client: docker.DockerClient, reference: str) -> Any:

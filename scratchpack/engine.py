@@ -53,6 +53,14 @@ def _where() -> str:
 class Engine:
     """A connection to the engine that ``DOCKER_HOST`` (or the default socket) names."""
 
+    @classmethod
+    def from_client(cls, client: Any) -> Engine:
+        """Wrap a docker client that is already connected."""
+        engine = cls.__new__(cls)
+        engine.client = client
+        engine.api = client.api
+        return engine
+
     def __init__(self) -> None:
         try:
             self.client = docker.from_env()
@@ -71,7 +79,10 @@ class Engine:
         image_id: str | None = None
         # A file body goes out in 16 KiB writes (0.12 s of syscalls for curl's 19 MB);
         # bytes go out in one. Contexts up to this size are sent from memory.
-        size = os.fstat(context.fileno()).st_size if hasattr(context, "fileno") else None
+        try:
+            size: int | None = os.fstat(context.fileno()).st_size
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            size = None  # an in-memory stream: already in memory
         body: BinaryIO | bytes = context
         if size is not None and size <= _IN_MEMORY_CONTEXT:
             body = context.read()
