@@ -248,3 +248,23 @@ def test_debug_of_an_unknown_image_is_a_clear_error(docker_client) -> None:  # t
         proc.stderr.strip()
         == "scratchpack: no image scratchpack-test/not-there:1 in the local engine"
     )
+
+
+@pytest.mark.engine
+def test_a_base_of_another_architecture_is_refused(docker_client, tags: list[str]) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_attach import _foreign_archive
+
+    base = f"scratchpack-test/foreign-base:{uuid.uuid4().hex[:8]}"
+    tags.append(base)
+    docker_client.images.load(_foreign_archive(base, "arm64"))
+    tag = f"scratchpack-test/hello:{uuid.uuid4().hex[:8]}"
+    tags.append(tag)
+    proc = scratchpack(
+        "build", str(HELLO), "-t", tag, "--engine", "docker", "--debug", "--debug-base", base
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "scratchpack: the debug base is arm64 but the application is amd64"
+    ]
+    for name in (tag, f"{tag}-debug"):
+        assert not docker_client.images.list(name=name), "a failed run keeps no image"
