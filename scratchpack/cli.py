@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -442,7 +443,7 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
 @click.option("--trace-args", metavar="ARGS", help="Arguments to trace with, instead of Cmd.")
 @click.option(
     "--trace-timeout",
-    type=float,
+    type=click.FloatRange(min=1, max=86400),
     default=60,
     show_default=True,
     metavar="SECONDS",
@@ -547,10 +548,26 @@ def debug(
     from scratchpack.debug import debug_existing, debug_tag
     from scratchpack.engine import Engine
 
-    engine = Engine()
     if container is not None:
         from scratchpack.attach import attach
 
+        if not container.strip():
+            raise InputError("--attach needs the name or ID of a running container")
+        ignored = [
+            option
+            for option, given in (
+                ("-t", tag),
+                ("--debug-shell", debug_shell != "base"),
+                ("--debug-base", debug_base != "alpine:3.20"),
+                ("--busybox", busybox_path != "/bin/busybox"),
+            )
+            if given
+        ]
+        if ignored:
+            raise InputError(
+                f"--attach opens a shell in a sidecar: {', '.join(ignored)} do not apply"
+            )
+        engine = Engine()
         command = list(args) or None
         outcome = attach(engine.client, container, tools_image, command)
         if outcome.output is not None:
@@ -559,6 +576,9 @@ def debug(
     if len(args) != 1:
         raise InputError("debug takes one IMAGE (or --attach CONTAINER)")
     image = args[0]
+    if tag is None and re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", image):
+        raise InputError(f"{image} is an image ID: name the debug variant with -t NAME[:TAG]")
+    engine = Engine()
     result = debug_existing(
         engine,
         image,

@@ -208,7 +208,7 @@ def debug_existing(
     import tempfile
 
     from scratchpack.rootfs import RootFS
-    from scratchpack.unpack import image_config_summary, open_image, unpack_into
+    from scratchpack.unpack import image_config_summary, summarize_config, unpack_into
 
     info = engine.image(image)
     machine, bits = machine_for(info.architecture or "amd64")
@@ -216,13 +216,13 @@ def debug_existing(
         workdir = Path(work)
         if shell == "busybox":
             # FROM IMAGE keeps its files: only its configuration is needed.
-            (workdir / "source").mkdir()
-            source = open_image(image, engine.client, workdir=workdir / "source")
-            config = config_from_summary(image_config_summary(source))
+            attrs = engine.client.images.get(image).attrs
+            config = config_from_summary(summarize_config({"config": attrs.get("Config") or {}}))
             plan = ImagePlan(RootPlan(), config, [], [], machine, bits)
             variant = debug_variant(plan, "busybox", busybox=busybox)
             base = image
         else:
+            engine.image(base_image)  # a missing base fails before the image is unpacked
             source, root_dir, report = unpack_into(image, engine.client, workdir, show_progress)
             config = config_from_summary(image_config_summary(source))
             root = RootFS(root_dir)

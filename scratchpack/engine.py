@@ -179,6 +179,16 @@ class Engine:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
 
+    def tag(self, image_id: str, reference: str) -> None:
+        """Give ``image_id`` the name ``reference`` (moving it from any other image)."""
+        from scratchpack.reference import Reference
+
+        parsed = Reference.parse(reference)
+        try:
+            self.api.tag(image_id, parsed.name, parsed.tag, force=True)
+        except docker.errors.DockerException as err:
+            raise EngineError(f"cannot tag {image_id} as {reference}: {_short(err)}") from err
+
     def has_image(self, reference: str) -> bool:
         try:
             self.client.images.get(reference)

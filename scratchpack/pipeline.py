@@ -103,15 +103,33 @@ def check_request(request: BuildRequest) -> None:
         ):
             if given:
                 raise InputError(f"{option} uses the built-in writer: drop --engine docker")
+    if request.debug is not None:
+        if not request.debug.suffix:
+            raise InputError("--debug-suffix must not be empty: the variant needs a tag of its own")
+        if request.push and request.output is None:
+            raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
+    targets: list[tuple[Path, str]] = []
     if request.context_dir is not None:
         _check_new_directory(request.context_dir, "--context")
+        targets.append((request.context_dir, "--context"))
     if request.output is not None:
-        if request.output.suffix == ".tar":
-            _check_new_file(request.output, "--output", may_exist=True)
-        else:
-            _check_new_directory(request.output, "--output")
+        _check_output(request.output, "--output")
+        targets.append((request.output, "--output"))
+        if request.debug is not None:
+            from scratchpack.debug import debug_output
+
+            debug_target = debug_output(request.output, request.debug.suffix)
+            _check_output(debug_target, "the debug variant's output")
+            targets.append((debug_target, "the debug variant's output"))
     if request.sbom is not None:
         _check_new_file(request.sbom, "--sbom", may_exist=True)
+        targets.append((request.sbom, "--sbom"))
+    seen: dict[Path, str] = {}
+    for path, option in targets:
+        resolved = path.absolute().resolve()
+        if resolved in seen:
+            raise InputError(f"{option} and {seen[resolved]} both name {path}")
+        seen[resolved] = option
     if request.template is not None:
         try:
             request.template.read_text(encoding="utf-8")
@@ -119,6 +137,14 @@ def check_request(request: BuildRequest) -> None:
             raise InputError(f"--template {request.template}: cannot read it ({err})") from err
     check_config(request.config)
     source_date_epoch()  # a bad SOURCE_DATE_EPOCH fails now, not after the build
+
+
+def _check_output(path: Path, option: str) -> None:
+    """An image output: a ``.tar`` file (replaced if it exists) or a new or empty directory."""
+    if path.suffix == ".tar":
+        _check_new_file(path, option, may_exist=True)
+    else:
+        _check_new_directory(path, option)
 
 
 def _check_new_directory(path: Path, option: str) -> None:
@@ -154,7 +180,22 @@ class Outputs:
 
     moves: list[tuple[Path, Path]] = field(default_factory=list)  # (staged, target)
     scratch: list[Path] = field(default_factory=list)  # temporary, always removed
-    images: list[tuple[Engine, str]] = field(default_factory=list)  # built; removed on failure
+    # Images built under a throw-away tag: (engine, image ID, throw-away tag, final tag).
+    # Publishing gives them their final tag; a failure removes them and leaves the
+    # user's image that holds the final tag as it was.
+    images: list[tuple[Engine, str, str, str]] = field(default_factory=list)
+
+    def engine_tag(self, engine: Engine, final: str) -> str:
+        """A throw-away tag to build ``final`` under until everything has succeeded."""
+        temporary = f"scratchpack-staging/{os.getpid()}-{os.urandom(4).hex()}:{len(self.images)}"
+        self.images.append((engine, "", temporary, final))
+        return temporary
+
+    def built(self, temporary: str, image_id: str) -> None:
+        self.images = [
+            (engine, image_id if tmp == temporary else known, tmp, final)
+            for engine, known, tmp, final in self.images
+        ]
 
     def directory(self, target: Path) -> Path:
         target = target.absolute()
@@ -176,7 +217,8 @@ class Outputs:
     def publish(self) -> None:
         umask = os.umask(0)
         os.umask(umask)
-        for staged, target in self.moves:
+        while self.moves:
+            staged, target = self.moves[0]
             if staged.is_dir() and staged.name.startswith(".scratchpack-"):
                 if target.is_dir():
                     target.rmdir()  # checked empty before the work began
@@ -185,14 +227,19 @@ class Outputs:
                 os.chmod(staged, 0o666 & ~umask)
                 os.replace(staged, target)
                 staged.parent.rmdir()
-        self.moves.clear()
+            self.moves.pop(0)
+        while self.images:
+            engine, image_id, temporary, final = self.images[0]
+            engine.tag(image_id, final)
+            engine.remove_image(temporary)  # the name only: the image keeps its final tag
+            self.images.pop(0)
 
     def discard(self) -> None:
         for staged, _target in self.moves:
             holder = staged if staged.name.startswith(".scratchpack-") else staged.parent
             shutil.rmtree(holder, ignore_errors=True)
-        for engine, image in self.images:
-            engine.remove_image(image)
+        for engine, _image_id, temporary, _final in self.images:
+            engine.remove_image(temporary)
         self.moves.clear()
         self.images.clear()
 
@@ -206,11 +253,10 @@ def staged_outputs() -> Iterator[Outputs]:
     outputs = Outputs()
     try:
         yield outputs
-    except BaseException:
-        outputs.discard()
-        raise
-    else:
         outputs.publish()
+    except BaseException:
+        outputs.discard()  # what publishing had not yet moved into place
+        raise
     finally:
         outputs.cleanup()
 
@@ -270,10 +316,13 @@ def run_build(request: BuildRequest, warn: Callable[[str], None]) -> dict[str, A
             pass
         elif engine is not None:
             assert request.tag is not None
-            result.update(engine="docker", **_engine_build(engine, plan, request.tag, request,
-                                                           outputs, progress))  # fmt: skip
+            built = _engine_build(engine, plan, request.tag, request, outputs, progress)
+            built_as = built.pop("built_as")
+            result.update(engine="docker", **built)
             if request.verify is not None:
-                result["verify"] = verify_image(request.tag, request.verify, engine)
+                result["verify"] = verify_image(
+                    request.tag, request.verify, engine, built_as=built_as
+                )
         else:
             assert request.tag is not None
             target = None if push_only else (request.output or default_archive(request.tag))
@@ -309,11 +358,12 @@ def _engine_build(
     progress: Callable[[str], None] | None,
     base: str = "scratch",
 ) -> dict[str, Any]:
+    temporary = outputs.engine_tag(engine, tag)
     with context_archive(plan, request.template, base) as context:
-        image_id = engine.build(context, tag, progress)
-    outputs.images.append((engine, tag))
+        image_id = engine.build(context, temporary, progress)
+    outputs.built(temporary, image_id)
     info = engine.image(image_id)
-    return {"image": info.id, "size": info.size}
+    return {"image": info.id, "size": info.size, "built_as": temporary}
 
 
 def write_image(
@@ -358,7 +408,11 @@ def _write(
 
 
 def verify_image(
-    tag: str, args: list[str], engine: Engine | None = None, layout: Path | None = None
+    tag: str,
+    args: list[str],
+    engine: Engine | None = None,
+    layout: Path | None = None,
+    built_as: str | None = None,
 ) -> dict[str, object]:
     """Run the new image with ``args`` and no network; fail (exit 4) if it fails.
 
@@ -368,7 +422,7 @@ def verify_image(
     """
     from scratchpack.engine import Engine, EngineError
 
-    reference = tag
+    reference = built_as or tag
     loaded = False
     if engine is None:
         assert layout is not None
@@ -382,6 +436,11 @@ def verify_image(
         loaded = True
     try:
         run = engine.run(reference, args)
+    except EngineError as err:  # it could not even start: the image fails its check
+        outcome = "nothing written" if loaded else "image removed"
+        raise VerifyError(
+            f"{tag} cannot run --verify {shlex.join(args)!r}: {err} ({outcome})"
+        ) from err
     finally:
         if loaded:
             engine.remove_image(reference)
@@ -446,7 +505,9 @@ def _debug(
     }
     if engine is not None:
         base = settings.base if settings.shell == "base" else "scratch"
-        result.update(_engine_build(engine, variant, tag, request, outputs, progress, base))
+        built = _engine_build(engine, variant, tag, request, outputs, progress, base)
+        built.pop("built_as")
+        result.update(built)
         return result
     main = request.output or default_archive(request.tag)
     target = debug_output(main, settings.suffix)

@@ -8,6 +8,7 @@ own template with the same variables.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,46 @@ def literal(value: str) -> str:
     return value.replace("\\", "\\\\").replace("$", "\\$")
 
 
+_STOP_SIGNAL = re.compile(r"^[A-Za-z0-9+]+$")
+
+
 def check_dockerfile_values(config: ImageConfig) -> None:
-    """Refuse what a Dockerfile cannot express, instead of building something else."""
+    """Refuse what a Dockerfile cannot express, instead of building something else.
+
+    The values may come from another image's config (shrink, debug): a newline
+    would end the instruction and start one of the config's choosing (an ADD of
+    a URL makes the engine download), so no field may hold one.
+    """
     for option, pairs in (("--env", config.env), ("--label", config.labels)):
         for key, value in pairs:
-            if "\n" in key or "\n" in value or "\r" in value:
+            if _has_newline(key) or _has_newline(value):
                 raise InputError(
                     f"{option} {key}: a Dockerfile cannot hold a newline in a value; "
                     "build with --engine none, whose image config can"
                 )
+    singles = [
+        ("WORKDIR", config.workdir),
+        ("USER", config.user),
+        ("STOPSIGNAL", config.stop_signal),
+        *(("EXPOSE", port) for port in config.expose),
+        *(("VOLUME", volume) for volume in config.volumes),
+        *(("HEALTHCHECK", str(part)) for part in (config.healthcheck or {}).get("Test") or []),
+    ]
+    for instruction, value in singles:
+        if value is not None and _has_newline(value):
+            raise InputError(
+                f"{instruction} {value!r}: a newline cannot be written in a Dockerfile"
+            )
+    if config.stop_signal is not None and not _STOP_SIGNAL.match(config.stop_signal):
+        raise InputError(f"STOPSIGNAL {config.stop_signal!r}: not a signal name or number")
+    for key in ("Interval", "Timeout", "StartPeriod", "Retries"):
+        value = (config.healthcheck or {}).get(key)
+        if value is not None and not isinstance(value, int):
+            raise InputError(f"HEALTHCHECK {key} {value!r}: not a whole number")
+
+
+def _has_newline(value: str) -> bool:
+    return "\n" in value or "\r" in value
 
 
 def exec_form(argv: list[str]) -> str:

@@ -795,12 +795,18 @@ _SUMMARY_FIELDS = (
 
 
 def image_config_summary(source: ImageSource) -> dict[str, Any]:
-    """The run-time settings a rebuilt image carries over, every field present.
+    """The run-time settings a rebuilt image carries over, every field present."""
+    return summarize_config(source.config)
+
+
+def summarize_config(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`image_config_summary` of an image config JSON (``{"config": ..., ...}``).
 
     Absent and empty values are None; ``ExposedPorts`` and ``Volumes`` (JSON
     objects used as sets) become sorted lists of their keys.
     """
-    runtime = source.config.get("config")
+    source_config = config
+    runtime = source_config.get("config")
     runtime = runtime if isinstance(runtime, dict) else {}
     summary: dict[str, Any] = {}
     for key in _SUMMARY_FIELDS:
@@ -809,7 +815,7 @@ def image_config_summary(source: ImageSource) -> dict[str, Any]:
             value = sorted(value)
         summary[key] = None if value in (None, "", [], {}) else value
     for key in ("architecture", "os"):
-        summary[key] = source.config.get(key) or None
+        summary[key] = source_config.get(key) or None
     return summary
 
 
