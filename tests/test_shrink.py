@@ -7,6 +7,7 @@ The real cases use Debian images made offline by tests/debian_images.py
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from tests.cfixtures import REPO_ROOT
@@ -27,13 +29,19 @@ from tests.cfixtures import REPO_ROOT
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
 
 
-def scratchpack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+
+
+def scratchpack(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scratchpack", *args],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -72,6 +80,40 @@ def shrink(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
+def read_from_image(client, image: str, path: str) -> tuple[tarfile.TarInfo, bytes]:  # type: ignore[no-untyped-def]
+    """``path`` of ``image`` (its tar header and, for a file, its bytes), never run."""
+    container = client.containers.create(image, network_mode="none")
+    try:
+        stream, _stat = container.get_archive(path)
+        data = b"".join(stream)
+    finally:
+        container.remove(force=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.next()
+        assert member is not None
+        content = tar.extractfile(member) if member.isfile() else None
+        return member, content.read() if content else b""
+
+
+def serves(client, tag: str) -> str:  # type: ignore[no-untyped-def]
+    """The body of ``GET /`` from ``tag`` with its port 80 published on 127.0.0.1."""
+    port = _free_port()
+    container = client.containers.create(tag, ports={"80/tcp": ("127.0.0.1", port)})
+    try:
+        container.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    return response.read().decode()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(container.logs().decode()) from None
+                time.sleep(0.3)
+    finally:
+        container.remove(force=True)
+
+
 # -- small images made here ---------------------------------------------------------------
 
 
@@ -84,9 +126,24 @@ def _build_from_tar(client, files: dict[str, tuple[bytes, int]], dockerfile: str
             tar.addfile(info, io.BytesIO(content))
     data.seek(0)
     for chunk in client.api.build(
-        fileobj=data, custom_context=True, tag=tag, pull=False, decode=True
+        fileobj=data, custom_context=True, tag=tag, pull=False, decode=True, rm=True, forcerm=True
     ):
         assert "error" not in chunk, chunk
+
+
+@pytest.mark.engine
+def test_build_from_tar_leaves_no_containers(docker_client, tags) -> None:  # type: ignore[no-untyped-def]
+    tag = new_tag(tags, "no-leftovers")
+    unique = uuid.uuid4().hex.encode()  # no cached step: every step runs in a container
+    _build_from_tar(
+        docker_client,
+        {"a.txt": (unique, 0o644), "b.txt": (unique, 0o644)},
+        'FROM scratch\nCOPY a.txt /\nCOPY b.txt /\nCMD ["/none"]\n',
+        tag,
+    )
+    parent = docker_client.images.get(tag).attrs["Parent"]
+    assert parent  # the classic builder's intermediate image
+    assert docker_client.containers.list(all=True, filters={"ancestor": parent}) == []
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +184,8 @@ def test_shrink_reads_archives_and_writes_without_an_engine(docker_client, tmp_p
         "build", str(HELLO), "-t", "fat:1", "--include", "/usr/share/doc/curl", "-o", str(archive)
     )
     assert built.returncode == 0, built.stderr
-    no_engine = {"DOCKER_HOST": "unix:///nonexistent.sock"}
     proc = scratchpack(
-        "shrink", str(archive), "-t", "thin:1", "-o", str(tmp_path / "thin.tar"), env=no_engine
+        "shrink", str(archive), "-t", "thin:1", "-o", str(tmp_path / "thin.tar"), env=NO_ENGINE
     )
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(tmp_path / "thin.tar") as thin:
@@ -138,6 +194,161 @@ def test_shrink_reads_archives_and_writes_without_an_engine(docker_client, tmp_p
             names = layer.getnames()
     assert str(HELLO).lstrip("/") in names
     assert not [name for name in names if name.startswith("usr/share/doc")]
+
+
+@pytest.fixture(scope="module")
+def hello_archive(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """hello-world and curl's docs, written by the built-in writer (no engine)."""
+    subprocess.run(["make", "-s", "-C", str(REPO_ROOT / "samples/hello-world")], check=True)
+    archive = tmp_path_factory.mktemp("hello") / "fat.tar"
+    built = scratchpack(
+        "build", str(HELLO), "-t", "fat:1", "--include", "/usr/share/doc/curl", "-o", str(archive),
+        env=NO_ENGINE,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    return archive
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-o", "/nonexistent/thin.tar"], "--output /nonexistent/thin.tar: /nonexistent is not a"),
+        (["-o", "{full}"], "exists and is not empty"),
+        (["--engine", "docker", "-o", "thin.tar"], "-o/--output uses the built-in writer"),
+        (["--trace-args", "--version"], "--trace-args only applies to a trace: add --trace"),
+        (["--probe-cmd", "curl {host}"], "--probe-cmd only applies to a trace: add --trace"),
+    ],
+)
+def test_shrink_refuses_bad_options_before_any_work(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    """The source does not even exist and no engine answers: the options are checked first."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep").write_text("x")
+    options = [option.replace("{full}", str(full)) for option in options]
+    proc = scratchpack("shrink", "scratchpack-test/none:1", "-t", "x:1", *options, env=NO_ENGINE)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # no .scratchpack-* left
+    assert [p.name for p in full.iterdir()] == ["keep"]
+
+
+def test_shrink_writes_builds_default_archive_name(hello_archive: Path, tmp_path: Path) -> None:
+    from scratchpack.pipeline import default_archive
+
+    tag = "scratchpack-test/thin:v1"
+    proc = scratchpack(
+        "shrink", str(hello_archive), "-t", tag, "--engine", "none", "--json",
+        env=NO_ENGINE, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["output"] == "thin_v1.tar" == str(default_archive(tag))
+    assert [p.name for p in tmp_path.iterdir()] == ["thin_v1.tar"]
+
+
+def _docker_archive(
+    source: Path, target: Path, extra: list[tuple[tarfile.TarInfo, bytes]], pax: dict[str, dict]
+) -> None:
+    """``source`` (an archive) as a docker-save archive of one layer: ``extra`` members
+    appended to it, ``pax`` headers set on the members it names."""
+    with tarfile.open(source) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(archive.extractfile(manifest["Config"]))  # type: ignore[arg-type]
+        assert len(manifest["Layers"]) == 1
+        blob = archive.extractfile(manifest["Layers"][0]).read()  # type: ignore[union-attr]
+    layer = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as old,
+        tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as new,
+    ):
+        for member in old:
+            member.pax_headers = {**member.pax_headers, **pax.get(member.name, {})}
+            new.addfile(member, old.extractfile(member) if member.isreg() else None)
+        for info, data in extra:
+            new.addfile(info, io.BytesIO(data))
+    config["rootfs"]["diff_ids"] = ["sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()]
+    files = {
+        "config.json": json.dumps(config).encode(),
+        "layer.tar": layer.getvalue(),
+        "manifest.json": json.dumps(
+            [{"Config": "config.json", "RepoTags": ["fat:1"], "Layers": ["layer.tar"]}]
+        ).encode(),
+    }
+    with tarfile.open(target, "w") as out:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+
+
+def test_refused_entries_and_lost_capabilities_are_warned(
+    hello_archive: Path, tmp_path: Path
+) -> None:
+    escape = tarfile.TarInfo("../escape")
+    escape.size = 1
+    program = str(HELLO).lstrip("/")
+    capability = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02 \x04"}
+    archive = tmp_path / "caps.tar"
+    _docker_archive(hello_archive, archive, [(escape, b"x")], {program: capability})
+    proc = scratchpack(
+        "shrink", str(archive), "-t", "thin:1", "-o", str(tmp_path / "thin.tar"), env=NO_ENGINE
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning:" in line]
+    assert any("'../escape'" in line and "climbs out of the root" in line for line in warnings)
+    lost = [line for line in warnings if "security.capability" in line]
+    assert len(lost) == 1 and str(HELLO) in lost[0] and "file capabilities" in lost[0], warnings
+
+
+@pytest.mark.engine
+def test_tracing_an_archive_leaves_the_engines_images_and_tags(
+    docker_client, tags, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """An archive's RepoTags never move a tag of the engine, and nothing of it is removed."""
+    subprocess.run(["make", "-s", "-C", str(REPO_ROOT / "samples/hello-world")], check=True)
+    name = new_tag(tags, "traced")
+    mine = new_tag(tags, "mine")
+
+    def archive(path: Path) -> None:
+        made = scratchpack("build", str(HELLO), "-t", name, "--label", f"l={uuid.uuid4().hex}",
+                           "-o", str(path), env=NO_ENGINE)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+
+    def state() -> dict[str, str]:
+        return {tag: docker_client.images.get(tag).id for tag in (name, mine)}
+
+    def trace(source: Path) -> dict:
+        return shrink(str(source), "-t", "thin:1", "--trace", "--engine", "none",
+                      "-o", str(tmp_path / "thin.tar"))  # fmt: skip
+
+    # The image is in the engine (loaded as NAME, tagged MINE too): traced by its ID.
+    loaded = tmp_path / "loaded.tar"
+    archive(loaded)
+    with open(loaded, "rb") as stream:
+        docker_client.images.load(stream.read())
+    docker_client.images.get(name).tag(mine)
+    before = state()
+    assert trace(loaded)["trace"] == {"exit_code": 0, "probes": []}
+    assert state() == before
+    # Not in the engine, as an archive and as a layout naming NAME too: NAME stays.
+    for path in (tmp_path / "other.tar", tmp_path / "layout"):
+        archive(path)
+        image_id = json.loads(_read(path, "manifest.json"))[0]["Config"].split("/")[-1]
+        assert trace(path)["kept"]["trace"]
+        assert state() == before
+        assert not docker_client.images.list(filters={"reference": "scratchpack-trace/*"})
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(f"sha256:{image_id}")
+
+
+def _tar_member(path: Path, name: str) -> bytes:
+    with tarfile.open(path) as tar:
+        return tar.extractfile(name).read()  # type: ignore[union-attr]
+
+
+def _read(path: Path, name: str) -> bytes:
+    return (path / name).read_bytes() if path.is_dir() else _tar_member(path, name)
 
 
 @pytest.mark.engine
@@ -185,7 +396,7 @@ def test_a_script_entrypoint_is_kept_with_a_warning(docker_client, tags) -> None
 def test_curl_image_shrinks_in_static_mode(docker_client, debian_curl_image: str, tags) -> None:  # type: ignore[no-untyped-def]
     tag = new_tag(tags, "curl-thin")
     report = shrink(debian_curl_image, "-t", tag)
-    assert "curl" in report["kept"]["packages"]
+    assert "curl" in report["packages"] and "packages" not in report["kept"]
     after = size(docker_client, tag)
     print(f"\ncurl: {size(docker_client, debian_curl_image)} -> {after} bytes")
     assert after <= 20_000_000
@@ -208,24 +419,48 @@ def test_nginx_image_shrinks_with_trace_and_serves(
     print(f"\nnginx: {size(docker_client, debian_nginx_image)} -> {after} bytes; trace kept "
           f"{len(report['kept'].get('trace', []))} paths")  # fmt: skip
     assert after <= 15_000_000
-    assert any("/modules/" in path or "modules-enabled" in path for path in report["kept"]["trace"])
-    port = _free_port()
-    container = docker_client.containers.create(tag, ports={"80/tcp": ("127.0.0.1", port)})
-    try:
-        container.start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    body = response.read().decode()
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(container.logs().decode()) from None
-                time.sleep(0.3)
-        assert "Welcome to nginx" in body
-    finally:
-        container.remove(force=True)
+    kept = report["kept"]
+    everything = [path for paths in kept.values() for path in paths]
+    assert any("/modules/" in path or "modules-enabled" in path for path in everything)
+    assert kept["trace"]
+    assert "Welcome to nginx" in serves(docker_client, tag)
+    # Only the users needed: root, nobody, and nginx's ``user www-data;`` (not every
+    # user of the traced /etc/passwd, nor words of comment lines such as ``#mail {``).
+    _info, passwd = read_from_image(docker_client, tag, "/etc/passwd")
+    users = {line.split(":")[0] for line in passwd.decode().splitlines()}
+    assert {"root", "nobody", "www-data"} <= users
+    assert not users & {"games", "uucp", "mail", "news", "daemon"}, users
+    # The report: each file under one reason, whatever name it was asked by; the
+    # generated account files not under trace; the trace's outcome.
+
+    def canonical(paths: list[str]) -> set[str]:
+        return {path.removeprefix("/usr") for path in paths}
+
+    assert not canonical(kept["closure"]) & canonical(kept["trace"])
+    assert "/etc/passwd" in kept["runtime"] and "/etc/passwd" not in kept["trace"]
+    assert "/etc/group" not in kept["trace"]
+    assert report["trace"]["exit_code"] is None  # stopped after its probe
+    assert any("80/tcp" in line and "200" in line for line in report["trace"]["probes"])
+
+
+@pytest.mark.engine
+def test_nginx_image_shrinks_in_static_mode_and_serves(
+    docker_client, debian_nginx_image: str, tags
+) -> None:  # type: ignore[no-untyped-def]
+    """No trace: nginx needs /run (its pid file) and what its maintainer scripts made."""
+    tag = new_tag(tags, "nginx-static")
+    report = shrink(debian_nginx_image, "-t", tag)
+    assert {"/run", "/var/run", "/var/tmp", "/tmp"} <= set(report["kept"]["runtime"])
+    kept = set(report["kept"]["package"])
+    assert "/etc/nginx/sites-enabled/default" in kept  # a link made by nginx's postinst
+    assert "/var/www/html/index.nginx-debian.html" in kept  # named by that site
+    assert "libnginx-mod-http-echo" in report["packages"]  # a modules-enabled link into it
+    assert "Welcome to nginx" in serves(docker_client, tag)
+    for path, mode in (("/var/tmp", 0o1777), ("/run", 0o755)):
+        info, _ = read_from_image(docker_client, tag, path)
+        assert info.isdir() and info.mode & 0o7777 == mode, (path, oct(info.mode))
+    info, _ = read_from_image(docker_client, tag, "/var/run")
+    assert info.issym() and info.linkname == "/run"
 
 
 @pytest.mark.engine
@@ -237,6 +472,44 @@ def test_python_image_shrinks_with_trace(docker_client, debian_python_image: str
           f"{len(report['kept'].get('trace', []))} paths")  # fmt: skip
     assert after <= 30_000_000
     assert run(docker_client, tag) == run(docker_client, debian_python_image)
+
+
+@pytest.mark.engine
+def test_python_image_shrinks_in_static_mode(docker_client, debian_python_image: str, tags) -> None:  # type: ignore[no-untyped-def]
+    """/usr/bin/python3 is python3-minimal's link; python3.11's packages hold the stdlib."""
+    tag = new_tag(tags, "python-static")
+    proc = scratchpack("shrink", debian_python_image, "-t", tag, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {"python3-minimal", "python3.11-minimal", "libpython3.11-stdlib"} <= set(
+        report["packages"]
+    )
+    assert "python3 also needs its library tree" in proc.stderr
+    source = run(docker_client, debian_python_image)
+    assert source[0] == 0 and '"sqlite"' in source[1]
+    assert run(docker_client, tag) == source
+
+
+@pytest.mark.engine
+def test_an_env_shebang_keeps_its_interpreter(docker_client, tags) -> None:  # type: ignore[no-untyped-def]
+    """``#!/usr/bin/env bash``: env, and bash found through the image's PATH."""
+    base = new_tag(tags, "bash-base")
+    built = scratchpack("build", "/usr/bin/bash", "/usr/bin/env", "-t", base, "--engine", "docker")
+    assert built.returncode == 0, built.stderr
+    source = new_tag(tags, "env-script")
+    script = b'#!/usr/bin/env bash\necho "bash ${BASH_VERSINFO[0]} here"\n'
+    _build_from_tar(
+        docker_client,
+        {"entry.sh": (script, 0o755)},
+        f'FROM {base}\nCOPY entry.sh /entry.sh\nENTRYPOINT ["/entry.sh"]\n',
+        source,
+    )
+    tag = new_tag(tags, "env-script-thin")
+    report = shrink(source, "-t", tag)
+    assert report["programs"] == ["/entry.sh", "/usr/bin/env", "/usr/bin/bash"]
+    status, output = run(docker_client, tag)
+    assert (status, output) == run(docker_client, source)
+    assert status == 0 and output.startswith("bash ")
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +542,22 @@ def test_a_trace_that_times_out_leaves_nothing(docker_client, sleeper: str) -> N
     assert proc.returncode == 6, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
     assert _leftovers(docker_client) == before
+
+
+@pytest.mark.engine
+def test_a_trace_that_fails_is_reported(docker_client, sleeper: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``busybox sleep nonsense`` exits 1: the trace ran, but maybe not the usual work."""
+    proc = scratchpack(
+        "shrink", sleeper, "-t", "x:1", "--trace", "--trace-args", "nonsense",
+        "-o", str(tmp_path / "x.tar"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["trace"] == {"exit_code": 1, "probes": []}
+    assert "the traced program exited 1" in proc.stderr
+    text = scratchpack("shrink", sleeper, "-t", "x:1", "--trace", "--trace-args", "nonsense",
+                       "-o", str(tmp_path / "y.tar"))  # fmt: skip
+    assert "traced: the program exited 1" in text.stdout
 
 
 @pytest.mark.engine
