@@ -1,7 +1,9 @@
 """The ``scratchpack`` command line: thin wrappers over the pipeline's stages.
 
-Exit statuses (documented in the README): 0 success, 1 something is missing
-(the output is still complete), 2 usage errors and unusable inputs.
+Exit statuses (the README's table; the numbers live in scratchpack.errors):
+0 success, 1 something is missing, 2 usage errors and unusable inputs,
+3 the engine, 4 a failed --verify, 5 a failed push, 6 a failed trace,
+70 a bug of ours, 128+N a signal.
 """
 
 from __future__ import annotations
@@ -106,7 +108,12 @@ def debug_variant_options(command: F) -> F:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scratchpack")
 def cli() -> None:
-    """Turn a Linux binary into the smallest container image that still runs it."""
+    """Turn a Linux binary into the smallest container image that still runs it.
+
+    \b
+    Exit status: 0 success, 1 something missing, 2 usage or input error,
+    3 Docker engine, 4 --verify failed, 5 push failed, 6 trace failed.
+    """
 
 
 @cli.command()
