@@ -35,6 +35,7 @@ class Entry:
     target: str | None = None  # link target as written (symlinks)
     uid: int = 0
     gid: int = 0
+    xattrs: tuple[tuple[str, bytes], ...] = ()  # extended attributes: file capabilities
 
     @property
     def size(self) -> int:
@@ -201,6 +202,13 @@ class RootPlan:
             owner = owners.get(path)
             if owner is not None and owner != (0, 0) and entry.kind != "symlink":
                 self.entries[path] = dataclasses.replace(entry, uid=owner[0], gid=owner[1])
+
+    def apply_xattrs(self, xattrs: dict[str, dict[str, bytes]]) -> None:
+        """Give files the extended attributes an unpacked image recorded (file capabilities)."""
+        for path, entry in list(self.entries.items()):
+            found = xattrs.get(path)
+            if found and entry.kind == "file" and entry.data is None:
+                self.entries[path] = dataclasses.replace(entry, xattrs=tuple(sorted(found.items())))
 
     @property
     def files(self) -> list[Entry]:

@@ -178,6 +178,12 @@ def add_entry(tar: tarfile.TarFile, entry: Entry, epoch: int, prefix: str = "") 
     info.mode = entry.mode
     info.uid, info.gid = entry.uid, entry.gid
     info.uname = info.gname = ""
+    if entry.xattrs:
+        # PAX SCHILY.xattr records: how Docker, containerd and GNU tar carry them.
+        info.pax_headers = {
+            f"SCHILY.xattr.{name}": value.decode("utf-8", "surrogateescape")
+            for name, value in entry.xattrs
+        }
     if entry.kind == "dir":
         info.type = tarfile.DIRTYPE
         tar.addfile(info)

@@ -576,7 +576,7 @@ def plan_shrink(
     for path, text in generated.items():
         plan.add_generated(path, text.encode(), "runtime")
         kept.add("runtime", path)
-    warnings.extend(_xattr_warnings(plan, report))
+    plan.apply_xattrs(report.xattrs)  # file capabilities travel with their files
 
     config = image_config(summary, source_digest)
     first = resolver.read_input(elf_paths[0]) if elf_paths else None
@@ -613,21 +613,6 @@ def _keep_runtime_dir(plan: RootPlan, root: RootFS, path: str, kept: Kept) -> No
     plan.add_dir(real, stat.S_IMODE(os.stat(host).st_mode), "runtime")
     if new:
         kept.add("runtime", path)
-
-
-def _xattr_warnings(plan: RootPlan, report: UnpackReport) -> list[str]:
-    """One warning per kept file whose extended attributes the new image will not carry."""
-    warnings = []
-    for path, entry in sorted(plan.entries.items()):
-        names = sorted(report.xattrs.get(path, {}))
-        if not names or entry.kind == "symlink" or entry.data is not None:
-            continue
-        lost = ": it loses its file capabilities" if "security.capability" in names else ""
-        warnings.append(
-            f"{path}: its extended attributes ({', '.join(names)}) are not carried into the "
-            f"new image{lost}"
-        )
-    return warnings
 
 
 def image_config(summary: dict[str, Any], source_digest: str) -> ImageConfig:
@@ -781,6 +766,13 @@ def run_shrink(
                     "--probe-cmd)"
                 )
         if builder is not None:
+            for entry in plan.image.root.files:
+                if entry.xattrs:  # measured: COPY drops them; the built-in writer keeps them
+                    plan.warnings.append(
+                        f"{entry.path}: the engine's build drops its extended attributes "
+                        f"({', '.join(name for name, _ in entry.xattrs)}); "
+                        "--engine none keeps them"
+                    )
             with context_archive(plan.image) as context:
                 image_id = builder.build(context, tag, say)
             info = builder.image(image_id)
