@@ -10,6 +10,8 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
+from scratchpack.rootfs import RootFS
+
 _ARROW = re.compile(r"^\s*(\S+) => (.*?)(?: \(0x[0-9a-f]+\))?\s*$")
 _BARE = re.compile(r"^\s*(\S+) \(0x[0-9a-f]+\)\s*$")
 
@@ -28,10 +30,11 @@ def real(path: str) -> str:
     return os.path.realpath(path)
 
 
-def run_ldd(path: str, env: dict[str, str] | None = None) -> LddResult:
-    proc = subprocess.run(
-        ["ldd", path], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+def run_ldd(path: str, env: dict[str, str] | None = None, root: str | None = None) -> LddResult:
+    """``ldd PATH``, or the root's own ``ldd`` in ``chroot ROOT`` (paths then in-root)."""
+    command = ["ldd", path] if root is None else ["chroot", root, "/usr/bin/ldd", path]
+    resolve = real if root is None else RootFS(root).realpath
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
     out = proc.stdout
     if "not a dynamic executable" in out + proc.stderr or "statically linked" in out:
         return LddResult(dynamic=False)
@@ -45,9 +48,9 @@ def run_ldd(path: str, env: dict[str, str] | None = None) -> LddResult:
             if target.strip() == "not found":
                 result.missing.add(name)
             elif target.startswith("/"):
-                result.paths.add(real(target.split(" (0x")[0]))
+                result.paths.add(resolve(target.split(" (0x")[0]) or target)
             continue
         bare = _BARE.match(line)
         if bare and bare.group(1).startswith("/"):
-            result.paths.add(real(bare.group(1)))
+            result.paths.add(resolve(bare.group(1)) or bare.group(1))
     return result

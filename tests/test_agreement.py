@@ -12,10 +12,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from scratchpack.rootfs import RootFS
 from tests.ldd_oracle import LddResult, real, run_ldd
 
 LIBRARY_SAMPLE = 400
@@ -53,9 +56,10 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _ours(paths: list[str]) -> dict[str, dict]:
+def _ours(paths: list[str], root: str | None = None) -> dict[str, dict]:
+    options = ["--root", root] if root else []
     proc = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "deps", "--json", *paths],
+        [sys.executable, "-m", "scratchpack", "deps", "--json", *options, *paths],
         capture_output=True,
         text=True,
         env=_clean_env(),
@@ -66,7 +70,9 @@ def _ours(paths: list[str]) -> dict[str, dict]:
     return {item["path"]: item for item in json.loads(proc.stdout)}
 
 
-def _compare(path: str, ours: dict, theirs: LddResult) -> str | None:
+def _compare(
+    path: str, ours: dict, theirs: LddResult, real: Callable[[str], str | None] = real
+) -> str | None:
     """A readable description of the difference, or None when they agree."""
     if ours["static"] or not theirs.dynamic:
         if ours["static"] == (not theirs.dynamic):
@@ -93,14 +99,16 @@ def _compare(path: str, ours: dict, theirs: LddResult) -> str | None:
     return f"{path}:\n" + "\n".join(lines) if lines else None
 
 
-def _agreement(paths: list[str]) -> None:
+def _agreement(paths: list[str], root: str | None = None) -> None:
     if not paths:
         pytest.skip("no ELF files found")
-    ours = _ours(paths)
+    ours = _ours(paths, root)
     env = _clean_env()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        theirs = dict(zip(paths, pool.map(lambda p: run_ldd(p, env), paths), strict=True))
-    differences = [d for p in paths if (d := _compare(p, ours[p], theirs[p])) is not None]
+        results = pool.map(lambda p: run_ldd(p, env, root), paths)
+        theirs = dict(zip(paths, results, strict=True))
+    resolve = real if root is None else RootFS(root).realpath
+    differences = [d for p in paths if (d := _compare(p, ours[p], theirs[p], resolve)) is not None]
     assert not differences, (
         f"{len(differences)} of {len(paths)} files disagree with ldd:\n" + "\n".join(differences)
     )
@@ -120,3 +128,27 @@ def test_shared_libraries_under_usr_lib_agree_with_ldd() -> None:
     libraries = _sample_libraries()
     assert len(libraries) >= 100, "expected a few hundred shared libraries under /usr/lib"
     _agreement(libraries)
+
+
+@pytest.fixture(scope="module")
+def debian_root(debian_root_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The debootstrapped Debian 12 root (nginx, curl, python3), unpacked for chroot."""
+    if os.geteuid() != 0:
+        pytest.skip("chroot needs root")
+    root = tmp_path_factory.mktemp("debian") / "root"
+    root.mkdir()
+    subprocess.run(
+        ["tar", "-xf", str(debian_root_tar), "-C", str(root), "--exclude=./dev/*"], check=True
+    )
+    return root
+
+
+def test_a_debian_root_agrees_with_its_own_ldd(debian_root: Path) -> None:
+    """--root semantics at scale: every program of another root, against that root's ldd."""
+    paths = [
+        "/" + os.path.relpath(path, debian_root)
+        for directory in ("usr/bin", "usr/sbin")
+        for path in _elf_files(str(debian_root / directory))
+    ]
+    assert len(paths) >= 50, paths
+    _agreement(paths, str(debian_root))
