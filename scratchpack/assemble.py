@@ -150,7 +150,8 @@ class RootPlan:
                 if step.path not in self.entries:
                     self.add(Entry(step.path, "dir", mode, reason))
             else:
-                self.add(Entry(step.path, "file", mode, reason, source=step.host))
+                xattrs = _capabilities(step.host)
+                self.add(Entry(step.path, "file", mode, reason, source=step.host, xattrs=xattrs))
         return steps[-1].path
 
     def add_tree(
@@ -221,6 +222,14 @@ class RootPlan:
 
     def sorted_entries(self) -> list[Entry]:
         return [self.entries[path] for path in sorted(self.entries)]
+
+
+def _capabilities(host: str) -> tuple[tuple[str, bytes], ...]:
+    """A file's capabilities (``security.capability``): ping needs cap_net_raw to run."""
+    try:
+        return (("security.capability", os.getxattr(host, "security.capability")),)
+    except OSError:
+        return ()
 
 
 def _content(entry: Entry) -> object:

@@ -299,6 +299,13 @@ def run_build(request: BuildRequest, warn: Callable[[str], None]) -> dict[str, A
             "--debug-shell busybox needs none"
         )
     plan = plan_image(request.options, request.config)
+    if engine is not None:
+        plan.warnings.extend(
+            f"{entry.path}: the engine's build drops its file capabilities; "
+            "--engine none keeps them"
+            for entry in plan.root.files
+            if entry.xattrs
+        )
     for warning in plan.warnings:
         warn(warning)
     result: dict[str, Any] = {

@@ -217,3 +217,24 @@ def test_docker_loads_and_runs_the_archive(tmp_path: Path, docker_client) -> Non
             container.remove(force=True)
     finally:
         docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting security.capability needs root")
+def test_file_capabilities_travel_with_the_binary(tmp_path: Path) -> None:
+    program = tmp_path / "pinger"
+    shutil.copy2(HELLO, program)
+    program.chmod(0o755)
+    tmp_path.chmod(0o755)
+    # cap_net_raw+ep, as Debian's ping has it (VFS capability revision 2).
+    capability = bytes.fromhex("0100000200200000000000000000000000000000")
+    try:
+        os.setxattr(program, "security.capability", capability)
+    except OSError as err:
+        pytest.skip(f"this file system keeps no capabilities: {err}")
+    write(tmp_path / "image.tar", str(program))
+    with tarfile.open(tmp_path / "image.tar") as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][0])) as layer:  # type: ignore[arg-type]
+            member = layer.getmember(str(program).lstrip("/"))
+    stored = member.pax_headers["SCHILY.xattr.security.capability"]
+    assert stored.encode("utf-8", "surrogateescape") == capability
