@@ -457,3 +457,14 @@ def write_layout(
         config_digest,
         tuple(d["digest"] for d in layer_descriptors),
     )
+
+
+def registry_or_unavailable(directory: Path, **options: object) -> Iterator[Registry]:
+    """A running registry for a fixture; skips (or fails in CI) when one cannot start."""
+    from tests.conftest import unavailable
+
+    try:
+        with start_registry(directory, **options) as running:  # type: ignore[arg-type]
+            yield running
+    except Unavailable as missing:
+        unavailable(str(missing))

@@ -19,8 +19,11 @@ import pytest
 from jsonschema import Draft7Validator
 
 from tests.cfixtures import REPO_ROOT
-from tests.conftest import unavailable
-from tests.registry_fixture import OCI_MANIFEST, Registry, Unavailable, start_registry
+from tests.registry_fixture import (
+    OCI_MANIFEST,
+    Registry,
+    registry_or_unavailable,
+)
 from tests.test_sbom import assert_valid, cyclonedx_validator, spdx_validator  # noqa: F401
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
@@ -45,22 +48,14 @@ def scratchpack(*args: str, stdin: str | None = None, cwd: Path | None = None): 
     )
 
 
-def _registry(directory: Path, **options: object) -> Iterator[Registry]:
-    try:
-        with start_registry(directory, **options) as running:  # type: ignore[arg-type]
-            yield running
-    except Unavailable as missing:
-        unavailable(str(missing))
-
-
 @pytest.fixture(scope="module")
 def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry(tmp_path_factory.mktemp("open"))
+    yield from registry_or_unavailable(tmp_path_factory.mktemp("open"))
 
 
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry(tmp_path_factory.mktemp("auth"), htpasswd=(USER, PASSWORD))
+    yield from registry_or_unavailable(tmp_path_factory.mktemp("auth"), htpasswd=(USER, PASSWORD))
 
 
 @pytest.mark.registry

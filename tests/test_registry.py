@@ -45,7 +45,7 @@ from tests.registry_fixture import (
     Unavailable,
     free_port,
     make_keypair,
-    start_registry,
+    registry_or_unavailable,
     write_layout,
 )
 
@@ -56,22 +56,16 @@ HELLO = REPO_ROOT / "samples/hello-world/hello-world"
 # --- fixtures ------------------------------------------------------------------------
 
 
-def _registry(tmp: Path, **options: object) -> Iterator[Registry]:
-    try:
-        with start_registry(tmp, **options) as running:  # type: ignore[arg-type]
-            yield running
-    except Unavailable as missing:
-        unavailable(str(missing))
-
-
 @pytest.fixture(scope="module")
 def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry(tmp_path_factory.mktemp("open-registry"))
+    yield from registry_or_unavailable(tmp_path_factory.mktemp("open-registry"))
 
 
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry(tmp_path_factory.mktemp("auth-registry"), htpasswd=(USER, PASSWORD))
+    yield from registry_or_unavailable(
+        tmp_path_factory.mktemp("auth-registry"), htpasswd=(USER, PASSWORD)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +87,14 @@ def token_service(keys: KeyPair) -> Iterator[TokenServer]:
 def token_registry(
     tmp_path_factory: pytest.TempPathFactory, token_service: TokenServer
 ) -> Iterator[Registry]:
-    yield from _registry(tmp_path_factory.mktemp("token-registry"), token=token_service)
+    yield from registry_or_unavailable(
+        tmp_path_factory.mktemp("token-registry"), token=token_service
+    )
 
 
 @pytest.fixture(scope="module")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory, keys: KeyPair) -> Iterator[Registry]:
-    yield from _registry(tmp_path_factory.mktemp("tls-registry"), tls=keys)
+    yield from registry_or_unavailable(tmp_path_factory.mktemp("tls-registry"), tls=keys)
 
 
 @pytest.fixture
@@ -322,7 +318,7 @@ def test_refused_connection_names_the_address(layout: Layout) -> None:
 def test_read_only_registry_reports_its_refusal(
     tmp_path_factory: pytest.TempPathFactory, layout: Layout
 ) -> None:
-    for readonly in _registry(tmp_path_factory.mktemp("readonly"), readonly=True):
+    for readonly in registry_or_unavailable(tmp_path_factory.mktemp("readonly"), readonly=True):
         with pytest.raises(PushError) as error:
             push_layout(layout.path, f"{readonly.address}/ro/app:1")
         assert "starting a blob upload failed: 405" in str(error.value)
