@@ -60,6 +60,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from benchlib import Target, log, ratio
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BINARY = "/usr/bin/curl"
 SIDES = ("scratchpack", "scratchpack_none", "docker")
@@ -147,23 +149,6 @@ class SideStats:
                 statistics.median(self.cpu_seconds) if self.cpu_seconds else None
             ),
         }
-
-
-@dataclass
-class Target:
-    """One pass/fail goal; ``passed`` is None when it could not be measured."""
-
-    name: str
-    measured: float | None
-    threshold: float
-    unit: str
-    passed: bool | None
-
-    def line(self) -> str:
-        """The target as one table line."""
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[self.passed]
-        got = "not measured" if self.measured is None else f"{self.measured:.2f}{self.unit}"
-        return f"  {verdict}  {self.name:<52} measured {got}"
 
 
 @dataclass
@@ -265,11 +250,6 @@ def describe_source(state: dict[str, Any]) -> str:
     changes = state["uncommitted"]
     dirty = f" + uncommitted changes in {', '.join(changes)}" if changes else ""
     return f"commit {state['commit']}{dirty} (fingerprint {state['fingerprint']})"
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr so that ``--json`` output stays clean."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -812,13 +792,6 @@ class Bench:
             self.made.discard(tag)
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """numerator / denominator, or None when either is missing."""
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
-
-
 def evaluate(stats: dict[str, SideStats]) -> dict[str, Target]:
     """The ratios of the medians to docker build's, as targets (keyed by side)."""
     docker_median = stats["docker"].median
@@ -906,7 +879,7 @@ def render_table(
         f"{shown(targets['scratchpack_none'].measured)}",
         "",
         "Targets:",
-        *(target.line() for target in targets.values()),
+        *(target.line(52) for target in targets.values()),
         "",
         "Checks: every engine build started with no benchmark image on the engine, and every "
         "layer of every image was created during its own build (no cache hit); scratchpack's "

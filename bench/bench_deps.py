@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from benchlib import Target, log, ratio
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIRS = ("/usr/bin", "/usr/sbin")
 ELF_MAGIC = b"\x7fELF"
@@ -95,28 +97,6 @@ class ToolStats:
             "failed": self.failed,
             "notes": self.notes,
         }
-
-
-@dataclass
-class Target:
-    """One pass/fail goal; ``passed`` is None when it could not be measured."""
-
-    name: str
-    measured: float | None
-    threshold: float
-    unit: str
-    passed: bool | None
-
-    def line(self) -> str:
-        """The target as one table line."""
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[self.passed]
-        got = "not measured" if self.measured is None else f"{self.measured:.2f}{self.unit}"
-        return f"  {verdict}  {self.name:<44} measured {got}"
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr so that ``--json`` output stays clean."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def find_elf_files(dirs: Sequence[str], limit: int | None) -> list[str]:
@@ -377,13 +357,6 @@ class Bench:
                 stats.cpu_seconds.append(run.cpu_seconds)
                 stats.exit_statuses.append(run.exit_status)
                 stats.peak_rss_kb = max(stats.peak_rss_kb, run.max_rss_kb)
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """numerator / denominator, or None when either is missing."""
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
 
 
 def evaluate(stats: dict[str, ToolStats]) -> tuple[dict[str, float | None], list[Target]]:
