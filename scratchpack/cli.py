@@ -73,6 +73,27 @@ def clear_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def image_output_options(command: F) -> F:
+    """--engine and -o/--output: where build and shrink put the image."""
+    command = click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=True),
+        metavar="PATH",
+        help="Write the image with the built-in writer: PATH.tar (OCI + docker load) or a "
+        "directory (OCI layout).",
+    )(command)
+    return click.option(
+        "--engine",
+        "engine_mode",
+        type=click.Choice(["auto", "docker", "none"]),
+        default="auto",
+        show_default=True,
+        help="docker: build in the engine; none: write an image with the built-in writer; "
+        "auto: the engine if one answers (and no --output), else the writer.",
+    )(command)
+
+
 def debug_variant_options(command: F) -> F:
     """--debug-shell, --debug-base, --busybox: how a debug variant gets its shell."""
     for option in reversed(
@@ -236,23 +257,7 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
 @click.option(
     "--verify", metavar="ARGS", help="Run the new image with ARGS, no network; fail if it fails."
 )
-@click.option(
-    "--engine",
-    "engine_mode",
-    type=click.Choice(["auto", "docker", "none"]),
-    default="auto",
-    show_default=True,
-    help="docker: build in the engine; none: write an image archive with the built-in writer; "
-    "auto: the engine if one answers (and no --output), else the writer.",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=True),
-    metavar="PATH",
-    help="Write the image with the built-in writer: PATH.tar (OCI + docker load) or a "
-    "directory (OCI layout).",
-)
+@image_output_options
 @click.option(
     "--layers",
     type=click.Choice(["one", "split"]),
@@ -464,15 +469,7 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
     help="Also keep this path of the image (repeatable).",
 )
 @click.option("--allow-missing", is_flag=True, help="Build even if a library is not found.")
-@click.option(
-    "--engine",
-    "engine_mode",
-    type=click.Choice(["auto", "docker", "none"]),
-    default="auto",
-    show_default=True,
-    help="Build in the engine, or write with the built-in writer.",
-)
-@click.option("-o", "--output", type=click.Path(), metavar="PATH", help="Write the image here.")
+@image_output_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @clear_errors
 def shrink(
