@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from scratchpack.errors import InputError
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.rootfs import RootFS
 
 _IMPLIED = "parent:"  # reason prefix of directories planned only as parents
 

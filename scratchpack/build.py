@@ -35,14 +35,14 @@ from scratchpack.essentials import (
     nss_services,
     user_known,
 )
-from scratchpack.ldcache_write import CacheRecord, render_cache
-from scratchpack.loaders import HwcapsChoice, LoaderRules
+from scratchpack.ld.ldcache_write import CacheRecord, render_cache
+from scratchpack.ld.loaders import HwcapsChoice, LoaderRules
+from scratchpack.ld.resolve import Closure, Resolver
+from scratchpack.ld.rootfs import RootFS
 from scratchpack.oci import (
     add_entry,
 )
 from scratchpack.render import OwnedTree, render_dockerfile
-from scratchpack.resolve import Closure, Resolver
-from scratchpack.rootfs import RootFS
 
 if TYPE_CHECKING:
     pass

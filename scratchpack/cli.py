@@ -32,11 +32,11 @@ from scratchpack.errors import (
     ScratchpackError,
 )
 from scratchpack.essentials import Essentials
-from scratchpack.loaders import HwcapsChoice
+from scratchpack.ld.loaders import HwcapsChoice
+from scratchpack.ld.report import render_tree
+from scratchpack.ld.resolve import Resolver
 from scratchpack.pipeline import BuildRequest, DebugRequest, check_request, run_build
 from scratchpack.reference import check_tag
-from scratchpack.report import render_tree
-from scratchpack.resolve import Resolver
 
 F = TypeVar("F", bound=Callable[..., Any])
 

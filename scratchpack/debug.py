@@ -207,7 +207,7 @@ def debug_existing(
     """
     import tempfile
 
-    from scratchpack.rootfs import RootFS
+    from scratchpack.ld.rootfs import RootFS
     from scratchpack.unpack import image_config_summary, summarize_config, unpack_into
 
     info = engine.image(image)

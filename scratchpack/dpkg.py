@@ -21,7 +21,7 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.rootfs import RootFS
 
 STATUS = "/var/lib/dpkg/status"
 INFO_DIR = "/var/lib/dpkg/info"

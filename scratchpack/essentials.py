@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scratchpack.assemble import RootPlan
-from scratchpack.elf import ElfError, undefined_symbols
 from scratchpack.errors import InputError
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.elf import ElfError, undefined_symbols
+from scratchpack.ld.rootfs import RootFS
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ZONEINFO = "/usr/share/zoneinfo"

@@ -525,7 +525,7 @@ def _debug(
 
 def _sbom(plan: ImagePlan, request: BuildRequest, digest: str, outputs: Outputs) -> dict:
     from scratchpack.dpkg import DpkgIndex
-    from scratchpack.rootfs import RootFS
+    from scratchpack.ld.rootfs import RootFS
     from scratchpack.sbom import render, sbom_files
 
     assert request.sbom is not None

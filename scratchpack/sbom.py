@@ -23,7 +23,7 @@ from typing import Any
 from scratchpack import __version__
 from scratchpack.assemble import Entry
 from scratchpack.dpkg import DpkgIndex, Package
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.rootfs import RootFS
 
 FORMATS = ("spdx", "cyclonedx")
 NAMESPACE_BASE = "https://scratchpack.invalid"

@@ -48,8 +48,8 @@ from scratchpack.config import ImageConfig, config_from_summary
 from scratchpack.dpkg import DpkgIndex
 from scratchpack.errors import InputError
 from scratchpack.essentials import Essentials
-from scratchpack.resolve import Closure, Resolver
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.resolve import Closure, Resolver
+from scratchpack.ld.rootfs import RootFS
 from scratchpack.unpack import ImageSource, UnpackReport
 
 SOURCE_LABEL = "org.scratchpack.source.digest"

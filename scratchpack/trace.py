@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from scratchpack.assemble import RootPlan, write_tree
 from scratchpack.errors import EXIT_TRACE, InputError, ScratchpackError
-from scratchpack.loaders import HwcapsChoice
-from scratchpack.resolve import Resolver
+from scratchpack.ld.loaders import HwcapsChoice
+from scratchpack.ld.resolve import Resolver
 
 if TYPE_CHECKING:
     from scratchpack.engine import Engine

@@ -10,7 +10,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.rootfs import RootFS
 
 _ARROW = re.compile(r"^\s*(\S+) => (.*?)(?: \(0x[0-9a-f]+\))?\s*$")
 _BARE = re.compile(r"^\s*(\S+) \(0x[0-9a-f]+\)\s*$")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.rootfs import RootFS
 from tests.ldd_oracle import LddResult, real, run_ldd
 
 LIBRARY_SAMPLE = 400

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from scratchpack.ldcache_write import CacheRecord, _layout, render_cache, sort_records
-from scratchpack.ldconfig import parse_cache
+from scratchpack.ld.ldcache_write import CacheRecord, _layout, render_cache, sort_records
+from scratchpack.ld.ldconfig import parse_cache
 
 MULTIARCH = "/lib/x86_64-linux-gnu"
 LDSO = f"{MULTIARCH}/ld-linux-x86-64.so.2"

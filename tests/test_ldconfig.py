@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from scratchpack.ldconfig import parse_cache, read_cache
-from scratchpack.loaders import cpu_x86_64_levels
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.ldconfig import parse_cache, read_cache
+from scratchpack.ld.loaders import cpu_x86_64_levels
+from scratchpack.ld.rootfs import RootFS
 
 MULTIARCH = "/lib/x86_64-linux-gnu"
 LDSO = f"{MULTIARCH}/ld-linux-x86-64.so.2"

@@ -26,8 +26,8 @@ from referencing.exceptions import NoSuchResource
 from scratchpack import __version__
 from scratchpack.assemble import Entry, RootPlan
 from scratchpack.dpkg import DpkgIndex, Package
-from scratchpack.resolve import Resolver
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.resolve import Resolver
+from scratchpack.ld.rootfs import RootFS
 from scratchpack.sbom import SbomFile, render, render_cyclonedx, render_spdx, sbom_files
 
 SCHEMAS = Path(__file__).parent / "data" / "schemas"

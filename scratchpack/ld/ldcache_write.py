@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cmp_to_key
 
-from scratchpack import ldcache_format as fmt
+from scratchpack.ld import ldcache_format as fmt
 
 GENERATOR = b"scratchpack"
 

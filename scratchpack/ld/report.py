@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scratchpack.resolve import Closure
+from scratchpack.ld.resolve import Closure
 
 
 def render_tree(closure: Closure) -> str:

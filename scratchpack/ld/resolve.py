@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from scratchpack.elf import (
+from scratchpack.errors import InputError
+from scratchpack.ld.elf import (
     DF_1_NODEFLIB,
     ELFOSABI_GNU,
     ELFOSABI_SYSV,
@@ -35,10 +36,9 @@ from scratchpack.elf import (
     read_elf,
     type_description,
 )
-from scratchpack.errors import InputError
-from scratchpack.ldconfig import LdCache, read_cache, read_conf_dirs
-from scratchpack.loaders import HwcapsChoice, LoaderRules, arch_for, musl_arch, rules_for
-from scratchpack.rootfs import RootFS, open_regular
+from scratchpack.ld.ldconfig import LdCache, read_cache, read_conf_dirs
+from scratchpack.ld.loaders import HwcapsChoice, LoaderRules, arch_for, musl_arch, rules_for
+from scratchpack.ld.rootfs import RootFS, open_regular
 
 PRELOAD_PATH = "/etc/ld.so.preload"
 # glibc accepts GNU ABI versions below LIBC_ABI_MAX (4 in 2.36).

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from elftools.elf.enums import ENUM_E_MACHINE
 
-from scratchpack.elf import ELFCLASS32, ELFCLASS64, ElfInfo
 from scratchpack.errors import InputError
-from scratchpack.rootfs import RootFS
+from scratchpack.ld.elf import ELFCLASS32, ELFCLASS64, ElfInfo
+from scratchpack.ld.rootfs import RootFS
 
 EM_386 = ENUM_E_MACHINE["EM_386"]
 EM_X86_64 = ENUM_E_MACHINE["EM_X86_64"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from scratchpack import ldcache_format as fmt
-from scratchpack.rootfs import RootFS
+from scratchpack.ld import ldcache_format as fmt
+from scratchpack.ld.rootfs import RootFS
 
 CACHE_PATH = "/etc/ld.so.cache"
 CONF_PATH = "/etc/ld.so.conf"
