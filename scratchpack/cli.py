@@ -8,9 +8,11 @@ Exit statuses (the README's table; the numbers live in scratchpack.errors):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -21,8 +23,6 @@ from typing import Any, TypeVar
 import click
 
 from scratchpack import __version__
-from scratchpack.build import BuildOptions, split_args
-from scratchpack.config import ImageConfig
 from scratchpack.errors import (
     EXIT_INTERNAL,
     EXIT_MISSING,
@@ -31,46 +31,61 @@ from scratchpack.errors import (
     InputError,
     ScratchpackError,
 )
-from scratchpack.essentials import Essentials
-from scratchpack.ld.loaders import HwcapsChoice
-from scratchpack.ld.report import render_tree
-from scratchpack.ld.resolve import Resolver
-from scratchpack.pipeline import BuildRequest, DebugRequest, check_request, run_build
-from scratchpack.reference import check_tag
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def clear_errors(command: F) -> F:
-    """Turn a :class:`ScratchpackError` into one line on stderr and its exit status."""
+    """Turn a :class:`ScratchpackError` into one line on stderr and its exit status.
+
+    Warnings are shown as they come; what a failed cleanup left behind is
+    added to the error's line, never in its place.
+    """
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ScratchpackError as err:
-            click.echo(f"scratchpack: {err}", err=True)
-            sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("scratchpack: interrupted", err=True)
-            sys.exit(130)
-        except OSError as err:
-            if os.environ.get("SCRATCHPACK_DEBUG"):
+        from scratchpack.notes import collecting
+        from scratchpack.publish import collecting_leftovers
+
+        with collecting(_warn), collecting_leftovers() as left:
+            try:
+                return command(*args, **kwargs)
+            except ScratchpackError as err:
+                _fail(str(err), left, err.exit_code)
+            except KeyboardInterrupt:
+                _fail("interrupted", left, 130)
+            except SystemExit as err:
+                if left and err.code not in (0, None):
+                    _fail(f"ended by signal {int(err.code or 0) - 128}", left, err.code)
                 raise
-            where = f" ({err.filename})" if err.filename else ""
-            click.echo(f"scratchpack: {err.strerror or err}{where}", err=True)
-            sys.exit(EXIT_USAGE)
-        except Exception as err:
-            if os.environ.get("SCRATCHPACK_DEBUG"):
-                raise
-            click.echo(
-                f"scratchpack: internal error: {type(err).__name__}: {err} "
-                "(SCRATCHPACK_DEBUG=1 shows the traceback; please report it)",
-                err=True,
-            )
-            sys.exit(EXIT_INTERNAL)
+            except OSError as err:
+                if os.environ.get("SCRATCHPACK_DEBUG"):
+                    raise
+                where = f" ({err.filename})" if err.filename else ""
+                _fail(f"{err.strerror or err}{where}", left, EXIT_USAGE)
+            except Exception as err:
+                if os.environ.get("SCRATCHPACK_DEBUG"):
+                    raise
+                _fail(
+                    f"internal error: {type(err).__name__}: {err} "
+                    "(SCRATCHPACK_DEBUG=1 shows the traceback; please report it)",
+                    left,
+                    EXIT_INTERNAL,
+                )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warn(message: str) -> None:
+    click.echo(f"scratchpack: warning: {message}", err=True)
+
+
+def _fail(message: str, left: list[Any], code: Any) -> None:
+    """One line: the error, and what its cleanup could not remove."""
+    if left:
+        message += "; " + "; ".join(str(item) for item in left)
+    click.echo(f"scratchpack: {message}", err=True)
+    sys.exit(code)
 
 
 def image_output_options(command: F) -> F:
@@ -172,6 +187,10 @@ def deps(
     Nothing is executed: the closure is resolved statically with the loader's
     own rules, so foreign-architecture binaries and other roots work too.
     """
+    from scratchpack.ld.loaders import HwcapsChoice
+    from scratchpack.ld.report import render_tree
+    from scratchpack.ld.resolve import Resolver
+
     resolver = Resolver(root=root, library_path=library_path, hwcaps=HwcapsChoice.parse(hwcaps))
     closures = resolver.resolve_all(binaries)
     if as_json:
@@ -195,14 +214,22 @@ def deps(
     sys.exit(EXIT_OK if all(closure.complete for closure in closures) else EXIT_MISSING)
 
 
-def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+def _pairs(values: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key:
             raise InputError(f"{option} {value!r}: expected KEY=VALUE")
         pairs.append((key, rest))
-    return pairs
+    return tuple(pairs)
+
+
+def _args(text: str, option: str) -> tuple[str, ...]:
+    """Shell-quoted arguments, as a Dockerfile's exec form stores them."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as err:
+        raise InputError(f"{option} {text!r}: {err}") from err
 
 
 @cli.command()
@@ -339,13 +366,26 @@ def build(
     scratch image lacks go into a minimal root; the image is built in the
     Docker engine (DOCKER_HOST is respected).
     """
+    from scratchpack.commands.build import (
+        BuildRequest,
+        DebugRequest,
+        DebugShell,
+        EngineMode,
+        check_request,
+        run_build,
+    )
+    from scratchpack.image.config import ImageConfig
+    from scratchpack.ld.loaders import HwcapsChoice
+    from scratchpack.plan.essentials import Essentials
+    from scratchpack.plan.image_plan import BuildOptions
+
     if sbom_format != "spdx" and not sbom:
         raise InputError("--sbom-format goes with --sbom PATH")
     request = BuildRequest(
         options=BuildOptions(
-            binaries=list(binaries),
+            binaries=binaries,
             root=root,
-            includes=list(includes),
+            includes=includes,
             essentials=Essentials(
                 ca_certs=ca_certs,
                 tzdata=tzdata,
@@ -358,43 +398,46 @@ def build(
             hwcaps=HwcapsChoice.parse(hwcaps),
         ),
         config=ImageConfig(
-            entrypoint=split_args(entrypoint, "--entrypoint") if entrypoint else [],
-            cmd=split_args(cmd, "--cmd") if cmd is not None else None,
+            entrypoint=_args(entrypoint, "--entrypoint") if entrypoint else None,
+            cmd=_args(cmd, "--cmd") if cmd is not None else None,
             env=_pairs(env, "--env"),
             workdir=workdir,
             user=user,
-            expose=list(expose),
+            expose=expose,
             labels=_pairs(labels, "--label"),
         ),
         tag=tag,
-        engine_mode=engine_mode,
+        engine_mode=EngineMode(engine_mode),
         output=Path(output) if output else None,
         split_layers=layers == "split",
         context_dir=Path(context_dir) if context_dir else None,
         no_build=no_build,
         template=Path(template) if template else None,
-        verify=split_args(verify, "--verify") if verify is not None else None,
+        verify=_args(verify, "--verify") if verify is not None else None,
         push=push,
         insecure=insecure,
         sbom=Path(sbom) if sbom else None,
         sbom_format=sbom_format,
-        debug=DebugRequest(debug_suffix, debug_shell, debug_base, busybox_path) if debug else None,
+        debug=DebugRequest(debug_suffix, DebugShell(debug_shell), debug_base, busybox_path)
+        if debug
+        else None,
         show_progress=not as_json,
     )
     check_request(request)
     if push:
-        request.credentials = _push_credentials(push, registry_user, registry_password_stdin)
-
-    def warn(message: str) -> None:
-        click.echo(f"scratchpack: warning: {message}", err=True)
-
-    _report(run_build(request, warn), as_json, no_build)
+        credentials = _push_credentials(push, registry_user, registry_password_stdin)
+        request = dataclasses.replace(request, credentials=credentials)
+    _report(run_build(request).to_json(), as_json, no_build)
 
 
 def _push_credentials(reference: str, user: str | None, password_stdin: bool) -> Any:
     """Check the reference before any work; credentials from the options or docker's config."""
     # registry imports requests (a tenth of a second): only when pushing.
-    from scratchpack.registry import Credentials, credentials_from_docker_config, parse_reference
+    from scratchpack.image.registry import (
+        Credentials,
+        credentials_from_docker_config,
+        parse_reference,
+    )
 
     registry, _repository, _tag = parse_reference(reference)
     if password_stdin and not user:
@@ -490,28 +533,28 @@ def shrink(
     IMAGE is an image in the local engine or an archive file (docker save,
     OCI layout or archive). It is only read: the new image is TAG.
     """
-    from scratchpack.shrink import render_report, run_shrink
+    from scratchpack.commands.build import EngineMode
+    from scratchpack.commands.shrink import ShrinkRequest, render_report, run_shrink
 
-    check_tag(tag)
-    outcome = run_shrink(
-        image,
-        tag,
-        includes=includes,
-        trace=trace,
-        probe_cmd=split_args(probe_cmd, "--probe-cmd") if probe_cmd else None,
-        trace_args=split_args(trace_args, "--trace-args") if trace_args is not None else None,
-        trace_timeout=trace_timeout,
-        engine_mode=engine_mode,
-        output=Path(output) if output else None,
-        allow_missing=allow_missing,
-        show_progress=not as_json,
+    result = run_shrink(
+        ShrinkRequest(
+            image=image,
+            tag=tag,
+            includes=includes,
+            trace=trace,
+            probe_cmd=_args(probe_cmd, "--probe-cmd") if probe_cmd else None,
+            trace_args=_args(trace_args, "--trace-args") if trace_args is not None else None,
+            trace_timeout=trace_timeout,
+            engine_mode=EngineMode(engine_mode),
+            output=Path(output) if output else None,
+            allow_missing=allow_missing,
+            show_progress=not as_json,
+        )
     )
-    for warning in outcome.plan.warnings:
-        click.echo(f"scratchpack: warning: {warning}", err=True)
     if as_json:
-        click.echo(_json(outcome.to_json()))
+        click.echo(_json(result.to_json()))
     else:
-        click.echo(render_report(outcome), nl=False)
+        click.echo(render_report(result), nl=False)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -549,14 +592,13 @@ def debug(
       scratchpack debug --attach web               # a shell next to container web
       scratchpack debug --attach web -- ps         # one command instead
     """
-    from scratchpack.debug import debug_existing, debug_tag
-    from scratchpack.engine import Engine
+    from scratchpack.commands.build import DebugShell
+    from scratchpack.commands.debug import DebugImageRequest, run_attach, run_debug
+    from scratchpack.engine.client import Engine
+    from scratchpack.image.reference import check_tag
+    from scratchpack.plan.debug import debug_tag
 
     if container is not None:
-        from scratchpack.attach import attach
-
-        if not container.strip():
-            raise InputError("--attach needs the name or ID of a running container")
         ignored = [
             option
             for option, given in (
@@ -571,9 +613,9 @@ def debug(
             raise InputError(
                 f"--attach opens a shell in a sidecar: {', '.join(ignored)} do not apply"
             )
-        engine = Engine()
-        command = list(args) or None
-        outcome = attach(engine.client, container, tools_image, command)
+        if not container.strip():
+            raise InputError("--attach needs the name or ID of a running container")
+        outcome = run_attach(Engine.connect(), container, tools_image, list(args) or None)
         if outcome.output is not None:
             click.echo(outcome.output, nl=False)
         sys.exit(outcome.exit_code)
@@ -582,21 +624,24 @@ def debug(
     image = args[0]
     if tag is None and re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", image):
         raise InputError(f"{image} is an image ID: name the debug variant with -t NAME[:TAG]")
-    engine = Engine()
-    result = debug_existing(
+    final_tag = check_tag(tag or debug_tag(image, "-debug"))
+    engine = Engine.connect()
+    result = run_debug(
         engine,
-        image,
-        check_tag(tag or debug_tag(image, "-debug")),
-        debug_shell,
-        debug_base,
-        busybox_path,
-        show_progress=not as_json,
+        DebugImageRequest(
+            image=image,
+            tag=final_tag,
+            shell=DebugShell(debug_shell),
+            base=debug_base,
+            busybox=busybox_path,
+            show_progress=not as_json,
+        ),
     )
     if as_json:
-        click.echo(_json(result))
+        click.echo(_json({"source": image, **result.to_json()}))
     else:
-        click.echo(f"Built {result['tag']} {result['image']} ({_size(int(result['size']))})")
-        click.echo(f"Open a shell with: docker run --rm -it --entrypoint sh {result['tag']}")
+        click.echo(f"Built {result.tag} {result.image} ({_size(int(result.size or 0))})")
+        click.echo(f"Open a shell with: docker run --rm -it --entrypoint sh {result.tag}")
 
 
 def _json(document: object) -> str:

@@ -29,3 +29,25 @@ class VerifyError(ScratchpackError):
     """The built image ran and failed its --verify command."""
 
     exit_code = EXIT_VERIFY
+
+
+class EngineError(ScratchpackError):
+    """The engine is unreachable, or refused or failed what we asked."""
+
+    exit_code = EXIT_ENGINE
+
+
+class EngineUnreachable(EngineError):
+    """No engine answers where DOCKER_HOST (or the default socket) says one is."""
+
+
+class EngineLost(EngineError):
+    """The engine answered, then went away in the middle of something."""
+
+
+class EngineTimeout(EngineError):
+    """The engine did not answer, or a container did not finish, in the time given."""
+
+
+class NoSuchImage(EngineError):
+    """The engine has no image of that name (and scratchpack never pulls one)."""

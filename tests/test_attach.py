@@ -31,16 +31,12 @@ from typing import Any
 import docker
 import pytest
 
-from scratchpack.attach import (
-    BUSYBOX_LABEL,
-    TARGET_LABEL,
-    TOOLS_IMAGE,
-    attach,
-    busybox_applets,
-    ensure_tools_image,
-)
-from scratchpack.engine import EngineError
-from scratchpack.errors import InputError
+from scratchpack.commands import debug as debug_command
+from scratchpack.commands.debug import BUSYBOX_LABEL, TOOLS_IMAGE, run_attach
+from scratchpack.engine.attach import TARGET_LABEL, AttachResult
+from scratchpack.engine.client import Engine
+from scratchpack.errors import EngineError, InputError
+from scratchpack.plan.busybox import busybox_applets
 from tests.conftest import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,14 +60,30 @@ int main(void) {
 
 # A child process that runs attach() and exits with the sidecar's status.
 CHILD = (
-    "import sys, docker\n"
-    "from scratchpack.attach import attach\n"
+    "import sys\n"
+    "from scratchpack.commands.debug import run_attach\n"
+    "from scratchpack.engine.client import Engine\n"
     "command = sys.argv[3:] or None\n"
     "interactive = {'tty': True, 'auto': None}[sys.argv[2]]\n"
-    "r = attach(docker.from_env(), sys.argv[1], command=command, interactive=interactive)\n"
+    "r = run_attach(Engine.connect(), sys.argv[1], None, command, interactive)\n"
     "sys.stdout.write(r.output or '')\n"
     "sys.exit(r.exit_code)\n"
 )
+
+
+def attach(
+    client: Any,
+    container: str,
+    image: str | None = None,
+    command: list[str] | None = None,
+    interactive: bool | None = None,
+) -> AttachResult:
+    return run_attach(Engine.from_client(client), container, image, command, interactive)
+
+
+def ensure_tools_image(client: Any, busybox: str) -> str:
+    engine = Engine.from_client(client) if client is not None else None
+    return debug_command.ensure_tools_image(engine, busybox)  # type: ignore[arg-type]
 
 
 def _child_argv(target: str, mode: str, *command: str) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchpack.debug import busybox_applets
+from scratchpack.plan.busybox import busybox_applets
 from tests.cfixtures import REPO_ROOT
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
@@ -168,12 +168,19 @@ def test_busybox_variant_with_the_writer(tmp_path: Path, static_busybox: str) ->
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["debug"]["output"] == str(tmp_path / "hello-debug.tar")
+    with tarfile.open(tmp_path / "hello.tar") as archive:
+        main = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+    names: set[str] = set()
     with tarfile.open(tmp_path / "hello-debug.tar") as archive:
         manifest = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
         assert manifest["RepoTags"] == ["hello:w-debug"]
-        with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][0])) as layer:  # type: ignore[arg-type]
-            names = set(layer.getnames())
+        for name in manifest["Layers"]:
+            with tarfile.open(fileobj=archive.extractfile(name)) as layer:  # type: ignore[arg-type]
+                names |= set(layer.getnames())
     assert {"busybox/busybox", "busybox/sh", str(HELLO).lstrip("/")} <= names
+    # The variant reuses the application's layer as is: only the shell's is new.
+    assert manifest["Layers"][: len(main["Layers"])] == main["Layers"]
+    assert len(manifest["Layers"]) == len(main["Layers"]) + 1
 
 
 def test_base_variant_needs_an_engine(tmp_path: Path) -> None:

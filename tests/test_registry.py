@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from scratchpack import registry as registry_module
 from scratchpack.errors import InputError
-from scratchpack.registry import (
+from scratchpack.image import registry as registry_module
+from scratchpack.image.registry import (
     EXIT_PUSH,
     Credentials,
     PushError,

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from scratchpack.dpkg import DpkgIndex
 from scratchpack.errors import InputError
 from scratchpack.ld import elf, loaders, resolve
 from scratchpack.ld.elf import ELFCLASS64, ElfError, read_elf
 from scratchpack.ld.loaders import EM_AARCH64, EM_X86_64, HwcapsChoice, arch_for
 from scratchpack.ld.resolve import Resolver
 from scratchpack.ld.rootfs import RootFS
+from scratchpack.plan.dpkg import DpkgIndex
 from tests.cfixtures import (
     GCC,
     HOST_INTERP,

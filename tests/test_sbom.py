@@ -24,11 +24,12 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
 from scratchpack import __version__
-from scratchpack.assemble import Entry, RootPlan
-from scratchpack.dpkg import DpkgIndex, Package
+from scratchpack.image.sbom import SbomFile, render, render_cyclonedx, render_spdx, sbom_files
 from scratchpack.ld.resolve import Resolver
 from scratchpack.ld.rootfs import RootFS
-from scratchpack.sbom import SbomFile, render, render_cyclonedx, render_spdx, sbom_files
+from scratchpack.plan.dpkg import DpkgIndex, Package
+from scratchpack.plan.entries import Entry, EntryKind, Reason
+from scratchpack.plan.rootplan import RootPlan
 
 SCHEMAS = Path(__file__).parent / "data" / "schemas"
 CDX_BASE = "http://cyclonedx.org/schema/"
@@ -253,13 +254,13 @@ def plan() -> RootPlan:
     closure = Resolver().resolve(binary)
     assert not closure.missing
     plan = RootPlan()
-    plan.add_path(root, binary, "binary")
+    plan.add_path(root, binary, Reason.PROGRAM)
     assert closure.interpreter is not None
-    plan.add_path(root, closure.interpreter, "interpreter")
+    plan.add_path(root, closure.interpreter, Reason.INTERPRETER)
     for library in closure.libraries:
-        plan.add_path(root, library.path, f"library:{library.soname}")
-    plan.add_generated("/etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\n", "essential:users")
-    plan.add_dir("/tmp", 0o1777, "essential:tmp")
+        plan.add_path(root, library.path, Reason.LIBRARY, library.soname)
+    plan.add_generated("/etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\n", Reason.ESSENTIAL)
+    plan.add_dir("/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
     return plan
 
 
@@ -419,9 +420,9 @@ def test_no_digest_still_deterministic(spdx_validator: Draft7Validator) -> None:
 
 def test_generated_entries_only() -> None:
     entries = [
-        Entry("/etc", "dir", 0o755, "essential:users"),
-        Entry("/etc/group", "file", 0o644, "essential:users", data=b"root:x:0:\n"),
-        Entry("/lib", "symlink", 0o777, "library", target="usr/lib"),
+        Entry("/etc", EntryKind.DIR, 0o755, Reason.ESSENTIAL, "users"),
+        Entry("/etc/group", EntryKind.FILE, 0o644, Reason.ESSENTIAL, "users", data=b"root:x:0:\n"),
+        Entry("/lib", EntryKind.SYMLINK, 0o777, Reason.LIBRARY, target="usr/lib"),
     ]
     files = sbom_files(entries, DpkgIndex(RootFS()), RootFS())
     assert files == [

@@ -235,7 +235,7 @@ def test_shrink_refuses_bad_options_before_any_work(
 
 
 def test_shrink_writes_builds_default_archive_name(hello_archive: Path, tmp_path: Path) -> None:
-    from scratchpack.pipeline import default_archive
+    from scratchpack.commands.build import default_archive
 
     tag = "scratchpack-test/thin:v1"
     proc = scratchpack(

@@ -28,22 +28,24 @@ from typing import Any
 
 import pytest
 
-from scratchpack.trace import (
-    EXIT_TRACE,
+from scratchpack.errors import EXIT_TRACE
+from scratchpack.image.config import RuntimeConfig
+from scratchpack.trace.parse import parse_strace
+from scratchpack.trace.run import (
+    _elf_interpreter,
+    _environment,
+    _shebang,
+    _tcp_ports,
+    trace_image,
+)
+from scratchpack.trace.tracer import (
     OUTPUT_MOUNT,
     TRACER_MOUNT,
     TraceError,
     TracerTree,
     TraceTimeout,
-    _argv,
-    _elf_interpreter,
-    _environment,
-    _shebang,
-    _tcp_ports,
     package_tracer,
     packaged_tracer,
-    parse_strace,
-    trace_image,
 )
 from tests.conftest import unavailable
 
@@ -192,21 +194,25 @@ def test_elf_interpreter_and_shebang() -> None:
     assert _shebang(b"\x7fELF") is None
 
 
+def runtime(config: dict[str, Any]) -> RuntimeConfig:
+    return RuntimeConfig.from_json(config, "test")
+
+
 def test_argv_environment_and_ports() -> None:
-    config = {"Entrypoint": ["/bin/app", "-v"], "Cmd": ["serve"], "Env": ["PATH=/bin"]}
-    assert _argv(config, None) == ["/bin/app", "-v", "serve"]
-    assert _argv(config, ["--help"]) == ["/bin/app", "-v", "--help"]
-    assert _argv(config, []) == ["/bin/app", "-v"]
-    assert _argv({"Entrypoint": None, "Cmd": ["/bin/sh", "-c", "x"]}, None) == [
+    config = runtime({"Entrypoint": ["/bin/app", "-v"], "Cmd": ["serve"], "Env": ["PATH=/bin"]})
+    assert config.argv(None) == ["/bin/app", "-v", "serve"]
+    assert config.argv(["--help"]) == ["/bin/app", "-v", "--help"]
+    assert config.argv([]) == ["/bin/app", "-v"]
+    assert runtime({"Entrypoint": None, "Cmd": ["/bin/sh", "-c", "x"]}).argv(None) == [
         "/bin/sh",
         "-c",
         "x",
     ]
-    environment, restore = _environment(["PATH=/bin", "LD_PRELOAD=/lib/x.so", "LD_AUDIT="])
+    environment, restore = _environment(("PATH=/bin", "LD_PRELOAD=/lib/x.so", "LD_AUDIT="))
     assert environment == ["PATH=/bin", "LD_PRELOAD=", "LD_AUDIT="]
     assert restore == ["LD_PRELOAD=/lib/x.so"]
     ports = {"ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "443": {}, "9000/tcp": {}}}
-    assert _tcp_ports(ports) == [443, 8080, 9000]
+    assert _tcp_ports(runtime(ports)) == [443, 8080, 9000]
 
 
 def test_options_follow_the_strace_version() -> None:
@@ -317,8 +323,8 @@ def _tag(name: str) -> str:
     return f"scratchpack-test/trace-{name}:{uuid.uuid4().hex[:8]}"
 
 
-def _config(client: Any, tag: str) -> dict[str, Any]:
-    return dict(client.images.get(tag).attrs["Config"])
+def _config(client: Any, tag: str, **changes: Any) -> RuntimeConfig:
+    return runtime({**client.images.get(tag).attrs["Config"], **changes})
 
 
 def _leftovers(client: Any) -> list[Any]:
@@ -336,9 +342,9 @@ def images(docker_client: Any) -> Iterator[list[str]]:
 
 @pytest.fixture
 def engine(docker_client: Any) -> Any:
-    from scratchpack.engine import Engine
+    from scratchpack.engine.client import Engine
 
-    return Engine()
+    return Engine.from_client(docker_client)
 
 
 @pytest.fixture
@@ -408,7 +414,7 @@ def test_trace_a_dynamic_program_built_by_scratchpack(
     result = trace_image(engine, tag, config, tracer, timeout=60, progress=messages.append)
 
     assert result.exit_code == 0
-    assert result.probes == []
+    assert result.probes == ()
     assert result.log_lines > 5
     paths = result.paths
     assert str(program) in paths  # the entrypoint, at its path
@@ -541,8 +547,9 @@ def test_a_program_that_never_ends_times_out(
 def test_a_program_strace_cannot_find_is_a_clear_error(
     docker_client: Any, engine: Any, tracer: TracerTree, busybox_image: str
 ) -> None:
-    config = dict(_config(docker_client, busybox_image), ExposedPorts=None)
-    config["Entrypoint"] = ["/no/such/program"]
+    config = _config(
+        docker_client, busybox_image, ExposedPorts=None, Entrypoint=["/no/such/program"]
+    )
     with pytest.raises(TraceError, match="could not start /no/such/program") as caught:
         trace_image(engine, busybox_image, config, tracer, timeout=30)
     assert "/no/such/program" in str(caught.value)

@@ -1,4 +1,4 @@
-"""Reading existing images and unpacking them safely (scratchpack/unpack.py).
+"""Reading existing images and unpacking them safely (scratchpack/image/readers.py, unpack.py).
 
 Synthetic layers, built entry by entry here, pin down the layer semantics
 (whiteouts, opaque directories, hard links) and the safety rules (symlinked
@@ -31,9 +31,9 @@ from typing import Any
 import docker.errors
 import pytest
 
-from scratchpack.engine import EngineError
-from scratchpack.errors import InputError, ScratchpackError
-from scratchpack.unpack import ImageSource, UnpackReport, image_config_summary, open_image, unpack
+from scratchpack.errors import EngineError, InputError, ScratchpackError
+from scratchpack.image.readers import SourceImage, open_image
+from scratchpack.image.unpack import UnpackReport, unpack
 from tests.cfixtures import REPO_ROOT
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
@@ -185,11 +185,17 @@ def pack(directory: Path, archive: Path) -> Path:
 
 def open_and_unpack(
     tmp_path: Path, reference: str | Path, client: Any = None
-) -> tuple[ImageSource, Path, UnpackReport]:
+) -> tuple[SourceImage, Path, UnpackReport]:
     work = Path(tempfile.mkdtemp(dir=tmp_path, prefix="work-"))
     root = Path(tempfile.mkdtemp(dir=tmp_path, prefix="root-"))
-    source = open_image(str(reference), client, workdir=work)
-    return source, root, unpack(source, root)
+    source = open_image(str(reference), work, engine_of(client))
+    return source, root, unpack(source.image, root)
+
+
+def engine_of(client: Any) -> Any:
+    from scratchpack.engine.client import Engine
+
+    return None if client is None else Engine.from_client(client)
 
 
 def unpack_layers(tmp_path: Path, *layers: bytes) -> tuple[Path, UnpackReport]:
@@ -400,10 +406,11 @@ def test_unprivileged_unpack(tmp_path: Path) -> None:
             f"""
             import os, stat
             from pathlib import Path
-            from scratchpack.unpack import open_image, unpack
+            from scratchpack.image.readers import open_image
+            from scratchpack.image.unpack import unpack
             os.mkdir("{work}/w"); os.mkdir("{work}/root")
-            source = open_image("{work}/image", workdir=Path("{work}/w"))
-            report = unpack(source, Path("{work}/root"))
+            source = open_image("{work}/image", Path("{work}/w"))
+            report = unpack(source.image, Path("{work}/root"))
             assert os.listdir("{work}/root/ro") == ["b"], os.listdir("{work}/root/ro")
             assert stat.S_IMODE(os.stat("{work}/root/suid").st_mode) == 0o4755
             assert report.owners["/suid"] == (0, 0)
@@ -416,7 +423,7 @@ def test_unprivileged_unpack(tmp_path: Path) -> None:
             if setpriv is None:
                 pytest.skip("setpriv is not installed")
             command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-            probe = [*command[:-1], "import scratchpack.unpack"]
+            probe = [*command[:-1], "import scratchpack.image.unpack"]
             if subprocess.run(probe, cwd=REPO_ROOT, capture_output=True, check=False).returncode:
                 pytest.skip("user nobody cannot run this Python and scratchpack")
         proc = subprocess.run(
@@ -431,10 +438,10 @@ def test_unprivileged_unpack(tmp_path: Path) -> None:
 
 def test_progress_adds_up_to_the_stored_size(tmp_path: Path) -> None:
     image = write_oci(tmp_path / "oci", [layer(f("a", os.urandom(3 << 20))), layer(f("b"))])
-    source = open_image(str(image), workdir=tmp_path)
+    source = open_image(str(image), tmp_path)
     (tmp_path / "root").mkdir()
     steps: list[int] = []
-    unpack(source, tmp_path / "root", steps.append)
+    unpack(source.image, tmp_path / "root", progress=steps.append)
     assert sum(steps) == source.layers_size > 3 << 20 and len(steps) > 2
 
 
@@ -461,30 +468,24 @@ def test_every_archive_format_gives_the_same_root(tmp_path: Path) -> None:
     trees = {}
     for label, reference in references.items():
         source, root, report = open_and_unpack(tmp_path, reference)
-        assert source.format == label.removeprefix("plain-").removeprefix("gzipped-")
+        assert source.format.value == label.removeprefix("plain-").removeprefix("gzipped-")
         assert source.digest == sha(config_bytes(LAYERS))
-        assert len(source.layers) == 2 and report.whiteouts_applied == 1
+        assert len(source.image.layers) == 2 and report.whiteouts_applied == 1
         trees[label] = snapshot(root)
     assert all(tree == trees["oci-layout"] for tree in trees.values())
     assert set(trees["oci-layout"]) == {"/bin", "/bin/app", "/bin/app2", "/bin/tool", "/sbin"}
 
 
-def test_config_summary(tmp_path: Path) -> None:
-    source = open_image(str(write_oci(tmp_path / "oci", LAYERS)), workdir=tmp_path)
-    assert image_config_summary(source) == {
-        "Entrypoint": ["/bin/app"],
-        "Cmd": None,
-        "Env": ["PATH=/bin", "A=1"],
-        "WorkingDir": "/work",
-        "User": "65532",
-        "ExposedPorts": ["53/udp", "8080/tcp"],
-        "Volumes": None,
-        "Labels": {"l": "v"},
-        "StopSignal": None,
-        "Healthcheck": None,
-        "architecture": "amd64",
-        "os": "linux",
-    }
+def test_config_is_read_field_by_field(tmp_path: Path) -> None:
+    source = open_image(str(write_oci(tmp_path / "oci", LAYERS)), tmp_path)
+    config = source.image.config
+    runtime = config.runtime
+    assert runtime.entrypoint == ("/bin/app",) and runtime.cmd is None
+    assert runtime.env == ("PATH=/bin", "A=1") and runtime.working_dir == "/work"
+    assert runtime.user == "65532" and runtime.exposed_ports == ("53/udp", "8080/tcp")
+    assert runtime.volumes == () and runtime.labels == (("l", "v"),)
+    assert runtime.stop_signal is None and runtime.healthcheck is None
+    assert (config.platform.architecture, config.platform.os) == ("amd64", "linux")
     assert source.names == ("t",)
 
 
@@ -508,15 +509,15 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_our_writer_and_skopeo_copies_unpack_alike(tmp_path: Path, written: Path) -> None:
     source, root, report = open_and_unpack(tmp_path, written / "image.tar")
-    assert source.format == "oci-archive" and len(source.layers) == 2
+    assert source.format.value == "oci-archive" and len(source.image.layers) == 2
     assert source.names == ("hello:unpack",)
-    assert image_config_summary(source)["Entrypoint"] == [str(HELLO)]
+    assert source.image.config.runtime.entrypoint == (str(HELLO),)
     assert (root / str(HELLO).lstrip("/")).read_bytes() == HELLO.read_bytes()
     assert (root / "lib64").is_symlink() and (root / "tmp").stat().st_mode & 0o1777 == 0o1777
     assert report.warnings == [] and report.owners["/home/nonroot"] == (65532, 65532)
     reference_tree = snapshot(root)
     layout_source, layout_root, _ = open_and_unpack(tmp_path, written / "layout")
-    assert layout_source.format == "oci-layout" and layout_source.digest == source.digest
+    assert layout_source.format.value == "oci-layout" and layout_source.digest == source.digest
     assert snapshot(layout_root) == reference_tree
 
     skopeo = tool("skopeo")
@@ -531,7 +532,7 @@ def test_our_writer_and_skopeo_copies_unpack_alike(tmp_path: Path, written: Path
             capture_output=True,
         )
         copy, copy_root, _ = open_and_unpack(tmp_path, path)
-        assert copy.format == kind
+        assert copy.format.value == kind
         assert snapshot(copy_root) == reference_tree
 
 
@@ -552,7 +553,7 @@ def test_unreadable_sources_fail_in_one_line(tmp_path: Path) -> None:
     }
     for reference, message in cases.items():
         with pytest.raises(InputError) as err:
-            open_image(reference, workdir=tmp_path)
+            open_image(reference, tmp_path)
         assert message in one_line(err) and err.value.exit_code == 2
 
 
@@ -574,15 +575,15 @@ def test_bad_layers_fail_in_one_line(tmp_path: Path) -> None:
         truncated: "not a readable tar",
     }
     for image, message in cases.items():
-        source = open_image(str(image), workdir=tmp_path)
+        source = open_image(str(image), tmp_path)
         root = Path(tempfile.mkdtemp(dir=tmp_path))
         with pytest.raises(InputError) as err:
-            unpack(source, root)
+            unpack(source.image, root)
         assert message in one_line(err)
     (tmp_path / "full").mkdir()
     (tmp_path / "full/file").touch()
     with pytest.raises(InputError) as err:
-        unpack(open_image(str(zstd), workdir=tmp_path), tmp_path / "full")
+        unpack(open_image(str(zstd), tmp_path).image, tmp_path / "full")
     assert "not an empty directory" in one_line(err)
 
 
@@ -592,7 +593,7 @@ def test_tampered_manifest_digests_are_refused(tmp_path: Path) -> None:
     index["manifests"][0]["digest"] = "sha256:../../../../etc/passwd"
     (image / "index.json").write_text(json.dumps(index))
     with pytest.raises(InputError) as err:
-        open_image(str(image), workdir=tmp_path)
+        open_image(str(image), tmp_path)
     assert "invalid digest" in one_line(err)
     # An unpacked docker save directory whose manifest points outside it.
     saved = tmp_path / "saved"
@@ -600,11 +601,11 @@ def test_tampered_manifest_digests_are_refused(tmp_path: Path) -> None:
     with tarfile.open(write_docker_archive(tmp_path / "d.tar", LAYERS)) as tar:
         tar.extractall(saved)
     manifest = json.loads((saved / "manifest.json").read_text())
-    assert open_image(str(saved), workdir=tmp_path).format == "docker-archive"
+    assert open_image(str(saved), tmp_path).format.value == "docker-archive"
     manifest[0]["Layers"][0] = "../d.tar"
     (saved / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError) as err:
-        open_image(str(saved), workdir=tmp_path)
+        open_image(str(saved), tmp_path)
     assert "outside the image" in one_line(err)
 
 
@@ -688,16 +689,16 @@ def test_docker_save_archive_and_engine_name(
     image_id = docker_client.images.get(engine_image).id
 
     saved, saved_root, saved_report = open_and_unpack(tmp_path, archive)
-    assert saved.format == "docker-archive" and saved.digest == image_id
+    assert saved.format.value == "docker-archive" and saved.digest == image_id
     check_engine_root(saved_root, saved_report)
-    summary = image_config_summary(saved)
-    assert summary["Entrypoint"] == ["/bin/busybox"] and summary["Cmd"] == ["true"]
-    assert "GREETING=hi" in summary["Env"] and summary["ExposedPorts"] == ["8080/tcp"]
-    assert summary["WorkingDir"] == "/d" and summary["User"] == "65532"
-    assert summary["StopSignal"] == "SIGINT" and summary["Labels"] == {"org.example": "yes"}
+    runtime = saved.image.config.runtime
+    assert runtime.entrypoint == ("/bin/busybox",) and runtime.cmd == ("true",)
+    assert "GREETING=hi" in runtime.env and runtime.exposed_ports == ("8080/tcp",)
+    assert runtime.working_dir == "/d" and runtime.user == "65532"
+    assert runtime.stop_signal == "SIGINT" and runtime.labels == (("org.example", "yes"),)
 
     named, named_root, named_report = open_and_unpack(tmp_path, engine_image, docker_client)
-    assert named.format == "engine" and named.digest == image_id
+    assert named.format.value == "engine" and named.digest == image_id
     assert named.names == (engine_image,)
     check_engine_root(named_root, named_report)
     assert snapshot(named_root) == snapshot(saved_root)
@@ -710,7 +711,7 @@ def test_docker_save_archive_and_engine_name(
         capture_output=True,
     )
     copy, copy_root, _ = open_and_unpack(tmp_path, tmp_path / "oci")
-    assert copy.format == "oci-layout" and snapshot(copy_root) == snapshot(saved_root)
+    assert copy.format.value == "oci-layout" and snapshot(copy_root) == snapshot(saved_root)
     bundle = tmp_path / "bundle"
     subprocess.run(
         [umoci, "unpack", "--image", f"{tmp_path}/oci:x", str(bundle)],
@@ -724,7 +725,7 @@ def test_docker_save_archive_and_engine_name(
 def test_missing_engine_image_fails_in_one_line(tmp_path: Path, docker_client: Any) -> None:
     name = f"scratchpack-test/absent:{uuid.uuid4().hex[:12]}"
     with pytest.raises(EngineError) as err:
-        open_image(name, docker_client, workdir=tmp_path)
+        open_image(name, tmp_path, engine_of(docker_client))
     assert one_line(err) == f"no image {name} in the local engine"
     assert err.value.exit_code == 3
     assert not list(tmp_path.iterdir())

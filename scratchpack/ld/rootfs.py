@@ -14,7 +14,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-_MAX_SYMLINKS = 40  # the kernel's limit (ELOOP)
+from scratchpack.inroot import Node, NodeKind, WalkError, walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +26,13 @@ class PathStep:
     host: str  # where it is on the host
     mode: int  # st_mode from lstat
     target: str | None  # the symlink's target, as written
+    size: int = 0  # st_size from lstat
 
 
-def _kind(mode: int) -> str:
+def _kind(mode: int) -> NodeKind:
     if stat.S_ISDIR(mode):
-        return "dir"
-    return "file" if stat.S_ISREG(mode) else "other"
+        return NodeKind.DIR
+    return NodeKind.FILE if stat.S_ISREG(mode) else NodeKind.OTHER
 
 
 def open_regular(host: str, follow: bool = True) -> int:
@@ -58,15 +59,15 @@ def open_regular(host: str, follow: bool = True) -> int:
     return fd
 
 
-def read_regular(host: str, follow: bool = True) -> bytes | None:
-    """The bytes of regular file ``host``; None when it is absent, unreadable or not a file."""
+def read_regular(host: str, follow: bool = True, limit: int = -1) -> bytes | None:
+    """The bytes of regular file ``host`` (its first ``limit``); None when absent or not a file."""
     try:
         fd = open_regular(host, follow)
     except OSError:
         return None
     try:
         with os.fdopen(fd, "rb") as stream:
-            return stream.read()
+            return stream.read(limit)
     except OSError:
         return None
 
@@ -126,39 +127,29 @@ class RootFS:
 
     def _walk(self, path: str) -> list[PathStep] | None:
         """:meth:`trace`, with a final component of any type (kind "other" for the rest)."""
-        pending = [part for part in path.split("/") if part and part != "."]
-        pending.reverse()
-        real: list[str] = []
-        steps: list[PathStep] = []
-        links = 0
-        while pending:
-            part = pending.pop()
-            if part == "..":
-                if real:
-                    real.pop()
-                continue
-            in_root = "/" + "/".join([*real, part])
-            host = in_root if self.is_host else self.top + in_root
-            try:
-                info = os.lstat(host)
-            except OSError:
-                return None
-            if stat.S_ISLNK(info.st_mode):
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    return None
-                target = os.readlink(host)
-                steps.append(PathStep(in_root, "symlink", host, info.st_mode, target))
-                if target.startswith("/"):
-                    real = []
-                pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
-                continue
-            real.append(part)
-            kind = _kind(info.st_mode)
-            if pending and kind != "dir":
-                return None
-            steps.append(PathStep(in_root, kind, host, info.st_mode, None))
-        return steps
+        try:
+            walked = walk(path, self._node)
+        except WalkError:
+            return None
+        if walked is None:
+            return None
+        return [
+            PathStep(
+                step.path, step.node.kind.value, host, info.st_mode, step.node.target, info.st_size
+            )
+            for step in walked[0]
+            for host, info in (step.node.info,)
+        ]
+
+    def _node(self, in_root: str) -> Node | None:
+        host = in_root if self.is_host else self.top + in_root
+        try:
+            info = os.lstat(host)
+        except OSError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return Node(NodeKind.SYMLINK, os.readlink(host), (host, info))
+        return Node(_kind(info.st_mode), None, (host, info))
 
     def exists(self, path: str) -> bool:
         host = self.host_path(path)
@@ -179,8 +170,8 @@ class RootFS:
         host = self.host_path(path)
         return host is not None and os.path.isdir(host)
 
-    def read_bytes(self, path: str) -> bytes | None:
-        """The regular file's bytes, or None when it is absent, unreadable or not a file.
+    def read_bytes(self, path: str, limit: int = -1) -> bytes | None:
+        """The regular file's bytes (the first ``limit``), or None when absent or not a file.
 
         A FIFO or a device in the root must not block or stream forever: the file
         is opened non-blocking and read only when it is a regular file.
@@ -188,7 +179,7 @@ class RootFS:
         host = self.host_path(path)
         if host is None:
             return None
-        return read_regular(host, follow=self.is_host)
+        return read_regular(host, follow=self.is_host, limit=limit)
 
     def read_text(self, path: str) -> str | None:
         data = self.read_bytes(path)

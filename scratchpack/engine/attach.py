@@ -42,7 +42,6 @@ are created, never ``containers.run``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -52,28 +51,20 @@ import signal
 import socket
 import struct
 import sys
-import tarfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
+from elftools.elf.enums import ENUM_E_MACHINE
 
-from scratchpack.busybox import busybox_applets
-from scratchpack.engine import Engine, EngineError, _short
-from scratchpack.errors import InputError
+from scratchpack.engine.client import Engine, short
+from scratchpack.errors import EngineError, EngineLost
 
-TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
-TOOLS_DIR = "/busybox"
-# What makes a tools image current: the busybox it holds and this layout's version.
-BUSYBOX_LABEL = "org.scratchpack.busybox-sha256"
-LAYOUT_LABEL = "org.scratchpack.debug-tools-layout"
-LAYOUT_VERSION = "1"
 # Sidecars carry the ID of the container they debug.
 TARGET_LABEL = "org.scratchpack.debug-target"
 
@@ -87,91 +78,11 @@ class AttachResult:
     output: str | None  # combined stdout and stderr of a non-interactive run
 
 
-# --------------------------------------------------------------------------- tools image
+# --------------------------------------------------------------------------- tools
 
 
-def ensure_tools_image(client: docker.DockerClient, busybox_path: str = "/bin/busybox") -> str:
-    """The ID of :data:`TOOLS_IMAGE`, built once from a static busybox and reused.
-
-    The image is ``FROM scratch`` with busybox at ``/busybox/busybox``, a symlink
-    per applet beside it (``/busybox/sh``, ``/busybox/ps``, ...), ``/busybox``
-    first in ``PATH`` and an empty ``/tmp``. It is rebuilt when its label does not
-    name this busybox's sha256 (another busybox, or an older layout).
-    """
-    binary = Path(busybox_path)
-    try:
-        content = binary.read_bytes()
-    except OSError as err:
-        raise InputError(
-            f"cannot read {busybox_path} ({err.strerror or err}): "
-            "apt-get install busybox-static, or give --image"
-        ) from err
-    machine = _static_elf_machine(content)
-    if machine is None:
-        raise InputError(
-            f"{busybox_path} is not a static ELF executable: "
-            "apt-get install busybox-static, or give --image"
-        )
-    applets = busybox_applets(binary)
-    digest = hashlib.sha256(content).hexdigest()
-
-    previous = _local_image(client, TOOLS_IMAGE)
-    if previous is not None:
-        labels = (previous.attrs.get("Config") or {}).get("Labels") or {}
-        if labels.get(BUSYBOX_LABEL) == digest and labels.get(LAYOUT_LABEL) == LAYOUT_VERSION:
-            return str(previous.id)
-
-    # The engine labels what it builds with its own architecture, whatever the files.
-    engine_arch = _engine_architecture(client)
-    busybox_arch = _ELF_ARCHITECTURES.get(machine)
-    if engine_arch and busybox_arch and engine_arch != busybox_arch:
-        raise InputError(
-            f"{busybox_path} is {busybox_arch} but the engine runs {engine_arch}: "
-            "give --image with an image of the engine's architecture"
-        )
-    dockerfile = (
-        "FROM scratch\n"
-        "COPY rootfs/ /\n"
-        f"ENV PATH={TOOLS_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-        f'LABEL {BUSYBOX_LABEL}="{digest}" {LAYOUT_LABEL}="{LAYOUT_VERSION}"\n'
-        'CMD ["sh"]\n'
-    ).encode()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        _add(tar, "Dockerfile", data=dockerfile, mode=0o644)
-        _add(tar, "rootfs/tmp", kind=tarfile.DIRTYPE, mode=0o1777)
-        _add(tar, "rootfs/busybox", kind=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, "rootfs/busybox/busybox", data=content, mode=0o755)
-        for name in applets:
-            if name != "busybox":
-                _add(tar, f"rootfs/busybox/{name}", kind=tarfile.SYMTYPE, link="busybox")
-    context.seek(0)
-
-    image_id = Engine.from_client(client).build(context, TOOLS_IMAGE)
-    if previous is not None and previous.id != image_id:
-        # The stale image lost the tag: drop it if that left it dangling (no other
-        # tag) and unused, never an image someone else still names.
-        stale = _local_image(client, previous.id)
-        if stale is not None and not stale.tags:
-            with contextlib.suppress(docker.errors.DockerException):
-                client.images.remove(previous.id)
-    return image_id
-
-
-# ELF e_machine -> the engine's (Go's) architecture name.
-_ELF_ARCHITECTURES = {
-    "EM_X86_64": "amd64",
-    "EM_AARCH64": "arm64",
-    "EM_386": "386",
-    "EM_ARM": "arm",
-    "EM_PPC64": "ppc64le",
-    "EM_S390": "s390x",
-    "EM_RISCV": "riscv64",
-}
-
-
-def _static_elf_machine(content: bytes) -> str | None:
-    """The ``e_machine`` of a static executable (no ``PT_INTERP``), else ``None``."""
+def static_elf_machine(content: bytes) -> tuple[int, int] | None:
+    """(``e_machine``, bits) of a static executable (no ``PT_INTERP``), else ``None``."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
@@ -181,33 +92,11 @@ def _static_elf_machine(content: bytes) -> str | None:
             segment["p_type"] == "PT_INTERP" for segment in elf.iter_segments()
         ):
             return None
-        return str(elf["e_machine"])
-    except (ELFError, ValueError, struct.error):
+        machine = elf.header["e_machine"]
+        number = ENUM_E_MACHINE[machine] if isinstance(machine, str) else int(machine)
+        return number, elf.elfclass
+    except (ELFError, ValueError, struct.error, KeyError):
         return None
-
-
-def _engine_architecture(client: docker.DockerClient) -> str:
-    try:
-        return str(client.version().get("Arch") or "")
-    except docker.errors.DockerException as err:
-        raise EngineError(f"cannot ask the engine its version: {_short(err)}") from err
-
-
-def _add(
-    tar: tarfile.TarFile,
-    name: str,
-    *,
-    data: bytes = b"",
-    kind: bytes = tarfile.REGTYPE,
-    mode: int = 0o777,
-    link: str = "",
-) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.linkname = link
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
 
 
 def _local_image(client: docker.DockerClient, reference: str) -> Any:
@@ -217,53 +106,44 @@ def _local_image(client: docker.DockerClient, reference: str) -> Any:
     except docker.errors.ImageNotFound:
         return None
     except docker.errors.APIError as err:
-        raise EngineError(f"cannot inspect image {reference}: {_short(err)}") from err
+        raise EngineError(f"cannot inspect image {reference}: {short(err)}") from err
 
 
 # --------------------------------------------------------------------------- attach
 
 
 def attach(
-    client: docker.DockerClient,
+    engine: Engine,
     container: str,
-    image: str | None = None,
+    tools: str,
+    shown: str,
     command: Sequence[str] | None = None,
     interactive: bool | None = None,
 ) -> AttachResult:
     """Run ``command`` (default: a shell) in a sidecar next to a running ``container``.
 
-    ``image`` is a local image to take the tools from (default: :data:`TOOLS_IMAGE`,
-    built on first use). ``interactive`` (default: no command and stdin is a
+    ``tools`` is the local image (an ID) to take the tools from, ``shown`` its
+    name in messages. ``interactive`` (default: no command and stdin is a
     terminal) relays the terminal to a shell on a TTY and returns its exit status
     with ``output=None``. Otherwise the command runs to completion and its combined
     output is returned; with no command, stdin is the shell's script
     (``scratchpack debug --attach C < script.sh``).
     """
     try:
-        return _attach(client, container, image, command, interactive)
+        return _attach(engine.client, container, tools, shown, command, interactive)
     except requests.exceptions.RequestException as err:
-        raise EngineError(f"lost the Docker engine: {_short(err)}") from err
+        raise EngineLost(f"lost the Docker engine: {short(err)}") from err
 
 
 def _attach(
     client: docker.DockerClient,
     container: str,
-    image: str | None,
+    image_ref: str,
+    shown: str,
     command: Sequence[str] | None,
     interactive: bool | None,
 ) -> AttachResult:
     target = _running_target(client, container)
-    if image is None:
-        image_ref = ensure_tools_image(client)
-        shown = TOOLS_IMAGE
-    else:
-        tools = _local_image(client, image)
-        if tools is None:
-            raise EngineError(
-                f"no image {image} in the local engine; "
-                "build one or omit --image for scratchpack's busybox tools"
-            )
-        image_ref, shown = str(tools.id), image
     _check_architecture(client, image_ref, target)
 
     in_fd = _fileno(sys.stdin)
@@ -319,7 +199,7 @@ def _attach(
                 output = _demultiplex(b"".join(chunks)).decode("utf-8", "replace")
             return AttachResult(_exit_status(waiter), output)
         except docker.errors.APIError as err:
-            raise EngineError(f"cannot run a sidecar next to {container}: {_short(err)}") from err
+            raise EngineError(f"cannot run a sidecar next to {container}: {short(err)}") from err
         finally:
             if sock is not None:  # the SDK's wrapper, then the socket itself
                 for closable in (sock, getattr(sock, "_sock", sock)):
@@ -338,7 +218,7 @@ def _running_target(client: docker.DockerClient, container: str) -> Any:
     except docker.errors.NotFound as err:
         raise EngineError(f"no container {container}") from err
     except docker.errors.APIError as err:
-        raise EngineError(f"cannot inspect container {container}: {_short(err)}") from err
+        raise EngineError(f"cannot inspect container {container}: {short(err)}") from err
     status = target.attrs.get("State", {}).get("Status", "unknown")
     if status != "running":
         raise EngineError(
@@ -389,7 +269,7 @@ def _start(client: docker.DockerClient, container_id: str, image: str, argv: lis
     try:
         client.api.start(container_id)
     except docker.errors.APIError as err:
-        text = _short(err)
+        text = short(err)
         missing = re.search(
             r'exec: ".*?: (executable file not found in \$PATH|no such file or directory)', text
         )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import contextlib
 import ipaddress
 import json
 import os
@@ -46,7 +46,9 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from scratchpack import __version__
 from scratchpack.errors import EXIT_PUSH, ScratchpackError
-from scratchpack.reference import DOCKER_HUB, Reference
+from scratchpack.image.digest import Digest, HashingReader
+from scratchpack.image.model import Blob, BytesBlob, Image
+from scratchpack.image.reference import DOCKER_HUB, Reference
 
 _DOCKER_HUB_API = "registry-1.docker.io"
 # Keys under which `docker login` stores Docker Hub credentials, newest habit last.
@@ -55,13 +57,6 @@ _DOCKER_HUB_CONFIG_KEYS = (
     "index.docker.io",
     "docker.io",
     "registry-1.docker.io",
-)
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-_INDEX_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 
 _SHA256_RE = re.compile(r"sha256:([0-9a-f]{64})")
@@ -99,7 +94,7 @@ def parse_reference(ref: str) -> tuple[str, str, str]:
     """Split ``[REGISTRY/]NAME[:TAG]`` into (registry, repository, tag) by docker's rules.
 
     Unwritten registries are ``docker.io``, where one-component names get
-    docker's ``library/`` prefix; see :class:`scratchpack.reference.Reference`.
+    docker's ``library/`` prefix; see :class:`scratchpack.image.reference.Reference`.
     """
     return Reference.parse(ref).push_target()
 
@@ -199,99 +194,6 @@ def _entry_credentials(entry: dict[str, Any], path: Path, key: str) -> Credentia
     if isinstance(username, str) and isinstance(password, str) and username:
         return Credentials(username, password)
     return None
-
-
-# --- the layout -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Blob:
-    digest: str
-    size: int
-    path: Path
-
-
-def _blob_path(layout: Path, digest: object) -> Path:
-    if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
-        raise PushError(f"{layout}: unsupported or malformed digest {digest!r} (sha256 only)")
-    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
-
-
-def _file_sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return f"sha256:{digest.hexdigest()}", size
-
-
-def _check_blob(layout: Path, descriptor: object, what: str) -> _Blob:
-    """The descriptor's blob, hashed now: a corrupt layout fails before anything is sent."""
-    if not isinstance(descriptor, dict):
-        raise PushError(f"{layout}: the {what} descriptor is not a JSON object")
-    digest, size = descriptor.get("digest"), descriptor.get("size")
-    path = _blob_path(layout, digest)
-    try:
-        actual, actual_size = _file_sha256(path)
-    except FileNotFoundError:
-        raise PushError(f"{layout}: the {what} blob {digest} is missing") from None
-    except OSError as exc:
-        raise PushError(f"{layout}: cannot read the {what} blob {digest}: {exc}") from None
-    if actual != digest:
-        raise PushError(
-            f"{layout}: the {what} blob {digest} is corrupt: its content hashes to {actual}"
-        )
-    if isinstance(size, int) and size != actual_size:
-        raise PushError(
-            f"{layout}: the {what} blob {digest} has {actual_size} bytes, "
-            f"its descriptor says {size}"
-        )
-    return _Blob(actual, actual_size, path)
-
-
-def _read_json(path: Path, layout: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise PushError(f"{layout}: not an OCI image layout (no {path.name})") from None
-    except (OSError, ValueError) as exc:
-        raise PushError(f"{layout}: cannot read {path.name}: {exc}") from None
-
-
-def _read_layout(layout: Path) -> tuple[bytes, str, str, list[_Blob]]:
-    """(manifest bytes, its media type, its digest, [layers..., config]), all verified."""
-    if not layout.is_dir():
-        raise PushError(f"{layout}: not an OCI image layout directory")
-    marker = _read_json(layout / "oci-layout", layout)
-    if not isinstance(marker, dict) or "imageLayoutVersion" not in marker:
-        raise PushError(f"{layout}: oci-layout has no imageLayoutVersion")
-    index = _read_json(layout / "index.json", layout)
-    manifests = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(manifests, list) or len(manifests) != 1:
-        count = len(manifests) if isinstance(manifests, list) else 0
-        raise PushError(f"{layout}: index.json must list exactly one manifest, it lists {count}")
-    descriptor = manifests[0]
-    media_type = descriptor.get("mediaType") if isinstance(descriptor, dict) else None
-    if media_type in _INDEX_TYPES:
-        raise PushError(f"{layout}: pushing an image index (several platforms) is not supported")
-    manifest_blob = _check_blob(layout, descriptor, "manifest")
-    manifest_bytes = manifest_blob.path.read_bytes()
-    try:
-        manifest = json.loads(manifest_bytes)
-    except ValueError as exc:
-        raise PushError(f"{layout}: the manifest is not JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise PushError(f"{layout}: the manifest is not a JSON object")
-    media_type = media_type or manifest.get("mediaType") or OCI_MANIFEST
-    if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
-        raise PushError(f"{layout}: unsupported manifest media type {media_type!r}")
-    layers = manifest.get("layers")
-    if not isinstance(layers, list):
-        raise PushError(f"{layout}: the manifest has no layers list")
-    blobs = [_check_blob(layout, layer, "layer") for layer in layers]
-    blobs.append(_check_blob(layout, manifest.get("config"), "config"))
-    return manifest_bytes, media_type, manifest_blob.digest, blobs
 
 
 # --- HTTP -----------------------------------------------------------------------------
@@ -581,16 +483,18 @@ def _quiet_insecure() -> Iterator[None]:
         yield
 
 
-def _push_blob(client: _Client, blob: _Blob, progress: Callable[[str], None]) -> bool:
+def _push_blob(
+    client: _Client, digest: str, size: int, blob: Blob, progress: Callable[[str], None]
+) -> bool:
     """Upload one blob unless the registry has it; True if it was uploaded."""
     name = client.repository
-    response = client.request("HEAD", f"/v2/{name}/blobs/{blob.digest}")
+    response = client.request("HEAD", f"/v2/{name}/blobs/{digest}")
     if response.status_code == 200:
-        progress(f"exists {_short(blob.digest)}")
+        progress(f"exists {_short(digest)}")
         return False
     if response.status_code != 404:
-        client._fail(response, f"HEAD blob {_short(blob.digest)}")
-    progress(f"uploading {_short(blob.digest)} ({_human_size(blob.size)})")
+        client._fail(response, f"HEAD blob {_short(digest)}")
+    progress(f"uploading {_short(digest)} ({_human_size(size)})")
     response = client.request("POST", f"/v2/{name}/blobs/uploads/")
     if response.status_code != 202:
         client._fail(response, "starting a blob upload")
@@ -599,20 +503,25 @@ def _push_blob(client: _Client, blob: _Blob, progress: Callable[[str], None]) ->
         raise PushError(f"{client.registry} started an upload without a Location header")
     location = urljoin(response.url, location)
     separator = "&" if urlsplit(location).query else "?"
-    url = f"{location}{separator}{urlencode({'digest': blob.digest})}"
-    response = client.request(
-        "PUT",
-        url,
-        body=lambda: blob.path.open("rb"),  # streamed; reopened if a 401 forces a retry
-        headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
-    )
+    url = f"{location}{separator}{urlencode({'digest': digest})}"
+    with contextlib.ExitStack() as stack:
+
+        def body() -> BinaryIO:  # streamed; reopened if a 401 forces a retry
+            return stack.enter_context(blob.open())
+
+        response = client.request(
+            "PUT",
+            url,
+            body=body,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
     if response.status_code != 201:
-        client._fail(response, f"uploading blob {_short(blob.digest)}")
+        client._fail(response, f"uploading blob {_short(digest)}")
     return True
 
 
-def push_layout(
-    layout_dir: str | Path,
+def push_image(
+    image: Image,
     reference: str,
     credentials: Credentials | None = None,
     insecure: bool = False,
@@ -620,35 +529,38 @@ def push_layout(
     timeout: float = 60,
     ca_file: str | Path | None = None,
 ) -> PushResult:
-    """Push the one image of an OCI layout directory as ``reference``; no engine needed.
+    """Push ``image`` as ``reference``; no engine needed.
 
-    Every blob is hashed against its name before anything is sent, so a corrupt
-    layout pushes nothing. The manifest goes up byte for byte, so the registry's
-    digest is the layout's; a registry that reports another one is an error.
-    ``insecure`` allows plain HTTP / unverified HTTPS (always allowed for loopback
-    registries, as docker does); ``ca_file`` trusts a private CA. ``progress``
-    receives one line per blob. Raises :class:`PushError` (exit 5), or
-    :class:`~scratchpack.errors.InputError` for a malformed reference.
+    Its blobs are streamed from where they are (the writer hashed them as it
+    wrote them); the manifest goes up byte for byte, so the registry's digest
+    is the image's, and a registry that reports another one is an error.
+    ``insecure`` allows plain HTTP / unverified HTTPS (always allowed for
+    loopback registries, as docker does); ``ca_file`` trusts a private CA.
+    ``progress`` receives one line per blob. Raises :class:`PushError` (exit
+    5), or :class:`~scratchpack.errors.InputError` for a malformed reference.
     """
     registry, repository, tag = parse_reference(reference)
-    layout = Path(layout_dir)
-    manifest_bytes, media_type, manifest_digest, blobs = _read_layout(layout)
+    manifest_digest = image.manifest_descriptor.digest
+    blobs: list[tuple[str, int, Blob]] = [
+        (layer.digest, layer.size, layer.blob) for layer in image.layers
+    ]
+    blobs.append((image.image_id, len(image.config_bytes), BytesBlob(image.config_bytes)))
     report = progress or (lambda _line: None)
     client = _Client(registry, repository, credentials, insecure, ca_file, timeout)
     uploaded = skipped = 0
     try:
         with _quiet_insecure():
             client.connect()
-            for blob in blobs:
-                if _push_blob(client, blob, report):
+            for digest, size, blob in blobs:
+                if _push_blob(client, digest, size, blob, report):
                     uploaded += 1
                 else:
                     skipped += 1
             response = client.request(
                 "PUT",
                 f"/v2/{repository}/manifests/{tag}",
-                body=lambda: manifest_bytes,
-                headers={"Content-Type": media_type},
+                body=lambda: image.manifest_bytes,
+                headers={"Content-Type": str(image.manifest_descriptor.media_type)},
             )
             if response.status_code != 201:
                 client._fail(response, f"PUT manifest {tag}")
@@ -662,3 +574,32 @@ def push_layout(
         )
     report(f"pushed {manifest_digest} as {registry}/{repository}:{tag}")
     return PushResult(f"{registry}/{repository}:{tag}", manifest_digest, uploaded, skipped)
+
+
+def push_layout(layout_dir: str | Path, reference: str, *args: Any, **kwargs: Any) -> PushResult:
+    """Push the one image of an OCI layout directory that this process did not write.
+
+    Bytes read from disk are checked before anything is sent: every blob is
+    hashed against its name, so a corrupt layout pushes nothing. (Images the
+    writer just made need no such pass: :func:`push_image` them.)
+    """
+    from scratchpack.errors import InputError
+    from scratchpack.image.readers import open_path
+
+    layout = Path(layout_dir)
+    if not (layout / "oci-layout").is_file() or not (layout / "index.json").is_file():
+        raise PushError(f"{layout}: not an OCI image layout (no oci-layout or index.json)")
+    try:
+        image = open_path(str(layout), layout, layout).image
+        for layer in image.layers:
+            with layer.blob.open() as stream:
+                reader = HashingReader(stream, Digest.parse(layer.digest).algorithm)
+                actual = reader.drain()
+            if actual != layer.digest or reader.size != layer.size:
+                raise PushError(
+                    f"{layout}: the layer blob {layer.digest} is corrupt: its content hashes "
+                    f"to {actual} ({reader.size} bytes)"
+                )
+    except InputError as err:
+        raise PushError(str(err)) from None
+    return push_image(image, reference, *args, **kwargs)

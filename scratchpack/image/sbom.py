@@ -2,7 +2,7 @@
 
 Every regular file of the image is listed with its SHA-1 and SHA-256, under the
 Debian package it came from when the root's dpkg database knows it
-(:mod:`scratchpack.dpkg`); generated files (``/etc/passwd``, ``ld.so.cache``)
+(:mod:`scratchpack.plan.dpkg`); generated files (``/etc/passwd``, ``ld.so.cache``)
 belong to the image alone. The documents are deterministic: the timestamp is
 ``created_epoch`` (``SOURCE_DATE_EPOCH``), the SPDX namespace and CycloneDX
 serial number derive from the image digest, everything is sorted, and the same
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from scratchpack import __version__
-from scratchpack.assemble import Entry
-from scratchpack.dpkg import DpkgIndex, Package
 from scratchpack.ld.rootfs import RootFS
+from scratchpack.plan.dpkg import DpkgIndex, Package
+from scratchpack.plan.entries import Entry, EntryKind
 
 FORMATS = ("spdx", "cyclonedx")
 NAMESPACE_BASE = "https://scratchpack.invalid"
@@ -51,7 +51,7 @@ def sbom_files(entries: Iterable[Entry], index: DpkgIndex, root: RootFS) -> list
     """
     files: list[SbomFile] = []
     for entry in entries:
-        if entry.kind != "file":
+        if entry.kind is not EntryKind.FILE:
             continue
         sha256, sha1 = hashlib.sha256(), hashlib.sha1()
         if entry.data is not None:

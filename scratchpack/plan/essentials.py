@@ -16,10 +16,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scratchpack.assemble import RootPlan
 from scratchpack.errors import InputError
 from scratchpack.ld.elf import ElfError, undefined_symbols
 from scratchpack.ld.rootfs import RootFS
+from scratchpack.plan.entries import Reason
+from scratchpack.plan.rootplan import RootPlan
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ZONEINFO = "/usr/share/zoneinfo"
@@ -80,11 +81,11 @@ def needs_libgcc_s(host_paths: Iterable[str]) -> bool:
 
 
 def add_users(plan: RootPlan) -> None:
-    plan.add_generated("/etc/passwd", PASSWD.encode(), "essential:users")
-    plan.add_generated("/etc/group", GROUP.encode(), "essential:users")
-    plan.add_dir("/root", 0o700, "essential:users")
-    plan.add_dir("/home", 0o755, "essential:users")
-    plan.add_dir("/home/nonroot", 0o700, "essential:users", NONROOT_UID, NONROOT_UID)
+    plan.add_generated("/etc/passwd", PASSWD.encode(), Reason.ESSENTIAL, "users")
+    plan.add_generated("/etc/group", GROUP.encode(), Reason.ESSENTIAL, "users")
+    plan.add_dir("/root", 0o700, Reason.ESSENTIAL, "users")
+    plan.add_dir("/home", 0o755, Reason.ESSENTIAL, "users")
+    plan.add_dir("/home/nonroot", 0o700, Reason.ESSENTIAL, "users", NONROOT_UID, NONROOT_UID)
 
 
 def user_known(user: str) -> bool:

@@ -1,0 +1,488 @@
+"""``build``: from request to published outputs. Check everything, then do, then publish.
+
+Every check that needs no work runs first (conflicting options, output paths,
+the tag and the push reference), so a mistake costs nothing. Then the plan
+(:func:`~scratchpack.plan.image_plan.plan_image`), the image — built in the
+engine from the rendered Dockerfile, or written by the built-in writer — its
+``--verify`` run, its push, its debug variant and its SBOM. Every output goes
+through one :func:`~scratchpack.publish.publication`: nothing appears, and no
+tag moves, unless every step succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scratchpack.errors import EngineError, EngineLost, EngineUnreachable, InputError, VerifyError
+from scratchpack.image.config import source_date_epoch
+from scratchpack.image.reference import Reference, check_tag
+from scratchpack.image.writer import BlobStore, assemble
+from scratchpack.notes import collected, warn
+from scratchpack.plan.debug import debug_output, debug_tag
+from scratchpack.plan.image_plan import BuildOptions, ImagePlan, plan_image
+from scratchpack.plan.layers import split_layers
+from scratchpack.progress import ByteProgress, terminal_progress
+from scratchpack.publish import (
+    Publication,
+    check_distinct,
+    check_new_directory,
+    check_new_file,
+    check_output,
+    publication,
+    to_engine,
+    to_output,
+)
+
+if TYPE_CHECKING:
+    from scratchpack.engine.client import Engine
+    from scratchpack.image.config import ImageConfig
+    from scratchpack.image.model import Image
+    from scratchpack.image.registry import Credentials, PushResult
+
+
+class EngineMode(str, Enum):
+    AUTO = "auto"
+    DOCKER = "docker"
+    NONE = "none"
+
+
+class DebugShell(str, Enum):
+    BASE = "base"  # laid over a base image that has a shell
+    BUSYBOX = "busybox"  # a static busybox at /busybox
+
+
+@dataclass(frozen=True)
+class DebugRequest:
+    suffix: str = "-debug"
+    shell: DebugShell = DebugShell.BASE
+    base: str = "alpine:3.20"
+    busybox: str = "/bin/busybox"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything ``scratchpack build`` was asked to do."""
+
+    options: BuildOptions
+    config: ImageConfig
+    tag: str | None
+    engine_mode: EngineMode = EngineMode.AUTO
+    output: Path | None = None
+    split_layers: bool = False
+    context_dir: Path | None = None
+    no_build: bool = False
+    template: Path | None = None
+    verify: tuple[str, ...] | None = None
+    push: str | None = None
+    credentials: Credentials | None = None
+    insecure: bool = False
+    sbom: Path | None = None
+    sbom_format: str = "spdx"
+    debug: DebugRequest | None = None
+    show_progress: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    args: tuple[str, ...]
+    exit_code: int
+    output: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"args": list(self.args), "exit_code": self.exit_code, "output": self.output}
+
+
+@dataclass(frozen=True)
+class DebugResult:
+    tag: str
+    shell: DebugShell
+    base: str | None
+    image: str
+    size: int | None = None
+    output: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "tag": self.tag,
+            "shell": self.shell.value,
+            "base": self.base,
+            "image": self.image,
+        }
+        if self.size is not None:
+            document["size"] = self.size
+        if self.output is not None:
+            document["output"] = self.output
+        return document
+
+
+@dataclass(frozen=True)
+class SbomResult:
+    path: str
+    format: str
+    files: int
+    packages: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build`` made; ``to_json`` is the ``--json`` document."""
+
+    tag: str | None
+    files: int
+    content_bytes: int
+    context: str | None
+    warnings: tuple[str, ...]
+    engine: EngineMode | None = None  # None: --no-build
+    image: str | None = None
+    size: int | None = None
+    output: str | None = None  # the built-in writer's archive or layout
+    manifest_digest: str | None = None
+    diff_ids: tuple[str, ...] = ()
+    verify: VerifyResult | None = None
+    push: PushResult | None = None
+    debug: DebugResult | None = None
+    sbom: SbomResult | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "tag": self.tag,
+            "files": self.files,
+            "content_bytes": self.content_bytes,
+            "context": self.context,
+            "warnings": list(self.warnings),
+        }
+        if self.engine is not None:
+            document.update(engine=self.engine.value, image=self.image, size=self.size)
+        if self.engine is EngineMode.NONE:
+            document.update(
+                output=self.output,
+                manifest_digest=self.manifest_digest,
+                diff_ids=list(self.diff_ids),
+            )
+        if self.verify is not None:
+            document["verify"] = self.verify.to_json()
+        if self.push is not None:
+            document["push"] = {
+                "reference": self.push.reference,
+                "digest": self.push.manifest_digest,
+            }
+        if self.debug is not None:
+            document["debug"] = self.debug.to_json()
+        if self.sbom is not None:
+            document["sbom"] = self.sbom.to_json()
+        return document
+
+
+# -- checks before any work -------------------------------------------------------------------
+
+
+def check_request(request: BuildRequest) -> None:
+    """Refuse contradictions and unusable output paths before anything is resolved."""
+    if request.no_build:
+        if request.context_dir is None:
+            raise InputError("--no-build writes only the build context: give --context DIR")
+        for given, option in (
+            (request.output, "-o/--output"),
+            (request.push, "--push"),
+            (request.verify is not None, "--verify"),
+            (request.debug, "--debug"),
+        ):
+            if given:
+                raise InputError(f"--no-build builds nothing: {option} has nothing to work on")
+    elif not request.tag:
+        raise InputError("missing -t/--tag NAME[:TAG]")
+    if request.tag:
+        check_tag(request.tag)
+    if request.engine_mode is EngineMode.DOCKER:
+        for given, option in (
+            (request.output, "-o/--output"),
+            (request.push, "--push"),
+            (request.split_layers, "--layers split"),
+        ):
+            if given:
+                raise InputError(f"{option} uses the built-in writer: drop --engine docker")
+    if request.debug is not None:
+        if not request.debug.suffix:
+            raise InputError("--debug-suffix must not be empty: the variant needs a tag of its own")
+        if request.push and request.output is None:
+            raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
+    targets: list[tuple[Path, str]] = []
+    if request.context_dir is not None:
+        check_new_directory(request.context_dir, "--context")
+        targets.append((request.context_dir, "--context"))
+    if request.output is not None:
+        check_output(request.output, "--output")
+        targets.append((request.output, "--output"))
+        if request.debug is not None:
+            debug_target = debug_output(request.output, request.debug.suffix)
+            check_output(debug_target, "the debug variant's output")
+            targets.append((debug_target, "the debug variant's output"))
+    if request.sbom is not None:
+        check_new_file(request.sbom, "--sbom", may_exist=True)
+        targets.append((request.sbom, "--sbom"))
+    check_distinct(targets)
+    if request.template is not None:
+        try:
+            request.template.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"--template {request.template}: cannot read it ({err})") from err
+    request.config.check()
+    source_date_epoch()  # a bad SOURCE_DATE_EPOCH fails now, not after the build
+
+
+def choose_engine(mode: EngineMode, output: Path | None) -> Engine | None:
+    """The engine to build in, or None for the built-in writer."""
+    if mode is EngineMode.NONE or output is not None:
+        return None
+    # The docker SDK takes a tenth of a second to import: only when an engine is wanted.
+    from scratchpack.engine.client import Engine
+
+    if mode is EngineMode.DOCKER:
+        return Engine.connect()
+    try:
+        return Engine.connect()
+    except EngineUnreachable:
+        return None
+
+
+def default_archive(tag: str) -> Path:
+    """``hello_latest.tar`` for ``hello:latest``, in the working directory."""
+    return Path(Reference.parse(tag).archive_name())
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def run_build(request: BuildRequest) -> BuildResult:
+    """Plan, build or write, verify, push, debug variant, SBOM; then publish every output."""
+    check_request(request)
+    engine = (
+        None
+        if request.no_build or request.push
+        else choose_engine(request.engine_mode, request.output)
+    )
+    debug = request.debug
+    if debug and debug.shell is DebugShell.BASE and engine is None and not request.no_build:
+        raise InputError(
+            "a debug variant on a base image needs the Docker engine that holds the base; "
+            "--debug-shell busybox needs none"
+        )
+    plan = plan_image(request.options, request.config)
+    if engine is not None:
+        for entry in plan.root.files:
+            if entry.xattrs:
+                warn(
+                    f"{entry.path}: the engine's build drops its file capabilities; "
+                    "--engine none keeps them"
+                )
+    progress = terminal_progress if request.show_progress else None
+    result: dict[str, Any] = {}
+    with publication() as staged:
+        if request.context_dir is not None:
+            from scratchpack.engine.context import write_context
+
+            directory = staged.directory(request.context_dir)
+            write_context(plan.root.sorted_entries(), plan.config, str(directory), request.template)
+        if request.no_build:
+            pass
+        elif engine is not None:
+            assert request.tag is not None
+            result.update(_engine_build(staged, engine, plan, request, progress))
+        else:
+            result.update(_write_build(staged, plan, request, progress))
+        if debug is not None and not request.no_build:
+            result["debug"] = _debug_variant(staged, plan, request, engine, result.get("written"))
+        if request.sbom is not None:
+            result["sbom"] = _sbom(staged, plan, request, str(result.get("image") or ""))
+    result.pop("written", None)
+    return BuildResult(
+        tag=request.tag,
+        files=len(plan.root.files),
+        content_bytes=plan.root.size,
+        context=str(request.context_dir.absolute()) if request.context_dir else None,
+        warnings=tuple(collected()),
+        **result,
+    )
+
+
+def _engine_build(
+    staged: Publication,
+    engine: Engine,
+    plan: ImagePlan,
+    request: BuildRequest,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """Build in the engine from the rendered Dockerfile, under a throw-away tag."""
+    from scratchpack.engine.context import context_chunks, owned_trees, render_dockerfile
+
+    assert request.tag is not None
+    entries = plan.root.sorted_entries()
+    dockerfile = render_dockerfile(plan.config, owned_trees(entries), request.template)
+    temporary = staged.engine_name(engine, request.tag)
+    image_id = engine.build(context_chunks(entries, dockerfile), temporary, progress)
+    staged.engine_image(temporary, image_id)
+    info = engine.image(image_id)
+    result: dict[str, Any] = {"engine": EngineMode.DOCKER, "image": info.id, "size": info.size}
+    if request.verify is not None:
+        result["verify"] = verify_image(engine, temporary, request.tag, request.verify)
+    return result
+
+
+def write_plan(
+    store: BlobStore, plan: ImagePlan, split: bool = False, show_progress: bool = False
+) -> Image:
+    """The built-in writer: the plan's layers and config into ``store``, hashed as written."""
+    epoch = source_date_epoch()
+    progress = ByteProgress("writing layers", plan.root.size, enabled=show_progress)
+    layers = [
+        store.write_layer(entries, epoch, progress.advance)
+        for entries in split_layers(plan.root, split)
+    ]
+    progress.done()
+    return assemble(store, layers, plan.config.runtime_json(), plan.platform, epoch)
+
+
+def store_for(staged: Publication, target: Path | None) -> BlobStore:
+    """Where blobs go: the staged layout directory itself, or a temporary one."""
+    if target is not None and target.suffix != ".tar":
+        return BlobStore(staged.directory(target))
+    return BlobStore(staged.scratch())
+
+
+def _write_build(
+    staged: Publication,
+    plan: ImagePlan,
+    request: BuildRequest,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    assert request.tag is not None
+    push_only = request.push is not None and request.output is None
+    target = None if push_only else (request.output or default_archive(request.tag))
+    image = write_plan(store_for(staged, target), plan, request.split_layers, request.show_progress)
+    if target is not None:
+        to_output(staged, image, target, request.tag, source_date_epoch())
+    result: dict[str, Any] = {
+        "engine": EngineMode.NONE,
+        "output": str(target) if target else None,
+        "image": image.image_id,
+        "manifest_digest": image.manifest_descriptor.digest,
+        "diff_ids": tuple(layer.diff_id for layer in image.layers),
+        "size": image.size,
+        "written": image,
+    }
+    if request.verify is not None:
+        result["verify"] = verify_written(image, request.tag, request.verify)
+    if request.push is not None:
+        from scratchpack.image.registry import push_image
+
+        result["push"] = push_image(
+            image, request.push, request.credentials, insecure=request.insecure, progress=progress
+        )
+    return result
+
+
+def verify_image(
+    engine: Engine, reference: str, tag: str, args: tuple[str, ...], loaded: bool = False
+) -> VerifyResult:
+    """Run the new image with ``args`` and no network; fail (exit 4) if it fails.
+
+    A lost engine stays an engine error (exit 3); an image that cannot start,
+    or does not finish in time, fails its check.
+    """
+    outcome = "nothing written" if loaded else "image removed"
+    try:
+        run = engine.run(reference, args)
+    except (EngineLost, EngineUnreachable):
+        raise
+    except EngineError as err:  # it could not even start, or never finished
+        raise VerifyError(
+            f"{tag} cannot run --verify {shlex.join(args)!r}: {err} ({outcome})"
+        ) from err
+    if run.exit_code != 0:
+        last = run.output.strip().splitlines()[-1:] or [""]
+        raise VerifyError(
+            f"{tag} exited {run.exit_code} with --verify {shlex.join(args)!r}: {last[0]} "
+            f"({outcome})"
+        )
+    return VerifyResult(tuple(args), run.exit_code, run.output)
+
+
+def verify_written(image: Image, tag: str, args: tuple[str, ...]) -> VerifyResult:
+    """``--verify`` of a writer-made image: loaded under a throw-away name, run, removed.
+
+    The engine's own images and tags are left as they were.
+    """
+    from scratchpack.engine.client import Engine
+    from scratchpack.publish import leftover
+
+    try:
+        engine = Engine.connect()
+    except EngineUnreachable as err:
+        raise EngineUnreachable(f"--verify runs the image in a Docker engine: {err}") from err
+    reference = f"scratchpack-verify/{os.getpid()}-{os.urandom(4).hex()}:0"
+    try:
+        engine.load(image, reference)
+        result = verify_image(engine, reference, tag, args, loaded=True)
+    except BaseException:
+        with leftover(f"the image {reference}", f"docker rmi {reference}"):
+            engine.untag(reference)
+        raise
+    engine.untag(reference)
+    return result
+
+
+def _debug_variant(
+    staged: Publication,
+    plan: ImagePlan,
+    request: BuildRequest,
+    engine: Engine | None,
+    written: Image | None,
+) -> DebugResult:
+    """TAG-debug: written by the built-in writer, loaded into the engine or written beside -o."""
+    from scratchpack.commands.debug import busybox_variant, variant_on_base
+
+    settings = request.debug
+    assert settings is not None and request.tag is not None
+    tag = check_tag(debug_tag(request.tag, settings.suffix))
+    store = BlobStore(staged.scratch())  # the variant's own blobs; it may reuse the main layers
+    runtime = plan.config.runtime_json()
+    if settings.shell is DebugShell.BUSYBOX:
+        application = written if written is not None else write_plan(store, plan)
+        image = busybox_variant(store, application, runtime, settings.busybox)
+    else:
+        assert engine is not None
+        image = variant_on_base(
+            store, engine, staged.scratch(), plan.root, runtime, plan.platform, settings.base
+        )
+    base = settings.base if settings.shell is DebugShell.BASE else None
+    if engine is not None and request.output is None:
+        to_engine(staged, engine, image, tag)
+        return DebugResult(tag, settings.shell, base, image.image_id, image.size)
+    main = request.output or default_archive(request.tag)
+    target = debug_output(main, settings.suffix)
+    to_output(staged, image, target, tag, source_date_epoch())
+    return DebugResult(tag, settings.shell, base, image.image_id, output=str(target))
+
+
+def _sbom(staged: Publication, plan: ImagePlan, request: BuildRequest, digest: str) -> SbomResult:
+    from scratchpack.image.sbom import render, sbom_files
+    from scratchpack.ld.rootfs import RootFS
+    from scratchpack.plan.dpkg import DpkgIndex
+
+    assert request.sbom is not None
+    root = RootFS(request.options.root)
+    files = sbom_files(plan.root.entries.values(), DpkgIndex.load(root), root)
+    data = render(request.sbom_format, files, request.tag or "image", digest, source_date_epoch())
+    staged.file(request.sbom).write_bytes(data)
+    packages = {file.package for file in files if file.package is not None}
+    return SbomResult(str(request.sbom.absolute()), request.sbom_format, len(files), len(packages))

@@ -1,0 +1,216 @@
+"""``debug``: a debug variant of any image, and a shell beside a running container.
+
+A variant is always written by the built-in writer and loaded into the engine,
+never built ``FROM`` the image: a build from someone else's image would run its
+``ONBUILD`` triggers and render its configuration into a Dockerfile. The
+source's layers are reused byte for byte, its configuration copied exactly
+(with ``/busybox`` added to PATH for the busybox shell); only the shell's
+layer is new.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scratchpack.commands.build import DebugResult, DebugShell
+from scratchpack.errors import InputError
+from scratchpack.image.config import history_entry, source_date_epoch
+from scratchpack.image.media import Platform
+from scratchpack.image.model import Image
+from scratchpack.image.readers import open_image
+from scratchpack.image.tree import flattened_tree
+from scratchpack.image.writer import BlobStore, assemble
+from scratchpack.plan.busybox import busybox_applets
+from scratchpack.plan.debug import BUSYBOX_DIR, busybox_entries, merge_onto_base, with_path
+from scratchpack.plan.entries import Entry, EntryKind, Reason
+from scratchpack.plan.programs import DEFAULT_PATH
+from scratchpack.plan.rootplan import RootPlan
+from scratchpack.publish import publication, to_engine
+
+if TYPE_CHECKING:
+    from scratchpack.engine.attach import AttachResult
+    from scratchpack.engine.client import Engine
+
+TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
+# What makes a tools image current: the busybox it holds and this layout's version.
+BUSYBOX_LABEL = "org.scratchpack.busybox-sha256"
+LAYOUT_LABEL = "org.scratchpack.debug-tools-layout"
+LAYOUT_VERSION = "2"
+
+
+def busybox_variant(store: BlobStore, image: Image, runtime: dict[str, Any], busybox: str) -> Image:
+    """``image`` plus a layer with a static busybox at /busybox, on PATH."""
+    epoch = source_date_epoch()
+    layer = store.write_layer(busybox_entries(busybox, busybox_applets(busybox)), epoch)
+    runtime = copy.deepcopy(runtime)
+    runtime["Env"] = with_path(runtime.get("Env") or [], BUSYBOX_DIR)
+    history = [*image.config.history, history_entry(epoch, "debug: busybox")]
+    return assemble(store, [*image.layers, layer], runtime, image.platform, epoch, history)
+
+
+def variant_on_base(
+    store: BlobStore,
+    engine: Engine,
+    workdir: Path,
+    root: RootPlan,
+    runtime: dict[str, Any],
+    platform: Platform,
+    base_image: str,
+) -> Image:
+    """The base image's layers, and ``root`` laid over them so that both still work."""
+    base = open_image(base_image, workdir, engine)
+    architecture = base.image.platform.architecture
+    if architecture and architecture != platform.architecture:
+        raise InputError(
+            f"the debug base is {architecture} but the application is {platform.architecture}"
+        )
+    merged = merge_onto_base(root, flattened_tree(base.image, base_image))
+    epoch = source_date_epoch()
+    layer = store.write_layer(merged.sorted_entries(), epoch)
+    history = [*base.image.config.history, history_entry(epoch, "debug: application")]
+    return assemble(store, [*base.image.layers, layer], runtime, platform, epoch, history)
+
+
+@dataclass(frozen=True)
+class DebugImageRequest:
+    image: str
+    tag: str
+    shell: DebugShell = DebugShell.BASE
+    base: str = "alpine:3.20"
+    busybox: str = "/bin/busybox"
+    show_progress: bool = False
+
+
+def run_debug(engine: Engine, request: DebugImageRequest) -> DebugResult:
+    """The debug variant of any image in the engine, from that image's own files and config."""
+    from scratchpack.image.unpack import unpack
+    from scratchpack.ld.rootfs import RootFS
+    from scratchpack.progress import ByteProgress
+
+    if not os.path.lexists(os.path.expanduser(request.image)):
+        engine.image(request.image)  # an unknown image fails first, and clearly
+    if request.shell is DebugShell.BASE:
+        engine.image(request.base)  # a missing base fails before anything is read
+    with publication() as staged:
+        work = staged.scratch()
+        source = open_image(request.image, work / "source", engine)
+        store = BlobStore(work / "out")
+        runtime = source.image.config.runtime.copy_json()
+        if request.shell is DebugShell.BUSYBOX:
+            image = busybox_variant(store, source.image, runtime, request.busybox)
+        else:
+            root_dir = work / "root"
+            root_dir.mkdir()
+            progress = ByteProgress("unpacking", source.layers_size, request.show_progress)
+            report = unpack(source.image, root_dir, request.image, progress.advance)
+            progress.done()
+            tree = RootPlan()
+            root = RootFS(root_dir)
+            for name in sorted(os.listdir(root_dir)):
+                tree.add_tree(root, f"/{name}", Reason.IMAGE)
+            tree.apply_owners(report.owners)
+            tree.apply_xattrs(report.xattrs)
+            image = variant_on_base(
+                store, engine, work / "base", tree, runtime, source.image.platform, request.base
+            )
+        to_engine(staged, engine, image, request.tag)
+    base = request.base if request.shell is DebugShell.BASE else None
+    return DebugResult(request.tag, request.shell, base, image.image_id, image.size)
+
+
+def ensure_tools_image(engine: Engine, busybox_path: str = "/bin/busybox") -> str:
+    """The ID of :data:`TOOLS_IMAGE`, made once from a static busybox and reused.
+
+    ``FROM scratch`` in effect: busybox at ``/busybox/busybox``, a symlink per
+    applet beside it, ``/busybox`` first in ``PATH`` and an empty ``/tmp``. It
+    is made again when its label does not name this busybox's sha256 (another
+    busybox, or an older layout); the stale image is dropped once nothing
+    names it.
+    """
+    from scratchpack.engine.attach import static_elf_machine
+    from scratchpack.errors import NoSuchImage
+
+    binary = Path(busybox_path)
+    try:
+        content = binary.read_bytes()
+    except OSError as err:
+        raise InputError(
+            f"cannot read {busybox_path} ({err.strerror or err}): "
+            "apt-get install busybox-static, or give --image"
+        ) from err
+    machine = static_elf_machine(content)
+    if machine is None:
+        raise InputError(
+            f"{busybox_path} is not a static ELF executable: "
+            "apt-get install busybox-static, or give --image"
+        )
+    digest = hashlib.sha256(content).hexdigest()
+    try:
+        previous = engine.image(TOOLS_IMAGE)
+    except NoSuchImage:
+        previous = None
+    if previous is not None:
+        labels = previous.config.get("Labels") or {}
+        if labels.get(BUSYBOX_LABEL) == digest and labels.get(LAYOUT_LABEL) == LAYOUT_VERSION:
+            return previous.id
+    platform = Platform.from_elf(*machine)
+    engine_arch = engine.architecture()
+    if engine_arch and engine_arch != platform.architecture:
+        raise InputError(
+            f"{busybox_path} is {platform.architecture} but the engine runs {engine_arch}: "
+            "give --image with an image of the engine's architecture"
+        )
+    epoch = source_date_epoch()
+    runtime = {
+        "Env": [f"PATH={BUSYBOX_DIR}:{DEFAULT_PATH}"],
+        "Labels": {BUSYBOX_LABEL: digest, LAYOUT_LABEL: LAYOUT_VERSION},
+        "Cmd": ["sh"],
+    }
+    entries = [
+        Entry("/tmp", EntryKind.DIR, 0o1777, Reason.DEBUG, "tools"),
+        *busybox_entries(busybox_path, busybox_applets(busybox_path)),
+    ]
+    with publication() as staged:
+        store = BlobStore(staged.scratch())
+        layer = store.write_layer(entries, epoch)
+        image = assemble(store, [layer], runtime, platform, epoch)
+        to_engine(staged, engine, image, TOOLS_IMAGE)
+        if previous is not None and previous.id != image.image_id:
+            stale = previous.id
+            staged.after_publish(lambda: engine.remove_unnamed(stale))
+    return image.image_id
+
+
+def run_attach(
+    engine: Engine,
+    container: str,
+    tools_image: str | None = None,
+    command: list[str] | None = None,
+    interactive: bool | None = None,
+) -> AttachResult:
+    """A shell (or ``command``) in a sidecar beside ``container``, with tools from an image.
+
+    The tools are :data:`TOOLS_IMAGE` (made once from the host's static busybox)
+    unless ``tools_image`` names a local image.
+    """
+    from scratchpack.engine.attach import attach
+    from scratchpack.errors import EngineError, NoSuchImage
+
+    if not container.strip():
+        raise InputError("--attach needs the name or ID of a running container")
+    if tools_image is None:
+        tools, shown = ensure_tools_image(engine), TOOLS_IMAGE
+    else:
+        try:
+            tools, shown = engine.image(tools_image).id, tools_image
+        except NoSuchImage as err:
+            raise EngineError(
+                f"no image {tools_image} in the local engine; "
+                "build one or omit --image for scratchpack's busybox tools"
+            ) from err
+    return attach(engine, container, tools, shown, command, interactive)

@@ -1,0 +1,7 @@
+"""The Docker engine: every use of the docker SDK lives in this package.
+
+:mod:`.client` is the boundary (build, load, save, inspect, tag, run and
+containers); :mod:`.context` renders the Dockerfile template and streams the
+build context; :mod:`.attach` runs a sidecar beside a running container. Every
+failure here is an :class:`~scratchpack.errors.EngineError` (exit 3).
+"""

@@ -1,0 +1,402 @@
+"""The Docker engine, through the docker Python SDK: the one place that talks to it.
+
+Every failure becomes an :class:`~scratchpack.errors.EngineError` with one line
+the user can act on, and tells apart an engine that is not there
+(:class:`~scratchpack.errors.EngineUnreachable`), one that went away in the
+middle (:class:`~scratchpack.errors.EngineLost`) and one that took too long
+(:class:`~scratchpack.errors.EngineTimeout`). Nothing here pulls: builds pass
+``pull=False``, and containers are created from images checked to exist
+(``containers.run`` would pull a missing image from a public registry).
+
+Images are loaded as a stream (:func:`~scratchpack.image.layout.docker_archive_chunks`)
+and saved as one, so no image is ever copied whole into memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from scratchpack.errors import (
+    EngineError,
+    EngineLost,
+    EngineTimeout,
+    EngineUnreachable,
+    InputError,
+    NoSuchImage,
+)
+from scratchpack.publish import leftover
+
+if TYPE_CHECKING:
+    from scratchpack.image.model import Image
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+OWNER_LABEL = "org.scratchpack.owner"  # the PID of the scratchpack run that made an object
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    size: int
+    architecture: str
+    variant: str | None = None
+    config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+
+def where() -> str:
+    """The engine's address, as the user would recognise it."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def short(err: BaseException) -> str:
+    """The useful part of an SDK exception, on one line."""
+    explanation = getattr(err, "explanation", None)
+    text = str(explanation or err)
+    return " ".join(text.split())[:300]
+
+
+@contextlib.contextmanager
+def _translated(doing: str) -> Iterator[None]:
+    """SDK and transport failures while ``doing`` something, as engine errors."""
+    try:
+        yield
+    except docker.errors.DockerException as err:
+        raise EngineError(f"the engine refused {doing}: {short(err)}") from err
+    except requests.exceptions.Timeout as err:
+        raise EngineTimeout(f"the Docker engine at {where()} did not answer {doing}") from err
+    except requests.exceptions.RequestException as err:
+        raise EngineLost(f"lost the Docker engine at {where()} {doing}: {short(err)}") from err
+
+
+class Engine:
+    """A connection to the engine that ``DOCKER_HOST`` (or the default socket) names."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.api = client.api
+
+    @classmethod
+    def connect(cls) -> Engine:
+        """The engine of the environment, checked to answer; :class:`EngineUnreachable` if not."""
+        try:
+            client = docker.from_env()
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+            raise EngineUnreachable(
+                f"cannot reach a Docker engine at {where()} ({short(err)}); start dockerd or "
+                "point DOCKER_HOST at a running engine (e.g. unix:///run/docker.sock)"
+            ) from err
+        return cls(client)
+
+    @classmethod
+    def from_client(cls, client: Any) -> Engine:
+        """Wrap a docker client that is already connected (tests have one)."""
+        return cls(client)
+
+    # -- images ------------------------------------------------------------------------
+
+    def build(
+        self,
+        context: Iterable[bytes],
+        tag: str,
+        progress: Callable[[str], None] | None = None,
+    ) -> str:
+        """Build a context tar (Dockerfile at its top), streamed, as ``tag``; the image ID."""
+        image_id: str | None = None
+        with _translated(f"while building {tag}"):
+            stream = self.api.build(
+                fileobj=_ChunkedBody(context),
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise EngineError(f"the engine failed to build {tag}: {detail.strip()}")
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if progress is not None and chunk.get("stream", "").strip():
+                    progress(chunk["stream"].rstrip("\n"))
+        if image_id is None:
+            image_id = self.image(tag).id
+        return image_id
+
+    def load(self, image: Image, tag: str) -> str:
+        """Load ``image`` under ``tag`` (and no other name), streamed; its image ID."""
+        from scratchpack.image.layout import docker_archive_chunks
+
+        with _translated(f"while loading {tag}"):
+            for message in self.api.load_image(docker_archive_chunks(image, tag), quiet=True):
+                error = message.get("error") if isinstance(message, dict) else None
+                if error:
+                    text = " ".join(str(error).split())
+                    raise EngineError(f"the engine refused to load {tag}: {text}")
+        return image.image_id
+
+    def image(self, reference: str) -> ImageInfo:
+        """A local image, or an error: never a pull."""
+        with _translated(f"while inspecting {reference}"):
+            try:
+                attrs: dict[str, Any] = self.api.inspect_image(reference)
+            except docker.errors.NotFound as err:
+                raise NoSuchImage(f"no image {reference} in the local engine") from err
+        return ImageInfo(
+            id=str(attrs["Id"]),
+            tags=tuple(attrs.get("RepoTags") or ()),
+            size=int(attrs.get("Size") or 0),
+            architecture=str(attrs.get("Architecture") or ""),
+            variant=attrs.get("Variant") or None,
+            config=dict(attrs.get("Config") or {}),
+        )
+
+    def has_image(self, reference: str) -> bool:
+        try:
+            self.image(reference)
+        except NoSuchImage:
+            return False
+        return True
+
+    def save_image(self, reference: str, destination: Path) -> tuple[str, ...]:
+        """``docker save`` a local image into ``destination``; returns its tags."""
+        info = self.image(reference)  # a clear error for a missing image: nothing pulls
+        try:
+            with _translated(f"while reading {reference}"), open(destination, "wb") as out:
+                for chunk in self.api.get_image(info.id, chunk_size=_CHUNK):
+                    out.write(chunk)
+        except OSError as err:
+            raise InputError(f"cannot save {reference} into {destination}: {err.strerror}") from err
+        return info.tags
+
+    def tag(self, image_id: str, reference: str) -> None:
+        """Give ``image_id`` the name ``reference`` (moving it from any other image)."""
+        from scratchpack.image.reference import Reference
+
+        parsed = Reference.parse(reference)
+        with _translated(f"while tagging {reference}"):
+            self.api.tag(image_id, parsed.name, parsed.tag, force=True)
+
+    def untag(self, reference: str) -> None:
+        """Remove the name ``reference`` (the image goes only if nothing else names it)."""
+        with _translated(f"while removing {reference}"):
+            try:
+                self.api.remove_image(reference, noprune=False)
+            except docker.errors.NotFound:
+                return
+
+    def remove_unnamed(self, image_id: str) -> None:
+        """Remove an image that nothing names and nothing uses any more; keep it otherwise."""
+        with _translated(f"while removing {image_id}"):
+            try:
+                if self.api.inspect_image(image_id).get("RepoTags"):
+                    return
+                self.api.remove_image(image_id)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as err:
+                if err.status_code == 409:  # a container uses it
+                    return
+                raise
+
+    def remove_image(self, reference: str) -> None:
+        """Remove an image by name or ID, forced (its tags too); absent is fine."""
+        with _translated(f"while removing {reference}"):
+            try:
+                self.api.remove_image(reference, force=True)
+            except docker.errors.NotFound:
+                return
+
+    def architecture(self) -> str:
+        with _translated("while asking its version"):
+            return str(self.api.version().get("Arch") or "")
+
+    # -- containers ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def container(self, image_id: str, **options: Any) -> Iterator[Container]:
+        """A container of a local image, removed (with its anonymous volumes) afterwards.
+
+        Its name is chosen and its owner label set before the engine is asked,
+        so an interrupt while the engine creates it still finds and removes it.
+        ``containers.create`` never pulls; callers pass images that exist.
+        """
+        name = options.pop("name", None) or f"scratchpack-{os.getpid()}-{os.urandom(4).hex()}"
+        labels = {OWNER_LABEL: str(os.getpid()), **(options.pop("labels", None) or {})}
+        container = Container(self, name)
+        try:
+            with _translated(f"while creating a container of {image_id}"):
+                container.model = self.client.containers.create(
+                    image_id, name=name, labels=labels, **options
+                )
+            yield container
+        except BaseException:
+            with leftover(f"the container {name}", f"docker rm -f {name}"):
+                container.remove()
+            raise
+        container.remove()
+
+    def run(
+        self,
+        image: str,
+        command: Sequence[str] | None = None,
+        network: bool = False,
+        timeout: float = 120,
+    ) -> RunResult:
+        """Run a local image to completion and return its exit code and output."""
+        self.image(image)  # fails clearly instead of letting the engine pull
+        with self.container(
+            image,
+            command=list(command) if command is not None else None,
+            # network_disabled would also leave /etc/hosts empty (no localhost).
+            network_mode=None if network else "none",
+        ) as container:
+            container.start()
+            code = container.wait(timeout, f"{image} did not finish within {timeout:.0f} s")
+            return RunResult(code, container.logs())
+
+
+class Container:
+    """A container the engine made for us: started, waited for, read, removed."""
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.model: Any = None
+
+    def _get(self) -> Any:
+        if self.model is None:
+            self.model = self.engine.client.containers.get(self.name)
+        return self.model
+
+    def start(self) -> None:
+        with _translated(f"while starting {self.name}"):
+            self._get().start()
+
+    def wait(self, timeout: float, message: str) -> int:
+        """The exit status; :class:`EngineTimeout` with ``message`` if it takes longer."""
+        try:
+            status = self._get().wait(timeout=timeout)
+        except requests.exceptions.ReadTimeout as err:
+            raise EngineTimeout(message) from err
+        except requests.exceptions.ConnectionError as err:
+            if "timed out" in str(err).lower():
+                raise EngineTimeout(message) from err
+            raise EngineLost(f"lost the Docker engine at {where()} while {message}") from err
+        except docker.errors.DockerException as err:
+            raise EngineError(f"the engine lost {self.name}: {short(err)}") from err
+        return int(status.get("StatusCode", -1))
+
+    def status(self) -> str:
+        with _translated(f"while inspecting {self.name}"):
+            model = self._get()
+            model.reload()
+            return str(model.status)
+
+    def attrs(self) -> dict[str, Any]:
+        with _translated(f"while inspecting {self.name}"):
+            model = self._get()
+            model.reload()
+            return dict(model.attrs)
+
+    def stop(self, grace: int) -> None:
+        with _translated(f"while stopping {self.name}"):
+            self._get().stop(timeout=grace)
+
+    def logs(self, tail: int | str = "all") -> str:
+        with _translated(f"while reading the output of {self.name}"):
+            data = self._get().logs(stdout=True, stderr=True, tail=tail)
+        return data.decode("utf-8", "replace")
+
+    def read_head(self, path: str, limit: int = 64 * 1024) -> bytes | None:
+        """The first ``limit`` bytes of ``path`` in the container (``docker cp``), or None.
+
+        Symlinks are followed (inside the container); the archive the engine
+        sends is read only as far as needed; anything but a regular file is None.
+        """
+        import posixpath
+
+        whole = 4 << 20  # files up to this size are read whole (the response ends cleanly)
+        for _hop in range(40):
+            try:
+                chunks, stat = self._get().get_archive(path, chunk_size=65536)
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                return None
+            cut = None if int(stat.get("size") or 0) <= whole else limit + 16384
+            data = bytearray()
+            try:
+                for chunk in chunks:
+                    data += chunk
+                    if cut is not None and len(data) >= cut:
+                        break
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                return None
+            finally:
+                with contextlib.suppress(Exception):
+                    chunks.close()
+            try:
+                with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r:") as tar:
+                    member = tar.next()
+            except tarfile.TarError:
+                return None
+            if member is None:
+                return None
+            if member.issym() or member.islnk():
+                path = stat.get("linkTarget") or posixpath.join(
+                    posixpath.dirname(path), member.linkname
+                )
+                continue
+            if not member.isfile():
+                return None
+            start = member.offset_data
+            return bytes(data[start : start + min(member.size, limit)])
+        return None
+
+    def remove(self) -> None:
+        """Remove it and its anonymous volumes; absent is fine, a lost engine is not hidden."""
+        with _translated(f"while removing the container {self.name}"):
+            try:
+                self.engine.api.remove_container(self.name, v=True, force=True)
+            except docker.errors.NotFound:
+                return
+
+
+class _ChunkedBody:
+    """An iterable of bytes that requests sends with chunked transfer encoding.
+
+    The build context is generated while it is sent: the engine reads it as the
+    tar is made, with no copy of it on disk or in memory.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending = bytearray()
+        for chunk in self.chunks:
+            pending += chunk
+            if len(pending) >= _CHUNK:
+                yield bytes(pending)
+                pending.clear()
+        if pending:
+            yield bytes(pending)

@@ -1,0 +1,177 @@
+"""``build``'s Docker build context: the Dockerfile from a Jinja2 template, and ``rootfs/``.
+
+The template ships inside the wheel (``scratchpack/templates``); in a source
+checkout it is the repository's top-level ``templates/``. Users may pass their
+own template with the same variables (``--template``). Only ``build`` renders
+a Dockerfile, and only from its own options: images made from another image's
+configuration (``shrink``, ``debug``) are written by the built-in writer, so
+nothing of someone else's is ever rendered into a Dockerfile.
+
+The context is streamed (:func:`context_chunks`): the engine reads the tar as
+it is made, with no copy of the root on disk or in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from scratchpack import __version__
+from scratchpack.errors import InputError
+from scratchpack.image import tarstream
+from scratchpack.image.config import ImageConfig
+from scratchpack.image.writer import entry_members
+from scratchpack.plan.entries import Entry
+from scratchpack.plan.rootplan import write_tree
+
+DOCKERFILE_TEMPLATE = "Dockerfile.j2"
+
+
+@dataclass(frozen=True)
+class OwnedTree:
+    """A directory of the context copied with an owner other than root."""
+
+    uid: int
+    gid: int
+    source: str  # relative to the context
+    dest: str  # in-image path
+
+
+def templates_dir() -> Path:
+    """Where the bundled templates are: inside the installed package, or the checkout's."""
+    packaged = Path(__file__).parent.parent / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).parent.parent.parent / "templates"
+
+
+def quote(value: str) -> str:
+    """A Dockerfile double-quoted word: backslash, quote and ``$`` escaped.
+
+    A Dockerfile cannot hold a newline inside a value; :func:`check_dockerfile_values`
+    refuses those before rendering.
+    """
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def literal(value: str) -> str:
+    """A Dockerfile word taken literally: ``$`` escaped, so the builder expands nothing."""
+    return value.replace("\\", "\\\\").replace("$", "\\$")
+
+
+def exec_form(argv: list[str] | tuple[str, ...]) -> str:
+    """A JSON array, the exec form that runs argv without a shell (there is none)."""
+    return json.dumps(list(argv), ensure_ascii=False)
+
+
+def check_dockerfile_values(config: ImageConfig) -> None:
+    """Refuse what a Dockerfile cannot express, instead of building something else."""
+    for option, pairs in (("--env", config.env), ("--label", config.labels)):
+        for key, value in pairs:
+            if _has_newline(key) or _has_newline(value):
+                raise InputError(
+                    f"{option} {key}: a Dockerfile cannot hold a newline in a value; "
+                    "build with --engine none, whose image config can"
+                )
+    for instruction, value in (
+        ("WORKDIR", config.workdir),
+        ("USER", config.user),
+        *(("EXPOSE", port) for port in config.expose),
+    ):
+        if value is not None and _has_newline(value):
+            raise InputError(
+                f"{instruction} {value!r}: a newline cannot be written in a Dockerfile"
+            )
+
+
+def _has_newline(value: str) -> bool:
+    return "\n" in value or "\r" in value
+
+
+def render_dockerfile(
+    config: ImageConfig, owned: list[OwnedTree], template: Path | None = None
+) -> str:
+    """The Dockerfile text for ``config``; ``template`` replaces the bundled one."""
+    check_dockerfile_values(config)
+    import jinja2  # imported here: only builds through the engine render a Dockerfile
+
+    if template is not None:
+        loader = jinja2.FileSystemLoader(str(template.parent))
+        name = template.name
+    else:
+        loader = jinja2.FileSystemLoader(str(templates_dir()))
+        name = DOCKERFILE_TEMPLATE
+    environment = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    environment.filters["quote"] = quote
+    environment.filters["exec_form"] = exec_form
+    environment.filters["literal"] = literal
+    try:
+        return environment.get_template(name).render(
+            version=__version__,
+            owned=owned,
+            env=list(config.env),
+            labels=list(config.labels),
+            expose=list(config.expose),
+            workdir=config.workdir,
+            user=config.user,
+            entrypoint=list(config.entrypoint) if config.entrypoint is not None else None,
+            cmd=list(config.cmd) if config.cmd is not None else None,
+        )
+    except jinja2.TemplateError as err:
+        where = f"{template}" if template else name
+        raise InputError(f"template {where}: {err}") from err
+
+
+def owned_trees(entries: list[Entry]) -> list[OwnedTree]:
+    """Entries owned by someone other than root, copied with ``COPY --chown``.
+
+    The parent directory is what gets copied: COPY creates its destination
+    itself (0755), so copying an entry's parent is what keeps the entry's mode.
+    """
+    trees: dict[tuple[int, int, str], OwnedTree] = {}
+    for entry in entries:
+        if entry.uid or entry.gid:
+            parent = entry.path.rsplit("/", 1)[0] + "/"
+            source = f"owned/{entry.uid}.{entry.gid}{parent}"
+            trees.setdefault(
+                (entry.uid, entry.gid, parent), OwnedTree(entry.uid, entry.gid, source, parent)
+            )
+    return list(trees.values())
+
+
+def _context_prefix(entry: Entry) -> str:
+    return f"owned/{entry.uid}.{entry.gid}/" if entry.uid or entry.gid else "rootfs/"
+
+
+def context_chunks(entries: list[Entry], dockerfile: str) -> Iterator[bytes]:
+    """The build context as a stream of tar bytes: the Dockerfile, ``rootfs/``, ``owned/``."""
+    data = dockerfile.encode()
+    members = [tarstream.Member(tarstream.regular("Dockerfile", len(data)), data=data)]
+
+    def rest() -> Iterator[tarstream.Member]:
+        yield from members
+        for entry in entries:
+            yield from entry_members([entry], 0, _context_prefix(entry))
+
+    return tarstream.chunks(rest())
+
+
+def write_context(
+    entries: list[Entry], config: ImageConfig, directory: str, template: Path | None = None
+) -> None:
+    """Lay out ``rootfs/``, ``owned/`` and the Dockerfile in the empty ``directory``."""
+    dockerfile = render_dockerfile(config, owned_trees(entries), template)
+    write_tree([entry for entry in entries if not (entry.uid or entry.gid)], f"{directory}/rootfs")
+    for entry in entries:
+        if entry.uid or entry.gid:
+            write_tree([entry], f"{directory}/owned/{entry.uid}.{entry.gid}")
+    with open(f"{directory}/Dockerfile", "w", encoding="utf-8") as stream:
+        stream.write(dockerfile)

@@ -1,0 +1,133 @@
+"""Writers of an :class:`~scratchpack.image.model.Image` to files: OCI layout, archives.
+
+- :func:`write_layout`: an OCI image layout directory (``oci-layout``,
+  ``index.json``, ``blobs/``) plus a ``manifest.json`` pointing into
+  ``blobs/``, so ``docker load`` (20.10 and later), skopeo (``oci:``,
+  ``oci-archive:``, ``docker-archive:``) and umoci all read it.
+- :func:`archive_chunks`: the same as one deterministic tar, streamed.
+- :func:`docker_archive_chunks`: a ``docker load`` archive naming only the tag
+  it is given (no ``index.json``, whose annotations an engine with the
+  containerd store would take as names), for loading into an engine.
+
+Blobs are streamed from wherever the image's layers are: a blob store, an OCI
+layout, a member of someone else's archive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from scratchpack.errors import InputError
+from scratchpack.image import tarstream
+from scratchpack.image.digest import Digest, HashingReader
+from scratchpack.image.documents import canonical_json
+from scratchpack.image.media import CONTAINERD_NAME, REF_NAME, MediaType
+from scratchpack.image.model import Image
+from scratchpack.image.reference import Reference
+from scratchpack.image.writer import BlobStore
+
+LAYOUT_MARKER = canonical_json({"imageLayoutVersion": "1.0.0"})
+
+
+def index_document(image: Image, reference: str | None) -> bytes:
+    """``index.json``: the one manifest, named by the OCI and containerd annotations."""
+    entry = image.manifest_descriptor.to_json()
+    if reference:
+        parsed = Reference.parse(reference)
+        entry["annotations"] = {REF_NAME: parsed.tag, CONTAINERD_NAME: str(parsed)}
+    return canonical_json(
+        {"schemaVersion": 2, "mediaType": str(MediaType.OCI_INDEX), "manifests": [entry]}
+    )
+
+
+def docker_manifest(image: Image, tags: list[str]) -> bytes:
+    """``manifest.json`` of ``docker load``: the config and layers as paths into ``blobs/``."""
+    return canonical_json(
+        [
+            {
+                "Config": Digest.parse(image.image_id).blob_path,
+                "RepoTags": tags,
+                "Layers": [Digest.parse(layer.digest).blob_path for layer in image.layers],
+            }
+        ]
+    )
+
+
+def _documents(image: Image) -> list[tuple[str, bytes]]:
+    return [
+        (Digest.parse(image.image_id).blob_path, image.config_bytes),
+        (Digest.parse(image.manifest_descriptor.digest).blob_path, image.manifest_bytes),
+    ]
+
+
+def write_layout(image: Image, directory: Path, reference: str | None) -> None:
+    """Write ``image`` as an OCI layout (and docker-load hybrid) into ``directory``.
+
+    Blobs already in ``directory`` (a :class:`BlobStore` there) stay where
+    they are; others are copied in and checked against their digests.
+    """
+    store = BlobStore(directory)
+    for layer in image.layers:
+        store.adopt(layer)
+    for _name, data in _documents(image):
+        store.put(data, "")
+    (directory / "index.json").write_bytes(index_document(image, reference))
+    (directory / "oci-layout").write_bytes(LAYOUT_MARKER)
+    tags = [str(Reference.parse(reference))] if reference else []
+    (directory / "manifest.json").write_bytes(docker_manifest(image, tags))
+
+
+def archive_chunks(image: Image, reference: str | None, epoch: int) -> Iterator[bytes]:
+    """The layout of :func:`write_layout` as one tar: sorted names, root-owned, one mtime."""
+    tags = [str(Reference.parse(reference))] if reference else []
+    files: dict[str, tarstream.Member] = {
+        "oci-layout": _bytes_member("oci-layout", LAYOUT_MARKER, epoch),
+        "index.json": _bytes_member("index.json", index_document(image, reference), epoch),
+        "manifest.json": _bytes_member("manifest.json", docker_manifest(image, tags), epoch),
+    }
+    return tarstream.chunks(_with_blobs(image, files, epoch))
+
+
+def docker_archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
+    """A ``docker load`` archive of ``image`` that names ``tag`` and nothing else."""
+    files = {"manifest.json": _bytes_member("manifest.json", docker_manifest(image, [tag]), 0)}
+    return tarstream.chunks(_with_blobs(image, files, 0))
+
+
+def _with_blobs(
+    image: Image, files: dict[str, tarstream.Member], epoch: int
+) -> Iterator[tarstream.Member]:
+    for name, data in _documents(image):
+        files[name] = _bytes_member(name, data, epoch)
+    for layer in image.layers:
+        name = Digest.parse(layer.digest).blob_path
+        info = tarstream.regular(name, layer.size, mtime=epoch)
+        files[name] = tarstream.Member(info, opener=_checked(layer.blob, layer.digest, layer.size))
+    blobs = [name for name in files if name.startswith("blobs/")]
+    directories = {"blobs", *(name.rsplit("/", 1)[0] for name in blobs)}
+    for name in directories:
+        files[name] = tarstream.Member(tarstream.directory(name, mtime=epoch))
+    for name in sorted(files):
+        yield files[name]
+
+
+def _bytes_member(name: str, data: bytes, epoch: int) -> tarstream.Member:
+    return tarstream.Member(tarstream.regular(name, len(data), mtime=epoch), data=data)
+
+
+def _checked(blob: object, digest: str, size: int) -> tarstream.Opener:
+    """An opener that checks, while streaming, that the blob is what its digest says."""
+    import contextlib
+
+    parsed = Digest.parse(digest)
+
+    @contextlib.contextmanager
+    def opener() -> Iterator[HashingReader]:
+        with blob.open() as stream:  # type: ignore[attr-defined]
+            reader = HashingReader(stream, parsed.algorithm, limit=size)
+            yield reader  # type: ignore[misc]
+            if reader.size == size and reader.digest != digest:
+                raise InputError(f"a layer blob does not match its digest {digest}")
+
+    return opener  # type: ignore[return-value]

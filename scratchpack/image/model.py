@@ -1,0 +1,294 @@
+"""One image model for every reader and writer, in the spirit of go-containerregistry's v1.
+
+An :class:`Image` is its config bytes and its :class:`Layer` s; its manifest is
+derived from them. A layer knows its descriptor (the blob as stored), its
+``diff_id`` (the uncompressed tar) and where its bytes are (a :class:`Blob`):
+a file of a blob store or layout, or a member of an archive. Readers return
+images; writers (OCI layout, archive, engine load, registry push) take them
+and stream each blob from where it is, so no blob is hashed twice or held
+whole in memory.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import lzma
+import os
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import IO, BinaryIO, Protocol
+
+from scratchpack.errors import InputError
+from scratchpack.image.config import ConfigFile
+from scratchpack.image.digest import Digest, HashingReader, sha256_digest
+from scratchpack.image.documents import canonical_json
+from scratchpack.image.media import Compression, MediaType, Platform
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """What a manifest or index says of a blob: its media type, digest and size."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: tuple[tuple[str, str], ...] = ()
+    platform: Platform | None = None
+
+    def to_json(self) -> dict[str, object]:
+        document: dict[str, object] = {
+            "mediaType": str(self.media_type),
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.annotations:
+            document["annotations"] = dict(self.annotations)
+        if self.platform is not None:
+            document["platform"] = self.platform.to_json()
+        return document
+
+
+class Blob(Protocol):
+    """Where a blob's bytes are; opened as often as a writer needs them."""
+
+    def open(self) -> contextlib.AbstractContextManager[BinaryIO]: ...
+
+
+@dataclass(frozen=True)
+class FileBlob:
+    """A blob that is a file of its own (a blob store, an OCI layout directory)."""
+
+    path: Path
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        # O_NOFOLLOW: a blob name that is a symlink in someone's layout is not followed.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as err:
+            raise InputError(f"{self.path}: cannot open the blob ({err.strerror})") from err
+        with os.fdopen(fd, "rb") as stream:
+            if not _is_regular(stream):
+                raise InputError(f"{self.path}: the blob is not a regular file")
+            os.set_blocking(fd, True)
+            yield stream  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class MemberBlob:
+    """A blob stored inside an uncompressed tar archive, at ``offset`` for ``size`` bytes."""
+
+    archive: Path
+    offset: int
+    size: int
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        with open(self.archive, "rb") as stream:
+            yield _Window(stream, self.offset, self.size)  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class BytesBlob:
+    """A small blob held in memory (configs, manifests, generated test layers)."""
+
+    data: bytes
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        import io
+
+        yield io.BytesIO(self.data)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: its blob as stored, and the digest of its uncompressed tar."""
+
+    descriptor: Descriptor
+    diff_id: str
+    blob: Blob = field(compare=False)
+    uncompressed_size: int | None = None  # known when scratchpack wrote it
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def size(self) -> int:
+        return self.descriptor.size
+
+    @contextlib.contextmanager
+    def open_tar(
+        self, where: str, progress: Callable[[int], None] | None = None, verify: bool = True
+    ) -> Iterator[tarfile.TarFile]:
+        """The layer as a streaming tar, decompressed; digests checked once it is read.
+
+        The blob's digest and the diff_id are computed while the tar is read and
+        compared at its end (the rest of the blob is drained first), so a layer
+        that does not match its descriptor or its config fails, whatever the
+        algorithm (sha256 or sha512) the document chose.
+        """
+        blob_digest = Digest.parse(self.digest, f"{where}: its digest")
+        diff_id = Digest.parse(self.diff_id, f"{where}: its diff_id")
+        with self.blob.open() as stored:
+            head = stored.read(6)
+            raw = HashingReader(
+                _Prefixed(head, stored), blob_digest.algorithm, progress, limit=self.size
+            )
+            compression = Compression.sniff(head)
+            if compression is Compression.ZSTD:
+                raise InputError(
+                    f"{where} is zstd-compressed ({self.descriptor.media_type}), which "
+                    "scratchpack cannot read; recompress it: skopeo copy "
+                    "--dest-compress-format gzip"
+                )
+            try:
+                with _decompressed(raw, compression) as plain_stream:
+                    plain = HashingReader(plain_stream, diff_id.algorithm)  # type: ignore[arg-type]
+                    with tarfile.open(fileobj=plain, mode="r|") as tar:
+                        yield tar
+                    got_diff_id = plain.drain()
+                    got_digest = raw.drain()
+            except (tarfile.TarError, EOFError, lzma.LZMAError, OSError, zlib.error) as err:
+                raise InputError(
+                    f"{where} is not a readable tar ({self.descriptor.media_type}): {err}"
+                ) from err
+        if not verify:
+            return
+        if got_digest != str(blob_digest) or raw.size != self.size:
+            raise InputError(f"{where} does not match its digest {self.digest}: a corrupt blob")
+        if got_diff_id != str(diff_id):
+            raise InputError(f"{where} does not match its diff_id {self.diff_id}: a corrupt layer")
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image: config bytes and layers. The manifest is derived, canonically."""
+
+    config_bytes: bytes
+    layers: tuple[Layer, ...]
+    manifest_media_type: MediaType = MediaType.OCI_MANIFEST
+    where: str = field(default="the image", compare=False)  # what errors call it
+
+    @cached_property
+    def config(self) -> ConfigFile:
+        return ConfigFile.parse(self.config_bytes, self.where)
+
+    @property
+    def image_id(self) -> str:
+        """Docker's image ID: the digest of the config bytes."""
+        return self.config_descriptor.digest
+
+    @cached_property
+    def config_descriptor(self) -> Descriptor:
+        media = (
+            MediaType.DOCKER_CONFIG
+            if self.manifest_media_type is MediaType.DOCKER_MANIFEST
+            else MediaType.OCI_CONFIG
+        )
+        return Descriptor(media, sha256_digest(self.config_bytes), len(self.config_bytes))
+
+    @cached_property
+    def manifest_bytes(self) -> bytes:
+        return canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": str(self.manifest_media_type),
+                "config": self.config_descriptor.to_json(),
+                "layers": [layer.descriptor.to_json() for layer in self.layers],
+            }
+        )
+
+    @cached_property
+    def manifest_descriptor(self) -> Descriptor:
+        return Descriptor(
+            self.manifest_media_type, sha256_digest(self.manifest_bytes), len(self.manifest_bytes)
+        )
+
+    @property
+    def platform(self) -> Platform:
+        return self.config.platform
+
+    @property
+    def size(self) -> int:
+        """Bytes of the layers uncompressed, where known; else as stored."""
+        return sum(
+            layer.uncompressed_size if layer.uncompressed_size is not None else layer.size
+            for layer in self.layers
+        )
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _is_regular(stream: IO[bytes]) -> bool:
+    import stat
+
+    return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+
+
+class _Window:
+    """``size`` bytes of ``stream`` from ``offset``: a tar member read in place."""
+
+    def __init__(self, stream: IO[bytes], offset: int, size: int) -> None:
+        self.stream = stream
+        self.offset = offset
+        self.remaining = size
+        stream.seek(offset)
+
+    def read(self, count: int = -1) -> bytes:
+        if count < 0 or count > self.remaining:
+            count = self.remaining
+        data = self.stream.read(count)
+        self.remaining -= len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:  # an upload body's Content-Length (requests asks len())
+        return self.remaining
+
+
+class _Prefixed:
+    """A stream whose first bytes were already read (to sniff the compression)."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head = head
+        self.rest = rest
+
+    def read(self, count: int = -1) -> bytes:
+        if self.head:
+            if count < 0:
+                data, self.head = self.head + self.rest.read(), b""
+                return data
+            data, self.head = self.head[:count], self.head[count:]
+            if len(data) < count:
+                data += self.rest.read(count - len(data))
+            return data
+        return self.rest.read(count)
+
+
+@contextlib.contextmanager
+def _decompressed(raw: IO[bytes], compression: Compression) -> Iterator[IO[bytes]]:
+    if compression is Compression.GZIP:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            yield stream
+    elif compression is Compression.BZIP2:
+        with bz2.BZ2File(raw) as stream:
+            yield stream
+    elif compression is Compression.XZ:
+        with lzma.LZMAFile(raw) as stream:
+            yield stream
+    else:
+        yield raw

@@ -1,0 +1,100 @@
+"""Tar archives written as a stream of chunks: layers, build contexts, image archives.
+
+One serializer for every tar scratchpack makes. Members are written header by
+header and chunk by chunk, so a generator of chunks can feed gzip, a file, or
+an HTTP upload (the engine's build and load) without the archive ever existing
+whole on disk or in memory, and without ``TarFile`` keeping every member in a
+list. Headers come from :class:`tarfile.TarInfo` (PAX format), so the bytes
+are those ``tarfile`` would write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from scratchpack.errors import InputError
+
+BLOCK = tarfile.BLOCKSIZE
+CHUNK = 1 << 20
+
+Opener = Callable[[], contextlib.AbstractContextManager[BinaryIO]]
+
+
+@dataclass(frozen=True)
+class Member:
+    """A tar member: its header, and where its content comes from (regular files only)."""
+
+    info: tarfile.TarInfo
+    data: bytes | None = None  # small content held in memory
+    source: str | None = None  # a host file read while writing
+    opener: Opener | None = None  # any other stream (a blob)
+
+
+def regular(name: str, size: int, mode: int = 0o644, mtime: int = 0) -> tarfile.TarInfo:
+    """A normalised header: root-owned, no user names, a fixed mtime."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, mode, mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def directory(name: str, mode: int = 0o755, mtime: int = 0) -> tarfile.TarInfo:
+    info = regular(name, 0, mode, mtime)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+def chunks(members: Iterable[Member]) -> Iterator[bytes]:
+    """The archive's bytes: each header, the content, its padding; then the end blocks."""
+    for member in members:
+        info = member.info
+        yield info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        if not info.isreg() or info.size == 0:
+            continue
+        if member.data is not None:
+            if len(member.data) != info.size:
+                raise ValueError(f"{info.name}: {len(member.data)} bytes for a size of {info.size}")
+            yield member.data
+        else:
+            yield from _copy(member, info)
+        remainder = info.size % BLOCK
+        if remainder:
+            yield b"\0" * (BLOCK - remainder)
+    yield b"\0" * (2 * BLOCK)
+
+
+def _copy(member: Member, info: tarfile.TarInfo) -> Iterator[bytes]:
+    if member.source is not None:
+        opened: contextlib.AbstractContextManager[BinaryIO] = open(member.source, "rb")  # noqa: SIM115
+    elif member.opener is not None:
+        opened = member.opener()
+    else:
+        raise ValueError(f"{info.name}: a regular file with no content")
+    remaining = info.size
+    with opened as stream:
+        while remaining:
+            data = stream.read(min(CHUNK, remaining))
+            if not data:
+                where = member.source or info.name
+                raise InputError(f"{where}: shorter than when it was planned (changed meanwhile?)")
+            remaining -= len(data)
+            yield data
+
+
+def write(members: Iterable[Member], sink: BinaryIO) -> int:
+    """Write the archive to ``sink``; returns its size."""
+    size = 0
+    for data in chunks(members):
+        sink.write(data)
+        size += len(data)
+    return size
+
+
+def file_size(path: str) -> int:
+    return os.stat(path).st_size

@@ -1,0 +1,179 @@
+"""The built-in image writer: layers from plan entries, hashed once while they are written.
+
+Identical inputs give identical bytes. Layer tars are built entry by entry,
+never from ``gettarinfo``: sorted paths, an entry for every parent directory,
+the plan's modes and owners, no user or group names, one fixed mtime
+(``SOURCE_DATE_EPOCH``, default 0). gzip runs with no file name and mtime 0.
+The uncompressed layer digest (``diff_id``) is the portable identity:
+compressed bytes can differ between zlib builds.
+
+Blobs land in a :class:`BlobStore` (``blobs/sha256/`` of a directory); the
+:class:`~scratchpack.image.model.Image` made of them is what every sink
+(layout, archive, engine, registry) takes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from scratchpack.errors import InputError
+from scratchpack.image import tarstream
+from scratchpack.image.config import config_document, history_entry
+from scratchpack.image.digest import Digest, HashingReader, HashingWriter, sha256_digest
+from scratchpack.image.media import MediaType, Platform
+from scratchpack.image.model import Descriptor, FileBlob, Image, Layer
+from scratchpack.plan.entries import Entry, EntryKind
+
+# Level 1: 3.4x faster than 6 on a glibc closure for 8% more bytes (15.1 MB of
+# libraries: 0.19 s / 6.68 MB against 0.66 s / 6.19 MB) — the writer must beat
+# `docker build`, and registries and `docker load` take any gzip level alike.
+GZIP_LEVEL = 1
+
+
+def entry_info(entry: Entry, epoch: int, prefix: str = "") -> tarfile.TarInfo:
+    """A plan entry's tar header, normalised: its mode and owner, no names, one mtime."""
+    info = tarfile.TarInfo(prefix + entry.path.lstrip("/"))
+    info.mtime = epoch
+    info.mode = entry.mode
+    info.uid, info.gid = entry.uid, entry.gid
+    info.uname = info.gname = ""
+    if entry.xattrs:
+        # PAX SCHILY.xattr records: how Docker, containerd and GNU tar carry them.
+        info.pax_headers = {
+            f"SCHILY.xattr.{name}": value.decode("utf-8", "surrogateescape")
+            for name, value in entry.xattrs
+        }
+    if entry.kind is EntryKind.DIR:
+        info.type = tarfile.DIRTYPE
+    elif entry.kind is EntryKind.SYMLINK:
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.target or ""
+        info.mode = 0o777
+    elif entry.data is not None:
+        info.size = len(entry.data)
+    else:
+        assert entry.source is not None
+        info.size = os.stat(entry.source).st_size
+    return info
+
+
+def entry_members(
+    entries: Iterable[Entry], epoch: int, prefix: str = ""
+) -> Iterator[tarstream.Member]:
+    """The tar members of plan entries, in the order given."""
+    for entry in entries:
+        info = entry_info(entry, epoch, prefix)
+        if entry.kind is EntryKind.FILE:
+            yield tarstream.Member(info, data=entry.data, source=entry.source)
+        else:
+            yield tarstream.Member(info)
+
+
+class BlobStore:
+    """``blobs/sha256/`` of a directory: blobs written here are named by their digest.
+
+    The directory is an OCI layout in the making: :func:`write_layout` into
+    the same directory finds the blobs already in place.
+    """
+
+    def __init__(self, top: Path) -> None:
+        self.top = Path(top)
+        self.blobs = self.top / "blobs" / "sha256"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        parsed = Digest.parse(digest)
+        return self.top / parsed.blob_path
+
+    def put(self, data: bytes, media_type: str) -> Descriptor:
+        """A small document (config, manifest) as a blob."""
+        digest = sha256_digest(data)
+        target = self.path(digest)
+        if not target.exists():
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            temporary.write_bytes(data)
+            temporary.replace(target)
+        return Descriptor(media_type, digest, len(data))
+
+    def write_layer(
+        self,
+        entries: Iterable[Entry],
+        epoch: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> Layer:
+        """One gzip layer from plan entries (sorted by path here): tar, compress, hash, once."""
+        ordered = sorted(entries, key=lambda entry: entry.path)
+        temporary = self.blobs / f".layer-{os.getpid()}-{id(ordered):x}.tmp"
+        try:
+            with open(temporary, "wb") as out:
+                compressed = HashingWriter(out)
+                with gzip.GzipFile(
+                    filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=GZIP_LEVEL
+                ) as gz:
+                    plain = HashingWriter(gz)  # type: ignore[arg-type]
+                    for chunk in tarstream.chunks(_counted(ordered, epoch, progress)):
+                        plain.write(chunk)
+            digest = compressed.digest
+            temporary.replace(self.path(digest))
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return Layer(
+            Descriptor(MediaType.OCI_LAYER_GZIP, digest, compressed.size),
+            plain.digest,
+            FileBlob(self.path(digest)),
+            uncompressed_size=plain.size,
+        )
+
+    def adopt(self, layer: Layer) -> Layer:
+        """``layer`` with its blob in this store: copied (and checked) unless already here."""
+        target = self.path(layer.digest)
+        if isinstance(layer.blob, FileBlob) and layer.blob.path == target:
+            return layer
+        if not target.exists():
+            digest = Digest.parse(layer.digest)
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            try:
+                with layer.blob.open() as source, open(temporary, "wb") as out:
+                    reader = HashingReader(source, digest.algorithm, limit=layer.size)
+                    while data := reader.read(tarstream.CHUNK):
+                        out.write(data)
+                if reader.digest != layer.digest or reader.size != layer.size:
+                    raise InputError(f"a layer blob does not match its digest {layer.digest}")
+                temporary.replace(target)
+            finally:
+                temporary.unlink(missing_ok=True)
+        return Layer(layer.descriptor, layer.diff_id, FileBlob(target), layer.uncompressed_size)
+
+
+def _counted(
+    entries: list[Entry], epoch: int, progress: Callable[[int], None] | None
+) -> Iterator[tarstream.Member]:
+    for member in entry_members(entries, epoch):
+        yield member
+        if progress is not None:
+            progress(member.info.size)
+
+
+def assemble(
+    store: BlobStore,
+    layers: Iterable[Layer],
+    runtime: dict[str, object],
+    platform: Platform,
+    epoch: int,
+    history: list[dict[str, object]] | None = None,
+) -> Image:
+    """An image of ``layers`` with the config object ``runtime``; its config in ``store``."""
+    layers = tuple(layers)
+    if history is None:
+        comments = ("libraries", "application")[2 - len(layers) :] if len(layers) <= 2 else ()
+        history = [history_entry(epoch, comment) for comment in comments]
+    config = config_document(runtime, [layer.diff_id for layer in layers], platform, epoch, history)
+    store.put(config, MediaType.OCI_CONFIG)
+    image = Image(config, layers)
+    store.put(image.manifest_bytes, MediaType.OCI_MANIFEST)
+    return image

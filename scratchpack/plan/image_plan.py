@@ -1,0 +1,300 @@
+"""``build``'s plan: from binaries to the files of an image and its configuration.
+
+:func:`plan_image` resolves every program, assembles the minimal root and the
+image configuration, and writes nothing. What it returns, an
+:class:`ImagePlan`, is what the Dockerfile renderer and the built-in writer
+both take. The helpers that add a program's closure, what glibc will dlopen
+for it and ``--include`` trees are shared with ``shrink``'s planner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from dataclasses import dataclass, field
+
+from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
+from scratchpack.image.config import ImageConfig
+from scratchpack.image.media import Platform
+from scratchpack.ld.ldcache_write import CacheRecord, render_cache
+from scratchpack.ld.loaders import HwcapsChoice, LoaderRules
+from scratchpack.ld.resolve import Closure, Resolver
+from scratchpack.ld.rootfs import RootFS
+from scratchpack.notes import warn
+from scratchpack.plan.entries import Reason
+from scratchpack.plan.essentials import (
+    CA_BUNDLE,
+    LIBGCC_S,
+    NSSWITCH,
+    NSSWITCH_DEFAULT,
+    ZONEINFO,
+    Essentials,
+    add_users,
+    gconv_directory,
+    locale_directory,
+    needs_libgcc_s,
+    nss_services,
+    user_known,
+)
+from scratchpack.plan.programs import DEFAULT_PATH, Program, program
+from scratchpack.plan.rootplan import RootPlan
+
+
+class MissingLibraryError(ScratchpackError):
+    exit_code = EXIT_MISSING
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to put in the image, beyond its configuration."""
+
+    binaries: tuple[str, ...]
+    root: str | None = None
+    includes: tuple[str, ...] = ()  # "SRC[:DEST]"
+    essentials: Essentials = field(default_factory=Essentials)
+    allow_missing: bool = False
+    hwcaps: HwcapsChoice = field(default_factory=lambda: HwcapsChoice("none"))
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """Everything an image will hold and how it runs; nothing written yet."""
+
+    root: RootPlan
+    config: ImageConfig
+    platform: Platform  # the first program's: the image's platform
+    closures: tuple[Closure, ...] = ()
+
+
+def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
+    """Resolve, assemble and configure; raise on what would make a broken image."""
+    env = dict(config.env)
+    env.setdefault("PATH", DEFAULT_PATH)  # as Docker's builder sets it for FROM scratch
+    # The image's loader sees the image's LD_LIBRARY_PATH, not the one of this shell.
+    resolver = Resolver(
+        options.root,
+        library_path=env.get("LD_LIBRARY_PATH", ""),
+        hwcaps=options.hwcaps,
+        cwd=config.workdir or "/",  # the image's loader starts in WORKDIR
+    )
+    root = resolver.root
+    plan = RootPlan()
+    programs = [_binary(root, binary, env["PATH"]) for binary in options.binaries]
+
+    closures: list[Closure] = []
+    for found in programs:
+        plan.add_path(root, found.path, Reason.PROGRAM)
+        for target in found.runs:
+            closure = resolve_for_image(resolver, target, options.essentials)
+            plan.add_path(root, closure.path, Reason.PROGRAM)
+            closures.append(closure)
+    for include in options.includes:
+        for image_path, source in add_include(plan, root, include):
+            if not root.is_elf(source):
+                continue
+            closure = resolve_for_image(resolver, source, options.essentials)
+            if image_path != source:
+                _warn_if_origin_relative(closure, image_path)
+            closures.append(closure)  # the include placed the file; its libraries follow
+    cache_records: list[CacheRecord] = []
+    for closure in closures:
+        check_complete(closure, options.allow_missing)
+        cache_records += add_closure(plan, root, closure)
+    if cache_records:
+        # A scratch image has no ld.so.cache: libraries the host found only through
+        # it would not load. A cache of our own maps them to the same paths.
+        plan.add_generated(
+            "/etc/ld.so.cache", render_cache(cache_records), Reason.ESSENTIAL, "ld.so.cache"
+        )
+    _add_essentials(plan, resolver, closures, options.essentials, env)
+    if config.user and not user_known(config.user) and "/etc/passwd" not in _included(plan):
+        raise InputError(
+            f"--user {config.user}: not in the image's /etc/passwd (root, nobody, nonroot); "
+            "use a numeric uid[:gid] or --include your own /etc/passwd"
+        )
+    first = resolver.read_input(programs[0].runs[0])
+    return ImagePlan(
+        plan,
+        dataclasses.replace(
+            config,
+            env=tuple(sorted(env.items(), key=lambda item: item[0] != "PATH")),
+            entrypoint=config.entrypoint or (programs[0].path,),
+        ),
+        Platform.from_elf(first.machine, first.bits),
+        tuple(closures),
+    )
+
+
+def _binary(root: RootFS, binary: str, search_path: str) -> Program:
+    """A BINARY argument: a host path, or a path inside ``--root``."""
+    path = os.path.abspath(binary) if root.is_host else "/" + binary.lstrip("/")
+    host = root.host_path(path)
+    if host is None or not os.path.isfile(host):
+        where = f" inside {root.top}" if not root.is_host else ""
+        raise InputError(f"{binary}: no such file{where}")
+    found = program(root, path, search_path)
+    if found.needs_tree:
+        warn(
+            f"{binary}: {found.name} also needs its library tree (standard library, modules); "
+            "add it with --include, or use shrink --trace"
+        )
+    return found
+
+
+def add_closure(
+    plan: RootPlan, root: RootFS, closure: Closure, reason: Reason | None = None
+) -> list[CacheRecord]:
+    """The loader and libraries of ``closure``; the ld.so.cache records the image will need.
+
+    ``reason`` replaces the loader and library reasons (``shrink`` files them
+    all under its own reasons).
+    """
+    if closure.static:
+        return []
+    records: list[CacheRecord] = []
+    missing = {item.soname for item in closure.missing}
+    if closure.interpreter and closure.interpreter not in missing:
+        plan.add_path(root, closure.interpreter, reason or Reason.INTERPRETER)
+    rules = closure.rules
+    assert rules is not None
+    for library in closure.libraries:
+        plan.add_path(root, library.path, reason or Reason.LIBRARY, library.soname)
+        if library.via == "cache" and not _in_default_dirs(library.path, rules):
+            for flags in sorted(rules.cache_flags or {0x0003}):
+                records.append(CacheRecord(library.soname, library.path, flags))
+    return records
+
+
+def resolve_for_image(resolver: Resolver, path: str, essentials: Essentials) -> Closure:
+    """The closure plus what glibc will dlopen: libgcc_s for unwinding, NSS modules."""
+    closure = resolver.resolve(path)
+    if closure.static or closure.loader != "glibc":
+        return closure
+    dlopen: list[tuple[str, str | None]] = []
+    sonames = {library.soname for library in closure.libraries}
+    if essentials.libgcc and LIBGCC_S not in sonames:
+        callers = [resolver.root.host_path(path)] + [
+            resolver.root.host_path(library.path)
+            for library in closure.libraries
+            if not library.soname.startswith(("libc.so", "ld-linux"))
+        ]
+        if needs_libgcc_s(host for host in callers if host is not None):
+            dlopen.append((LIBGCC_S, "libc.so.6"))
+    if essentials.nss:
+        text = resolver.root.read_text(NSSWITCH) or ""
+        dlopen.extend((f"libnss_{service}.so.2", "libc.so.6") for service in nss_services(text))
+    if not dlopen:
+        return closure
+    closure = resolver.resolve(path, dlopen=dlopen)
+    for missing in closure.dlopen_missing:
+        # glibc skips NSS modules it cannot load; a missing libgcc_s aborts the program.
+        if not missing.soname.startswith("libnss_"):
+            warn(f"{path}: {missing.soname} is not in {resolver.root.top}; not added")
+    return closure
+
+
+def check_complete(closure: Closure, allow_missing: bool) -> None:
+    if not closure.missing:
+        return
+    names = ", ".join(
+        item.soname + (f" ({item.reason})" if item.reason else "") for item in closure.missing
+    )
+    noun = "library" if len(closure.missing) == 1 else "libraries"
+    message = f"{closure.path}: missing {noun} {names}"
+    if not allow_missing:
+        raise MissingLibraryError(message + " (--allow-missing builds anyway)")
+    warn(message)
+
+
+def _in_default_dirs(path: str, rules: LoaderRules) -> bool:
+    return os.path.dirname(path) in rules.default_dirs
+
+
+def _warn_if_origin_relative(closure: Closure, image_path: str) -> None:
+    """An ELF moved by --include keeps its libraries' paths, not their place beside it."""
+    relative = [lib.soname for lib in closure.libraries if lib.via in ("rpath", "runpath")]
+    if relative:
+        warn(
+            f"{image_path}: moved from {closure.path}, but {', '.join(relative)} came through its "
+            "RPATH/RUNPATH; if that uses $ORIGIN, include the file at its own path"
+        )
+
+
+def add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, str]]:
+    """``--include SRC[:DEST]``: returns (in-image path, in-root source) of the files added."""
+    source, _, dest = spec.partition(":")
+    if not source:
+        raise InputError(f"--include {spec}: expected SRC[:DEST]")
+    if dest:
+        if not dest.startswith("/") or ".." in dest.split("/") or posixpath.normpath(dest) == "/":
+            raise InputError(
+                f"--include {spec}: DEST must be an absolute path in the image, below / "
+                "and without '..'"
+            )
+        dest = posixpath.normpath(dest)
+    if root_fs.is_host:
+        source = os.path.abspath(source)
+    elif not source.startswith("/"):
+        source = "/" + source
+    if root_fs.host_path(source) is None:
+        raise InputError(f"--include {spec}: {source} does not exist")
+    return plan.add_tree(root_fs, source, Reason.INCLUDE, dest or None)
+
+
+def _included(plan: RootPlan) -> set[str]:
+    return {entry.path for entry in plan.entries.values() if entry.reason is Reason.INCLUDE}
+
+
+def _add_essentials(
+    plan: RootPlan,
+    resolver: Resolver,
+    closures: list[Closure],
+    essentials: Essentials,
+    env: dict[str, str],
+) -> None:
+    root = resolver.root
+    included = _included(plan)
+    glibc = any(closure.loader == "glibc" for closure in closures)
+    if essentials.tmp and "/tmp" not in included:
+        plan.add_dir("/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
+    if essentials.users and not {"/etc/passwd", "/etc/group"} & included:
+        add_users(plan)
+    if glibc and "/etc/nsswitch.conf" not in included:
+        if essentials.nss and root.exists(NSSWITCH):
+            plan.add_path(root, NSSWITCH, Reason.ESSENTIAL, "nss")
+        elif essentials.nsswitch:
+            plan.add_generated(NSSWITCH, NSSWITCH_DEFAULT.encode(), Reason.ESSENTIAL, "nsswitch")
+    if essentials.ca_certs:
+        if not root.exists(CA_BUNDLE):
+            raise InputError(f"--ca-certs: no {CA_BUNDLE} in {root.top} (ca-certificates)")
+        plan.add_path(root, CA_BUNDLE, Reason.ESSENTIAL, "ca-certs")
+        env.setdefault("SSL_CERT_FILE", CA_BUNDLE)
+    if essentials.tzdata:
+        if not root.is_dir(ZONEINFO):
+            raise InputError(f"--tzdata: no {ZONEINFO} in {root.top} (tzdata)")
+        plan.add_tree(root, ZONEINFO, Reason.ESSENTIAL, detail="tzdata")
+    if essentials.locale:
+        directory = locale_directory(root, essentials.locale)
+        plan.add_tree(root, directory, Reason.ESSENTIAL, detail="locale")
+        env.setdefault("LANG", essentials.locale)
+    if essentials.gconv:
+        libc = next(
+            (
+                library.path
+                for closure in closures
+                for library in closure.libraries
+                if library.soname == "libc.so.6"
+            ),
+            None,
+        )
+        if libc is None:
+            raise InputError("--gconv: no glibc in the image")
+        directory = gconv_directory(root, libc)
+        for module, source in plan.add_tree(root, directory, Reason.ESSENTIAL, detail="gconv"):
+            if module.endswith(".so"):
+                closure = resolver.resolve(source)
+                for missing in closure.missing:
+                    warn(f"--gconv: {module} needs {missing.soname}, not found")
+                for library in closure.libraries:
+                    plan.add_path(root, library.path, Reason.LIBRARY, library.soname)

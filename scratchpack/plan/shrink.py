@@ -1,0 +1,533 @@
+"""``shrink``'s plan: what to keep of an unpacked image, and why.
+
+The source's program is found through the image's own PATH and resolved
+inside the unpacked root with ``--root`` semantics. What is kept, and why
+(:class:`~scratchpack.plan.entries.Reason`):
+
+- the program(s), their loader and libraries (and what glibc will dlopen for
+  them: libgcc_s, NSS modules named in the root's nsswitch.conf) — shown as
+  ``closure``;
+- ``package``: in static mode, the files of the Debian package that owns the
+  program and of its sibling packages from the same source (conffiles, data,
+  the empty log and run directories it owns), without docs, man pages or
+  translations — and the closures of ELF files among them;
+- ``trace``: with ``--trace``, every file the running program touched;
+- ``include``: what ``--include`` names;
+- ``runtime``: CA certificates when the closure speaks TLS, ``/tmp``,
+  ``/var/tmp``, ``/run`` and ``/var/run`` (as the source has them), the
+  ``/etc/passwd`` and ``/etc/group`` entries of the users that are needed.
+
+The new image keeps the source's configuration exactly, plus one label.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scratchpack.errors import InputError
+from scratchpack.image.config import RuntimeConfig
+from scratchpack.image.media import Platform
+from scratchpack.ld.resolve import Closure, Resolver
+from scratchpack.ld.rootfs import RootFS
+from scratchpack.notes import warn
+from scratchpack.plan.dpkg import DpkgIndex
+from scratchpack.plan.entries import Reason
+from scratchpack.plan.essentials import Essentials
+from scratchpack.plan.image_plan import add_include, check_complete, resolve_for_image
+from scratchpack.plan.programs import DEFAULT_PATH, SHELLS, program, shell_commands, which
+from scratchpack.plan.rootplan import RootPlan
+
+SOURCE_LABEL = "org.scratchpack.source.digest"
+# Parts of a package that a running program never reads.
+_NOT_NEEDED = re.compile(
+    r"^/usr/share/(doc|doc-base|man|info|locale|lintian|bug|menu|help|gtk-doc|reportbug)(/|$)"
+)
+_TLS_LIBRARIES = ("libssl.so", "libgnutls.so", "libnss3.so", "libmbedtls.so", "libwolfssl.so")
+_CA_PATHS = ("/etc/ssl/certs/ca-certificates.crt", "/usr/lib/ssl/cert.pem")
+# Directories programs write to at run time, kept empty with the source's modes.
+_RUNTIME_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run")
+# Account databases: never scanned for user names, and replaced by generated ones.
+_ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
+
+
+@dataclass
+class Kept:
+    """Why each path of the new image is there: the paths each reason asked for."""
+
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # reason group -> paths
+    packages: list[str] = field(default_factory=list)  # static mode: the packages kept
+
+    def add(self, reason: Reason, path: str) -> None:
+        self.reasons.setdefault(reason.group, []).append(path)
+
+    def forget(self, paths: Iterable[str]) -> None:
+        """Drop ``paths`` from every reason (files replaced by generated ones)."""
+        gone = set(paths)
+        for reason, kept in list(self.reasons.items()):
+            self.reasons[reason] = [path for path in kept if path not in gone]
+            if not self.reasons[reason]:
+                del self.reasons[reason]
+
+
+@dataclass(frozen=True)
+class ShrinkPlan:
+    """The kept root, the configuration to copy, and why each file is there."""
+
+    root: RootPlan
+    runtime: dict[str, object]  # the source's config object, copied, plus the source label
+    platform: Platform
+    kept: Kept
+    programs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShrinkInputs:
+    """What the planner reads: the unpacked source and what the unpacker recorded."""
+
+    root_dir: Path
+    runtime: RuntimeConfig
+    platform: Platform
+    source_digest: str
+    owners: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    xattrs: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+
+
+def program_argv(runtime: RuntimeConfig, trace_args: list[str] | None = None) -> list[str]:
+    """What docker runs: Entrypoint + Cmd (``trace_args`` replacing Cmd)."""
+    argv = runtime.argv(trace_args)
+    if not argv:
+        raise InputError("the image has neither an Entrypoint nor a Cmd: nothing to keep")
+    return argv
+
+
+def find_programs(
+    root: RootFS, argv: list[str], env: dict[str, str], workdir: str, tracing: bool = False
+) -> list[str]:
+    """The in-root files the image runs: its program and, for shells and scripts, theirs.
+
+    A script brings its ``#!`` interpreter (through the image's PATH for
+    ``#!/usr/bin/env NAME``); a shell script or ``sh -c`` the commands a static
+    scan finds in it. Interpreters that need a library tree (Python, Perl, ...)
+    get a warning unless the program is traced.
+    """
+    search_path = env.get("PATH", DEFAULT_PATH)
+    first = which(root, argv[0], search_path, workdir, executable=False)
+    if first is None:
+        raise InputError(f"{argv[0]}: not found through the image's PATH ({search_path})")
+    programs = [first]
+    found = program(root, first, search_path, workdir)
+    name = found.name
+    if found.script is None and name in SHELLS and "-c" in argv[1:]:
+        at = argv.index("-c", 1)
+        script = " ".join(argv[at + 1 : at + 2])
+        programs += shell_commands(root, script, search_path, workdir, first)
+    elif found.script is not None:
+        programs += found.runs
+        if name in SHELLS:
+            programs += shell_commands(root, found.script, search_path, workdir, first)
+    if found.needs_tree and not tracing:
+        warn(
+            f"{first}: {name} also needs its library tree (standard library, modules); static "
+            "mode keeps the files of its Debian packages only: add others (pip, /usr/local, the "
+            "application's own) with --include, or use --trace"
+        )
+    return list(dict.fromkeys(programs))
+
+
+def package_files(index: DpkgIndex, root: RootFS, program: str) -> tuple[list[str], list[str]]:
+    """Static mode: the owning packages' files and their source siblings', and their names.
+
+    Both the path's owner and its real file's count: ``/usr/bin/python3`` is a link of
+    python3-minimal (source python3-defaults), ``/usr/bin/python3.11`` a file of
+    python3.11-minimal, whose source python3.11 also gives libpython3.11-stdlib.
+    """
+    owners = [index.owner(path) for path in (program, root.realpath(program)) if path]
+    names = {owner.name for owner in owners if owner is not None}
+    if not names:
+        return [], []
+    sources = {owner.source or owner.name for owner in owners if owner is not None}
+    keys = [
+        key
+        for key, package in index.packages.items()
+        if package.name in names
+        or ((package.source or package.name) in sources and not _support_package(package.name))
+    ]
+    names = sorted({index.packages[key].name for key in keys})
+    return _package_paths(index, root, keys), names
+
+
+def _package_paths(index: DpkgIndex, root: RootFS, keys: Iterable[str]) -> list[str]:
+    """The paths of packages ``keys`` that the root holds, but for docs and the like."""
+    paths: list[str] = []
+    for key in sorted(keys):
+        for path in index.files(key):
+            if path in ("/.", "/") or _NOT_NEEDED.match(path):
+                continue
+            if root.host_path(path) is not None and os.path.lexists(root.host_path(path) or ""):
+                paths.append(path)
+    return paths
+
+
+def _support_package(name: str) -> bool:
+    return name.endswith(("-doc", "-dbg", "-dbgsym", "-dev", "-tests"))
+
+
+def local_files(
+    index: DpkgIndex, root: RootFS, names: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """Static mode: what no package lists but the kept packages' configuration needs.
+
+    Maintainer scripts and image authors add files dpkg does not list: nginx's
+    ``sites-enabled/default`` link, ``modules-enabled/*.conf`` links into module
+    packages, ``/var/www/html``. Kept, with the names of the packages they bring:
+
+    - what lies, unlisted, in a directory under /etc that only the kept
+      packages list (and a link there brings the package that owns its target);
+    - an unlisted path that the kept /etc files name (not in comment lines),
+      outside /proc, /sys, /dev, /run and the temporary directories; a
+      directory up to :data:`_LOCAL_TREE_LIMIT` bytes.
+    """
+    names = set(names)
+    mine: set[str] = set()
+    others: set[str] = set()
+    for key, package in index.packages.items():
+        (mine if package.name in names else others).update(index.files(key))
+    listed = _Listed(root, mine | others)
+    paths: list[str] = []
+    for directory in sorted(path for path in mine - others if path.startswith("/etc/")):
+        host = root.host_path(directory)
+        if root.realpath(directory) != directory or host is None or not os.path.isdir(host):
+            continue
+        with os.scandir(host) as entries:
+            children = sorted(entry.name for entry in entries)
+        for name in children:
+            path = f"{directory}/{name}"
+            if path not in listed:
+                paths += _tree(root, path)
+    brought = []
+    for path in list(paths):
+        real = root.realpath(path)
+        owner = index.owner(real) if real and real != path else None
+        if owner is not None and owner.name not in names and not _support_package(owner.name):
+            names.add(owner.name)
+            brought.append(owner.name)
+            keys = [key for key, package in index.packages.items() if package.name == owner.name]
+            paths += _package_paths(index, root, keys)
+    configs = [path for path in mine if path.startswith("/etc/")] + paths
+    paths += _named_in(listed, root, configs)
+    return list(dict.fromkeys(paths)), brought
+
+
+class _Listed:
+    """Whether a package lists a path itself (its last component not followed)."""
+
+    def __init__(self, root: RootFS, paths: set[str]) -> None:
+        self.root = root
+        self.paths = paths
+
+    def __contains__(self, path: object) -> bool:
+        assert isinstance(path, str)
+        parent, name = posixpath.split(path)
+        real_parent = self.root.realpath(parent) or parent
+        for spelling in {path, posixpath.join(real_parent, name)}:
+            twin = spelling[4:] if spelling.startswith("/usr/") else "/usr" + spelling
+            if spelling in self.paths or twin in self.paths:
+                return True
+        return False
+
+
+_LOCAL_TREE_LIMIT = 64 << 20
+_CONFIG_PATH = re.compile(r"(?<![\w/.:~$@-])/(?:[\w.+@-]+/)*[\w.+@-]+")
+_NOT_LOCAL = ("/proc", "/sys", "/dev", "/run", "/var/run", "/tmp", "/var/tmp")
+
+
+def _named_in(listed: _Listed, root: RootFS, configs: Iterable[str]) -> list[str]:
+    """Unlisted paths of the root that the /etc files ``configs`` name outside comments."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for config in sorted(set(configs)):
+        if config.removesuffix("-") in _ACCOUNT_FILES or not config.startswith("/etc/"):
+            continue
+        host = root.host_path(config)
+        if host is None or not os.path.isfile(host) or os.path.getsize(host) > 1 << 20:
+            continue
+        if os.stat(host).st_mode & 0o111:
+            continue  # a script (/etc/init.d/...): what it names is not the program's
+        for line in (root.read_text(config) or "").splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            for path in _CONFIG_PATH.findall(line):
+                path = posixpath.normpath(path)
+                if path in seen or path == "/" or _under(path, _NOT_LOCAL):
+                    continue
+                seen.add(path)
+                if not root.trace(path) or path in listed:
+                    continue
+                tree = _tree(root, path)
+                size = sum(_size(root, item) for item in tree)
+                if size > _LOCAL_TREE_LIMIT:
+                    warn(
+                        f"{path}, named in {config}, holds {size / 1e6:.0f} MB: not kept; "
+                        "add it with --include if the program needs it"
+                    )
+                    continue
+                found += tree
+    return found
+
+
+def _under(path: str, tops: Iterable[str]) -> bool:
+    return any(path == top or path.startswith(top + "/") for top in tops)
+
+
+def _tree(root: RootFS, path: str) -> list[str]:
+    """``path`` and, for a directory (not a link to one), everything below it."""
+    host = root.host_path(path)
+    parent, name = posixpath.split(path)
+    real_parent = root.realpath(parent)
+    paths = [path]
+    if host is None or real_parent is None or not os.path.isdir(host):
+        return paths
+    if os.path.islink(root.top + real_parent.rstrip("/") + "/" + name):
+        return paths  # a link to a directory: the link (and its target) only
+    for current, dirs, files in os.walk(host):
+        dirs.sort()
+        relative = os.path.relpath(current, host)
+        below = path if relative == "." else f"{path}/{relative}"
+        paths += [f"{below}/{name}" for name in sorted(dirs + files)]
+    return paths
+
+
+def _size(root: RootFS, path: str) -> int:
+    host = root.host_path(path)
+    return os.path.getsize(host) if host is not None and os.path.isfile(host) else 0
+
+
+def users_needed(
+    root: RootFS, plan: RootPlan, user: str | None, owners: dict[str, tuple[int, int]]
+) -> tuple[str, str]:
+    """``/etc/passwd`` and ``/etc/group`` holding only the entries the new image needs.
+
+    root, nobody, the image's USER, the owners of every kept file, and any user
+    named in a kept file under /etc (nginx's ``user www-data;``).
+    """
+    passwd = (root.read_text("/etc/passwd") or "").splitlines()
+    group = (root.read_text("/etc/group") or "").splitlines()
+    uids = {0, 65534}
+    gids = {0, 65534}
+    names: set[str] = set()
+    if user:
+        name, _, group_name = user.partition(":")
+        (uids if name.isdigit() else names).add(int(name) if name.isdigit() else name)  # type: ignore[arg-type]
+        if group_name:
+            (gids if group_name.isdigit() else names).add(
+                int(group_name) if group_name.isdigit() else group_name  # type: ignore[arg-type]
+            )
+    for path in plan.entries:
+        uid, gid = owners.get(path, (0, 0))
+        uids.add(uid)
+        gids.add(gid)
+    words = _words_in_config(root, plan)
+    kept_users = []
+    for line in passwd:
+        fields = line.split(":")
+        if len(fields) >= 4 and (
+            fields[0] in names or _int(fields[2]) in uids or fields[0] in words
+        ):
+            kept_users.append(line)
+            gids.add(_int(fields[3]))
+    kept_groups = [
+        line
+        for line in group
+        if len(line.split(":")) >= 3
+        and (_int(line.split(":")[2]) in gids or line.split(":")[0] in names)
+    ]
+    return "\n".join(kept_users) + "\n", "\n".join(kept_groups) + "\n"
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else -1
+
+
+def _words_in_config(root: RootFS, plan: RootPlan) -> set[str]:
+    """Words of the kept /etc files, comment lines and the account databases left out."""
+    words: set[str] = set()
+    for entry in plan.entries.values():
+        if entry.kind != "file" or not entry.path.startswith("/etc/") or not entry.source:
+            continue
+        if entry.path.removesuffix("-") in _ACCOUNT_FILES:  # passwd- etc. are backups
+            continue
+        try:
+            if os.path.getsize(entry.source) > 1 << 20:
+                continue
+            with open(entry.source, encoding="utf-8", errors="replace") as stream:
+                text = stream.read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if not line.lstrip().startswith("#"):
+                words.update(re.findall(r"[A-Za-z_][\w.-]*", line))
+    return words
+
+
+def plan_shrink(
+    inputs: ShrinkInputs,
+    includes: Iterable[str] = (),
+    traced: Iterable[str] = (),
+    static: bool = True,
+    allow_missing: bool = False,
+    trace_args: list[str] | None = None,
+    tracing: bool = False,
+) -> ShrinkPlan:
+    """What the shrunk image holds and how it runs; nothing is built yet.
+
+    ``tracing``: ``traced`` comes from a trace (no warning about library trees).
+    """
+    root = RootFS(inputs.root_dir)
+    env = inputs.runtime.env_map
+    workdir = inputs.runtime.working_dir or "/"
+    resolver = Resolver(inputs.root_dir, library_path=env.get("LD_LIBRARY_PATH", ""), cwd=workdir)
+    essentials = Essentials(nss=True)
+    kept = Kept()
+    plan = RootPlan()
+    argv = program_argv(inputs.runtime, trace_args)
+    programs = find_programs(root, argv, env, workdir, tracing)
+
+    elf_paths: list[str] = []
+    for path in programs:
+        _keep(plan, root, path, Reason.PROGRAM, kept)
+        if root.is_elf(path):
+            elf_paths.append(path)
+    program_elves = set(elf_paths)
+    if static:
+        index = DpkgIndex.load(root)
+        for path in programs:
+            paths, packages = package_files(index, root, path)
+            kept.packages.extend(name for name in packages if name not in kept.packages)
+            elf_paths += _keep_all(plan, root, paths, Reason.PACKAGE, kept)
+        paths, brought = local_files(index, root, kept.packages)
+        kept.packages.extend(brought)
+        elf_paths += _keep_all(plan, root, paths, Reason.PACKAGE, kept)
+    elf_paths += _keep_all(
+        plan, root, [p for p in traced if root.host_path(p) is not None], Reason.TRACE, kept
+    )
+    for include in includes:
+        for image_path, source in add_include(plan, root, include):
+            kept.add(Reason.INCLUDE, image_path)
+            if root.is_elf(source):
+                elf_paths.append(source)
+
+    closures: list[Closure] = []
+    for path in dict.fromkeys(elf_paths):
+        try:
+            info = resolver.read_input(path)
+        except InputError:
+            continue
+        if info.is_static:
+            continue
+        # What glibc dlopens (libgcc_s, NSS modules) is added for the programs only.
+        if path in program_elves:
+            closure = resolve_for_image(resolver, path, essentials)
+        else:
+            closure = resolver.resolve(path)
+        check_complete(closure, allow_missing)
+        closures.append(closure)
+        missing = {item.soname for item in closure.missing}
+        if closure.interpreter and closure.interpreter not in missing:
+            _keep(plan, root, closure.interpreter, Reason.INTERPRETER, kept)
+        for library in closure.libraries:
+            _keep(plan, root, library.path, Reason.LIBRARY, kept)
+    if any(lib.soname.startswith(_TLS_LIBRARIES) for c in closures for lib in c.libraries):
+        for path in _CA_PATHS:
+            if root.exists(path):
+                _keep(plan, root, path, Reason.RUNTIME, kept)
+    for directory in _RUNTIME_DIRS:
+        _keep_runtime_dir(plan, root, directory, kept)
+    if root.exists("/etc/nsswitch.conf") and any(c.loader == "glibc" for c in closures):
+        _keep(plan, root, "/etc/nsswitch.conf", Reason.RUNTIME, kept)
+    plan.apply_owners(inputs.owners)
+    passwd, group = users_needed(root, plan, inputs.runtime.user, inputs.owners)
+    generated = {"/etc/passwd": passwd, "/etc/group": group}
+    kept.forget(
+        path for paths in kept.reasons.values() for path in paths
+        if plan.through_links(path) in generated or path in generated
+    )  # fmt: skip
+    for path, text in generated.items():
+        plan.add_generated(path, text.encode(), Reason.RUNTIME)
+        kept.add(Reason.RUNTIME, path)
+    plan.apply_xattrs(inputs.xattrs)  # file capabilities travel with their files
+    if not elf_paths:
+        raise InputError(f"{programs[0]}: not an ELF program, and no ELF program found to keep")
+    platform = inputs.platform
+    if not platform.architecture:  # a config that names none: the program's own
+        first = resolver.read_input(elf_paths[0])
+        platform = Platform.from_elf(first.machine, first.bits)
+    runtime = inputs.runtime.copy_json()
+    labels = dict(runtime.get("Labels") or {})
+    labels[SOURCE_LABEL] = inputs.source_digest
+    runtime["Labels"] = labels
+    return ShrinkPlan(plan, runtime, platform, kept, tuple(programs))
+
+
+def _closure_paths(closure: Closure) -> list[str]:
+    missing = {item.soname for item in closure.missing}
+    paths = (
+        [closure.interpreter] if closure.interpreter and closure.interpreter not in missing else []
+    )
+    return paths + [library.path for library in closure.libraries]
+
+
+def _keep_all(
+    plan: RootPlan, root: RootFS, paths: Iterable[str], reason: Reason, kept: Kept
+) -> list[str]:
+    """Keep each path; the ELF files among them (whose closures follow)."""
+    elves = []
+    for path in paths:
+        _keep(plan, root, path, reason, kept)
+        if root.is_elf(path):
+            elves.append(path)
+    return elves
+
+
+def _keep(plan: RootPlan, root: RootFS, path: str, reason: Reason, kept: Kept) -> None:
+    """Add ``path`` with the links on its way (the loader opens it by that name).
+
+    It is listed under ``reason`` only if no earlier reason planned it, under
+    this name or another one that leads to the same place (``/lib/x`` and
+    ``/usr/lib/x`` once ``/lib -> usr/lib`` is planned).
+    """
+    if not root.trace(path):  # missing, or a device, fifo or socket
+        return
+    new = plan.through_links(path) not in plan.entries
+    plan.add_path(root, path, reason)
+    if new:
+        kept.add(reason, path)
+
+
+def _keep_runtime_dir(plan: RootPlan, root: RootFS, path: str, kept: Kept) -> None:
+    """Keep the source's directory ``path`` (empty, its mode), and the links on its way."""
+    real = root.realpath(path)
+    host = root.host_path(path)
+    if real is None or host is None or not os.path.isdir(host):
+        return
+    new = plan.through_links(path) not in plan.entries
+    plan.add_path(root, path, Reason.RUNTIME)
+    # Its own mode even where it was planned already as the parent of a kept file.
+    plan.add_dir(real, stat.S_IMODE(os.stat(host).st_mode), Reason.RUNTIME)
+    if new:
+        kept.add(Reason.RUNTIME, path)
+
+
+def kept_sizes(plan: RootPlan) -> dict[str, dict[str, int]]:
+    """Files and bytes per reason (each file counted under the first reason that kept it)."""
+    by_reason: dict[str, dict[str, int]] = {}
+    for entry in plan.files:
+        slot = by_reason.setdefault(entry.reason.group, {"files": 0, "bytes": 0})
+        slot["files"] += 1
+        slot["bytes"] += entry.size
+    return by_reason

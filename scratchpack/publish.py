@@ -1,0 +1,345 @@
+"""One publish stage for every command: stage, then publish everything together, or roll back.
+
+``build``, ``shrink``, ``debug`` and the attach tools image all make their
+outputs through a :class:`Publication`:
+
+- files and directories are written beside their targets under hidden names
+  and renamed into place only when every step of the command succeeded;
+- images go into the engine under throw-away names (``scratchpack-staging/…``)
+  and get their final tags only then, so a failed run never moves a tag the
+  user had;
+- a failure removes what was staged; a failure *of that removal* (the engine
+  went away) never replaces the original error: it is reported as what it
+  left behind (:func:`leftover`), with the command that removes it.
+
+Signals that arrive while outputs are published or rolled back are held until
+that is finished (:func:`deferred_signals`), so neither is cut in half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scratchpack.errors import EngineError, InputError
+
+if TYPE_CHECKING:
+    from scratchpack.engine.client import Engine
+    from scratchpack.image.model import Image
+
+STAGING_REPOSITORY = "scratchpack-staging"
+
+
+# -- what a failed cleanup leaves behind --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leftover:
+    what: str  # "the image scratchpack-staging/12-ab:0"
+    remedy: str  # "docker rmi scratchpack-staging/12-ab:0"
+
+    def __str__(self) -> str:
+        return f"left {self.what}; remove it with: {self.remedy}"
+
+
+_leftovers: ContextVar[list[Leftover] | None] = ContextVar("scratchpack_leftovers", default=None)
+_unclaimed: list[Leftover] = []
+
+
+def leftovers() -> list[Leftover]:
+    """What cleanups of this command could not remove (shown with its error)."""
+    found = _leftovers.get()
+    return list(found if found is not None else _unclaimed)
+
+
+@contextlib.contextmanager
+def collecting_leftovers() -> Iterator[list[Leftover]]:
+    found: list[Leftover] = []
+    token = _leftovers.set(found)
+    try:
+        yield found
+    finally:
+        _leftovers.reset(token)
+
+
+@contextlib.contextmanager
+def leftover(what: str, remedy: str) -> Iterator[None]:
+    """Run a cleanup step; if the engine or the disk fails it, remember what is left.
+
+    Used where another error is already on its way out: the cleanup's own
+    failure must not replace it.
+    """
+    try:
+        yield
+    except (EngineError, OSError):
+        found = _leftovers.get()
+        (found if found is not None else _unclaimed).append(Leftover(what, remedy))
+
+
+# -- signals --------------------------------------------------------------------------------
+
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP during the block; act on the first one afterwards.
+
+    Cleanup and publishing run to their end whatever arrives meanwhile; then
+    the held signal ends the command as it would have (Ctrl-C: status 130).
+    Outside the main thread, or nested, it changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or _deferring.get():
+        yield
+        return
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def hold(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    for signum in _HELD:
+        current = signal.getsignal(signum)
+        if current is signal.SIG_IGN:
+            continue
+        previous[signum] = current
+        signal.signal(signum, hold)
+    token = _deferring.set(True)
+    try:
+        yield
+    finally:
+        _deferring.reset(token)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    if received:
+        first = received[0]
+        if first == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + first)
+
+
+_deferring: ContextVar[bool] = ContextVar("scratchpack_deferring", default=False)
+
+
+# -- staged outputs -------------------------------------------------------------------------
+
+
+@dataclass
+class _StagedImage:
+    engine: Engine
+    temporary: str  # the throw-away tag it is built or loaded under
+    final: str
+    image_id: str | None = None  # known once it exists
+
+
+@dataclass
+class Publication:
+    """Outputs staged beside their targets and images under throw-away tags."""
+
+    _moves: list[tuple[Path, Path, bool]] = field(default_factory=list)  # staged, target, dir?
+    _scratch: list[Path] = field(default_factory=list)  # temporary, always removed
+    _images: list[_StagedImage] = field(default_factory=list)
+    _done: list[Callable[[], None]] = field(default_factory=list)  # after publishing
+
+    # -- staging
+
+    def directory(self, target: Path) -> Path:
+        """A hidden directory beside ``target`` that becomes it when published.
+
+        Asked again for the same target, it is the same directory: a blob store
+        made there first becomes the layout written there later.
+        """
+        target = Path(os.path.abspath(target))
+        for staged, known, _is_dir in self._moves:
+            if known == target:
+                return staged
+        with deferred_signals():  # made and recorded at once: an interrupt cannot orphan it
+            staged = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=target.parent))
+            self._moves.append((staged, target, True))
+        return staged
+
+    def file(self, target: Path) -> Path:
+        """A path beside ``target`` (in a hidden directory) that becomes it when published."""
+        target = Path(os.path.abspath(target))
+        with deferred_signals():
+            holder = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=target.parent))
+            staged = holder / target.name
+            self._moves.append((staged, target, False))
+        return staged
+
+    def scratch(self) -> Path:
+        """A temporary directory, removed when the command ends."""
+        with deferred_signals():
+            path = Path(tempfile.mkdtemp(prefix="scratchpack-"))
+            self._scratch.append(path)
+        return path
+
+    def engine_name(self, engine: Engine, final: str) -> str:
+        """A throw-away tag to build or load ``final`` under until everything succeeded.
+
+        It is registered before the engine is asked anything, so an interrupt
+        while the engine makes the image still removes it.
+        """
+        temporary = f"{STAGING_REPOSITORY}/{os.getpid()}-{os.urandom(4).hex()}:{len(self._images)}"
+        self._images.append(_StagedImage(engine, temporary, final))
+        return temporary
+
+    def engine_image(self, temporary: str, image_id: str) -> None:
+        for staged in self._images:
+            if staged.temporary == temporary:
+                staged.image_id = image_id
+
+    def after_publish(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once everything is published (a stale image to drop, say)."""
+        self._done.append(action)
+
+    # -- the end
+
+    def commit(self) -> None:
+        umask = os.umask(0)
+        os.umask(umask)
+        while self._moves:
+            staged, target, is_dir = self._moves[0]
+            if is_dir:
+                if target.is_dir():
+                    target.rmdir()  # checked empty before the work began
+                staged.rename(target)
+            else:
+                os.chmod(staged, 0o666 & ~umask)
+                os.replace(staged, target)
+                staged.parent.rmdir()
+            self._moves.pop(0)
+        while self._images:
+            staged_image = self._images[0]
+            if staged_image.image_id is not None:
+                staged_image.engine.tag(staged_image.image_id, staged_image.final)
+                # The throw-away name only: the image keeps its final tag.
+                staged_image.engine.untag(staged_image.temporary)
+            self._images.pop(0)
+        for action in self._done:
+            action()
+
+    def rollback(self) -> None:
+        for staged, _target, is_dir in self._moves:
+            shutil.rmtree(staged if is_dir else staged.parent, ignore_errors=True)
+        self._moves.clear()
+        for staged_image in self._images:
+            name = staged_image.temporary
+            with leftover(f"the image {name}", f"docker rmi {name}"):
+                staged_image.engine.untag(name)
+        self._images.clear()
+
+    def cleanup(self) -> None:
+        for path in self._scratch:
+            shutil.rmtree(path, ignore_errors=True)
+        self._scratch.clear()
+
+
+@contextlib.contextmanager
+def publication() -> Iterator[Publication]:
+    """Stage in the block; publish when it succeeds, roll back when it does not."""
+    staged = Publication()
+    try:
+        yield staged
+        with deferred_signals():
+            staged.commit()
+    except BaseException:
+        with deferred_signals():
+            staged.rollback()
+        raise
+    finally:
+        with deferred_signals():
+            staged.cleanup()
+
+
+# -- sinks: where an image goes -------------------------------------------------------------
+
+
+def to_engine(staged: Publication, engine: Engine, image: Image, tag: str) -> str:
+    """Load ``image`` into the engine under a throw-away name; tagged ``tag`` on publish."""
+    temporary = staged.engine_name(engine, tag)
+    image_id = engine.load(image, temporary)
+    staged.engine_image(temporary, image_id)
+    return image_id
+
+
+def to_layout(staged: Publication, image: Image, target: Path, reference: str | None) -> None:
+    """Write ``image`` as an OCI layout directory at ``target`` (staged)."""
+    from scratchpack.image.layout import write_layout
+
+    write_layout(image, staged.directory(target), reference)
+
+
+def to_archive(
+    staged: Publication, image: Image, target: Path, reference: str | None, epoch: int
+) -> None:
+    """Write ``image`` as an OCI + docker-load archive at ``target`` (staged)."""
+    from scratchpack.image.layout import archive_chunks
+
+    with open(staged.file(target), "wb") as stream:
+        for chunk in archive_chunks(image, reference, epoch):
+            stream.write(chunk)
+
+
+def to_output(
+    staged: Publication, image: Image, target: Path, reference: str | None, epoch: int
+) -> None:
+    """``PATH.tar`` is an archive, any other path a layout directory."""
+    if target.suffix == ".tar":
+        to_archive(staged, image, target, reference, epoch)
+    else:
+        to_layout(staged, image, target, reference)
+
+
+# -- checks before any work -----------------------------------------------------------------
+
+
+def check_output(path: Path, option: str) -> None:
+    """An image output: a ``.tar`` file (replaced if it exists) or a new or empty directory."""
+    if path.suffix == ".tar":
+        check_new_file(path, option, may_exist=True)
+    else:
+        check_new_directory(path, option)
+
+
+def check_new_directory(path: Path, option: str) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InputError(f"{option} {path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise InputError(f"{option} {path}: exists and is not empty; choose a new path")
+    _check_parent(path, option)
+
+
+def check_new_file(path: Path, option: str, may_exist: bool = False) -> None:
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory")
+    if path.exists() and not may_exist:
+        raise InputError(f"{option} {path}: exists; choose a new path")
+    _check_parent(path, option)
+
+
+def _check_parent(path: Path, option: str) -> None:
+    parent = Path(os.path.abspath(path)).parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write in {parent}")
+
+
+def check_distinct(targets: list[tuple[Path, str]]) -> None:
+    """No two outputs may name the same path."""
+    seen: dict[Path, str] = {}
+    for path, option in targets:
+        resolved = Path(os.path.abspath(path)).resolve()
+        if resolved in seen:
+            raise InputError(f"{option} and {seen[resolved]} both name {path}")
+        seen[resolved] = option

@@ -1,0 +1,449 @@
+"""Run an image with its program under the packaged tracer, and collect what it touched.
+
+The original image runs with its own configuration (entrypoint, command,
+environment, working directory, user); strace is started through its own
+loader from a read-only mount::
+
+    /.scratchpack-tracer/<libdir>/ld-linux-x86-64.so.2 \\
+        --library-path /.scratchpack-tracer/<libdir> /.scratchpack-tracer/usr/bin/strace \\
+        -D -f -qq -y -s 4096 -e trace=%file,%process,fchdir -e signal=none \\
+        -e status=successful --seccomp-bpf -o /.scratchpack-trace-out/trace.log -- ARGV...
+
+``--library-path`` is an option of ``ld.so``, not ``LD_LIBRARY_PATH``: the
+traced program inherits none of it. ``-D`` keeps the program itself as the
+container's PID 1 (strace runs as a detached grandchild), so ``docker stop``
+delivers the image's StopSignal to the program exactly as without tracing,
+its shutdown is traced too, and the container's exit status is the program's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scratchpack.errors import EngineError, EngineTimeout
+from scratchpack.image.config import RuntimeConfig
+from scratchpack.image.media import Platform
+from scratchpack.trace.parse import clean_path, excluded, parse_log
+from scratchpack.trace.tracer import LOG_NAME, OUTPUT_MOUNT, TraceError, TracerTree, TraceTimeout
+
+if TYPE_CHECKING:
+    from scratchpack.engine.client import Container, Engine
+
+PROBE_HOST = "127.0.0.1"
+STOP_GRACE = 10  # seconds docker waits after the StopSignal before SIGKILL
+# Variables that would change how the tracer's own loader starts strace; the
+# traced program still gets them (strace -E puts them back).
+_TRACER_UNSAFE_ENV = ("LD_PRELOAD", "LD_AUDIT")
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """What a trace saw.
+
+    ``paths`` are absolute in-container paths as the programs named them
+    (symlinks not resolved, ``..`` kept). They can include files the programs
+    created at run time and files the engine provides (``/etc/hosts``,
+    ``/etc/resolv.conf``, ``/etc/hostname``): keep those the image holds.
+    """
+
+    paths: frozenset[str]  # absolute in-image paths used successfully
+    exit_code: int | None  # the program's status; None when the trace stopped it after probing
+    probes: tuple[str, ...]  # one line per probe: "8080/tcp GET / -> HTTP/1.0 200 OK"
+    log_lines: int  # lines strace wrote
+
+    def to_json(self) -> dict[str, Any]:
+        return {"exit_code": self.exit_code, "probes": list(self.probes)}
+
+
+def trace_image(
+    engine: Engine,
+    image: str,
+    config: RuntimeConfig,
+    tracer: TracerTree,
+    probe_cmd: list[str] | None = None,
+    trace_args: list[str] | None = None,
+    timeout: float = 60,
+    progress: Callable[[str], None] | None = None,
+) -> TraceResult:
+    """Run ``image`` as configured, under strace, and return the paths its programs used.
+
+    ``config`` is the image's configuration (Entrypoint, Cmd, Env, WorkingDir,
+    User, ExposedPorts, StopSignal); ``trace_args`` replaces Cmd. A program that
+    exposes no TCP port runs to completion. Otherwise every exposed TCP port is
+    published on 127.0.0.1 (a free port the engine picks) and, once the program
+    accepts connections on it, gets ``GET / HTTP/1.0``; ``probe_cmd`` runs
+    instead (on the host, once, after the ports are ready): ``{host}`` in its
+    arguments becomes ``127.0.0.1``, ``{port}`` the host port of the lowest
+    exposed port and ``{port:N}`` the one of container port N (also in
+    ``$SCRATCHPACK_PROBE_HOST`` and ``$SCRATCHPACK_PROBE_PORT``). Then the
+    container is stopped as ``docker stop`` would (its StopSignal, SIGKILL
+    after 10 s).
+
+    ``timeout`` bounds the run until the program exits or its probes are done:
+    past it the container is removed and :class:`TraceTimeout` raised. The
+    container and the log directory are removed in every case, Ctrl-C included.
+    """
+    say = progress or (lambda _message: None)
+    info = engine.image(image)  # never a pull: a clear error for a missing image
+    _check_architecture(image, info.architecture)
+    argv = config.argv(trace_args)
+    if not argv:
+        raise TraceError(f"{image} has no Entrypoint or Cmd: nothing to trace (give the command)")
+    ports = _tcp_ports(config)
+    if probe_cmd is not None and not probe_cmd:
+        raise TraceError("the probe command is empty")
+    if probe_cmd is not None and not ports and any("{port" in arg for arg in probe_cmd):
+        raise TraceError(f"the probe command uses {{port}} but {image} exposes no TCP port")
+    workdir = config.working_dir or "/"
+    environment, restore = _environment(config.env)
+    log = f"{OUTPUT_MOUNT}/{LOG_NAME}"
+    entrypoint = [*tracer.command, *tracer.options(log, restore), "--", *argv]
+
+    out_dir = tempfile.mkdtemp(prefix="scratchpack-trace-")
+    try:
+        os.chmod(out_dir, 0o777)  # strace writes the log as the image's user
+        create: dict[str, Any] = {
+            "entrypoint": entrypoint,
+            "environment": environment,
+            "volumes": {
+                str(tracer.root): {"bind": tracer.mount, "mode": "ro"},
+                out_dir: {"bind": OUTPUT_MOUNT, "mode": "rw"},
+            },
+            "detach": True,
+            "labels": {"scratchpack.trace": image},
+        }
+        if config.working_dir:
+            create["working_dir"] = config.working_dir
+        if config.user:
+            create["user"] = config.user
+        if config.stop_signal:
+            create["stop_signal"] = config.stop_signal
+        if ports:
+            create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
+        say(f"tracing {image}: {shlex.join(argv)}")
+        with engine.container(info.id, **create) as container:
+            container.start()
+            deadline = time.monotonic() + timeout
+            probes: list[str] = []
+            stopped = False
+            if ports or probe_cmd is not None:
+                published = _published(container, ports)
+                waiting = _timeout_message(image, timeout, ports)
+                ready = _wait_ready(container, published, deadline, waiting, say)
+                if ready is not None:  # None: the program exited before it was ready
+                    if probe_cmd is not None:
+                        probes.append(
+                            _run_probe_cmd(probe_cmd, published, deadline, image, timeout)
+                        )
+                    else:
+                        for port, host_port in published.items():
+                            if port in ready:
+                                probes.append(_http_probe(port, host_port))
+                            else:
+                                probes.append(f"{port}/tcp not listening")
+                    for line in probes:
+                        say(f"probe {line}")
+                    if container.status() == "running":
+                        say(f"stopping {image} ({config.stop_signal or 'SIGTERM'})")
+                        container.stop(STOP_GRACE)
+                        stopped = True
+                deadline = max(deadline, time.monotonic() + STOP_GRACE + 20)
+            try:
+                status = container.wait(
+                    max(1.0, deadline - time.monotonic()), _timeout_message(image, timeout, ports)
+                )
+            except EngineTimeout as err:
+                raise TraceTimeout(str(err)) from err
+            exit_code = None if stopped else status
+
+            text = _read_log(Path(out_dir) / LOG_NAME)
+            parsed = parse_log(text, workdir)
+            if not parsed.started:
+                raise TraceError(
+                    f"the tracer could not start {argv[0]} in {image}: {_tracer_message(container)}"
+                )
+            paths = set(parsed.paths)
+            paths.update(_interpreters(container, parsed.executed))
+        result = TraceResult(
+            paths=frozenset(paths),
+            exit_code=exit_code,
+            probes=tuple(probes),
+            log_lines=text.count("\n"),
+        )
+        say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
+        return result
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _check_architecture(image: str, architecture: str) -> None:
+    host = Platform.host()
+    here = host.architecture if host is not None else ""
+    if architecture and here and architecture != here:
+        raise TraceError(f"{image} is a {architecture} image; this {here} machine cannot trace it")
+
+
+def _tcp_ports(config: RuntimeConfig) -> list[int]:
+    ports: set[int] = set()
+    for key in config.exposed_ports:
+        number, _, protocol = str(key).partition("/")
+        if (protocol or "tcp").lower() == "tcp" and number.isdigit():
+            ports.add(int(number))
+    return sorted(ports)
+
+
+def _environment(env: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The container's environment, and the ``-E`` settings that restore it for the program."""
+    environment: list[str] = []
+    restore: list[str] = []
+    for item in env:
+        name, sep, value = item.partition("=")
+        if name in _TRACER_UNSAFE_ENV and sep and value:
+            environment.append(f"{name}=")  # empty for strace's loader ...
+            restore.append(item)  # ... and back for the traced program
+        else:
+            environment.append(item)
+    return environment, restore
+
+
+def _published(container: Container, ports: list[int]) -> dict[int, int]:
+    """Container port -> host port on 127.0.0.1, as the engine published them."""
+    attrs = container.attrs()
+    bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    published: dict[int, int] = {}
+    for port in ports:
+        for binding in bindings.get(f"{port}/tcp") or []:
+            if binding.get("HostPort"):
+                published[port] = int(binding["HostPort"])
+                break
+    if ports and not published and (attrs.get("State") or {}).get("Status") == "running":
+        raise TraceError("the engine published none of the exposed ports on 127.0.0.1")
+    return published
+
+
+def _wait_ready(
+    container: Container,
+    published: dict[int, int],
+    deadline: float,
+    timeout_message: str,
+    say: Callable[[str], None],
+) -> set[int] | None:
+    """The ports that accept connections; None when the program exited first.
+
+    Once one port is ready, the others get a few more seconds: images often
+    EXPOSE ports a given configuration does not open. Past the deadline with
+    no port ready: :class:`TraceTimeout`.
+    """
+    if not published:
+        return set()
+    say("waiting for " + ", ".join(f"{port}/tcp" for port in published))
+    ready: set[int] = set()
+    first_ready: float | None = None
+    while True:
+        for port, host_port in published.items():
+            if port not in ready and _accepting(host_port):
+                ready.add(port)
+                if first_ready is None:
+                    first_ready = time.monotonic()
+        now = time.monotonic()
+        if len(ready) == len(published) or (first_ready is not None and now - first_ready > 5):
+            return ready
+        if container.status() not in ("created", "running"):
+            return None
+        if now >= deadline:
+            if ready:
+                return ready
+            raise TraceTimeout(timeout_message)
+        time.sleep(0.25)
+
+
+def _accepting(host_port: int) -> bool:
+    """Whether something accepts on the port (a proxy that closes at once does not count)."""
+    try:
+        with socket.create_connection((PROBE_HOST, host_port), timeout=1) as sock:
+            sock.settimeout(0.3)
+            try:
+                return bool(sock.recv(1, socket.MSG_PEEK))
+            except TimeoutError:
+                return True  # connected and waiting for a request: a server
+    except OSError:
+        return False
+
+
+def _http_probe(port: int, host_port: int) -> str:
+    """``GET / HTTP/1.0`` (SlimToolkit's default probe); the status line, read to the end."""
+    request = (
+        f"GET / HTTP/1.0\r\nHost: {PROBE_HOST}:{host_port}\r\n"
+        "User-Agent: scratchpack-trace\r\nAccept: */*\r\n\r\n"
+    ).encode("ascii")
+    answer = b""
+    for _attempt in range(3):
+        answer = b""
+        try:
+            with socket.create_connection((PROBE_HOST, host_port), timeout=10) as sock:
+                sock.sendall(request)
+                while len(answer) < (1 << 20):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+        except OSError:
+            pass
+        if answer:
+            break
+        time.sleep(0.5)
+    line = answer.split(b"\n", 1)[0].strip().decode("latin-1")
+    if not line:
+        return f"{port}/tcp GET / -> no answer"
+    if not line.startswith("HTTP/"):
+        return f"{port}/tcp GET / -> not HTTP"
+    return f"{port}/tcp GET / -> {line}"
+
+
+def _run_probe_cmd(
+    probe_cmd: list[str], published: dict[int, int], deadline: float, image: str, timeout: float
+) -> str:
+    first = min(published) if published else None
+
+    def port_of(match: re.Match[str]) -> str:
+        wanted = int(match.group(1)) if match.group(1) else first
+        if wanted is None or wanted not in published:
+            raise TraceError(f"the probe command asks for {match.group(0)}, which is not published")
+        return str(published[wanted])
+
+    command = [
+        re.sub(r"\{port(?::(\d+))?\}", port_of, arg).replace("{host}", PROBE_HOST)
+        for arg in probe_cmd
+    ]
+    env = dict(os.environ, SCRATCHPACK_PROBE_HOST=PROBE_HOST)
+    if first is not None:
+        env["SCRATCHPACK_PROBE_PORT"] = str(published[first])
+    try:
+        completed = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=max(1.0, deadline - time.monotonic()),
+            check=False,
+        )
+    except FileNotFoundError as err:
+        raise TraceError(f"the probe command {command[0]} is not found") from err
+    except subprocess.TimeoutExpired as err:
+        raise TraceTimeout(
+            f"the probe command {shlex.join(command)} did not finish within the {timeout:g} s "
+            f"trace timeout of {image}"
+        ) from err
+    return f"{shlex.join(command)} -> exit {completed.returncode}"
+
+
+def _timeout_message(image: str, timeout: float, ports: list[int]) -> str:
+    if ports:
+        listed = ", ".join(f"{port}/tcp" for port in ports)
+        return (
+            f"{image} did not accept connections on {listed} within {timeout:g} s of tracing; "
+            "raise the timeout or give a probe"
+        )
+    return (
+        f"{image} did not exit within {timeout:g} s of tracing and exposes no port to probe; "
+        "raise the timeout or give arguments that make it finish"
+    )
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _tracer_message(container: Container) -> str:
+    """strace's own complaint from the container's output, or its last line."""
+    try:
+        output = container.logs(tail=50)
+    except EngineError:  # the engine lost the container: nothing better to say
+        output = ""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "strace:" in line or "ld-linux" in line or "ptrace" in line:
+            return line
+    return lines[-1] if lines else "no output (is ptrace allowed by the engine's seccomp profile?)"
+
+
+def _interpreters(container: Container, executed: Iterable[str]) -> set[str]:
+    """The loaders (``PT_INTERP``) and ``#!`` interpreters of the executed files.
+
+    The kernel opens them itself, so strace never shows them; they are read
+    back from the stopped container (``docker cp``'s API).
+    """
+    found: set[str] = set()
+    pending = sorted(set(executed))
+    seen: set[str] = set()
+    while pending and len(seen) < 512:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        head = container.read_head(path)
+        if head is None:
+            continue
+        interpreter = _elf_interpreter(head) or _shebang(head)
+        if interpreter and interpreter.startswith("/"):
+            cleaned = clean_path(interpreter)
+            if not excluded(cleaned):
+                found.add(cleaned)
+                pending.append(cleaned)
+    return found
+
+
+def _elf_interpreter(head: bytes) -> str | None:
+    """``PT_INTERP`` of an ELF file from its first bytes."""
+    if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    order = "<" if head[5] == 1 else ">"
+    wide = head[4] == 2
+    if wide:
+        if len(head) < 64:
+            return None
+        (phoff,) = struct.unpack_from(order + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+    else:
+        (phoff,) = struct.unpack_from(order + "I", head, 28)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
+    for index in range(phnum):
+        offset = phoff + index * phentsize
+        if offset + (56 if wide else 32) > len(head):
+            return None
+        (p_type,) = struct.unpack_from(order + "I", head, offset)
+        if p_type != 3:  # PT_INTERP
+            continue
+        if wide:
+            (p_offset,) = struct.unpack_from(order + "Q", head, offset + 8)
+            (p_filesz,) = struct.unpack_from(order + "Q", head, offset + 32)
+        else:
+            (p_offset,) = struct.unpack_from(order + "I", head, offset + 4)
+            (p_filesz,) = struct.unpack_from(order + "I", head, offset + 16)
+        if p_offset + p_filesz > len(head):
+            return None
+        raw = head[p_offset : p_offset + p_filesz].split(b"\0", 1)[0]
+        return raw.decode("utf-8", "surrogateescape") or None
+    return None
+
+
+def _shebang(head: bytes) -> str | None:
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return words[0].decode("utf-8", "surrogateescape") if words else None
