@@ -39,7 +39,7 @@ from scratchpack.errors import EngineError, InputError
 from scratchpack.plan.busybox import busybox_applets
 from tests.conftest import unavailable
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MARKER = "scratchpack-attach-marker"
 TARGET_SOURCE = r"""
 #include <stdio.h>

@@ -31,7 +31,7 @@ from scratchpack.plan.dpkg import DpkgIndex, Package
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.rootplan import RootPlan
 
-SCHEMAS = Path(__file__).parent / "data" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "schemas"
 CDX_BASE = "http://cyclonedx.org/schema/"
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 DIGEST = "sha256:" + "ab" * 32

@@ -10,10 +10,7 @@ merged tree. Nothing is pulled.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -23,219 +20,33 @@ import sys
 import tarfile
 import tempfile
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import docker.errors
 import pytest
 
-from scratchpack.errors import EngineError, InputError, ScratchpackError
-from scratchpack.image.readers import SourceImage, open_image
-from scratchpack.image.unpack import UnpackReport, unpack
+from scratchpack.errors import InputError
+from scratchpack.image.readers import open_image
+from scratchpack.image.unpack import unpack
 from tests.cfixtures import REPO_ROOT
-
-HELLO = REPO_ROOT / "samples/hello-world/hello-world"
-
-# ----------------------------------------------------------------- layer helpers
-
-Member = tuple[tarfile.TarInfo, bytes | None]
-
-
-def entry(
-    name: str,
-    kind: bytes = tarfile.REGTYPE,
-    data: bytes = b"",
-    mode: int = 0o644,
-    target: str = "",
-    uid: int = 0,
-    gid: int = 0,
-    pax: dict[str, str] | None = None,
-) -> Member:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.uid, info.gid = kind, mode, uid, gid
-    info.linkname = target
-    if pax:
-        info.pax_headers = pax
-    if kind == tarfile.REGTYPE:
-        info.size = len(data)
-        return info, data
-    return info, None
-
-
-def d(name: str, mode: int = 0o755) -> Member:
-    return entry(name, tarfile.DIRTYPE, mode=mode)
-
-
-def f(name: str, data: bytes = b"x", mode: int = 0o644, **kw: Any) -> Member:
-    return entry(name, data=data, mode=mode, **kw)
-
-
-def sym(name: str, target: str) -> Member:
-    return entry(name, tarfile.SYMTYPE, mode=0o777, target=target)
-
-
-def hard(name: str, target: str) -> Member:
-    return entry(name, tarfile.LNKTYPE, target=target)
-
-
-def layer(*members: Member) -> bytes:
-    """An uncompressed layer tar, entries in the order given (no sorting: order matters)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-CONFIG = {
-    "Entrypoint": ["/bin/app"],
-    "Env": ["PATH=/bin", "A=1"],
-    "WorkingDir": "/work",
-    "User": "65532",
-    "ExposedPorts": {"8080/tcp": {}, "53/udp": {}},
-    "Labels": {"l": "v"},
-}
-
-
-def config_bytes(layers: list[bytes], runtime: dict | None = None) -> bytes:
-    return json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": CONFIG if runtime is None else runtime,
-            "rootfs": {"type": "layers", "diff_ids": [sha(data) for data in layers]},
-        }
-    ).encode()
-
-
-def write_oci(
-    path: Path,
-    layers: list[bytes],
-    compress: bool = True,
-    media_type: str | None = None,
-    blobs: list[bytes] | None = None,
-) -> Path:
-    """An OCI layout directory (with docker's manifest.json too, like our writer)."""
-    stored = blobs or [gzip.compress(data, mtime=0) if compress else data for data in layers]
-    kind = media_type or "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
-    (path / "blobs/sha256").mkdir(parents=True)
-
-    def blob(data: bytes) -> dict[str, Any]:
-        (path / "blobs/sha256" / sha(data)[7:]).write_bytes(data)
-        return {"digest": sha(data), "size": len(data)}
-
-    config = config_bytes(layers)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(config)},
-        "layers": [{"mediaType": kind, **blob(data)} for data in stored],
-    }
-    manifest_descriptor = blob(json.dumps(manifest).encode())
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                "mediaType": manifest["mediaType"],
-                **manifest_descriptor,
-                "annotations": {"org.opencontainers.image.ref.name": "t"},
-            }
-        ],
-    }
-    (path / "index.json").write_text(json.dumps(index))
-    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    return path
-
-
-def write_docker_archive(path: Path, layers: list[bytes], images: int = 1) -> Path:
-    """A ``docker save`` archive of Docker 20.10's shape: <id>.json, <n>/layer.tar."""
-    config = config_bytes(layers)
-    members = {f"{sha(config)[7:]}.json": config}
-    for number, data in enumerate(layers):
-        members[f"{number}/layer.tar"] = data
-    manifest = [
-        {
-            "Config": f"{sha(config)[7:]}.json",
-            "RepoTags": [f"t:{image}"],
-            "Layers": [f"{n}/layer.tar" for n in range(len(layers))],
-        }
-        for image in range(images)
-    ]
-    members["manifest.json"] = json.dumps(manifest).encode()
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def pack(directory: Path, archive: Path) -> Path:
-    with tarfile.open(archive, "w") as tar:
-        for child in sorted(directory.iterdir()):
-            tar.add(child, arcname=child.name)
-    return archive
-
-
-def open_and_unpack(
-    tmp_path: Path, reference: str | Path, client: Any = None
-) -> tuple[SourceImage, Path, UnpackReport]:
-    work = Path(tempfile.mkdtemp(dir=tmp_path, prefix="work-"))
-    root = Path(tempfile.mkdtemp(dir=tmp_path, prefix="root-"))
-    source = open_image(str(reference), work, engine_of(client))
-    return source, root, unpack(source.image, root)
-
-
-def engine_of(client: Any) -> Any:
-    from scratchpack.engine.client import Engine
-
-    return None if client is None else Engine.from_client(client)
-
-
-def unpack_layers(tmp_path: Path, *layers: bytes) -> tuple[Path, UnpackReport]:
-    image = write_oci(Path(tempfile.mkdtemp(dir=tmp_path, prefix="oci-")), list(layers))
-    _, root, report = open_and_unpack(tmp_path, image)
-    return root, report
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every path under ``root``: type, permission bits, content or target."""
-    tree: dict[str, tuple] = {}
-    for directory, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(directory, name)
-            info = path.lstat()
-            key = "/" + str(path.relative_to(root))
-            if stat.S_ISLNK(info.st_mode):
-                tree[key] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                tree[key] = ("dir", stat.S_IMODE(info.st_mode))
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                tree[key] = ("file", stat.S_IMODE(info.st_mode), digest)
-    return tree
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        if os.environ.get("SCRATCHPACK_REQUIRE_ENGINE") == "1":
-            pytest.fail(f"{name} is not installed (tests/run.sh installs it)")
-        pytest.skip(f"{name} is not installed")
-    return found
-
-
-def one_line(err: pytest.ExceptionInfo[ScratchpackError]) -> str:
-    text = str(err.value)
-    assert text and "\n" not in text and "Traceback" not in text
-    return text
-
+from tests.imagekit import (
+    HELLO,
+    config_bytes,
+    d,
+    entry,
+    f,
+    hard,
+    layer,
+    one_line,
+    open_and_unpack,
+    pack,
+    sha,
+    snapshot,
+    sym,
+    tool,
+    unpack_layers,
+    write_docker_archive,
+    write_oci,
+)
 
 # ------------------------------------------------------------- layer semantics
 
@@ -607,125 +418,3 @@ def test_tampered_manifest_digests_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         open_image(str(saved), tmp_path)
     assert "outside the image" in one_line(err)
-
-
-# ------------------------------------------------------------------------ engine
-
-DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-COPY tree/ /
-RUN ["/bin/busybox", "rm", "/gone.txt"]
-RUN ["/bin/busybox", "sh", "-c", "rm -r /d && mkdir /d && echo new > /d/new && \
-ln /d/new /d/newlink && ln -s /d/new /link && chmod 4755 /bin/suid"]
-ENV GREETING=hi
-LABEL org.example=yes
-EXPOSE 8080
-WORKDIR /d
-USER 65532
-STOPSIGNAL SIGINT
-ENTRYPOINT ["/bin/busybox"]
-CMD ["true"]
-"""
-
-
-def build_context(busybox: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        files = {
-            "Dockerfile": (DOCKERFILE.encode(), 0o644),
-            "tree/gone.txt": (b"gone", 0o644),
-            "tree/d/old": (b"old", 0o644),
-            "tree/d/sub/older": (b"older", 0o644),
-            "tree/bin/suid": (b"#!/bin/busybox sh\n", 0o755),
-        }
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-        tar.add(busybox, arcname="busybox")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def engine_image(docker_client: Any, static_busybox: Path) -> Iterator[str]:
-    """An image built FROM scratch in the engine (RUN steps make real whiteouts)."""
-    tag = f"scratchpack-test/unpack:{uuid.uuid4().hex[:12]}"
-    try:
-        stream = docker_client.api.build(
-            fileobj=io.BytesIO(build_context(static_busybox)),
-            custom_context=True,
-            tag=tag,
-            pull=False,
-            rm=True,
-            forcerm=True,
-            decode=True,
-        )
-        for chunk in stream:
-            assert "error" not in chunk, chunk
-        yield tag
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):  # never built, or gone
-            docker_client.images.remove(tag, force=True)
-
-
-def check_engine_root(root: Path, report: UnpackReport) -> None:
-    assert not (root / "gone.txt").exists()
-    assert sorted(os.listdir(root / "d")) == ["new", "newlink"]
-    assert (root / "d/new").stat().st_ino == (root / "d/newlink").stat().st_ino
-    assert os.readlink(root / "link") == "/d/new"
-    assert stat.S_IMODE((root / "bin/suid").stat().st_mode) == 0o4755
-    assert report.whiteouts_applied >= 2 and report.warnings == []
-
-
-@pytest.mark.engine
-def test_docker_save_archive_and_engine_name(
-    tmp_path: Path, docker_client: Any, engine_image: str
-) -> None:
-    archive = tmp_path / "saved.tar"
-    with open(archive, "wb") as out:
-        for chunk in docker_client.api.get_image(engine_image):
-            out.write(chunk)
-    image_id = docker_client.images.get(engine_image).id
-
-    saved, saved_root, saved_report = open_and_unpack(tmp_path, archive)
-    assert saved.format.value == "docker-archive" and saved.digest == image_id
-    check_engine_root(saved_root, saved_report)
-    runtime = saved.image.config.runtime
-    assert runtime.entrypoint == ("/bin/busybox",) and runtime.cmd == ("true",)
-    assert "GREETING=hi" in runtime.env and runtime.exposed_ports == ("8080/tcp",)
-    assert runtime.working_dir == "/d" and runtime.user == "65532"
-    assert runtime.stop_signal == "SIGINT" and runtime.labels == (("org.example", "yes"),)
-
-    named, named_root, named_report = open_and_unpack(tmp_path, engine_image, docker_client)
-    assert named.format.value == "engine" and named.digest == image_id
-    assert named.names == (engine_image,)
-    check_engine_root(named_root, named_report)
-    assert snapshot(named_root) == snapshot(saved_root)
-
-    # umoci, on skopeo's OCI copy of the saved archive, is the oracle for the merged tree.
-    skopeo, umoci = tool("skopeo"), tool("umoci")
-    subprocess.run(
-        [skopeo, "copy", "-q", f"docker-archive:{archive}", f"oci:{tmp_path}/oci:x"],
-        check=True,
-        capture_output=True,
-    )
-    copy, copy_root, _ = open_and_unpack(tmp_path, tmp_path / "oci")
-    assert copy.format.value == "oci-layout" and snapshot(copy_root) == snapshot(saved_root)
-    bundle = tmp_path / "bundle"
-    subprocess.run(
-        [umoci, "unpack", "--image", f"{tmp_path}/oci:x", str(bundle)],
-        check=True,
-        capture_output=True,
-    )
-    assert snapshot(bundle / "rootfs") == snapshot(saved_root)
-
-
-@pytest.mark.engine
-def test_missing_engine_image_fails_in_one_line(tmp_path: Path, docker_client: Any) -> None:
-    name = f"scratchpack-test/absent:{uuid.uuid4().hex[:12]}"
-    with pytest.raises(EngineError) as err:
-        open_image(name, tmp_path, engine_of(docker_client))
-    assert one_line(err) == f"no image {name} in the local engine"
-    assert err.value.exit_code == 3
-    assert not list(tmp_path.iterdir())

@@ -29,7 +29,7 @@ import docker
 import docker.errors
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "samples"
 HELLO = SAMPLES / "hello-world" / "hello-world"
 THREADS = SAMPLES / "threads-cpp" / "threads-cpp"

@@ -1,0 +1,96 @@
+"""The publish stage: outputs appear together or not at all; rollbacks never hide the error.
+
+Files and directories are real; the engine side is a recorder of tag calls
+(publishing logic only: the engine tests in tests/integration use a real one).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from scratchpack.errors import EngineLost, InputError
+from scratchpack.publish import (
+    collecting_leftovers,
+    deferred_signals,
+    leftovers,
+    publication,
+)
+
+
+class Recorder:
+    """What a Publication asks of an engine, and a failure on demand."""
+
+    def __init__(self, fail_untag: bool = False) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.fail_untag = fail_untag
+
+    def tag(self, image_id: str, reference: str) -> None:
+        self.calls.append(("tag", image_id, reference))
+
+    def untag(self, reference: str) -> None:
+        if self.fail_untag:
+            raise EngineLost("lost the Docker engine while removing it")
+        self.calls.append(("untag", reference))
+
+
+def test_outputs_appear_together_when_every_step_succeeded(tmp_path: Path) -> None:
+    engine = Recorder()
+    with publication() as staged:
+        staged.file(tmp_path / "image.tar").write_bytes(b"tar")
+        directory = staged.directory(tmp_path / "layout")
+        (directory / "index.json").write_text("{}")
+        assert staged.directory(tmp_path / "layout") == directory  # one stage per target
+        scratch = staged.scratch()
+        name = staged.engine_name(engine, "app:1")  # type: ignore[arg-type]
+        staged.engine_image(name, "sha256:abc")
+        assert not (tmp_path / "image.tar").exists() and engine.calls == []
+    assert (tmp_path / "image.tar").read_bytes() == b"tar"
+    assert (tmp_path / "layout/index.json").read_text() == "{}"
+    assert not scratch.exists()
+    assert engine.calls == [("tag", "sha256:abc", "app:1"), ("untag", name)]
+    assert name.startswith(f"scratchpack-staging/{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tar", "layout"]
+
+
+def test_a_failure_leaves_nothing_and_keeps_the_users_files(tmp_path: Path) -> None:
+    (tmp_path / "image.tar").write_bytes(b"the user's old image")
+    engine = Recorder()
+    with pytest.raises(InputError, match="a later step"), publication() as staged:
+        staged.file(tmp_path / "image.tar").write_bytes(b"new")
+        (staged.directory(tmp_path / "layout") / "x").write_text("x")
+        name = staged.engine_name(engine, "app:1")  # type: ignore[arg-type]
+        staged.engine_image(name, "sha256:abc")
+        raise InputError("a later step failed")
+    assert (tmp_path / "image.tar").read_bytes() == b"the user's old image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tar"]
+    assert engine.calls == [("untag", name)]  # the final tag never moved
+
+
+def test_a_failed_rollback_is_reported_as_what_it_left(tmp_path: Path) -> None:
+    engine = Recorder(fail_untag=True)
+    with (
+        collecting_leftovers() as left,
+        pytest.raises(InputError, match="the original"),
+        publication() as staged,
+    ):
+        name = staged.engine_name(engine, "app:1")  # type: ignore[arg-type]
+        raise InputError("the original error")
+    assert [str(item) for item in left] == [
+        f"left the image {name}; remove it with: docker rmi {name}"
+    ]
+    assert leftovers() == []  # outside the collector: nothing claimed
+
+
+def test_signals_wait_until_the_block_is_done() -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("the rest of the cleanup")
+    assert done == ["the rest of the cleanup"]
+    with pytest.raises(SystemExit) as ended, deferred_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert ended.value.code == 128 + signal.SIGTERM
