@@ -580,7 +580,18 @@ class Bench:
     # -- preparation ---------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Check for leftovers and write the docker side's context once (not timed)."""
+        """Check for leftovers and write the docker side's context once (not timed).
+
+        scratchpack's modules are byte-compiled first, as ``pip install`` does for
+        an installed package: run from a checkout under PYTHONDONTWRITEBYTECODE,
+        every timed run would otherwise compile them from source again (0.05 s).
+        """
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(REPO_ROOT / "scratchpack")],
+            check=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+            stdout=subprocess.DEVNULL,
+        )
         leftovers = docker(
             "images",
             "--filter",

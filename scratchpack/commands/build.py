@@ -23,11 +23,8 @@ from typing import TYPE_CHECKING, Any
 from scratchpack.errors import EngineError, EngineLost, EngineUnreachable, InputError, VerifyError
 from scratchpack.image.config import source_date_epoch
 from scratchpack.image.reference import Reference, check_tag
-from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.notes import collected, warn
-from scratchpack.plan.debug import debug_output, debug_tag
 from scratchpack.plan.image_plan import BuildOptions, ImagePlan, plan_image
-from scratchpack.plan.layers import split_layers
 from scratchpack.progress import ByteProgress, terminal_progress
 from scratchpack.publish import (
     Publication,
@@ -45,6 +42,7 @@ if TYPE_CHECKING:
     from scratchpack.image.config import ImageConfig
     from scratchpack.image.model import Image
     from scratchpack.image.registry import Credentials, PushResult
+    from scratchpack.image.writer import BlobStore
 
 
 class EngineMode(str, Enum):
@@ -224,6 +222,8 @@ def check_request(request: BuildRequest) -> None:
         check_output(request.output, "--output")
         targets.append((request.output, "--output"))
         if request.debug is not None:
+            from scratchpack.plan.debug import debug_output
+
             debug_target = debug_output(request.output, request.debug.suffix)
             check_output(debug_target, "the debug variant's output")
             targets.append((debug_target, "the debug variant's output"))
@@ -323,13 +323,13 @@ def _engine_build(
     progress: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     """Build in the engine from the rendered Dockerfile, under a throw-away tag."""
-    from scratchpack.engine.context import context_chunks, owned_trees, render_dockerfile
+    from scratchpack.engine.context import context_stream, owned_trees, render_dockerfile
 
     assert request.tag is not None
     entries = plan.root.sorted_entries()
     dockerfile = render_dockerfile(plan.config, owned_trees(entries), request.template)
     temporary = staged.engine_name(engine, request.tag)
-    image_id = engine.build(context_chunks(entries, dockerfile), temporary, progress)
+    image_id = engine.build(context_stream(entries, dockerfile), temporary, progress)
     staged.engine_image(temporary, image_id)
     info = engine.image(image_id)
     result: dict[str, Any] = {"engine": EngineMode.DOCKER, "image": info.id, "size": info.size}
@@ -342,6 +342,9 @@ def write_plan(
     store: BlobStore, plan: ImagePlan, split: bool = False, show_progress: bool = False
 ) -> Image:
     """The built-in writer: the plan's layers and config into ``store``, hashed as written."""
+    from scratchpack.image.writer import assemble
+    from scratchpack.plan.layers import split_layers
+
     epoch = source_date_epoch()
     progress = ByteProgress("writing layers", plan.root.size, enabled=show_progress)
     layers = [
@@ -354,6 +357,8 @@ def write_plan(
 
 def store_for(staged: Publication, target: Path | None) -> BlobStore:
     """Where blobs go: the staged layout directory itself, or a temporary one."""
+    from scratchpack.image.writer import BlobStore
+
     if target is not None and target.suffix != ".tar":
         return BlobStore(staged.directory(target))
     return BlobStore(staged.scratch())
@@ -450,6 +455,8 @@ def _debug_variant(
 ) -> DebugResult:
     """TAG-debug: written by the built-in writer, loaded into the engine or written beside -o."""
     from scratchpack.commands.debug import busybox_variant, variant_on_base
+    from scratchpack.image.writer import BlobStore
+    from scratchpack.plan.debug import debug_output, debug_tag
 
     settings = request.debug
     assert settings is not None and request.tag is not None

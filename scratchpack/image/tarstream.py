@@ -11,7 +11,6 @@ are those ``tarfile`` would write.
 from __future__ import annotations
 
 import contextlib
-import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -85,6 +84,19 @@ def _copy(member: Member, info: tarfile.TarInfo) -> Iterator[bytes]:
                 raise InputError(f"{where}: shorter than when it was planned (changed meanwhile?)")
             remaining -= len(data)
             yield data
+        if member.source is not None and stream.read(1):
+            raise InputError(f"{member.source}: grew while it was written (changed meanwhile?)")
+
+
+def size(members: Iterable[Member]) -> int:
+    """The exact length :func:`chunks` will produce, from the headers alone."""
+    total = 2 * BLOCK
+    for member in members:
+        info = member.info
+        total += len(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        if info.isreg():
+            total += -(-info.size // BLOCK) * BLOCK
+    return total
 
 
 def write(members: Iterable[Member], sink: BinaryIO) -> int:
@@ -96,5 +108,3 @@ def write(members: Iterable[Member], sink: BinaryIO) -> int:
     return size
 
 
-def file_size(path: str) -> int:
-    return os.stat(path).st_size

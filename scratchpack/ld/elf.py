@@ -4,8 +4,9 @@ Resolution touches every candidate library on every search path, so this is the
 hot path: one ``open``, a handful of ``pread`` calls and ``struct`` unpacking of
 the ELF header, the program headers, the dynamic segment and its string table.
 A full pyelftools ``ELFFile`` walk costs about 1.7 ms a file because it builds
-construct parsers and section tables we never use; pyelftools stays the source
-of the ELF constants here and the tool for deeper reads (symbols, notes).
+construct parsers and section tables we never use. The few constants are the
+ELF specification's numbers (importing pyelftools' tables costs 10 ms at every
+start); pyelftools stays the tool for deeper reads and for machine names.
 
 Every offset read from the file is checked against the file's size, so a
 truncated or corrupt file ends in :class:`ElfError` with a reason, never in an
@@ -14,13 +15,12 @@ truncated or corrupt file ends in :class:`ElfError` with a reason, never in an
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
-
-from elftools.elf.enums import ENUM_D_TAG_COMMON, ENUM_E_MACHINE, ENUM_P_TYPE_BASE
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
@@ -29,24 +29,17 @@ ET_NONE, ET_REL, ET_EXEC, ET_DYN, ET_CORE = 0, 1, 2, 3, 4
 ELFOSABI_SYSV, ELFOSABI_GNU = 0, 3
 PN_XNUM = 0xFFFF
 
-PT_LOAD = ENUM_P_TYPE_BASE["PT_LOAD"]
-PT_DYNAMIC = ENUM_P_TYPE_BASE["PT_DYNAMIC"]
-PT_INTERP = ENUM_P_TYPE_BASE["PT_INTERP"]
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 
-DT_NULL = ENUM_D_TAG_COMMON["DT_NULL"]
-DT_NEEDED = ENUM_D_TAG_COMMON["DT_NEEDED"]
-DT_STRTAB = ENUM_D_TAG_COMMON["DT_STRTAB"]
-DT_STRSZ = ENUM_D_TAG_COMMON["DT_STRSZ"]
-DT_SONAME = ENUM_D_TAG_COMMON["DT_SONAME"]
-DT_RPATH = ENUM_D_TAG_COMMON["DT_RPATH"]
-DT_RUNPATH = ENUM_D_TAG_COMMON["DT_RUNPATH"]
-DT_FLAGS_1 = ENUM_D_TAG_COMMON["DT_FLAGS_1"]
-DT_FILTER = ENUM_D_TAG_COMMON["DT_FILTER"]
-DT_AUXILIARY = ENUM_D_TAG_COMMON["DT_AUXILIARY"]
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME, DT_RPATH = 0, 1, 5, 10, 14, 15
+DT_RUNPATH = 29
+DT_FLAGS_1 = 0x6FFFFFFB
+DT_FILTER, DT_AUXILIARY = 0x7FFFFFFF, 0x7FFFFFFD
+
+EM_386, EM_ARM, EM_PPC64, EM_S390, EM_X86_64, EM_AARCH64, EM_RISCV = 3, 40, 21, 22, 62, 183, 243
 
 DF_1_NODEFLIB = 0x00000800
 
-_MACHINE_NAMES = {value: name for name, value in ENUM_E_MACHINE.items() if isinstance(value, int)}
 
 # Refuse to read absurd tables from a corrupt header instead of allocating gigabytes.
 _MAX_PHNUM = 65536
@@ -113,7 +106,14 @@ class ElfInfo:
 
 def machine_name(machine: int) -> str:
     """``EM_X86_64`` style name for an ``e_machine`` value, for messages."""
-    return _MACHINE_NAMES.get(machine, f"machine {machine}")
+    return _machine_names().get(machine, f"machine {machine}")
+
+
+@functools.cache
+def _machine_names() -> dict[int, str]:
+    from elftools.elf.enums import ENUM_E_MACHINE  # only for messages
+
+    return {value: name for name, value in ENUM_E_MACHINE.items() if isinstance(value, int)}
 
 
 def read_elf(path: str) -> ElfInfo:

@@ -13,19 +13,20 @@ import platform
 import re
 from dataclasses import dataclass, field
 
-from elftools.elf.enums import ENUM_E_MACHINE
-
 from scratchpack.errors import InputError
-from scratchpack.ld.elf import ELFCLASS32, ELFCLASS64, ElfInfo
+from scratchpack.ld.elf import (
+    ELFCLASS32,
+    ELFCLASS64,
+    EM_386,
+    EM_AARCH64,
+    EM_ARM,
+    EM_PPC64,
+    EM_RISCV,
+    EM_S390,
+    EM_X86_64,
+    ElfInfo,
+)
 from scratchpack.ld.rootfs import RootFS
-
-EM_386 = ENUM_E_MACHINE["EM_386"]
-EM_X86_64 = ENUM_E_MACHINE["EM_X86_64"]
-EM_AARCH64 = ENUM_E_MACHINE["EM_AARCH64"]
-EM_ARM = ENUM_E_MACHINE["EM_ARM"]
-EM_PPC64 = ENUM_E_MACHINE["EM_PPC64"]
-EM_S390 = ENUM_E_MACHINE["EM_S390"]
-EM_RISCV = ENUM_E_MACHINE["EM_RISCV"]
 
 # ldconfig's cache flags: FLAG_ELF_LIBC6 (3) plus the architecture's bits.
 _FLAG_ELF_LIBC6 = 0x0003

@@ -259,7 +259,7 @@ def test_debug_of_an_unknown_image_is_a_clear_error(docker_client) -> None:  # t
 
 @pytest.mark.engine
 def test_a_base_of_another_architecture_is_refused(docker_client, tags: list[str]) -> None:  # type: ignore[no-untyped-def]
-    from tests.test_attach import _foreign_archive
+    from tests.integration.test_attach import _foreign_archive
 
     base = f"scratchpack-test/foreign-base:{uuid.uuid4().hex[:8]}"
     tags.append(base)

@@ -24,7 +24,7 @@ from tests.registry_fixture import (
     Registry,
     registry_or_unavailable,
 )
-from tests.test_sbom import assert_valid, cyclonedx_validator, spdx_validator  # noqa: F401
+from tests.unit.test_sbom import assert_valid, cyclonedx_validator, spdx_validator  # noqa: F401
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
 USER, PASSWORD = "builder", "pa ss:word"
