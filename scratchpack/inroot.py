@@ -56,6 +56,22 @@ def components(path: str) -> list[str]:
     return [part for part in path.split("/") if part and part != "."]
 
 
+def inside(name: str) -> list[str] | None:
+    """Components of a name taken relative to the top; None when ``..`` climbs out of it.
+
+    A leading ``/`` is dropped: names in a layer or archive are relative to its top.
+    """
+    parts: list[str] = []
+    for part in components(name):
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return parts
+
+
 def walk(
     path: str,
     lookup: Lookup,

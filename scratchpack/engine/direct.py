@@ -155,9 +155,7 @@ class DirectAPI:
             params={"repo": repository, "tag": tag, "force": "1"},
         )
         if status >= 400:
-            raise EngineError(
-                f"the engine refused to tag {repository}:{tag}: {_message(document)}"
-            )
+            raise EngineError(f"the engine refused to tag {repository}:{tag}: {_message(document)}")
 
     def remove_image(self, reference: str, force: bool = False) -> bool:
         """DELETE the name (or image); False when there was none."""

@@ -22,6 +22,7 @@ import shutil
 import stat
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -39,6 +40,7 @@ from scratchpack.image.media import (
     media_type,
 )
 from scratchpack.image.model import Blob, Descriptor, FileBlob, Image, Layer, MemberBlob
+from scratchpack.inroot import components, inside
 
 _CHUNK = 1 << 20
 _MAX_MEMBERS = 1 << 16  # an image archive holds a few files per layer, not a file system
@@ -239,19 +241,14 @@ class _TarReader:
 
 
 def _clean(name: str) -> list[str]:
-    return [part for part in name.split("/") if part not in ("", ".")]
+    return components(name)
 
 
 def _normalised(name: str, reference: str) -> list[str]:
     """``a/../b`` -> ``b``; refused if it climbs out of the archive."""
-    parts: list[str] = []
-    for part in _clean(name):
-        if part == "..":
-            if not parts:
-                raise InputError(f"{reference}: a link {name!r} leads out of the archive")
-            parts.pop()
-        else:
-            parts.append(part)
+    parts = inside(name)
+    if parts is None:
+        raise InputError(f"{reference}: a link {name!r} leads out of the archive")
     return parts
 
 
@@ -294,15 +291,9 @@ def _from_oci(reference: str, reader: _Reader, kind: SourceFormat) -> SourceImag
     if not isinstance(config_descriptor, dict) or not isinstance(layer_descriptors, list):
         raise InputError(f"{reference}: the image manifest has no config or layers")
     config_bytes, _ = _verified(reader, config_descriptor, "image config")
-    image = _image(reference, config_bytes)
-    if len(image.config.diff_ids) != len(layer_descriptors):
-        raise InputError(
-            f"{reference}: the config lists {len(image.config.diff_ids)} layers, "
-            f"the manifest {len(layer_descriptors)}"
-        )
     layers = []
-    for number, (layer, diff_id) in enumerate(
-        zip(layer_descriptors, image.config.diff_ids, strict=True), 1
+    for number, layer, diff_id in _numbered(
+        reference, config_bytes, layer_descriptors, "the manifest"
     ):
         if not isinstance(layer, dict):
             raise InputError(f"{reference}: layer {number} of the manifest is not a descriptor")
@@ -409,16 +400,8 @@ def _from_docker(reference: str, reader: _Reader) -> SourceImage:
     if not isinstance(config_name, str) or not isinstance(layer_names, list):
         raise InputError(f"{reference}: manifest.json has no Config or Layers")
     config_bytes = _read(reader, config_name)
-    image = _image(reference, config_bytes)
-    if len(image.config.diff_ids) != len(layer_names):
-        raise InputError(
-            f"{reference}: the config lists {len(image.config.diff_ids)} layers, "
-            f"manifest.json {len(layer_names)}"
-        )
     layers = []
-    for number, (name, diff_id) in enumerate(
-        zip(layer_names, image.config.diff_ids, strict=True), 1
-    ):
+    for number, name, diff_id in _numbered(reference, config_bytes, layer_names, "manifest.json"):
         if not isinstance(name, str):
             raise InputError(f"{reference}: manifest.json names layer {number} oddly")
         blob, size = reader.blob(name)
@@ -447,6 +430,19 @@ def _docker_layer(blob: Blob, size: int, diff_id: str) -> Layer:
         digest = HashingReader(stream).drain()
     kind = MediaType.OCI_LAYER_GZIP if compression is Compression.GZIP else MediaType.DOCKER_LAYER
     return Layer(Descriptor(kind, digest, size), diff_id, blob)
+
+
+def _numbered(
+    reference: str, config_bytes: bytes, listed: list[Any], where: str
+) -> Iterator[tuple[int, Any, str]]:
+    """(number, what ``where`` lists, diff_id) of each layer; the two lists must agree."""
+    diff_ids = _image(reference, config_bytes).config.diff_ids
+    if len(diff_ids) != len(listed):
+        raise InputError(
+            f"{reference}: the config lists {len(diff_ids)} layers, {where} {len(listed)}"
+        )
+    for number, (item, diff_id) in enumerate(zip(listed, diff_ids, strict=True), 1):
+        yield number, item, diff_id
 
 
 def _image(reference: str, config_bytes: bytes, layers: tuple[Layer, ...] = ()) -> Image:

@@ -106,5 +106,3 @@ def write(members: Iterable[Member], sink: BinaryIO) -> int:
         sink.write(data)
         size += len(data)
     return size
-
-

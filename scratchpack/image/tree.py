@@ -9,7 +9,7 @@ tree's own symlinks, never leaving it), but nothing is written anywhere.
 from __future__ import annotations
 
 from scratchpack.image.model import Image
-from scratchpack.inroot import Node, NodeKind, WalkError, components, walk
+from scratchpack.inroot import Node, NodeKind, WalkError, inside, walk
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
@@ -24,7 +24,7 @@ def flattened_tree(image: Image, where: str) -> dict[str, Node]:
         added: set[str] = set()
         with layer.open_tar(f"{where}: layer {number}/{len(image.layers)}") as tar:
             for member in tar:
-                parts = _inside(member.name)
+                parts = inside(member.name)
                 if not parts:
                     continue
                 *dirs, name = parts
@@ -57,18 +57,6 @@ def flattened_tree(image: Image, where: str) -> dict[str, Node]:
                     tree[path] = node
                     added.add(path)
     return tree
-
-
-def _inside(name: str) -> list[str] | None:
-    parts: list[str] = []
-    for part in components(name):
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    return parts
 
 
 def _resolve(tree: dict[str, Node], dirs: list[str]) -> str | None:

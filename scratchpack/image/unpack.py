@@ -25,7 +25,7 @@ from pathlib import Path
 
 from scratchpack.errors import InputError
 from scratchpack.image.model import Image
-from scratchpack.inroot import Node, NodeKind, WalkError, walk
+from scratchpack.inroot import Node, NodeKind, WalkError, inside, walk
 
 _CHUNK = 1 << 20
 _WHITEOUT = ".wh."
@@ -83,24 +83,6 @@ class _Refused(Exception):
     """An entry that cannot be placed safely; skipped with a warning."""
 
 
-def _normalise(name: str) -> list[str] | None:
-    """Components of an entry name inside the root; None when ``..`` climbs out of it.
-
-    A leading ``/`` is dropped: layer names are relative to the root anyway.
-    """
-    parts: list[str] = []
-    for part in name.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    return parts
-
-
 class _Unpacker:
     """Applies tar entries to a root whose every path is resolved inside it."""
 
@@ -149,7 +131,7 @@ class _Unpacker:
         return Node(NodeKind.DIR)
 
     def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> None:
-        parts = _normalise(member.name)
+        parts = inside(member.name)
         if parts is None:
             self.warn(f"{where}: refused {member.name!r}: it climbs out of the root")
             return
@@ -218,7 +200,7 @@ class _Unpacker:
 
     def hardlink(self, linkname: str, host: str, where: str) -> bool:
         """Link ``host`` to an already-unpacked file of the root; False (warned) if absent."""
-        target_parts = _normalise(linkname)
+        target_parts = inside(linkname)
         if not target_parts:
             raise _Refused(f"its link target {linkname!r} is outside the root")
         parent = self.resolve(target_parts[:-1], create=False)

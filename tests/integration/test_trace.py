@@ -1,8 +1,6 @@
-"""``scratchpack.trace``: strace's log read back into paths, and real images traced.
+"""Real images traced (``scratchpack.trace.run``); the log parser is in tests/unit.
 
-The parser tests feed hand-written strace output (both ``-o FILE`` and stderr
-formats, unfinished/resumed halves, ``-y`` decorations, failures) and expect
-exact sets. The engine tests trace FROM-scratch images in the local engine
+The engine tests trace FROM-scratch images in the local engine
 (built here with ``pull=False`` or by ``scratchpack build --engine docker``):
 a dynamic glibc program run to completion, a musl one, a static busybox httpd
 probed over 127.0.0.1, a program that never ends, Ctrl-C. Every image and

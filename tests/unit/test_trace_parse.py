@@ -1,13 +1,9 @@
-"""``scratchpack.trace``: strace's log read back into paths, and real images traced.
+"""strace's log read back into paths, and the tracer packaged (no engine).
 
 The parser tests feed hand-written strace output (both ``-o FILE`` and stderr
 formats, unfinished/resumed halves, ``-y`` decorations, failures) and expect
-exact sets. The engine tests trace FROM-scratch images in the local engine
-(built here with ``pull=False`` or by ``scratchpack build --engine docker``):
-a dynamic glibc program run to completion, a musl one, a static busybox httpd
-probed over 127.0.0.1, a program that never ends, Ctrl-C. Every image and
-container made here is removed; the tracer's containers carry the label
-``scratchpack.trace`` so the tests can check none is left.
+exact sets; the tracer tests package the host's strace and run it through its
+own loader. Real images are traced in tests/integration/test_trace.py.
 """
 
 from __future__ import annotations
