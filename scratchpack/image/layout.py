@@ -103,7 +103,8 @@ def _with_blobs(
     for layer in image.layers:
         name = Digest.parse(layer.digest).blob_path
         info = tarstream.regular(name, layer.size, mtime=epoch)
-        files[name] = tarstream.Member(info, opener=_checked(layer.blob, layer.digest, layer.size))
+        opener = layer.blob.open if layer.hashed else _checked(layer.blob, layer.digest, layer.size)
+        files[name] = tarstream.Member(info, opener=opener)
     blobs = [name for name in files if name.startswith("blobs/")]
     directories = {"blobs", *(name.rsplit("/", 1)[0] for name in blobs)}
     for name in directories:

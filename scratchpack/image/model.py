@@ -118,6 +118,9 @@ class Layer:
     diff_id: str
     blob: Blob = field(compare=False)
     uncompressed_size: int | None = None  # known when scratchpack wrote it
+    # True when scratchpack computed the digest from these very bytes (it wrote or
+    # copied them): writers then stream the blob without hashing it again.
+    hashed: bool = False
 
     @property
     def digest(self) -> str:

@@ -19,6 +19,7 @@ import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from scratchpack.errors import InputError
 from scratchpack.image import tarstream
@@ -127,10 +128,15 @@ class BlobStore:
             plain.digest,
             FileBlob(self.path(digest)),
             uncompressed_size=plain.size,
+            hashed=True,
         )
 
     def adopt(self, layer: Layer) -> Layer:
-        """``layer`` with its blob in this store: copied (and checked) unless already here."""
+        """``layer`` with its blob in this store: copied unless already here.
+
+        A blob someone else's image holds is checked against its digest while it
+        is copied; one scratchpack hashed as it wrote it is only copied.
+        """
         target = self.path(layer.digest)
         if isinstance(layer.blob, FileBlob) and layer.blob.path == target:
             return layer
@@ -139,15 +145,21 @@ class BlobStore:
             temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             try:
                 with layer.blob.open() as source, open(temporary, "wb") as out:
-                    reader = HashingReader(source, digest.algorithm, limit=layer.size)
+                    reader: BinaryIO = source
+                    if not layer.hashed:
+                        reader = HashingReader(source, digest.algorithm, limit=layer.size)  # type: ignore[assignment]
                     while data := reader.read(tarstream.CHUNK):
                         out.write(data)
-                if reader.digest != layer.digest or reader.size != layer.size:
+                if isinstance(reader, HashingReader) and (
+                    reader.digest != layer.digest or reader.size != layer.size
+                ):
                     raise InputError(f"a layer blob does not match its digest {layer.digest}")
                 temporary.replace(target)
             finally:
                 temporary.unlink(missing_ok=True)
-        return Layer(layer.descriptor, layer.diff_id, FileBlob(target), layer.uncompressed_size)
+        return Layer(
+            layer.descriptor, layer.diff_id, FileBlob(target), layer.uncompressed_size, hashed=True
+        )
 
 
 def _counted(

@@ -214,3 +214,18 @@ def test_a_flattened_tree_from_layer_headers(tmp_path: Path) -> None:
     assert tree["/usr"].kind is NodeKind.SYMLINK and tree["/usr"].target == "/lib"
     assert "/gone" not in tree and "/opq/new" in tree and "/lib/added" in tree
     assert tree["/bin"].kind is NodeKind.DIR and tree["/bin/sh"].kind is NodeKind.FILE
+
+
+def test_someone_elses_blob_is_checked_when_it_is_copied_or_streamed(tmp_path: Path) -> None:
+    data = layer(f("a", b"good"))
+    image_dir = write_oci(tmp_path / "oci", [data], compress=False)
+    (image_dir / "blobs/sha256" / sha(data)[7:]).write_bytes(layer(f("a", b"evil")))
+    source = open_image(str(image_dir), tmp_path)
+    assert not source.image.layers[0].hashed
+    (tmp_path / "copy").mkdir()
+    with pytest.raises(InputError, match="does not match its digest"):
+        write_layout(source.image, tmp_path / "copy", "x:1")
+    with pytest.raises(InputError, match="does not match its digest"):
+        b"".join(docker_archive_chunks(source.image, "x:1"))
+    _store, ours = written(tmp_path / "ours")
+    assert all(x.hashed for x in ours.layers)  # type: ignore[attr-defined]
