@@ -109,6 +109,28 @@ def image_output_options(command: F) -> F:
     )(command)
 
 
+def max_unpacked_option(command: F) -> F:
+    """--max-unpacked-size: a bound on what someone else's image may unpack to."""
+    return click.option(
+        "--max-unpacked-size",
+        "max_unpacked",
+        metavar="SIZE",
+        help="Refuse an image that unpacks to more (e.g. 20G, 500M; default: the free space "
+        "of TMPDIR).",
+    )(command)
+
+
+def _size_bytes(text: str | None) -> int | None:
+    """``20G``, ``500M``, ``1.5T`` or plain bytes (powers of 1024)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if match is None:
+        raise InputError(f"--max-unpacked-size {text!r}: expected a size such as 20G or 500M")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
 def debug_variant_options(command: F) -> F:
     """--debug-shell, --debug-base, --busybox: how a debug variant gets its shell."""
     for option in reversed(
@@ -513,6 +535,7 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
 )
 @click.option("--allow-missing", is_flag=True, help="Build even if a library is not found.")
 @image_output_options
+@max_unpacked_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @clear_errors
 def shrink(
@@ -526,6 +549,7 @@ def shrink(
     allow_missing: bool,
     engine_mode: str,
     output: str | None,
+    max_unpacked: str | None,
     as_json: bool,
 ) -> None:
     """Keep only what IMAGE's program needs, with IMAGE's configuration.
@@ -549,6 +573,7 @@ def shrink(
             output=Path(output) if output else None,
             allow_missing=allow_missing,
             show_progress=not as_json,
+            max_unpacked=_size_bytes(max_unpacked),
         )
     )
     if as_json:
@@ -573,6 +598,7 @@ def shrink(
     metavar="IMAGE",
     help="With --attach: the tools image (default: one made from the host's static busybox).",
 )
+@max_unpacked_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
 def debug(
@@ -583,6 +609,7 @@ def debug(
     busybox_path: str,
     container: str | None,
     tools_image: str | None,
+    max_unpacked: str | None,
     as_json: bool,
 ) -> None:
     """A shell for IMAGE (a debug variant), or beside a running CONTAINER (--attach).
@@ -635,6 +662,7 @@ def debug(
             base=debug_base,
             busybox=busybox_path,
             show_progress=not as_json,
+            max_unpacked=_size_bytes(max_unpacked),
         ),
     )
     if as_json:

@@ -17,14 +17,18 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scratchpack.errors import ScratchpackError
+from scratchpack.image.media import Platform
 from scratchpack.image.readers import SourceImage, open_image
 from scratchpack.image.unpack import UnpackReport, unpack
+from scratchpack.image.writer import BlobStore, assemble
+from scratchpack.plan.entries import Entry, EntryKind, Reason
 from tests.cfixtures import REPO_ROOT
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
@@ -225,3 +229,32 @@ def one_line(err: pytest.ExceptionInfo[ScratchpackError]) -> str:
     text = str(err.value)
     assert text and "\n" not in text and "Traceback" not in text
     return text
+
+
+# -- images in the engine, made by the built-in writer -------------------------------
+
+
+def load_source(
+    docker_client: Any,
+    tmp_path: Path,
+    tag: str,
+    runtime: dict[str, Any],
+    entries: list[Entry],
+) -> str:
+    """An image of ``entries`` with exactly the config object ``runtime``, loaded as ``tag``."""
+    store = BlobStore(tmp_path / f"source-{uuid.uuid4().hex[:6]}")
+    layer = store.write_layer(entries, 0)
+    image = assemble(store, [layer], runtime, Platform("amd64"), 0)
+    from scratchpack.engine.client import Engine
+
+    Engine.from_client(docker_client).load(image, tag)
+    return image.image_id
+
+
+def busybox_entries(busybox: Path) -> list[Entry]:
+    return [
+        Entry("/bin", EntryKind.DIR, 0o755, Reason.PROGRAM),
+        Entry("/bin/busybox", EntryKind.FILE, 0o755, Reason.PROGRAM, source=str(busybox)),
+        Entry("/bin/sh", EntryKind.SYMLINK, 0o777, Reason.PROGRAM, target="busybox"),
+        Entry("/tmp", EntryKind.DIR, 0o1777, Reason.RUNTIME),
+    ]

@@ -84,6 +84,7 @@ class DebugImageRequest:
     base: str = "alpine:3.20"
     busybox: str = "/bin/busybox"
     show_progress: bool = False
+    max_unpacked: int | None = None  # bytes the image may unpack to (default: free space)
 
 
 def run_debug(engine: Engine, request: DebugImageRequest) -> DebugResult:
@@ -107,7 +108,9 @@ def run_debug(engine: Engine, request: DebugImageRequest) -> DebugResult:
             root_dir = work / "root"
             root_dir.mkdir()
             progress = ByteProgress("unpacking", source.layers_size, request.show_progress)
-            report = unpack(source.image, root_dir, request.image, progress.advance)
+            report = unpack(
+                source.image, root_dir, request.image, progress.advance, request.max_unpacked
+            )
             progress.done()
             tree = RootPlan()
             root = RootFS(root_dir)

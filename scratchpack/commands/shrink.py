@@ -52,6 +52,7 @@ class ShrinkRequest:
     output: Path | None = None
     allow_missing: bool = False
     show_progress: bool = False
+    max_unpacked: int | None = None  # bytes the source may unpack to (default: free space)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,9 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         root_dir = work / "root"
         root_dir.mkdir()
         progress = ByteProgress("unpacking", source.layers_size, request.show_progress)
-        report = unpack(source.image, root_dir, request.image, progress.advance)
+        report = unpack(
+            source.image, root_dir, request.image, progress.advance, request.max_unpacked
+        )
         progress.done()
         for message in report.warnings:
             warn(message)

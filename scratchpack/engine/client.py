@@ -21,7 +21,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from scratchpack.engine.direct import DirectAPI, unix_socket
 from scratchpack.errors import (
@@ -430,6 +430,46 @@ class Container:
             return bytes(data[start : start + min(member.size, limit)])
         return None
 
+    def put_directory(self, path: str, mode: int) -> None:
+        """Make directory ``path`` in the container's own layer (created, not yet started).
+
+        Nothing on the host is shared: what the container writes there stays in
+        its writable layer and comes out only through :meth:`open_file`.
+        """
+        info = tarfile.TarInfo(path.strip("/"))
+        info.type, info.mode = tarfile.DIRTYPE, mode
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.addfile(info)
+        with _translated(f"while preparing {self.name}"):
+            self._get().put_archive("/", buffer.getvalue())
+
+    @contextlib.contextmanager
+    def open_file(self, path: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+        """``path`` in the container as the engine's archive API gives it, streamed.
+
+        The header tells what it is (a symlink is not followed); the stream is
+        there for a regular file only and is read as it arrives, never whole.
+        """
+        import docker.errors
+
+        with _translated(f"while reading {path} from {self.name}"):
+            try:
+                chunks, _stat = self._get().get_archive(path, chunk_size=_CHUNK)
+            except docker.errors.NotFound as err:
+                raise EngineError(f"{self.name} has no {path}") from err
+            try:
+                with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
+                    member = tar.next()
+                    if member is None:
+                        raise EngineError(f"the engine sent nothing for {path}")
+                    yield member, tar.extractfile(member) if member.isreg() else None
+            except tarfile.TarError as err:
+                raise EngineError(f"the engine sent a broken archive of {path}: {err}") from err
+            finally:
+                with contextlib.suppress(Exception):
+                    chunks.close()
+
     def remove(self) -> None:
         """Remove it and its anonymous volumes; absent is fine, a lost engine is not hidden."""
         import docker.errors
@@ -439,6 +479,28 @@ class Container:
                 self.engine.api.remove_container(self.name, v=True, force=True)
             except docker.errors.NotFound:
                 return
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (the SDK's archive stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks = iter(chunks)
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            try:
+                self.pending = next(self.chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
 
 
 class _Body:

@@ -30,7 +30,6 @@ import base64
 import binascii
 import contextlib
 import ipaddress
-import json
 import os
 import re
 import warnings
@@ -45,8 +44,9 @@ import requests
 from urllib3.exceptions import InsecureRequestWarning
 
 from scratchpack import __version__
-from scratchpack.errors import EXIT_PUSH, ScratchpackError
+from scratchpack.errors import EXIT_PUSH, InputError, ScratchpackError
 from scratchpack.image.digest import Digest, HashingReader
+from scratchpack.image.documents import parse_json
 from scratchpack.image.model import Blob, BytesBlob, Image
 from scratchpack.image.reference import DOCKER_HUB, Reference
 
@@ -117,6 +117,21 @@ def _is_loopback(registry: str) -> bool:
         return False
 
 
+def read_regular_bytes(path: Path, limit: int = 1 << 20) -> bytes:
+    """A small regular file's bytes; a FIFO or a device is refused, not waited on."""
+    import stat as stat_module
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as stream:
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return data
+
+
 # --- credentials ----------------------------------------------------------------
 
 
@@ -152,11 +167,15 @@ def credentials_from_docker_config(
     """
     path = Path(config_path) if config_path is not None else default_docker_config()
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        data = read_regular_bytes(path)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise PushError(f"cannot read registry credentials from {path}: {exc}") from None
+    try:
+        config = parse_json(data, str(path))
+    except InputError as exc:
+        raise PushError(f"cannot read registry credentials: {exc}") from None
     if not isinstance(config, dict):
         raise PushError(f"cannot read registry credentials from {path}: not a JSON object")
     keys = _DOCKER_HUB_CONFIG_KEYS if registry == DOCKER_HUB else (registry,)
@@ -263,6 +282,16 @@ def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest
     return request
 
 
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, default ports filled in: what credentials belong to."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 class _Client:
     """One push's HTTP session: the chosen scheme, the TLS rule and the cached auth."""
 
@@ -281,18 +310,41 @@ class _Client:
         self.insecure = insecure or _is_loopback(registry)
         self.timeout = timeout
         self.api_host = _DOCKER_HUB_API if registry == DOCKER_HUB else registry
-        self.verify: bool | str = str(ca_file) if ca_file else True
+        # What TLS checks everything but the registry itself gets: never relaxed.
+        self.strict_verify: bool | str = str(ca_file) if ca_file else True
+        self.verify: bool | str = self.strict_verify
         self.base = f"https://{self.api_host}"
         self.authorization: str | None = None
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"scratchpack/{__version__}"
-        # A callable auth: ours is applied to every request, and ~/.netrc is never consulted.
+        # A callable auth: ours is applied to every request to the registry's own origin,
+        # never to another one, and ~/.netrc is never consulted.
         self.session.auth = self._apply_auth
+        self.secrets: list[str] = []  # what a server's text must never show
+        if credentials is not None:
+            self.secrets += [self._basic().split()[1], credentials.password]
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return _origin(self.base)
+
+    def _ours(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's own origin (scheme, host and port)."""
+        return _origin(url) == self.origin
 
     def _apply_auth(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self.authorization:
+        if self.authorization and self._ours(request.url or ""):
             request.headers["Authorization"] = self.authorization
+        else:
+            request.headers.pop("Authorization", None)
         return request
+
+    def redact(self, text: str) -> str:
+        """Server text without anything that could be the user's credentials, on one line."""
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return _one_line(_CONTROL.sub("?", text))
 
     def close(self) -> None:
         self.session.close()
@@ -307,14 +359,10 @@ class _Client:
         verify: bool | str | None = None,
         **kwargs: Any,
     ) -> requests.Response:
+        if verify is None:
+            verify = self.verify if self._ours(url) else self.strict_verify
         try:
-            return self.session.request(
-                method,
-                url,
-                timeout=self.timeout,
-                verify=self.verify if verify is None else verify,
-                **kwargs,
-            )
+            return self.session.request(method, url, timeout=self.timeout, verify=verify, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise PushError(
                 f"TLS error talking to {self.registry}: {_exception_reason(exc)}; "
@@ -378,6 +426,12 @@ class _Client:
                     data.close()
             if response.status_code != 401 or attempt == 2:
                 return response
+            if not self._ours(response.url or url):
+                where = "{}://{}:{}".format(*_origin(response.url or url))
+                raise PushError(
+                    f"{where}, where {self.registry} sent the upload, asks for credentials; "
+                    f"they go to {self.registry} only"
+                )
             if "WWW-Authenticate" not in response.headers:
                 return response
             self._authenticate(response)
@@ -409,7 +463,9 @@ class _Client:
                 self._fail_auth()
             self.authorization = self._basic()
         elif scheme == "bearer":
-            self.authorization = f"Bearer {self._token(params)}"
+            token = self._token(params)
+            self.secrets.append(token)
+            self.authorization = f"Bearer {token}"
         else:
             raise PushError(
                 f"{self.registry} asks for an unsupported authentication scheme {scheme!r}"
@@ -423,6 +479,18 @@ class _Client:
         query = {"scope": f"repository:{self.repository}:pull,push"}
         if params.get("service"):
             query["service"] = params["service"]
+        realm_origin = _origin(realm)
+        same_host = realm_origin[1] == self.origin[1]
+        if realm_origin[0] not in ("http", "https"):
+            raise PushError(f"{self.registry} names a token realm that is not a URL: {realm!r}")
+        if realm_origin[0] == "http" and not (same_host and self.insecure):
+            raise PushError(
+                f"{self.registry} names a token service over plain HTTP on another host "
+                f"({self.redact(realm)}); credentials are not sent there"
+            )
+        # The realm the registry's challenge named gets the credentials, with strict TLS
+        # unless it is the (insecure) registry's own host.
+        verify = self.verify if same_host else self.strict_verify
         headers = {"Authorization": self._basic()} if self.credentials else {}
         # Not through the session: its auth hook would send the registry's old token. The
         # no-op auth keeps requests from replacing our header with a ~/.netrc entry.
@@ -433,18 +501,25 @@ class _Client:
                 headers={"User-Agent": self.session.headers["User-Agent"], **headers},
                 auth=_keep_headers,
                 timeout=self.timeout,
-                verify=self.verify,
+                verify=verify,
+                allow_redirects=False,
             )
+        except requests.exceptions.SSLError as exc:
+            raise PushError(
+                f"TLS error talking to the token service {self.redact(realm)} of "
+                f"{self.registry}: {_exception_reason(exc)}"
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise PushError(
-                f"cannot get a token for {self.registry} from {realm}: {_exception_reason(exc)}"
+                f"cannot get a token for {self.registry} from {self.redact(realm)}: "
+                f"{_exception_reason(exc)}"
             ) from None
         if response.status_code in (401, 403):
             self._fail_auth()
         if response.status_code != 200:
             raise PushError(
-                f"the token service {realm} of {self.registry} answered "
-                f"{_registry_message(response)}"
+                f"the token service {self.redact(realm)} of {self.registry} answered "
+                f"{self.redact(_registry_message(response))}"
             )
         try:
             body = response.json()
@@ -452,7 +527,9 @@ class _Client:
         except (ValueError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise PushError(f"the token service {realm} of {self.registry} returned no token")
+            raise PushError(
+                f"the token service {self.redact(realm)} of {self.registry} returned no token"
+            )
         return token
 
     # -- errors
@@ -461,7 +538,7 @@ class _Client:
         status = response.status_code
         if status == 401:
             self._fail_auth()
-        message = _registry_message(response)
+        message = self.redact(_registry_message(response))
         if status == 403:
             raise PushError(f"push to {self.registry}/{self.repository} denied: {message}")
         if status == 404:
@@ -583,7 +660,6 @@ def push_layout(layout_dir: str | Path, reference: str, *args: Any, **kwargs: An
     hashed against its name, so a corrupt layout pushes nothing. (Images the
     writer just made need no such pass: :func:`push_image` them.)
     """
-    from scratchpack.errors import InputError
     from scratchpack.image.readers import open_path
 
     layout = Path(layout_dir)

@@ -54,18 +54,31 @@ def unpack(
     destination: Path,
     where: str = "the image",
     progress: Callable[[int], None] | None = None,
+    max_bytes: int | None = None,
 ) -> UnpackReport:
     """Apply the layers of ``image`` in order into the empty directory ``destination``.
 
     ``progress(n)`` is called with the number of blob bytes just read (as
-    stored), adding up to the layers' sizes. On error the destination is left
-    half-written: unpack into a temporary directory and remove it.
+    stored), adding up to the layers' sizes. What the layers may write is
+    bounded: ``max_bytes`` of file content (default: the free space where
+    ``destination`` is) and as many entries as that file system has free
+    inodes, so a small compressed layer cannot fill the disk. On error the
+    destination is left half-written: unpack into a temporary directory and
+    remove it.
     """
     destination = Path(destination)
     if not destination.is_dir() or any(destination.iterdir()):
         raise InputError(f"{destination}: not an empty directory")
     report = UnpackReport()
-    unpacker = _Unpacker(destination, report)
+    space = os.statvfs(destination)
+    free = space.f_bavail * space.f_frsize
+    budget = Budget(
+        min(max_bytes, free) if max_bytes is not None else free,
+        space.f_favail if space.f_files else None,
+        "--max-unpacked-size" if max_bytes is not None and max_bytes <= free else "free space",
+        str(destination.parent),
+    )
+    unpacker = _Unpacker(destination, report, budget)
     count = len(image.layers)
     for number, layer in enumerate(image.layers, 1):
         layer_where = f"{where}: layer {number}/{count}"
@@ -83,12 +96,33 @@ class _Refused(Exception):
     """An entry that cannot be placed safely; skipped with a warning."""
 
 
+@dataclass
+class Budget:
+    """What an unpack may still write: bytes of content and entries (inodes)."""
+
+    bytes: int
+    entries: int | None  # None: the file system does not count inodes
+    limit: str  # what set the bound, for the message
+    where: str
+
+    def spend(self, size: int, what: str) -> None:
+        self.bytes -= size
+        if self.entries is not None:
+            self.entries -= 1
+        if self.bytes < 0 or (self.entries is not None and self.entries < 0):
+            raise InputError(
+                f"{what}: the image unpacks to more than the {self.limit} of {self.where} allows; "
+                "it is refused (--max-unpacked-size SIZE sets the bound, TMPDIR the place)"
+            )
+
+
 class _Unpacker:
     """Applies tar entries to a root whose every path is resolved inside it."""
 
-    def __init__(self, top: Path, report: UnpackReport) -> None:
+    def __init__(self, top: Path, report: UnpackReport, budget: Budget) -> None:
         self.top = os.path.realpath(top)
         self.report = report
+        self.budget = budget
         self.added: set[str] = set()  # in-root paths the current layer wrote
 
     def host(self, parts: list[str]) -> str:
@@ -140,6 +174,7 @@ class _Unpacker:
                 self.record([], member.uid, member.gid, member.mode, member.pax_headers)
             return
         *dirs, name = parts
+        self.budget.spend(member.size if member.isreg() else 0, where)
         try:
             if name == _OPAQUE:
                 self.opaque(self.resolve(dirs, create=True) or [])

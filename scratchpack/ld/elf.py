@@ -42,7 +42,7 @@ DF_1_NODEFLIB = 0x00000800
 
 
 # Refuse to read absurd tables from a corrupt header instead of allocating gigabytes.
-_MAX_PHNUM = 65536
+_MAX_PHDR_BYTES = 65536  # binfmt_elf's limit on the program header table
 _MAX_DYNAMIC_BYTES = 16 << 20
 _MAX_STRTAB_BYTES = 64 << 20
 
@@ -203,19 +203,20 @@ def _parse(fd: int, size: int) -> ElfInfo:
     ident, endian, is64 = header.ident, header.endian, header.is64
     elf_class, data = ident[4], ident[5]
     elf_type, machine, flags = header.elf_type, header.machine, header.flags
-    phoff, phentsize, phnum, shoff = header.phoff, header.phentsize, header.phnum, header.shoff
+    phoff, phentsize, phnum = header.phoff, header.phentsize, header.phnum
 
     phdr_size = 56 if is64 else 32
+    # What Linux's binfmt_elf (load_elf_phdrs) and ld.so accept: no extended
+    # numbering (PN_XNUM is for core dumps), the ABI's header size, a table of at
+    # most 64 KiB, and at least one header for anything that is loaded.
     if phnum == PN_XNUM:
-        # The real count lives in section header 0's sh_info.
-        if shoff == 0:
-            raise ElfError("corrupt: PN_XNUM without section headers")
-        sh_info_offset = shoff + (44 if is64 else 28)
-        (phnum,) = struct.unpack(endian + "I", _read(fd, sh_info_offset, 4, size, "sh_info"))
+        raise ElfError("corrupt: e_phnum is 0xffff (PN_XNUM), which the kernel refuses to load")
     if phnum and phentsize != phdr_size:
         raise ElfError(f"corrupt: program header size {phentsize}, expected {phdr_size}")
-    if phnum > _MAX_PHNUM:
-        raise ElfError(f"corrupt: {phnum} program headers")
+    if phnum * phdr_size > _MAX_PHDR_BYTES:
+        raise ElfError(f"corrupt: {phnum} program headers, more than the kernel loads")
+    if phnum == 0 and elf_type in (ET_EXEC, ET_DYN):
+        raise ElfError("corrupt: no program headers, so the kernel cannot load it")
 
     interpreter: str | None = None
     dynamic: tuple[int, int] | None = None

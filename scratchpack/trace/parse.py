@@ -10,15 +10,17 @@ and the tracer's own mounts.
 
 from __future__ import annotations
 
+import codecs
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import IO
 
-from scratchpack.trace.tracer import OUTPUT_MOUNT, TRACER_MOUNT
+from scratchpack.trace.tracer import LOG_DIR, TRACER_MOUNT
 
 # Paths a trace never reports: kernel file systems and the tracer's own mounts.
-EXCLUDED_PREFIXES = ("/proc", "/sys", "/dev", TRACER_MOUNT, OUTPUT_MOUNT)
+EXCLUDED_PREFIXES = ("/proc", "/sys", "/dev", TRACER_MOUNT, LOG_DIR)
 
 
 # Where the path arguments are, per system call: (dirfd index or None, path index, role).
@@ -63,13 +65,25 @@ _PATH_ARGS.update({name: ((0, 1, "use"),) for name in _AT_PATH})
 _FORKS = ("clone", "clone3", "fork", "vfork")
 _RELEVANT = frozenset((*_PATH_ARGS, *_FORKS, "fchdir"))
 
-_PREFIX = re.compile(r"^\s*(?:\[pid\s+(\d+)\]\s*|(\d+)\s+)?(.*?)\s*$", re.DOTALL)
-_UNFINISHED = re.compile(r"^(?P<head>.*?)\s*<unfinished \.\.\.>$", re.DOTALL)
-_RESUMED = re.compile(r"^<\.\.\.\s+(?P<name>[\w]+)\s+resumed>\s?(?P<tail>.*)$", re.DOTALL)
-_CALL = re.compile(r"^([a-z_][a-z0-9_]*)\(")
+_PID = re.compile(r"\s*(?:\[pid\s+(\d+)\]\s*|(\d+)\s+)?")
+_CALL = re.compile(r"([a-z_][a-z0-9_]*)\(")
+_RESUMED = re.compile(r"<\.\.\.\s+([\w]+)\s+resumed>\s?")
+_UNFINISHED = "<unfinished ...>"
+_SPECIAL = re.compile(r'["<()\[\]{},]')
 _FD = re.compile(r"^(AT_FDCWD|-?\d+)(?:<(.*)>)?$", re.DOTALL)
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"v": b"\v", b"f": b"\f"}
+# How many leading arguments each call needs read (the rest of a long line is never
+# scanned: an execve's argv can fill kilobytes); open flags follow the path.
+_WANTED = {
+    name: max(
+        max(d if d is not None else 0, i + (1 if role == "open" else 0)) for d, i, role in specs
+    )
+    + 1
+    for name, specs in _PATH_ARGS.items()
+}
+_WANTED["fchdir"] = 1
+MAX_LINE = 1 << 20  # longer lines are not strace's (-s 4096) and are skipped
 
 
 @dataclass
@@ -77,6 +91,7 @@ class ParsedLog:
     paths: set[str] = field(default_factory=set)
     executed: set[str] = field(default_factory=set)
     started: bool = False  # the traced program's first execve is there
+    lines: int = 0
 
 
 @dataclass
@@ -85,6 +100,46 @@ class _Event:
     name: str
     args: list[str]
     ret: str
+
+
+class _Processes:
+    """The working directory of every process: inherited at fork, shared with CLONE_FS."""
+
+    def __init__(self, start: str) -> None:
+        self.start = start
+        self.cwd: dict[int, str] = {}  # group -> directory
+        self.group_of: dict[int | None, int] = {}
+        self.born: dict[int, tuple[int | None, bool]] = {}  # child -> (parent, CLONE_FS)
+        self.last: int | None = None  # the process of the latest event
+
+    def group(self, pid: int | None) -> int:
+        known = self.group_of.get(pid)
+        if known is not None:
+            return known
+        parent, shared = (
+            self.born.get(pid, (self.last, False)) if pid is not None else (None, False)
+        )
+        parent_group = self.group_of.get(parent) if parent != pid else None
+        if parent_group is not None and shared:
+            self.group_of[pid] = parent_group
+            return parent_group
+        # A child seen before its parent's clone returns starts where the process
+        # that ran last is: strace logs a parent's clone when it returns.
+        inherited = self.cwd[parent_group] if parent_group is not None else self._first_cwd()
+        new = len(self.cwd)
+        self.cwd[new] = inherited
+        self.group_of[pid] = new
+        return new
+
+    def _first_cwd(self) -> str:
+        return self.cwd[0] if self.cwd else self.start
+
+    def forked(self, parent: int | None, child: int, shared: bool) -> None:
+        if child in self.group_of:
+            if shared:  # a thread that ran before its clone returned: one directory for both
+                self.group_of[child] = self.group(parent)
+            return
+        self.born[child] = (parent, shared)
 
 
 def parse_strace(text: str, workdir: str = "/") -> frozenset[str]:
@@ -103,198 +158,201 @@ def parse_strace(text: str, workdir: str = "/") -> frozenset[str]:
     and ``.`` but keep ``..`` (a symlink may precede it); ``/``, ``/proc``,
     ``/sys``, ``/dev`` and the tracer's mounts are left out.
     """
-    return frozenset(parse_log(text, workdir).paths)
+    return frozenset(parse_log(text.splitlines(), workdir).paths)
 
 
-def parse_log(text: str, workdir: str = "/") -> ParsedLog:
-    events = list(_events(text))
-    parents: dict[int | None, tuple[int | None, bool]] = {}
-    for event in events:
-        if event.name in _FORKS and _succeeded(event.ret):
-            child = _leading_int(event.ret)
-            if child is not None and child not in parents:
-                parents[child] = (event.pid, "CLONE_FS" in ",".join(event.args))
-
+def parse_log(lines: Iterable[str], workdir: str = "/") -> ParsedLog:
+    """:func:`parse_strace` over lines as they come: one pass, memory by distinct paths."""
     parsed = ParsedLog()
-    cwd_of_group: dict[int, str] = {}
-    group_of: dict[int | None, int] = {}
-    root_group: list[int] = []
-    start = clean_path(workdir if workdir.startswith("/") else "/" + workdir)
-
-    def group(pid: int | None) -> int:
-        known = group_of.get(pid)
-        if known is not None:
-            return known
-        parent = parents.get(pid)
-        if parent is not None and parent[0] != pid and parent[0] in group_of:
-            parent_group = group_of[parent[0]]
-            if parent[1]:  # CLONE_FS: one working directory for both
-                group_of[pid] = parent_group
-                return parent_group
-            inherited = cwd_of_group[parent_group]
-        else:
-            inherited = cwd_of_group[root_group[0]] if root_group else start
-        new = len(cwd_of_group)
-        cwd_of_group[new] = inherited
-        group_of[pid] = new
-        if not root_group:
-            root_group.append(new)
-        return new
-
-    def keep(path: str) -> None:
-        if not excluded(path):
-            parsed.paths.add(path)
-
-    for event in events:
-        if not _succeeded(event.ret):
+    processes = _Processes(clean_path(workdir if workdir.startswith("/") else "/" + workdir))
+    pending: dict[int | None, tuple[str, str]] = {}  # pid -> (call name, first half)
+    for line in lines:
+        parsed.lines += 1
+        if len(line) > MAX_LINE:
             continue
-        number = group(event.pid)
-        if event.name == "fchdir" and event.args:
-            directory = _fd_path(event.args[0])
-            if directory is not None:
-                cwd_of_group[number] = directory
-            continue
-        specs = _PATH_ARGS.get(event.name)
-        if specs is None:
-            continue
-        for dirfd_index, path_index, role in specs:
-            if path_index >= len(event.args):
-                continue
-            raw = _string(event.args[path_index])
-            if not raw:
-                continue
-            base = cwd_of_group[number]
-            if dirfd_index is not None and dirfd_index < len(event.args):
-                fd = _FD.match(event.args[dirfd_index])
-                if fd is None:
-                    continue
-                decorated = _unescape(fd.group(2)) if fd.group(2) is not None else None
-                if decorated is not None and not decorated.startswith("/"):
-                    decorated = None
-                if fd.group(1) == "AT_FDCWD":
-                    if decorated is not None:
-                        base = clean_path(decorated)
-                        cwd_of_group[number] = base  # strace read it from /proc: the truth
-                elif decorated is not None:
-                    base = clean_path(decorated)
-                elif not raw.startswith("/"):
-                    continue  # relative to a directory descriptor we cannot name
-            path = clean_path(raw if raw.startswith("/") else base + "/" + raw)
-            if role == "open":
-                flags = event.args[path_index + 1] if path_index + 1 < len(event.args) else ""
-                role = "create" if "O_CREAT" in flags or "O_TMPFILE" in flags else "use"
-            keep(path)
-            if role == "create":
-                keep(posixpath.dirname(path))
-            elif role == "exec":
-                if not excluded(path):
-                    parsed.executed.add(path)
-                parsed.started = True
-            elif role == "cwd":
-                cwd_of_group[number] = path
+        event = _event(line.rstrip("\r\n"), pending)
+        if event is not None:
+            _apply(event, processes, parsed)
     return parsed
 
 
-def _events(text: str) -> Iterator[_Event]:
-    """Complete calls in log order, unfinished/resumed halves joined."""
-    pending: dict[int | None, tuple[str, str]] = {}
-    for line in text.splitlines():
-        match = _PREFIX.match(line)
-        if match is None:
-            continue
-        pid_text = match.group(1) or match.group(2)
-        pid = int(pid_text) if pid_text else None
-        body = match.group(3)
-        if not body or body.startswith(("---", "+++", "strace:")):
-            continue
-        call_name = _CALL.match(body)
-        if call_name is not None and call_name.group(1) not in _RELEVANT:
-            continue  # wait4, exit, ...: neither a path nor a process of interest
-        unfinished = _UNFINISHED.match(body)
-        if unfinished is not None:
-            head = unfinished.group("head")
-            name = _CALL.match(head)
-            if name is not None:
-                pending[pid] = (name.group(1), head)
-            continue
-        resumed = _RESUMED.match(body)
-        if resumed is not None:
-            name = resumed.group("name")
-            if pending.get(pid, ("",))[0] != name:
-                # execve by a thread resumes under the leader's pid: take any pending one.
-                pid = next((other for other, (n, _h) in pending.items() if n == name), -1)
-            if pid not in pending:
-                continue
-            _name, head = pending.pop(pid)
-            body = head + resumed.group("tail")
-        call = _split_call(body)
-        if call is not None:
-            yield _Event(pid, *call)
+def lines_of(stream: IO[bytes], chunk: int = 1 << 20) -> Iterator[str]:
+    """The lines of a byte stream, decoded as they arrive (no seeking, no whole read)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    rest = ""
+    while data := stream.read(chunk):
+        rest += decoder.decode(data)
+        *complete, rest = rest.split("\n")
+        yield from complete
+        if len(rest) > MAX_LINE:  # no newline for a megabyte: not a log line; drop it
+            rest = ""
+    rest += decoder.decode(b"", final=True)
+    if rest:
+        yield rest
 
 
-def _split_call(text: str) -> tuple[str, list[str], str] | None:
-    """``name(arg, arg) = ret`` into its parts, respecting strings, brackets and ``<...>``."""
-    match = _CALL.match(text)
-    if match is None:
+def _event(line: str, pending: dict[int | None, tuple[str, str]]) -> _Event | None:
+    """The complete call a line ends, if it ends one we care about."""
+    match = _PID.match(line)
+    assert match is not None  # the pattern matches the empty string
+    pid_text = match.group(1) or match.group(2)
+    pid = int(pid_text) if pid_text else None
+    body = line[match.end() :].rstrip()
+    if not body or body.startswith(("---", "+++", "strace:")):
         return None
+    if body.startswith("<..."):
+        resumed = _RESUMED.match(body)
+        if resumed is None:
+            return None
+        name = resumed.group(1)
+        if pending.get(pid, ("",))[0] != name:
+            # execve by a thread resumes under the leader's pid: take any pending one.
+            pid = next((other for other, (n, _h) in pending.items() if n == name), -1)
+        if pid not in pending:
+            return None
+        _name, head = pending.pop(pid)
+        body = head + body[resumed.end() :]
+    call = _CALL.match(body)
+    if call is None:
+        return None
+    name = call.group(1)
+    if name not in _RELEVANT:
+        return None  # wait4, exit, ...: neither a path nor a process of interest
+    if body.endswith(_UNFINISHED):
+        pending[pid] = (name, body[: -len(_UNFINISHED)].rstrip())
+        return None
+    ret = _returned(body)
+    if ret is None:
+        return None
+    if name in _FORKS:
+        return _Event(pid, name, [body], ret)
+    args = _split_args(body, call.end(), _WANTED[name])
+    return None if args is None else _Event(pid, name, args, ret)
+
+
+def _returned(body: str) -> str | None:
+    """What follows the last ``) = `` of a complete call (strings may hold the text too)."""
+    index = body.rfind("= ")
+    while index > 0:
+        if body[:index].rstrip().endswith(")"):
+            return body[index + 2 :].strip()
+        index = body.rfind("= ", 0, index)
+    return None
+
+
+def _apply(event: _Event, processes: _Processes, parsed: ParsedLog) -> None:
+    if not _succeeded(event.ret):
+        return
+    number = processes.group(event.pid)
+    processes.last = event.pid
+    if event.name in _FORKS:
+        child = _leading_int(event.ret)
+        if child is not None:
+            processes.forked(event.pid, child, "CLONE_FS" in event.args[0])
+        return
+    if event.name == "fchdir" and event.args:
+        directory = _fd_path(event.args[0])
+        if directory is not None:
+            processes.cwd[number] = directory
+        return
+    for dirfd_index, path_index, role in _PATH_ARGS[event.name]:
+        if path_index >= len(event.args):
+            continue
+        raw = _string(event.args[path_index])
+        if not raw:
+            continue
+        base = processes.cwd[number]
+        if dirfd_index is not None and dirfd_index < len(event.args):
+            fd = _FD.match(event.args[dirfd_index])
+            if fd is None:
+                continue
+            decorated = _unescape(fd.group(2)) if fd.group(2) is not None else None
+            if decorated is not None and not decorated.startswith("/"):
+                decorated = None
+            if fd.group(1) == "AT_FDCWD":
+                if decorated is not None:
+                    base = clean_path(decorated)
+                    processes.cwd[number] = base  # strace read it from /proc: the truth
+            elif decorated is not None:
+                base = clean_path(decorated)
+            elif not raw.startswith("/"):
+                continue  # relative to a directory descriptor we cannot name
+        path = clean_path(raw if raw.startswith("/") else base + "/" + raw)
+        if role == "open":
+            flags = event.args[path_index + 1] if path_index + 1 < len(event.args) else ""
+            role = "create" if "O_CREAT" in flags or "O_TMPFILE" in flags else "use"
+        _keep(parsed, path)
+        if role == "create":
+            _keep(parsed, posixpath.dirname(path))
+        elif role == "exec":
+            if not excluded(path):
+                parsed.executed.add(path)
+            parsed.started = True
+        elif role == "cwd":
+            processes.cwd[number] = path
+
+
+def _keep(parsed: ParsedLog, path: str) -> None:
+    if not excluded(path):
+        parsed.paths.add(path)
+
+
+def _split_args(text: str, start: int, wanted: int) -> list[str] | None:
+    """The first ``wanted`` arguments of the call whose ``(`` ends at ``start``.
+
+    Strings, brackets and ``-y`` decorations are skipped by jumps between the
+    characters that matter, so a long argument costs nothing once passed.
+    """
     args: list[str] = []
     depth = 0
-    index = start = match.end()
+    index = begin = start
     length = len(text)
     while index < length:
+        found = _SPECIAL.search(text, index)
+        if found is None:
+            return None
+        index = found.start()
         char = text[index]
         if char == '"':
             index = _skip_string(text, index)
             continue
-        if char == "<" and index > 0 and (text[index - 1].isalnum() or text[index - 1] == "_"):
-            index = _skip_decoration(text, index)
+        if char == "<":
+            if index > 0 and (text[index - 1].isalnum() or text[index - 1] == "_"):
+                index = _skip_decoration(text, index)
+            else:
+                index += 1
             continue
         if char in "([{":
             depth += 1
         elif char in ")]}":
             if depth == 0:
-                if char != ")":
-                    return None
-                args.append(text[start:index].strip())
-                rest = text[index + 1 :]
-                returned = re.match(r"\s*=\s*(.*)$", rest, re.DOTALL)
-                if returned is None:
-                    return None
-                if args == [""]:
-                    args = []
-                return match.group(1), args, returned.group(1).strip()
+                args.append(text[begin:index].strip())
+                return [] if args == [""] else args
             depth -= 1
-        elif char == "," and depth == 0:
-            args.append(text[start:index].strip())
-            start = index + 1
+        elif depth == 0:  # a comma between arguments
+            args.append(text[begin:index].strip())
+            if len(args) >= wanted:
+                return args
+            begin = index + 1
         index += 1
     return None
 
 
+# Unrolled loops: runs of ordinary characters are taken whole, not one by one.
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_DECORATION_REST = re.compile(r"[^>\\-]*(?:(?:\\.|->?)[^>\\-]*)*>", re.DOTALL)
+
+
 def _skip_string(text: str, index: int) -> int:
-    index += 1
-    while index < len(text):
-        if text[index] == "\\":
-            index += 2
-        elif text[index] == '"':
-            return index + 1
-        else:
-            index += 1
-    return index
+    """Past the quote that closes the string opening at ``index`` (or to the end)."""
+    found = _STRING_REST.match(text, index + 1)
+    return found.end() if found is not None else len(text)
 
 
 def _skip_decoration(text: str, index: int) -> int:
     """Past the ``>`` that closes a ``-y`` decoration (``->`` in socket names is no end)."""
-    index += 1
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char == ">" and text[index - 1] != "-":
-            return index + 1
-        index += 1
-    return index
+    found = _DECORATION_REST.match(text, index + 1)
+    return found.end() if found is not None else len(text)
 
 
 def _string(arg: str) -> str | None:

@@ -21,27 +21,25 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.errors import EngineError, EngineTimeout
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.image.media import Platform
-from scratchpack.trace.parse import clean_path, excluded, parse_log
-from scratchpack.trace.tracer import LOG_NAME, OUTPUT_MOUNT, TraceError, TracerTree, TraceTimeout
+from scratchpack.trace.parse import ParsedLog, clean_path, excluded, lines_of, parse_log
+from scratchpack.trace.tracer import LOG_DIR, LOG_NAME, TraceError, TracerTree, TraceTimeout
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import Container, Engine
 
 PROBE_HOST = "127.0.0.1"
+MAX_LOG = 2 << 30  # a trace log this long is not a run anyone can keep files for
 STOP_GRACE = 10  # seconds docker waits after the StopSignal before SIGKILL
 # Variables that would change how the tracer's own loader starts strace; the
 # traced program still gets them (strace -E puts them back).
@@ -108,84 +106,94 @@ def trace_image(
         raise TraceError(f"the probe command uses {{port}} but {image} exposes no TCP port")
     workdir = config.working_dir or "/"
     environment, restore = _environment(config.env)
-    log = f"{OUTPUT_MOUNT}/{LOG_NAME}"
+    log = f"{LOG_DIR}/{LOG_NAME}"
     entrypoint = [*tracer.command, *tracer.options(log, restore), "--", *argv]
+    create: dict[str, Any] = {
+        "entrypoint": entrypoint,
+        "environment": environment,
+        # The tracer comes in read-only; nothing of the host is writable in there.
+        "volumes": {str(tracer.root): {"bind": tracer.mount, "mode": "ro"}},
+        "detach": True,
+        "labels": {"scratchpack.trace": image},
+    }
+    if config.working_dir:
+        create["working_dir"] = config.working_dir
+    if config.user:
+        create["user"] = config.user
+    if config.stop_signal:
+        create["stop_signal"] = config.stop_signal
+    if ports:
+        create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
+    say(f"tracing {image}: {shlex.join(argv)}")
+    with engine.container(info.id, **create) as container:
+        # The log's directory lives in the container's own layer, writable by any
+        # user of the image; the log leaves it through the engine's archive API.
+        container.put_directory(LOG_DIR, 0o1777)
+        container.start()
+        deadline = time.monotonic() + timeout
+        probes: list[str] = []
+        stopped = False
+        if ports or probe_cmd is not None:
+            published = _published(container, ports)
+            waiting = _timeout_message(image, timeout, ports)
+            ready = _wait_ready(container, published, deadline, waiting, say)
+            if ready is not None:  # None: the program exited before it was ready
+                if probe_cmd is not None:
+                    probes.append(_run_probe_cmd(probe_cmd, published, deadline, image, timeout))
+                else:
+                    for port, host_port in published.items():
+                        if port in ready:
+                            probes.append(_http_probe(port, host_port))
+                        else:
+                            probes.append(f"{port}/tcp not listening")
+                for line in probes:
+                    say(f"probe {line}")
+                if container.status() == "running":
+                    say(f"stopping {image} ({config.stop_signal or 'SIGTERM'})")
+                    container.stop(STOP_GRACE)
+                    stopped = True
+            deadline = max(deadline, time.monotonic() + STOP_GRACE + 20)
+        try:
+            status = container.wait(
+                max(1.0, deadline - time.monotonic()), _timeout_message(image, timeout, ports)
+            )
+        except EngineTimeout as err:
+            raise TraceTimeout(str(err)) from err
+        exit_code = None if stopped else status
+        parsed = _read_log(container, log, workdir, image)
+        if not parsed.started:
+            raise TraceError(
+                f"the tracer could not start {argv[0]} in {image}: {_tracer_message(container)}"
+            )
+        paths = set(parsed.paths)
+        paths.update(_interpreters(container, parsed.executed))
+    result = TraceResult(
+        paths=frozenset(paths),
+        exit_code=exit_code,
+        probes=tuple(probes),
+        log_lines=parsed.lines,
+    )
+    say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
+    return result
 
-    out_dir = tempfile.mkdtemp(prefix="scratchpack-trace-")
-    try:
-        os.chmod(out_dir, 0o777)  # strace writes the log as the image's user
-        create: dict[str, Any] = {
-            "entrypoint": entrypoint,
-            "environment": environment,
-            "volumes": {
-                str(tracer.root): {"bind": tracer.mount, "mode": "ro"},
-                out_dir: {"bind": OUTPUT_MOUNT, "mode": "rw"},
-            },
-            "detach": True,
-            "labels": {"scratchpack.trace": image},
-        }
-        if config.working_dir:
-            create["working_dir"] = config.working_dir
-        if config.user:
-            create["user"] = config.user
-        if config.stop_signal:
-            create["stop_signal"] = config.stop_signal
-        if ports:
-            create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
-        say(f"tracing {image}: {shlex.join(argv)}")
-        with engine.container(info.id, **create) as container:
-            container.start()
-            deadline = time.monotonic() + timeout
-            probes: list[str] = []
-            stopped = False
-            if ports or probe_cmd is not None:
-                published = _published(container, ports)
-                waiting = _timeout_message(image, timeout, ports)
-                ready = _wait_ready(container, published, deadline, waiting, say)
-                if ready is not None:  # None: the program exited before it was ready
-                    if probe_cmd is not None:
-                        probes.append(
-                            _run_probe_cmd(probe_cmd, published, deadline, image, timeout)
-                        )
-                    else:
-                        for port, host_port in published.items():
-                            if port in ready:
-                                probes.append(_http_probe(port, host_port))
-                            else:
-                                probes.append(f"{port}/tcp not listening")
-                    for line in probes:
-                        say(f"probe {line}")
-                    if container.status() == "running":
-                        say(f"stopping {image} ({config.stop_signal or 'SIGTERM'})")
-                        container.stop(STOP_GRACE)
-                        stopped = True
-                deadline = max(deadline, time.monotonic() + STOP_GRACE + 20)
-            try:
-                status = container.wait(
-                    max(1.0, deadline - time.monotonic()), _timeout_message(image, timeout, ports)
-                )
-            except EngineTimeout as err:
-                raise TraceTimeout(str(err)) from err
-            exit_code = None if stopped else status
 
-            text = _read_log(Path(out_dir) / LOG_NAME)
-            parsed = parse_log(text, workdir)
-            if not parsed.started:
-                raise TraceError(
-                    f"the tracer could not start {argv[0]} in {image}: {_tracer_message(container)}"
-                )
-            paths = set(parsed.paths)
-            paths.update(_interpreters(container, parsed.executed))
-        result = TraceResult(
-            paths=frozenset(paths),
-            exit_code=exit_code,
-            probes=tuple(probes),
-            log_lines=text.count("\n"),
-        )
-        say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
-        return result
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+def _read_log(container: Container, log: str, workdir: str, image: str) -> ParsedLog:
+    """strace's log, streamed out of the stopped container and parsed as it comes.
+
+    The traced program could have put anything there: only a regular file is
+    read (a link is not followed, a FIFO never blocks), up to :data:`MAX_LOG`.
+    """
+    with container.open_file(log) as (member, stream):
+        if stream is None:
+            raise TraceError(
+                f"the trace log of {image} is not a regular file: it was tampered with"
+            )
+        if member.size > MAX_LOG:
+            raise TraceError(
+                f"the trace log of {image} has {member.size / 1e6:.0f} MB, more than "
+                f"{MAX_LOG / 1e6:.0f} MB: trace a shorter run (--trace-args, --probe-cmd)"
+            )
+        return parse_log(lines_of(stream), workdir)
 
 
 def _check_architecture(image: str, architecture: str) -> None:
@@ -360,13 +368,6 @@ def _timeout_message(image: str, timeout: float, ports: list[int]) -> str:
         f"{image} did not exit within {timeout:g} s of tracing and exposes no port to probe; "
         "raise the timeout or give arguments that make it finish"
     )
-
-
-def _read_log(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 def _tracer_message(container: Container) -> str:

@@ -26,7 +26,7 @@ from scratchpack.plan.entries import Reason
 from scratchpack.plan.rootplan import RootPlan, write_tree
 
 TRACER_MOUNT = "/.scratchpack-tracer"
-OUTPUT_MOUNT = "/.scratchpack-trace-out"
+LOG_DIR = "/.scratchpack-trace-out"  # in the traced container's own layer
 LOG_NAME = "trace.log"
 
 

@@ -27,11 +27,9 @@ from typing import Any, ClassVar
 import docker.errors
 import pytest
 
-from scratchpack.engine.client import Engine
-from scratchpack.image.media import Platform
-from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from tests.cfixtures import REPO_ROOT
+from tests.imagekit import busybox_entries, load_source
 
 pytestmark = pytest.mark.engine
 
@@ -64,30 +62,6 @@ def new_tag(tags: list[str], name: str) -> str:
     tag = f"scratchpack-test/{name}:{uuid.uuid4().hex[:10]}"
     tags.append(tag)
     return tag
-
-
-def load_source(
-    docker_client: Any,
-    tmp_path: Path,
-    tag: str,
-    runtime: dict[str, Any],
-    entries: list[Entry],
-) -> str:
-    """An image of ``entries`` with exactly the config object ``runtime``, loaded as ``tag``."""
-    store = BlobStore(tmp_path / f"source-{uuid.uuid4().hex[:6]}")
-    layer = store.write_layer(entries, 0)
-    image = assemble(store, [layer], runtime, Platform("amd64"), 0)
-    Engine.from_client(docker_client).load(image, tag)
-    return image.image_id
-
-
-def busybox_entries(busybox: Path) -> list[Entry]:
-    return [
-        Entry("/bin", EntryKind.DIR, 0o755, Reason.PROGRAM),
-        Entry("/bin/busybox", EntryKind.FILE, 0o755, Reason.PROGRAM, source=str(busybox)),
-        Entry("/bin/sh", EntryKind.SYMLINK, 0o777, Reason.PROGRAM, target="busybox"),
-        Entry("/tmp", EntryKind.DIR, 0o1777, Reason.RUNTIME),
-    ]
 
 
 def config_of(docker_client: Any, reference: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from scratchpack.trace.run import (
     trace_image,
 )
 from scratchpack.trace.tracer import (
-    OUTPUT_MOUNT,
+    LOG_DIR,
     TRACER_MOUNT,
     TraceError,
     TracerTree,
@@ -211,9 +211,7 @@ def test_trace_a_dynamic_program_built_by_scratchpack(
     assert "/data/missing" not in paths  # its stat failed
     assert any(p.endswith("/libc.so.6") for p in paths)
     assert libm in paths  # dlopened: no static resolution sees it
-    assert not any(
-        p.startswith(("/proc", "/dev", "/sys", TRACER_MOUNT, OUTPUT_MOUNT)) for p in paths
-    )
+    assert not any(p.startswith(("/proc", "/dev", "/sys", TRACER_MOUNT, LOG_DIR)) for p in paths)
     assert any(message.startswith("tracing ") for message in messages)
     assert _leftovers(docker_client) == []
 
