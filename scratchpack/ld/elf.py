@@ -51,7 +51,14 @@ _DEPENDENCY_KINDS = {DT_NEEDED: "needed", DT_FILTER: "filter", DT_AUXILIARY: "au
 
 
 class ElfError(Exception):
-    """The file is not an ELF object the loader could map; the message says why."""
+    """The file is not an ELF object the loader could map; the message says why.
+
+    ``identity`` is its (EI_CLASS, EI_DATA, EI_OSABI, e_machine) when the header got
+    that far: ld.so skips a file of another class, or of another machine once the
+    byte order and OS ABI passed, before it looks any further.
+    """
+
+    identity: tuple[int, int, int, int] | None = None
 
 
 class NotElfError(ElfError):
@@ -200,6 +207,14 @@ def _header(fd: int) -> _Header:
 
 def _parse(fd: int, size: int) -> ElfInfo:
     header = _header(fd)
+    try:
+        return _parse_tables(fd, size, header)
+    except ElfError as err:
+        err.identity = (header.ident[4], header.ident[5], header.ident[7], header.machine)
+        raise
+
+
+def _parse_tables(fd: int, size: int, header: _Header) -> ElfInfo:
     ident, endian, is64 = header.ident, header.endian, header.is64
     elf_class, data = ident[4], ident[5]
     elf_type, machine, flags = header.elf_type, header.machine, header.flags

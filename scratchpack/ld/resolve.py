@@ -122,6 +122,7 @@ class _Candidate:
     file_id: FileId
     info: ElfInfo | None
     error: str | None
+    identity: tuple[int, int, int, int] | None = None  # what a failed parse still told
 
 
 class _LoadError(Exception):
@@ -155,7 +156,9 @@ class Resolver:
             cwd = posixpath.join(self._default_cwd(), cwd)
         self._cwd = cwd
         self.hwcaps = hwcaps or HwcapsChoice()
-        self._files: dict[FileId, tuple[ElfInfo | None, str | None]] = {}
+        self._files: dict[
+            FileId, tuple[ElfInfo | None, str | None, tuple[int, int, int, int] | None]
+        ] = {}
         self._dir_exists: dict[str, bool] = {}
         self._rules: dict[tuple[str | None, int, int], LoaderRules] = {}
         self._cache: LdCache | bool | None = False  # False: not read yet
@@ -197,13 +200,13 @@ class Resolver:
         known = self._files.get(file_id)
         if known is None:
             try:
-                known = (read_elf(host), None)
+                known = (read_elf(host), None, None)
             except ElfError as err:
-                known = (None, str(err))
+                known = (None, str(err), err.identity)
             except OSError as err:
-                known = (None, err.strerror or str(err))
+                known = (None, err.strerror or str(err), None)
             self._files[file_id] = known
-        return _Candidate(path, file_id, known[0], known[1])
+        return _Candidate(path, file_id, *known)
 
     def _host(self, path: str) -> str | None:
         return self.root.host_path(self._absolute(path))
@@ -550,6 +553,20 @@ class _Session:
         """glibc ``open_verify``: skip another class or machine; refuse what it cannot load."""
         info = candidate.info
         if info is None:
+            # ld.so's order: another class is skipped; then byte order and OS ABI are
+            # fatal; then another machine is skipped, before anything else is read.
+            identity = candidate.identity
+            main_info = self.main.info
+            if identity is not None and main_info is not None:
+                elf_class, data, osabi, machine = identity
+                if elf_class != self.rules.elf_class:
+                    return False
+                if (
+                    data == main_info.data
+                    and osabi in (ELFOSABI_SYSV, ELFOSABI_GNU)
+                    and machine != self.rules.machine
+                ):
+                    return False
             raise _LoadError(candidate.path, candidate.error or "invalid ELF header")
         if info.elf_class != self.rules.elf_class:
             return False
