@@ -1,6 +1,6 @@
 """Allow ``python -m scratchpack``."""
 
-from scratchpack.cli import main
+from scratchpack.entry import main
 
 if __name__ == "__main__":
     main()

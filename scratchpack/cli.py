@@ -13,8 +13,8 @@ import json
 import os
 import re
 import shlex
-import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -49,6 +49,8 @@ def clear_errors(command: F) -> F:
 
         with collecting(_warn), collecting_leftovers() as left:
             try:
+                if command.__name__ != "prune":  # prune reports it itself
+                    _prune_temporary()
                 return command(*args, **kwargs)
             except ScratchpackError as err:
                 _fail(str(err), left, err.exit_code)
@@ -74,6 +76,16 @@ def clear_errors(command: F) -> F:
                 )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _prune_temporary() -> None:
+    """What ended runs left in TMPDIR (a directory listing), removed before any work."""
+    from scratchpack.commands.prune import prune_files
+    from scratchpack.notes import warn
+
+    removed = prune_files([Path(tempfile.gettempdir())])
+    if removed:
+        warn(f"removed what an ended run of scratchpack left: {', '.join(removed)}")
 
 
 def _warn(message: str) -> None:
@@ -325,6 +337,14 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 )
 @click.option("--insecure", is_flag=True, help="Allow a plain-HTTP registry for --push.")
 @click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Retry a push step N times after 429, 5xx, a reset or a timeout (with backoff).",
+)
+@click.option(
     "--sbom",
     type=click.Path(dir_okay=False),
     metavar="PATH",
@@ -373,6 +393,7 @@ def build(
     registry_user: str | None,
     registry_password_stdin: bool,
     insecure: bool,
+    retries: int,
     sbom: str | None,
     sbom_format: str,
     debug: bool,
@@ -438,6 +459,7 @@ def build(
         verify=_args(verify, "--verify") if verify is not None else None,
         push=push,
         insecure=insecure,
+        push_retries=retries,
         sbom=Path(sbom) if sbom else None,
         sbom_format=sbom_format,
         debug=DebugRequest(debug_suffix, DebugShell(debug_shell), debug_base, busybox_path)
@@ -672,6 +694,37 @@ def debug(
         click.echo(f"Open a shell with: docker run --rm -it --entrypoint sh {result.tag}")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@clear_errors
+def prune(as_json: bool) -> None:
+    """Remove what killed runs of scratchpack left behind (and nothing else).
+
+    Temporary directories in TMPDIR and staged outputs in this directory whose
+    run has ended, and, when an engine answers, the containers and throw-away
+    tags those runs made. What belongs to a run still going is kept.
+    """
+    from scratchpack.commands.prune import prune_engine, run_prune
+    from scratchpack.engine.client import Engine
+    from scratchpack.errors import EngineUnreachable
+
+    engine: Engine | None
+    try:
+        engine = Engine.connect(prune=False)
+    except EngineUnreachable:
+        engine = None
+    result = run_prune(None, [Path(".")])
+    removed = list(result.removed)
+    if engine is not None:
+        removed += prune_engine(engine)
+    if as_json:
+        click.echo(_json({"removed": removed}))
+    elif removed:
+        click.echo("\n".join(f"removed {item}" for item in removed))
+    else:
+        click.echo("nothing to remove")
+
+
 def _json(document: object) -> str:
     """Indented for a person on a terminal; compact in pipes, where the C encoder is 5x faster."""
     if sys.stdout.isatty():
@@ -683,14 +736,27 @@ def _size(count: int) -> str:
     return f"{count / 1e6:.2f} MB" if count >= 1e5 else f"{count / 1e3:.1f} kB"
 
 
+def run() -> None:
+    """Run the command line; every end is a documented exit status, never click's ``Aborted!``.
+
+    click's standalone mode would turn Ctrl-C into ``Aborted!`` and exit 1, the
+    status that means "something is missing": here an interrupt is 130 and a
+    usage error 2, and click prints only its own usage messages.
+    """
+    try:
+        cli.main(prog_name="scratchpack", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("scratchpack: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as err:
+        err.show()
+        sys.exit(EXIT_USAGE if err.exit_code != 0 else 0)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+
+
 def main() -> None:
-    # SIGTERM and SIGHUP unwind like Ctrl-C does, so staged outputs and temporary
-    # roots are removed and no half-built image is left behind.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is signal.SIG_DFL:
-            signal.signal(signum, _exit_on_signal)
-    cli()
+    """The console script (kept for ``python -m scratchpack`` and old entry points)."""
+    from scratchpack.entry import main as entry
 
-
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    entry()

@@ -49,5 +49,9 @@ class EngineTimeout(EngineError):
     """The engine did not answer, or a container did not finish, in the time given."""
 
 
+class ContainerTimeout(EngineError):
+    """A container did not finish in the time given, while the engine still answers."""
+
+
 class NoSuchImage(EngineError):
     """The engine has no image of that name (and scratchpack never pulls one)."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.errors import EngineError, InputError
+from scratchpack.owner import owner, prefix
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import Engine
@@ -78,11 +79,12 @@ def leftover(what: str, remedy: str) -> Iterator[None]:
     Used where another error is already on its way out: the cleanup's own
     failure must not replace it.
     """
-    try:
-        yield
-    except (EngineError, OSError):
-        found = _leftovers.get()
-        (found if found is not None else _unclaimed).append(Leftover(what, remedy))
+    with deferred_signals():
+        try:
+            yield
+        except (EngineError, OSError):
+            found = _leftovers.get()
+            (found if found is not None else _unclaimed).append(Leftover(what, remedy))
 
 
 # -- signals --------------------------------------------------------------------------------
@@ -162,16 +164,18 @@ class Publication:
         for staged, known, _is_dir in self._moves:
             if known == target:
                 return staged
+        _prune_beside(target)
         with deferred_signals():  # made and recorded at once: an interrupt cannot orphan it
-            staged = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=target.parent))
+            staged = Path(tempfile.mkdtemp(prefix="." + prefix(), dir=target.parent))
             self._moves.append((staged, target, True))
         return staged
 
     def file(self, target: Path) -> Path:
         """A path beside ``target`` (in a hidden directory) that becomes it when published."""
         target = Path(os.path.abspath(target))
+        _prune_beside(target)
         with deferred_signals():
-            holder = Path(tempfile.mkdtemp(prefix=".scratchpack-", dir=target.parent))
+            holder = Path(tempfile.mkdtemp(prefix="." + prefix(), dir=target.parent))
             staged = holder / target.name
             self._moves.append((staged, target, False))
         return staged
@@ -179,7 +183,7 @@ class Publication:
     def scratch(self) -> Path:
         """A temporary directory, removed when the command ends."""
         with deferred_signals():
-            path = Path(tempfile.mkdtemp(prefix="scratchpack-"))
+            path = Path(tempfile.mkdtemp(prefix=prefix()))
             self._scratch.append(path)
         return path
 
@@ -189,7 +193,7 @@ class Publication:
         It is registered before the engine is asked anything, so an interrupt
         while the engine makes the image still removes it.
         """
-        temporary = f"{STAGING_REPOSITORY}/{os.getpid()}-{os.urandom(4).hex()}:{len(self._images)}"
+        temporary = f"{STAGING_REPOSITORY}/{owner()}-{os.urandom(4).hex()}:{len(self._images)}"
         self._images.append(_StagedImage(engine, temporary, final))
         return temporary
 
@@ -242,6 +246,16 @@ class Publication:
         for path in self._scratch:
             shutil.rmtree(path, ignore_errors=True)
         self._scratch.clear()
+
+
+def _prune_beside(target: Path) -> None:
+    """Staged outputs an ended run left where this one writes (one directory listing)."""
+    from scratchpack.commands.prune import prune_files
+    from scratchpack.notes import warn
+
+    removed = prune_files([target.parent])
+    if removed:
+        warn(f"removed what an ended run of scratchpack left: {', '.join(removed)}")
 
 
 @contextlib.contextmanager

@@ -20,10 +20,18 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scratchpack.errors import EngineError, EngineLost, EngineUnreachable, InputError, VerifyError
+from scratchpack.errors import (
+    EngineError,
+    EngineLost,
+    EngineTimeout,
+    EngineUnreachable,
+    InputError,
+    VerifyError,
+)
 from scratchpack.image.config import source_date_epoch
 from scratchpack.image.reference import Reference, check_tag
 from scratchpack.notes import collected, warn
+from scratchpack.owner import owner
 from scratchpack.plan.image_plan import BuildOptions, ImagePlan, plan_image
 from scratchpack.progress import ByteProgress, terminal_progress
 from scratchpack.publish import (
@@ -81,6 +89,7 @@ class BuildRequest:
     push: str | None = None
     credentials: Credentials | None = None
     insecure: bool = False
+    push_retries: int = 5  # transient registry failures retried per step
     sbom: Path | None = None
     sbom_format: str = "spdx"
     debug: DebugRequest | None = None
@@ -391,7 +400,12 @@ def _write_build(
         from scratchpack.image.registry import push_image
 
         result["push"] = push_image(
-            image, request.push, request.credentials, insecure=request.insecure, progress=progress
+            image,
+            request.push,
+            request.credentials,
+            insecure=request.insecure,
+            progress=progress,
+            retries=request.push_retries,
         )
     return result
 
@@ -407,7 +421,7 @@ def verify_image(
     outcome = "nothing written" if loaded else "image removed"
     try:
         run = engine.run(reference, args)
-    except (EngineLost, EngineUnreachable):
+    except (EngineLost, EngineUnreachable, EngineTimeout):
         raise
     except EngineError as err:  # it could not even start, or never finished
         raise VerifyError(
@@ -428,13 +442,13 @@ def verify_written(image: Image, tag: str, args: tuple[str, ...]) -> VerifyResul
     The engine's own images and tags are left as they were.
     """
     from scratchpack.engine.client import Engine
-    from scratchpack.publish import leftover
+    from scratchpack.publish import deferred_signals, leftover
 
     try:
         engine = Engine.connect()
     except EngineUnreachable as err:
         raise EngineUnreachable(f"--verify runs the image in a Docker engine: {err}") from err
-    reference = f"scratchpack-verify/{os.getpid()}-{os.urandom(4).hex()}:0"
+    reference = f"scratchpack-verify/{owner()}-{os.urandom(4).hex()}:0"
     try:
         engine.load(image, reference)
         result = verify_image(engine, reference, tag, args, loaded=True)
@@ -442,7 +456,8 @@ def verify_written(image: Image, tag: str, args: tuple[str, ...]) -> VerifyResul
         with leftover(f"the image {reference}", f"docker rmi {reference}"):
             engine.untag(reference)
         raise
-    engine.untag(reference)
+    with deferred_signals():
+        engine.untag(reference)
     return result
 
 

@@ -23,11 +23,13 @@ from scratchpack.image.reference import check_tag
 from scratchpack.image.unpack import unpack
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.notes import collected, warn
+from scratchpack.owner import owner
 from scratchpack.plan.shrink import ShrinkInputs, ShrinkPlan, kept_sizes, plan_shrink
 from scratchpack.progress import ByteProgress, terminal_progress
 from scratchpack.publish import (
     check_new_directory,
     check_new_file,
+    deferred_signals,
     leftover,
     publication,
     to_engine,
@@ -259,7 +261,7 @@ def _trace(
         if engine.has_image(source.digest):
             reference = source.digest
         else:
-            loaded = reference = f"scratchpack-trace/{os.getpid()}-{os.urandom(4).hex()}:0"
+            loaded = reference = f"scratchpack-trace/{owner()}-{os.urandom(4).hex()}:0"
     try:
         if loaded:
             engine.load(source.image, loaded)
@@ -279,5 +281,6 @@ def _trace(
                 engine.untag(loaded)
         raise
     if loaded:
-        engine.untag(loaded)
+        with deferred_signals():
+            engine.untag(loaded)
     return result

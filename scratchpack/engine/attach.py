@@ -64,6 +64,7 @@ from elftools.elf.enums import ENUM_E_MACHINE
 
 from scratchpack.engine.client import Engine, short
 from scratchpack.errors import EngineError, EngineLost
+from scratchpack.owner import OWNER_LABEL, owner
 
 # Sidecars carry the ID of the container they debug.
 TARGET_LABEL = "org.scratchpack.debug-target"
@@ -167,7 +168,7 @@ def _attach(
                 image_ref,
                 entrypoint=argv,
                 name=name,
-                labels={TARGET_LABEL: target.id},
+                labels={TARGET_LABEL: target.id, OWNER_LABEL: owner()},
                 tty=interactive,
                 stdin_open=feed is not None,
                 host_config=client.api.create_host_config(

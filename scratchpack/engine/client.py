@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from scratchpack.engine.direct import DirectAPI, unix_socket
+from scratchpack.engine.direct import DirectAPI, engine_timeout, unix_socket
 from scratchpack.errors import (
+    ContainerTimeout,
     EngineError,
     EngineLost,
     EngineTimeout,
@@ -32,14 +33,14 @@ from scratchpack.errors import (
     InputError,
     NoSuchImage,
 )
-from scratchpack.publish import leftover
+from scratchpack.owner import OWNER_LABEL, TAG_REPOSITORIES, owner, owner_of, prefix
+from scratchpack.publish import deferred_signals, leftover
 
 if TYPE_CHECKING:
     from scratchpack.engine.context import Context
     from scratchpack.image.model import Image
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-OWNER_LABEL = "org.scratchpack.owner"  # the PID of the scratchpack run that made an object
 _CHUNK = 1 << 20
 _AHEAD = 8  # pieces of the build context read ahead of the socket
 
@@ -107,7 +108,7 @@ class Engine:
             import requests.exceptions
 
             try:
-                self._client = docker.from_env()
+                self._client = docker.from_env(timeout=int(engine_timeout()))
             except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
                 raise EngineUnreachable(
                     f"cannot reach a Docker engine at {where()}: {short(err)}"
@@ -119,25 +120,43 @@ class Engine:
         return self.client.api
 
     @classmethod
-    def connect(cls) -> Engine:
-        """The engine of the environment, checked to answer; :class:`EngineUnreachable` if not."""
+    def connect(cls, prune: bool = True) -> Engine:
+        """The engine of the environment, checked to answer; :class:`EngineUnreachable` if not.
+
+        What ended runs of scratchpack left in it is removed (``prune``), with a warning.
+        """
         path = unix_socket()
         if path is not None:
             direct = DirectAPI(path)
             direct.ping()
-            return cls(None, direct)
+            return cls(None, direct)._pruned(prune)
         import docker
         import requests.exceptions
 
         try:
-            client = docker.from_env()
+            client = docker.from_env(timeout=int(engine_timeout()))
             client.ping()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
             raise EngineUnreachable(
                 f"cannot reach a Docker engine at {where()} ({short(err)}); start dockerd or "
                 "point DOCKER_HOST at a running engine (e.g. unix:///run/docker.sock)"
             ) from err
-        return cls(client)
+        return cls(client)._pruned(prune)
+
+    def _pruned(self, prune: bool) -> Engine:
+        """Remove what ended runs left in this engine (two list calls when there is none)."""
+        from scratchpack.commands.prune import prune_engine
+        from scratchpack.notes import warn
+
+        if not prune:
+            return self
+        try:
+            removed = prune_engine(self)
+        except EngineError:
+            return self  # a cleanup of others' leftovers never fails this run
+        if removed:
+            warn(f"removed what an ended run of scratchpack left: {', '.join(removed)}")
+        return self
 
     @classmethod
     def from_client(cls, client: Any) -> Engine:
@@ -162,6 +181,7 @@ class Engine:
             with _translated(f"while building {tag}"):
                 messages = self.api.build(
                     fileobj=body,
+                    timeout=int(engine_timeout()),
                     custom_context=True,
                     tag=tag,
                     rm=True,
@@ -278,6 +298,55 @@ class Engine:
             except docker.errors.NotFound:
                 return
 
+    def leftovers(self) -> list[tuple[str, str, str]]:
+        """(kind, name, owner) of the containers and throw-away tags runs of scratchpack made."""
+        found: list[tuple[str, str, str]] = []
+        references = [f"{repository}/*" for repository in TAG_REPOSITORIES]
+        if self.direct is not None:
+            containers = self.direct.listing(
+                "/containers/json", {"label": [OWNER_LABEL]}, "containers"
+            )
+            images = self.direct.listing("/images/json", {"reference": references}, "images")
+        else:
+            with _translated("while listing containers and images"):
+                containers = self.api.containers(all=True, filters={"label": OWNER_LABEL})
+                images = self.api.images(filters={"reference": references})
+        for container in containers:
+            names = container.get("Names") or [container.get("Id", "")]
+            labels = container.get("Labels") or {}
+            found.append(("container", str(names[0]).lstrip("/"), str(labels.get(OWNER_LABEL))))
+        for image in images:
+            for tag in image.get("RepoTags") or []:
+                who = owner_of(str(tag))
+                if who is not None:
+                    found.append(("image", str(tag), who))
+        return found
+
+    def remove_container(self, name: str) -> None:
+        if self.direct is not None:
+            self.direct.remove_container(name)
+            return
+        Container(self, name).remove()
+
+    def answers(self, within: float = 5.0) -> bool:
+        """Whether the engine answers a ping within ``within`` seconds."""
+        path = unix_socket()
+        if path is not None:
+            import socket
+
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(within)
+                    sock.connect(path)
+                    sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                    return sock.recv(12).startswith(b"HTTP/1.")
+            except OSError:
+                return False
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            return False
+
     def architecture(self) -> str:
         with _translated("while asking its version"):
             return str(self.api.version().get("Arch") or "")
@@ -292,8 +361,8 @@ class Engine:
         so an interrupt while the engine creates it still finds and removes it.
         ``containers.create`` never pulls; callers pass images that exist.
         """
-        name = options.pop("name", None) or f"scratchpack-{os.getpid()}-{os.urandom(4).hex()}"
-        labels = {OWNER_LABEL: str(os.getpid()), **(options.pop("labels", None) or {})}
+        name = options.pop("name", None) or f"{prefix()}{os.urandom(4).hex()}"
+        labels = {OWNER_LABEL: owner(), **(options.pop("labels", None) or {})}
         container = Container(self, name)
 
         try:
@@ -306,7 +375,8 @@ class Engine:
             with leftover(f"the container {name}", f"docker rm -f {name}"):
                 container.remove()
             raise
-        container.remove()
+        with deferred_signals():
+            container.remove()
 
     def run(
         self,
@@ -346,18 +416,35 @@ class Container:
             self._get().start()
 
     def wait(self, timeout: float, message: str) -> int:
-        """The exit status; :class:`EngineTimeout` with ``message`` if it takes longer."""
+        """The exit status; :class:`ContainerTimeout` with ``message`` if it takes longer.
+
+        A wait that times out asks the engine whether it still answers: a paused
+        or hung engine is an :class:`EngineTimeout`, not a slow container.
+        """
         import docker.errors
         import requests.exceptions
 
         try:
             status = self._get().wait(timeout=timeout)
-        except requests.exceptions.ReadTimeout as err:
-            raise EngineTimeout(message) from err
         except requests.exceptions.ConnectionError as err:
-            if "timed out" in str(err).lower():
-                raise EngineTimeout(message) from err
-            raise EngineLost(f"lost the Docker engine at {where()} while {message}") from err
+            timed_out = isinstance(err, requests.exceptions.ReadTimeout) or (
+                "timed out" in str(err).lower()
+            )
+            if not timed_out:
+                raise EngineLost(f"lost the Docker engine at {where()} while {message}") from err
+            if not self.engine.answers():
+                raise EngineTimeout(
+                    f"the Docker engine at {where()} stopped answering while waiting for "
+                    f"{self.name}"
+                ) from err
+            raise ContainerTimeout(message) from err
+        except requests.exceptions.Timeout as err:
+            if not self.engine.answers():
+                raise EngineTimeout(
+                    f"the Docker engine at {where()} stopped answering while waiting for "
+                    f"{self.name}"
+                ) from err
+            raise ContainerTimeout(message) from err
         except docker.errors.DockerException as err:
             raise EngineError(f"the engine lost {self.name}: {short(err)}") from err
         return int(status.get("StatusCode", -1))

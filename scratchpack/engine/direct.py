@@ -22,7 +22,28 @@ from urllib.parse import quote, urlencode
 
 from scratchpack.errors import EngineError, EngineLost, EngineTimeout, EngineUnreachable
 
-_TIMEOUT = 60.0  # a request that gets no byte back for this long: the engine hangs
+_CALL_TIMEOUT = 60.0  # a plain request that gets no byte back for this long: the engine hangs
+
+
+def engine_timeout() -> float:
+    """How long a build, load or save may go without a byte from the engine.
+
+    A long COPY says nothing for minutes, so the default is generous (10 min);
+    ``SCRATCHPACK_ENGINE_TIMEOUT`` (seconds) changes it — and bounds plain calls,
+    60 s by default, too.
+    """
+    raw = os.environ.get("SCRATCHPACK_ENGINE_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else 600.0
+    except ValueError:
+        value = 600.0
+    return max(1.0, value)
+
+
+def call_timeout() -> float:
+    return min(_CALL_TIMEOUT, engine_timeout())
+
+
 _DECODER = json.JSONDecoder()
 
 
@@ -78,11 +99,11 @@ class DirectAPI:
         params: dict[str, Any] | None = None,
         body: bytes | Iterable[bytes] | None = None,
         headers: dict[str, str] | None = None,
-        timeout: float | None = _TIMEOUT,
+        timeout: float | None = None,
     ) -> tuple[int, Iterator[bytes]]:
         """Send a request; the status and the body as it arrives (read it to the end)."""
         url = path + (f"?{urlencode(params)}" if params else "")
-        connection = _UnixConnection(self.path, timeout)
+        connection = _UnixConnection(self.path, timeout if timeout is not None else call_timeout())
         try:
             connection.request(method, url, body=body, headers=headers or {})
             response = connection.getresponse()
@@ -117,6 +138,23 @@ class DirectAPI:
             document = data.decode("utf-8", "replace")
         return status, document
 
+    def listing(self, path: str, filters: dict[str, list[str]], doing: str) -> list[dict[str, Any]]:
+        """GET a list endpoint (containers, images) with engine filters."""
+        status, document = self.call(
+            "GET", path, doing, params={"all": "1", "filters": json.dumps(filters)}
+        )
+        if status >= 400 or not isinstance(document, list):
+            raise EngineError(f"cannot list {doing}: {_message(document)}")
+        return [item for item in document if isinstance(item, dict)]
+
+    def remove_container(self, name: str) -> None:
+        status, document = self.call(
+            "DELETE", f"/containers/{quote(name, safe='')}", f"while removing {name}",
+            params={"force": "1", "v": "1"},
+        )  # fmt: skip
+        if status >= 400 and status != 404:
+            raise EngineError(f"the engine refused to remove {name}: {_message(document)}")
+
     def ping(self) -> None:
         status, _ = self.call("GET", "/_ping", "a ping")
         if status != 200:
@@ -131,7 +169,7 @@ class DirectAPI:
             params={"t": tag, "rm": "1", "forcerm": "1"},
             body=context,
             headers={"Content-Type": "application/x-tar", "Content-Length": str(size)},
-            timeout=None,  # a long COPY says nothing for minutes; the CLI waits as long
+            timeout=engine_timeout(),  # a long COPY says nothing for minutes
         )
         if status >= 400:
             raise EngineError(f"the engine refused to build {tag}: {_message(b''.join(body))}")

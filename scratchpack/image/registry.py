@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import ipaddress
 import os
 import re
@@ -67,6 +68,38 @@ class PushError(ScratchpackError):
     """A push that did not complete; the message is one line the user can act on."""
 
     exit_code = EXIT_PUSH
+
+
+class _Transient(PushError):
+    """A failure worth another try: 429, 5xx gateways, a reset connection, a timeout."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# docker, skopeo and crane retry these; so does scratchpack.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_RETRIES = 5
+_BACKOFF = 1.0  # seconds before the first retry; doubled each time
+_MAX_DELAY = 60.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After``: seconds, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        from datetime import datetime, timezone
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -303,7 +336,11 @@ class _Client:
         insecure: bool,
         ca_file: str | Path | None,
         timeout: float,
+        retries: int = DEFAULT_RETRIES,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
+        self.retries = retries
+        self.report = progress or (lambda _line: None)
         self.registry = registry
         self.repository = repository
         self.credentials = credentials
@@ -370,14 +407,15 @@ class _Client:
                 "REQUESTS_CA_BUNDLE to its certificate"
             ) from None
         except requests.exceptions.Timeout:
-            raise PushError(
+            raise _Transient(
                 f"{self.registry} did not answer within {self.timeout:g} s "
                 f"({method} {urlsplit(url).path})"
             ) from None
         except requests.exceptions.ConnectionError as exc:
-            raise PushError(
-                f"cannot connect to {self.registry}: {_exception_reason(exc)}"
-            ) from None
+            reason = _exception_reason(exc)
+            if "refused" in reason.lower() or "name or service" in reason.lower():
+                raise PushError(f"cannot connect to {self.registry}: {reason}") from None
+            raise _Transient(f"the connection to {self.registry} broke: {reason}") from None
         except requests.exceptions.RequestException as exc:
             raise PushError(
                 f"request to {self.registry} failed: {_exception_reason(exc)}"
@@ -394,9 +432,11 @@ class _Client:
                 response = self._send("GET", f"{self.base}/v2/")
         else:
             response = self._send("GET", f"{self.base}/v2/")
+        self._transient(response)
         if response.status_code == 401:
             self._authenticate(response)
             response = self._send("GET", f"{self.base}/v2/")
+            self._transient(response)
             if response.status_code == 401:
                 self._fail_auth()
         if response.status_code == 404:
@@ -424,6 +464,7 @@ class _Client:
             finally:
                 if data is not None and hasattr(data, "close"):
                     data.close()
+            self._transient(response)
             if response.status_code != 401 or attempt == 2:
                 return response
             if not self._ours(response.url or url):
@@ -435,6 +476,40 @@ class _Client:
             if "WWW-Authenticate" not in response.headers:
                 return response
             self._authenticate(response)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _transient(response: requests.Response) -> None:
+        """A busy or failing registry's answer, as a failure worth another try."""
+        if response.status_code in RETRY_STATUSES:
+            raise _Transient(
+                f"{response.status_code} {response.reason or ''}".strip(),
+                _retry_after(response.headers.get("Retry-After")),
+            )
+
+    def retrying(self, what: str, step: Callable[[], Any]) -> Any:
+        """Run one step of the push, again after transient failures, with backoff.
+
+        Waits double from :data:`_BACKOFF` (a registry's Retry-After wins), at most
+        :data:`_MAX_DELAY`; after the last attempt the failure names the registry,
+        the repository and the step.
+        """
+        import time
+
+        for attempt in range(self.retries + 1):
+            try:
+                return step()
+            except _Transient as err:
+                if attempt == self.retries:
+                    tries = "once" if attempt == 0 else f"{attempt + 1} times"
+                    raise PushError(
+                        f"{self.registry}/{self.repository}: {what} failed (tried {tries}): "
+                        f"{self.redact(str(err))}"
+                    ) from None
+                delay = err.retry_after if err.retry_after is not None else _BACKOFF * 2**attempt
+                delay = min(delay, _MAX_DELAY)
+                self.report(f"retrying {what} in {delay:g} s: {self.redact(str(err))}")
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     # -- auth
@@ -605,6 +680,7 @@ def push_image(
     progress: Callable[[str], None] | None = None,
     timeout: float = 60,
     ca_file: str | Path | None = None,
+    retries: int = DEFAULT_RETRIES,
 ) -> PushResult:
     """Push ``image`` as ``reference``; no engine needed.
 
@@ -623,24 +699,33 @@ def push_image(
     ]
     blobs.append((image.image_id, len(image.config_bytes), BytesBlob(image.config_bytes)))
     report = progress or (lambda _line: None)
-    client = _Client(registry, repository, credentials, insecure, ca_file, timeout)
+    client = _Client(
+        registry, repository, credentials, insecure, ca_file, timeout, retries, report
+    )
     uploaded = skipped = 0
+
+    def put_manifest() -> requests.Response:
+        response = client.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{tag}",
+            body=lambda: image.manifest_bytes,
+            headers={"Content-Type": str(image.manifest_descriptor.media_type)},
+        )
+        if response.status_code != 201:
+            client._fail(response, f"PUT manifest {tag}")
+        return response
+
     try:
         with _quiet_insecure():
-            client.connect()
+            client.retrying("GET /v2/", client.connect)
             for digest, size, blob in blobs:
-                if _push_blob(client, digest, size, blob, report):
+                # An upload cut off or refused for a while starts again from its POST.
+                step = functools.partial(_push_blob, client, digest, size, blob, report)
+                if client.retrying(f"uploading blob {_short(digest)}", step):
                     uploaded += 1
                 else:
                     skipped += 1
-            response = client.request(
-                "PUT",
-                f"/v2/{repository}/manifests/{tag}",
-                body=lambda: image.manifest_bytes,
-                headers={"Content-Type": str(image.manifest_descriptor.media_type)},
-            )
-            if response.status_code != 201:
-                client._fail(response, f"PUT manifest {tag}")
+            response = client.retrying(f"PUT manifest {tag}", put_manifest)
     finally:
         client.close()
     echoed = response.headers.get("Docker-Content-Digest")

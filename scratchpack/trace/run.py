@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scratchpack.errors import EngineError, EngineTimeout
+from scratchpack.errors import ContainerTimeout, EngineError
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.image.media import Platform
 from scratchpack.trace.parse import ParsedLog, clean_path, excluded, lines_of, parse_log
@@ -157,7 +157,7 @@ def trace_image(
             status = container.wait(
                 max(1.0, deadline - time.monotonic()), _timeout_message(image, timeout, ports)
             )
-        except EngineTimeout as err:
+        except ContainerTimeout as err:
             raise TraceTimeout(str(err)) from err
         exit_code = None if stopped else status
         parsed = _read_log(container, log, workdir, image)

@@ -22,6 +22,7 @@ from pathlib import Path
 from scratchpack.errors import EXIT_TRACE, InputError, ScratchpackError
 from scratchpack.ld.loaders import HwcapsChoice
 from scratchpack.ld.resolve import Resolver
+from scratchpack.owner import prefix
 from scratchpack.plan.entries import Reason
 from scratchpack.plan.rootplan import RootPlan, write_tree
 
@@ -151,7 +152,7 @@ def package_tracer(destination: Path) -> TracerTree:
 @contextlib.contextmanager
 def packaged_tracer() -> Iterator[TracerTree]:
     """:func:`package_tracer` into a temporary directory, removed afterwards."""
-    top = tempfile.mkdtemp(prefix="scratchpack-tracer-")
+    top = tempfile.mkdtemp(prefix=prefix("tracer"))
     try:
         yield package_tracer(Path(top) / "tree")
     finally:
