@@ -30,6 +30,7 @@ from scratchpack.errors import (
     EXIT_USAGE,
     InputError,
     ScratchpackError,
+    Terminated,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,10 +57,8 @@ def clear_errors(command: F) -> F:
                 _fail(str(err), left, err.exit_code)
             except KeyboardInterrupt:
                 _fail("interrupted", left, 130)
-            except SystemExit as err:
-                if left and err.code not in (0, None):
-                    _fail(f"ended by signal {int(err.code or 0) - 128}", left, err.code)
-                raise
+            except Terminated as err:
+                _fail(str(err), left, err.code)
             except OSError as err:
                 if os.environ.get("SCRATCHPACK_DEBUG"):
                     raise

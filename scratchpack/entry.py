@@ -1,7 +1,7 @@
 """The ``scratchpack`` command's first moments: no traceback for Ctrl-C, ever.
 
-The console script imports only this module (the standard library's ``sys``
-and ``signal``) before it installs the handlers, so an interrupt while the
+The console script imports only this module (``sys``, ``signal`` and the
+exceptions of :mod:`scratchpack.errors`) before it installs the handlers, so an interrupt while the
 rest of the tool is still being imported ends like any other: one line and
 exit status 130 (128 + the signal for SIGTERM and SIGHUP).
 """
@@ -11,9 +11,11 @@ from __future__ import annotations
 import signal
 import sys
 
+from scratchpack.errors import Terminated
+
 
 def _leave(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(signum)
 
 
 def main() -> None:
@@ -27,6 +29,35 @@ def main() -> None:
         from scratchpack.cli import run
 
         run()
+        code = 0
     except KeyboardInterrupt:
         sys.stderr.write("scratchpack: interrupted\n")
-        sys.exit(130)
+        code = 130
+    except Terminated as end:  # before the command's own handler was in place
+        sys.stderr.write(f"scratchpack: {end}\n")
+        code = 128 + end.signum
+    except SystemExit as end:
+        code = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
+        if isinstance(end.code, str):
+            sys.stderr.write(end.code + "\n")
+    _leave_now(code)
+
+
+def _leave_now(code: int) -> None:
+    """Exit with ``code`` and nothing after: the work is done or undone.
+
+    Signals are ignored from here, and the interpreter's own shutdown is
+    skipped, so a late Ctrl-C can neither change the status nor print a
+    traceback (CPython would re-raise it as a death by SIGINT).
+    """
+    import os
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            if code == 0:
+                code = 2  # stdout was closed under us: the output did not arrive
+    os._exit(code)

@@ -13,6 +13,19 @@ EXIT_TRACE = 6
 EXIT_INTERNAL = 70  # a bug of ours (sysexits' EX_SOFTWARE)
 
 
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP asked the run to end: it unwinds like Ctrl-C, then exits 128+N."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        import signal
+
+        return f"ended by {signal.Signals(self.signum).name}"
+
+
 class ScratchpackError(Exception):
     """A failure the user can act on; the CLI prints ``str(self)`` and exits with ``exit_code``."""
 

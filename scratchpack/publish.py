@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scratchpack.errors import EngineError, InputError
+from scratchpack.errors import EngineError, InputError, Terminated
 from scratchpack.owner import owner, prefix
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def deferred_signals() -> Iterator[None]:
         first = received[0]
         if first == signal.SIGINT:
             raise KeyboardInterrupt
-        raise SystemExit(128 + first)
+        raise Terminated(first)
 
 
 _deferring: ContextVar[bool] = ContextVar("scratchpack_deferring", default=False)
@@ -141,6 +141,7 @@ class _StagedImage:
     temporary: str  # the throw-away tag it is built or loaded under
     final: str
     image_id: str | None = None  # known once it exists
+    in_flight: bool = True  # the engine may still be making it (a build or load was cut off)
 
 
 @dataclass
@@ -158,9 +159,11 @@ class Publication:
         """A hidden directory beside ``target`` that becomes it when published.
 
         Asked again for the same target, it is the same directory: a blob store
-        made there first becomes the layout written there later.
+        made there first becomes the layout written there later. Paths stay as
+        given (relative ones relative to the working directory), so an output
+        works from a working directory deeper than PATH_MAX.
         """
-        target = Path(os.path.abspath(target))
+        target = Path(target)
         for staged, known, _is_dir in self._moves:
             if known == target:
                 return staged
@@ -172,7 +175,7 @@ class Publication:
 
     def file(self, target: Path) -> Path:
         """A path beside ``target`` (in a hidden directory) that becomes it when published."""
-        target = Path(os.path.abspath(target))
+        target = Path(target)
         _prune_beside(target)
         with deferred_signals():
             holder = Path(tempfile.mkdtemp(prefix="." + prefix(), dir=target.parent))
@@ -201,6 +204,24 @@ class Publication:
         for staged in self._images:
             if staged.temporary == temporary:
                 staged.image_id = image_id
+                staged.in_flight = False
+
+    @contextlib.contextmanager
+    def making(self, temporary: str) -> Iterator[None]:
+        """The engine makes the image ``temporary`` names during the block.
+
+        If the block fails, the engine made nothing — unless it was cut off by a
+        signal, when the engine may still finish: the rollback then waits for it.
+        """
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            for staged in self._images:
+                if staged.temporary == temporary:
+                    staged.in_flight = False
+            raise
 
     def after_publish(self, action: Callable[[], None]) -> None:
         """Run ``action`` once everything is published (a stale image to drop, say)."""
@@ -240,12 +261,33 @@ class Publication:
             name = staged_image.temporary
             with leftover(f"the image {name}", f"docker rmi {name}"):
                 staged_image.engine.untag(name)
+                if staged_image.in_flight:
+                    _untag_when_done(staged_image.engine, name)
         self._images.clear()
 
     def cleanup(self) -> None:
         for path in self._scratch:
             shutil.rmtree(path, ignore_errors=True)
         self._scratch.clear()
+
+
+IN_FLIGHT_WAIT = 5.0  # seconds a cut-off load or build may still take to tag its image
+
+
+def _untag_when_done(engine: Engine, name: str) -> None:
+    """A load cut off after its body was sent still ends in the engine: wait for it.
+
+    The engine finishes a ``docker load`` whose bytes it has, whether or not we
+    listen, and tags the image then; the name is removed when it appears.
+    """
+    import time
+
+    deadline = time.monotonic() + IN_FLIGHT_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        if engine.has_image(name):
+            engine.untag(name)
+            return
 
 
 def _prune_beside(target: Path) -> None:
@@ -281,7 +323,8 @@ def publication() -> Iterator[Publication]:
 def to_engine(staged: Publication, engine: Engine, image: Image, tag: str) -> str:
     """Load ``image`` into the engine under a throw-away name; tagged ``tag`` on publish."""
     temporary = staged.engine_name(engine, tag)
-    image_id = engine.load(image, temporary)
+    with staged.making(temporary):
+        image_id = engine.load(image, temporary)
     staged.engine_image(temporary, image_id)
     return image_id
 
@@ -290,16 +333,20 @@ def to_layout(staged: Publication, image: Image, target: Path, reference: str | 
     """Write ``image`` as an OCI layout directory at ``target`` (staged)."""
     from scratchpack.image.layout import write_layout
 
-    write_layout(image, staged.directory(target), reference)
+    directory = staged.directory(target)
+    with writing(directory, f"the image layout {target}"):
+        write_layout(image, directory, reference)
 
 
 def to_archive(
     staged: Publication, image: Image, target: Path, reference: str | None, epoch: int
 ) -> None:
     """Write ``image`` as an OCI + docker-load archive at ``target`` (staged)."""
-    from scratchpack.image.layout import archive_chunks
+    from scratchpack.image.layout import archive_chunks, archive_size
 
-    with open(staged.file(target), "wb") as stream:
+    path = staged.file(target)
+    needed = archive_size(image, reference, epoch)
+    with writing(path, f"the image archive {target}", needed), open(path, "wb") as stream:
         for chunk in archive_chunks(image, reference, epoch):
             stream.write(chunk)
 
@@ -342,7 +389,7 @@ def check_new_file(path: Path, option: str, may_exist: bool = False) -> None:
 
 
 def _check_parent(path: Path, option: str) -> None:
-    parent = Path(os.path.abspath(path)).parent
+    parent = path.parent
     if not parent.is_dir():
         raise InputError(f"{option} {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -351,9 +398,70 @@ def _check_parent(path: Path, option: str) -> None:
 
 def check_distinct(targets: list[tuple[Path, str]]) -> None:
     """No two outputs may name the same path."""
-    seen: dict[Path, str] = {}
+    seen: dict[tuple[int, int, str], str] = {}
     for path, option in targets:
-        resolved = Path(os.path.abspath(path)).resolve()
-        if resolved in seen:
-            raise InputError(f"{option} and {seen[resolved]} both name {path}")
-        seen[resolved] = option
+        # The parent directory's identity and the name: no absolute path is ever
+        # built (a working directory deeper than PATH_MAX has none that works).
+        parent = os.stat(path.parent)
+        key = (parent.st_dev, parent.st_ino, path.name)
+        if key in seen:
+            raise InputError(f"{option} and {seen[key]} both name {path}")
+        seen[key] = option
+
+
+# -- a full disk -----------------------------------------------------------------------------
+
+
+class DiskFull(InputError):
+    """A write ran out of space: which file system, writing what, how much was needed."""
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest parent that exists (relative paths stay relative)."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def mount_point(path: Path) -> str:
+    """The mount point of the file system ``path`` is on, for messages."""
+    try:
+        probe = Path(os.path.abspath(_existing(path)))
+        device = probe.stat().st_dev
+        while probe != probe.parent and probe.parent.stat().st_dev == device:
+            probe = probe.parent
+        return str(probe)
+    except OSError:  # a path too deep to name absolutely
+        return f"the file system of {path}"
+
+
+def free_bytes(path: Path) -> int:
+    space = os.statvfs(_existing(Path(path)))
+    return space.f_bavail * space.f_frsize
+
+
+@contextlib.contextmanager
+def writing(path: Path, what: str, needed: int | None = None) -> Iterator[None]:
+    """Turn running out of space under ``path`` into one line that says where and how much.
+
+    With ``needed`` known beforehand, a write that cannot fit fails before it
+    starts; the publication removes whatever was partly written.
+    """
+    import errno
+
+    def full(err: OSError | None) -> DiskFull:
+        free = free_bytes(path)
+        need = f"{needed / 1e6:.1f} MB needed, " if needed is not None else ""
+        return DiskFull(
+            f"no space left on {mount_point(path)} (the file system of {path}) while writing "
+            f"{what}: {need}{free / 1e6:.1f} MB free; nothing was left half-written"
+        )
+
+    if needed is not None and needed > free_bytes(path):
+        raise full(None)
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise full(err) from None
+        raise

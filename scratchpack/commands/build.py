@@ -43,6 +43,7 @@ from scratchpack.publish import (
     publication,
     to_engine,
     to_output,
+    writing,
 )
 
 if TYPE_CHECKING:
@@ -301,7 +302,10 @@ def run_build(request: BuildRequest) -> BuildResult:
             from scratchpack.engine.context import write_context
 
             directory = staged.directory(request.context_dir)
-            write_context(plan.root.sorted_entries(), plan.config, str(directory), request.template)
+            with writing(directory, f"the build context {request.context_dir}", plan.root.size):
+                write_context(
+                    plan.root.sorted_entries(), plan.config, str(directory), request.template
+                )
         if request.no_build:
             pass
         elif engine is not None:
@@ -338,7 +342,10 @@ def _engine_build(
     entries = plan.root.sorted_entries()
     dockerfile = render_dockerfile(plan.config, owned_trees(entries), request.template)
     temporary = staged.engine_name(engine, request.tag)
-    image_id = engine.build(context_stream(entries, dockerfile), temporary, progress)
+    with staged.making(temporary):
+        image_id = engine.build(
+            context_stream(entries, dockerfile), temporary, progress, shown=request.tag
+        )
     staged.engine_image(temporary, image_id)
     info = engine.image(image_id)
     result: dict[str, Any] = {"engine": EngineMode.DOCKER, "image": info.id, "size": info.size}
@@ -356,10 +363,11 @@ def write_plan(
 
     epoch = source_date_epoch()
     progress = ByteProgress("writing layers", plan.root.size, enabled=show_progress)
-    layers = [
-        store.write_layer(entries, epoch, progress.advance)
-        for entries in split_layers(plan.root, split)
-    ]
+    with writing(store.top, "the image's layers"):
+        layers = [
+            store.write_layer(entries, epoch, progress.advance)
+            for entries in split_layers(plan.root, split)
+        ]
     progress.done()
     return assemble(store, layers, plan.config.runtime_json(), plan.platform, epoch)
 
@@ -421,8 +429,8 @@ def verify_image(
     outcome = "nothing written" if loaded else "image removed"
     try:
         run = engine.run(reference, args)
-    except (EngineLost, EngineUnreachable, EngineTimeout):
-        raise
+    except (EngineLost, EngineUnreachable, EngineTimeout) as err:
+        raise type(err)(f"{err}, which ran --verify of {tag}") from err
     except EngineError as err:  # it could not even start, or never finished
         raise VerifyError(
             f"{tag} cannot run --verify {shlex.join(args)!r}: {err} ({outcome})"

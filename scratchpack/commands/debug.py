@@ -30,7 +30,7 @@ from scratchpack.plan.debug import BUSYBOX_DIR, busybox_entries, merge_onto_base
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.programs import DEFAULT_PATH
 from scratchpack.plan.rootplan import RootPlan
-from scratchpack.publish import publication, to_engine
+from scratchpack.publish import publication, to_engine, writing
 
 if TYPE_CHECKING:
     from scratchpack.engine.attach import AttachResult
@@ -99,7 +99,8 @@ def run_debug(engine: Engine, request: DebugImageRequest) -> DebugResult:
         engine.image(request.base)  # a missing base fails before anything is read
     with publication() as staged:
         work = staged.scratch()
-        source = open_image(request.image, work / "source", engine)
+        with writing(work, f"{request.image} as read from the engine"):
+            source = open_image(request.image, work / "source", engine)
         store = BlobStore(work / "out")
         runtime = source.image.config.runtime.copy_json()
         if request.shell is DebugShell.BUSYBOX:
@@ -108,9 +109,10 @@ def run_debug(engine: Engine, request: DebugImageRequest) -> DebugResult:
             root_dir = work / "root"
             root_dir.mkdir()
             progress = ByteProgress("unpacking", source.layers_size, request.show_progress)
-            report = unpack(
-                source.image, root_dir, request.image, progress.advance, request.max_unpacked
-            )
+            with writing(root_dir, f"the unpacked {request.image}"):
+                report = unpack(
+                    source.image, root_dir, request.image, progress.advance, request.max_unpacked
+                )
             progress.done()
             tree = RootPlan()
             root = RootFS(root_dir)

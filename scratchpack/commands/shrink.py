@@ -34,6 +34,7 @@ from scratchpack.publish import (
     publication,
     to_engine,
     to_output,
+    writing,
 )
 
 if TYPE_CHECKING:
@@ -176,13 +177,15 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         work = staged.scratch()
         if say:
             say(f"reading {request.image}")
-        source = open_image(request.image, work / "source", engine)
+        with writing(work, f"{request.image} as read for shrinking"):
+            source = open_image(request.image, work / "source", engine)
         root_dir = work / "root"
         root_dir.mkdir()
         progress = ByteProgress("unpacking", source.layers_size, request.show_progress)
-        report = unpack(
-            source.image, root_dir, request.image, progress.advance, request.max_unpacked
-        )
+        with writing(root_dir, f"the unpacked {request.image}"):
+            report = unpack(
+                source.image, root_dir, request.image, progress.advance, request.max_unpacked
+            )
         progress.done()
         for message in report.warnings:
             warn(message)
@@ -217,7 +220,8 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
             if target is not None and target.suffix != ".tar"
             else work / "out"
         )
-        layer = store.write_layer(plan.root.sorted_entries(), epoch)
+        with writing(store.top, "the shrunk image's layer", plan.root.size):
+            layer = store.write_layer(plan.root.sorted_entries(), epoch)
         history = [history_entry(epoch, f"shrink of {source.digest}")]
         image = assemble(store, [layer], plan.runtime, plan.platform, epoch, history)
         if target is not None:

@@ -63,7 +63,7 @@ import requests.exceptions
 from elftools.elf.enums import ENUM_E_MACHINE
 
 from scratchpack.engine.client import Engine, short
-from scratchpack.errors import EngineError, EngineLost
+from scratchpack.errors import EngineError, EngineLost, Terminated
 from scratchpack.owner import OWNER_LABEL, owner
 
 # Sidecars carry the ID of the container they debug.
@@ -425,7 +425,7 @@ def _exit_on_signals() -> Iterator[None]:
     """
 
     def leave(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        raise Terminated(signum)
 
     with (
         _on_signal(signal.SIGTERM, leave, unless_ignored=True),

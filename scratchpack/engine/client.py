@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 _CHUNK = 1 << 20
 _AHEAD = 8  # pieces of the build context read ahead of the socket
+_WAIT_SLICE = 5.0  # seconds a container wait goes before the engine is asked if it answers
 
 
 @dataclass(frozen=True)
@@ -170,15 +171,20 @@ class Engine:
         context: Context,
         tag: str,
         progress: Callable[[str], None] | None = None,
+        shown: str | None = None,
     ) -> str:
-        """Build a streamed context tar (with its Dockerfile) as ``tag``; the image ID."""
+        """Build a streamed context tar (with its Dockerfile) as ``tag``; the image ID.
+
+        ``shown`` is what messages call the image (its final tag, not the throw-away one).
+        """
         image_id: str | None = None
         body = _Body(context.chunks, context.size)
+        shown = shown or tag
         if self.direct is not None:
-            messages: Iterable[dict[str, Any]] = self.direct.build(body, context.size, tag)
-            image_id = _build_messages(messages, tag, progress)
+            messages: Iterable[dict[str, Any]] = self.direct.build(body, context.size, tag, shown)
+            image_id = _build_messages(messages, shown, progress)
         else:
-            with _translated(f"while building {tag}"):
+            with _translated(f"while building {shown}"):
                 messages = self.api.build(
                     fileobj=body,
                     timeout=int(engine_timeout()),
@@ -189,7 +195,7 @@ class Engine:
                     pull=False,
                     decode=True,
                 )
-                image_id = _build_messages(messages, tag, progress)
+                image_id = _build_messages(messages, shown, progress)
         if image_id is None:
             image_id = self.image(tag).id
         return image_id
@@ -418,36 +424,44 @@ class Container:
     def wait(self, timeout: float, message: str) -> int:
         """The exit status; :class:`ContainerTimeout` with ``message`` if it takes longer.
 
-        A wait that times out asks the engine whether it still answers: a paused
-        or hung engine is an :class:`EngineTimeout`, not a slow container.
+        The wait goes in slices, the engine asked in between whether it still
+        answers: a paused or hung engine is an :class:`EngineTimeout` within
+        seconds, not a slow container at the end of the timeout.
         """
+        import time
+
         import docker.errors
         import requests.exceptions
 
-        try:
-            status = self._get().wait(timeout=timeout)
-        except requests.exceptions.ConnectionError as err:
-            timed_out = isinstance(err, requests.exceptions.ReadTimeout) or (
-                "timed out" in str(err).lower()
-            )
-            if not timed_out:
-                raise EngineLost(f"lost the Docker engine at {where()} while {message}") from err
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                status = self._get().wait(timeout=max(1, min(left, _WAIT_SLICE)))
+                return int(status.get("StatusCode", -1))
+            except requests.exceptions.ConnectionError as err:
+                timed_out = isinstance(err, requests.exceptions.ReadTimeout) or (
+                    "timed out" in str(err).lower()
+                )
+                if not timed_out:
+                    raise EngineLost(
+                        f"lost the Docker engine at {where()} while waiting for {self.name}"
+                    ) from err
+            except requests.exceptions.Timeout:
+                pass
+            except requests.exceptions.RequestException as err:  # a stream cut off
+                raise EngineLost(
+                    f"lost the Docker engine at {where()} while waiting for {self.name}"
+                ) from err
+            except docker.errors.DockerException as err:
+                raise EngineError(f"the engine lost {self.name}: {short(err)}") from err
             if not self.engine.answers():
                 raise EngineTimeout(
                     f"the Docker engine at {where()} stopped answering while waiting for "
                     f"{self.name}"
-                ) from err
-            raise ContainerTimeout(message) from err
-        except requests.exceptions.Timeout as err:
-            if not self.engine.answers():
-                raise EngineTimeout(
-                    f"the Docker engine at {where()} stopped answering while waiting for "
-                    f"{self.name}"
-                ) from err
-            raise ContainerTimeout(message) from err
-        except docker.errors.DockerException as err:
-            raise EngineError(f"the engine lost {self.name}: {short(err)}") from err
-        return int(status.get("StatusCode", -1))
+                )
+            if time.monotonic() >= deadline:
+                raise ContainerTimeout(message)
 
     def status(self) -> str:
         with _translated(f"while inspecting {self.name}"):

@@ -160,19 +160,21 @@ class DirectAPI:
         if status != 200:
             raise EngineUnreachable(f"the Docker engine at unix://{self.path} answered {status}")
 
-    def build(self, context: Iterable[bytes], size: int, tag: str) -> Iterator[dict[str, Any]]:
+    def build(
+        self, context: Iterable[bytes], size: int, tag: str, shown: str
+    ) -> Iterator[dict[str, Any]]:
         """POST /build with a streamed context of ``size`` bytes: the engine's messages."""
         status, body = self.request(
             "POST",
             "/build",
-            f"while building {tag}",
+            f"while building {shown}",
             params={"t": tag, "rm": "1", "forcerm": "1"},
             body=context,
             headers={"Content-Type": "application/x-tar", "Content-Length": str(size)},
             timeout=engine_timeout(),  # a long COPY says nothing for minutes
         )
         if status >= 400:
-            raise EngineError(f"the engine refused to build {tag}: {_message(b''.join(body))}")
+            raise EngineError(f"the engine refused to build {shown}: {_message(b''.join(body))}")
         return json_messages(body)
 
     def inspect_image(self, reference: str) -> dict[str, Any] | None:

@@ -89,6 +89,17 @@ def archive_chunks(image: Image, reference: str | None, epoch: int) -> Iterator[
     return tarstream.chunks(_with_blobs(image, files, epoch))
 
 
+def archive_size(image: Image, reference: str | None, epoch: int) -> int:
+    """The exact size :func:`archive_chunks` will write."""
+    tags = [str(Reference.parse(reference))] if reference else []
+    files: dict[str, tarstream.Member] = {
+        "oci-layout": _bytes_member("oci-layout", LAYOUT_MARKER, epoch),
+        "index.json": _bytes_member("index.json", index_document(image, reference), epoch),
+        "manifest.json": _bytes_member("manifest.json", docker_manifest(image, tags), epoch),
+    }
+    return tarstream.size(list(_with_blobs(image, files, epoch)))
+
+
 def docker_archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
     """A ``docker load`` archive of ``image`` that names ``tag`` and nothing else."""
     files = {"manifest.json": _bytes_member("manifest.json", docker_manifest(image, [tag]), 0)}

@@ -699,9 +699,7 @@ def push_image(
     ]
     blobs.append((image.image_id, len(image.config_bytes), BytesBlob(image.config_bytes)))
     report = progress or (lambda _line: None)
-    client = _Client(
-        registry, repository, credentials, insecure, ca_file, timeout, retries, report
-    )
+    client = _Client(registry, repository, credentials, insecure, ca_file, timeout, retries, report)
     uploaded = skipped = 0
 
     def put_manifest() -> requests.Response:

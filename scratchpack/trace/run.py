@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scratchpack.errors import ContainerTimeout, EngineError
+from scratchpack.errors import ContainerTimeout, EngineError, EngineLost, EngineTimeout
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.image.media import Platform
 from scratchpack.trace.parse import ParsedLog, clean_path, excluded, lines_of, parse_log
@@ -125,7 +125,29 @@ def trace_image(
     if ports:
         create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
     say(f"tracing {image}: {shlex.join(argv)}")
-    with engine.container(info.id, **create) as container:
+    try:
+        return _run_traced(engine, image, info.id, create, config, tracer, argv, ports,
+                           probe_cmd, timeout, workdir, log, say)  # fmt: skip
+    except (EngineLost, EngineTimeout) as err:
+        raise type(err)(f"{err}, which traced {image}") from err
+
+
+def _run_traced(
+    engine: Engine,
+    image: str,
+    image_id: str,
+    create: dict[str, Any],
+    config: RuntimeConfig,
+    tracer: TracerTree,
+    argv: list[str],
+    ports: list[int],
+    probe_cmd: list[str] | None,
+    timeout: float,
+    workdir: str,
+    log: str,
+    say: Callable[[str], None],
+) -> TraceResult:
+    with engine.container(image_id, **create) as container:
         # The log's directory lives in the container's own layer, writable by any
         # user of the image; the log leaves it through the engine's archive API.
         container.put_directory(LOG_DIR, 0o1777)

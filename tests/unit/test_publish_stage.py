@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from scratchpack.errors import EngineLost, InputError
+from scratchpack.owner import owner
 from scratchpack.publish import (
     collecting_leftovers,
     deferred_signals,
@@ -52,7 +53,7 @@ def test_outputs_appear_together_when_every_step_succeeded(tmp_path: Path) -> No
     assert (tmp_path / "layout/index.json").read_text() == "{}"
     assert not scratch.exists()
     assert engine.calls == [("tag", "sha256:abc", "app:1"), ("untag", name)]
-    assert name.startswith(f"scratchpack-staging/{os.getpid()}-")
+    assert name.startswith(f"scratchpack-staging/{owner()}-")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tar", "layout"]
 
 
@@ -94,3 +95,27 @@ def test_signals_wait_until_the_block_is_done() -> None:
     with pytest.raises(SystemExit) as ended, deferred_signals():
         os.kill(os.getpid(), signal.SIGTERM)
     assert ended.value.code == 128 + signal.SIGTERM
+
+
+def test_prune_removes_only_what_ended_runs_left(tmp_path: Path) -> None:
+    from scratchpack.commands.prune import prune_files
+    from scratchpack.owner import owner_of
+
+    namespace = owner().split("-")[0]
+    child = os.fork()
+    if child == 0:  # a run that ends at once: its PID is then free
+        os._exit(0)
+    os.waitpid(child, 0)
+    ended = f"{namespace}-{child}"
+    leftovers = [tmp_path / f"scratchpack-{ended}-abc", tmp_path / f".scratchpack-{ended}-x"]
+    for path in leftovers:
+        path.mkdir()
+    alive = tmp_path / f"scratchpack-{owner()}-mine"  # this run's own
+    elsewhere = tmp_path / f"scratchpack-1-{child}-other"  # another PID namespace
+    unrelated = tmp_path / "scratchpack-notes"
+    for path in (alive, elsewhere, unrelated):
+        path.mkdir()
+    removed = prune_files([tmp_path])
+    assert sorted(removed) == sorted(f"directory {path}" for path in leftovers)
+    assert alive.exists() and elsewhere.exists() and unrelated.exists()
+    assert owner_of(f"scratchpack-staging/{ended}-ab12:0") == ended

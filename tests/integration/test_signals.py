@@ -1,0 +1,151 @@
+"""Ctrl-C and SIGTERM at any moment: exit 130 (143), one line, nothing left behind.
+
+Commands are interrupted at random moments — while Python is still starting,
+while layers are written, while an image is loaded into the engine — and some
+get a second signal 0.15 s after the first, while they clean up. Afterwards the
+temporary directory the run used, the directory it wrote to and the engine hold
+nothing of it: an output is there whole or not at all. The moments come from a
+seeded generator, so a failure can be run again.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cfixtures import REPO_ROOT
+
+HELLO = REPO_ROOT / "samples/hello-world/hello-world"
+SEED = int(os.environ.get("SCRATCHPACK_SIGNAL_SEED", "20261202"))
+
+
+@pytest.fixture(scope="module")
+def hello() -> Path:
+    subprocess.run(["make", "-s", "-C", str(HELLO.parent)], check=True)
+    return HELLO
+
+
+def interrupted(
+    args: list[str], delay: float, signum: int, second: float | None, tmp: Path, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scratchpack", *args],
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    process.send_signal(signum)
+    if second is not None:
+        time.sleep(second)
+        process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def assert_ended_cleanly(done: subprocess.CompletedProcess[str], signum: int) -> None:
+    expected = {0, 130 if signum == signal.SIGINT else 128 + signum}
+    assert done.returncode in expected, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and "Aborted" not in done.stderr, done.stderr
+    if done.returncode:
+        assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+
+
+def ours(directory: Path) -> list[str]:
+    return [name for name in os.listdir(directory) if "scratchpack" in name]
+
+
+def test_ctrl_c_while_python_starts_is_130_without_a_traceback(hello: Path, tmp_path: Path) -> None:
+    moments = random.Random(SEED)
+    for attempt in range(8):
+        tmp = tmp_path / f"tmp{attempt}"
+        tmp.mkdir()
+        done = interrupted(
+            ["build", str(hello), "-t", "hello:sig", "-o", "out.tar"],
+            moments.uniform(0.03, 0.25), signal.SIGINT, None, tmp, tmp,
+        )  # fmt: skip
+        assert_ended_cleanly(done, signal.SIGINT)
+        assert ours(tmp) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_a_signal_while_writing_leaves_the_output_whole_or_absent(
+    hello: Path, tmp_path: Path, signum: int
+) -> None:
+    moments = random.Random(SEED + signum)
+    finished = 0
+    for attempt in range(10):
+        tmp, out = tmp_path / f"tmp{attempt}", tmp_path / f"out{attempt}"
+        tmp.mkdir()
+        out.mkdir()
+        second = 0.15 if attempt % 2 else None  # a second one while it cleans up
+        done = interrupted(
+            ["build", "/usr/bin/curl", "-t", "curl:sig", "-o", "curl.tar", "--ca-certs",
+             "--sbom", "curl.spdx.json"],
+            moments.uniform(0.15, 0.9), signum, second, tmp, out,
+        )  # fmt: skip
+        assert_ended_cleanly(done, signum)
+        assert ours(tmp) == []
+        left = sorted(os.listdir(out))
+        if done.returncode == 0:
+            finished += 1
+            assert left == ["curl.spdx.json", "curl.tar"]
+            with tarfile.open(out / "curl.tar") as archive:
+                assert "index.json" in archive.getnames()
+        else:
+            assert left == [], left
+    assert finished < 10  # the moments did reach into the work
+
+
+@pytest.mark.engine
+def test_a_signal_while_the_engine_loads_leaves_no_engine_object(
+    hello: Path, tmp_path: Path, docker_client: Any
+) -> None:
+    archive = tmp_path / "hello.tar"
+    subprocess.run(
+        [sys.executable, "-m", "scratchpack", "build", str(hello), "-t", "hello:src", "-o",
+         str(archive)],
+        cwd=REPO_ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    moments = random.Random(SEED + 99)
+    tag = f"scratchpack-test/signal:{uuid.uuid4().hex[:8]}"
+    try:
+        for attempt in range(8):
+            tmp = tmp_path / f"tmp{attempt}"
+            tmp.mkdir()
+            done = interrupted(
+                ["shrink", str(archive), "-t", tag, "--engine", "docker"],
+                moments.uniform(0.2, 1.4), signal.SIGINT, 0.15 if attempt % 2 else None,
+                tmp, tmp_path,
+            )  # fmt: skip
+            assert_ended_cleanly(done, signal.SIGINT)
+            assert ours(tmp) == []
+            throwaway = [
+                t for i in docker_client.images.list() for t in i.tags
+                if t.startswith(("scratchpack-staging/", "scratchpack-verify/"))
+            ]  # fmt: skip
+            assert throwaway == [], throwaway
+            containers = docker_client.containers.list(
+                all=True, filters={"label": "org.scratchpack.owner"}
+            )
+            assert containers == []
+            if done.returncode != 0:
+                with pytest.raises(Exception):  # noqa: B017 - docker's NotFound
+                    docker_client.images.get(tag)
+            else:
+                docker_client.images.remove(tag)
+    finally:
+        for image in docker_client.images.list(name=tag.split(":")[0]):
+            docker_client.images.remove(image.id, force=True)
