@@ -1,9 +1,9 @@
 """The ``scratchpack`` command line: thin wrappers over the pipeline's stages.
 
 Exit statuses (the README's table; the numbers live in scratchpack.errors):
-0 success, 1 something is missing, 2 usage errors and unusable inputs,
-3 the engine, 4 a failed --verify, 5 a failed push, 6 a failed trace,
-70 a bug of ours, 128+N a signal.
+0 success, 1 something is missing, 2 usage errors, unusable inputs and a
+full disk, 3 the engine, 4 a failed --verify, 5 a failed push, 6 a failed
+trace, 70 a bug of ours, 130 Ctrl-C, 128+N another signal (143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -180,8 +180,9 @@ def cli() -> None:
     """Turn a Linux binary into the smallest container image that still runs it.
 
     \b
-    Exit status: 0 success, 1 something missing, 2 usage or input error,
-    3 Docker engine, 4 --verify failed, 5 push failed, 6 trace failed.
+    Exit status: 0 success, 1 something missing, 2 usage or input error
+    (or no space left), 3 Docker engine, 4 --verify failed, 5 push failed,
+    6 trace failed, 70 a bug, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
     """
 
 
