@@ -36,7 +36,7 @@ def test_wheel_ships_package_and_templates(repo_root: Path, tmp_path: Path) -> N
     for expected in expected_files:
         assert expected in names, sorted(names)
     assert not any(n.startswith(("tests/", "templates/")) for n in names), sorted(names)
-    assert "scratchpack = scratchpack.cli:main" in entry_points
+    assert "scratchpack = scratchpack.entry:main" in entry_points
 
 
 def test_python_dash_m_help() -> None:
