@@ -79,7 +79,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         cwd=config.workdir or "/",  # the image's loader starts in WORKDIR
     )
     root = resolver.root
-    plan = RootPlan()
+    plan = RootPlan(source_parent_modes=False)  # the host's directory modes are not the image's
     programs = [_binary(root, binary, env["PATH"]) for binary in options.binaries]
 
     closures: list[Closure] = []

@@ -26,11 +26,21 @@ from scratchpack.plan.entries import Entry, EntryKind, Reason
 DIR, SYMLINK, FILE = EntryKind.DIR, EntryKind.SYMLINK, EntryKind.FILE
 
 
+PARENT_DIR_MODE = 0o755
+
+
 @dataclass
 class RootPlan:
-    """The image's files, keyed by in-image path; the first claim on a path wins."""
+    """The image's files, keyed by in-image path; the first claim on a path wins.
+
+    ``source_parent_modes``: whether directories planned only on the way to a
+    path keep the source's modes. An image's own tree (``shrink``) means its
+    modes; the host's (``build``) does not: a binary under a 0700 ``mktemp -d``
+    must still run as a non-root user, so those directories get 0755.
+    """
 
     entries: dict[str, Entry] = field(default_factory=dict)
+    source_parent_modes: bool = True
 
     def add(self, entry: Entry, replace: bool = False) -> None:
         """Plan ``entry``, through the symlinks already planned, as extraction would.
@@ -121,8 +131,10 @@ class RootPlan:
         steps = root.trace(path)
         if steps is None:
             raise InputError(f"{path}: not found in {root.top}")
-        for step in steps:
+        for number, step in enumerate(steps, 1):
             mode = stat.S_IMODE(step.mode)
+            if step.kind == "dir" and number < len(steps) and not self.source_parent_modes:
+                mode = PARENT_DIR_MODE
             if step.kind == "symlink":
                 self.add(Entry(step.path, SYMLINK, 0o777, reason, detail, target=step.target))
             elif step.kind == "dir":
@@ -230,7 +242,7 @@ class RootPlan:
         return [self.entries[path] for path in sorted(self.entries)]
 
     def copy(self) -> RootPlan:
-        return RootPlan(dict(self.entries))
+        return RootPlan(dict(self.entries), self.source_parent_modes)
 
 
 def _capabilities(host: str) -> tuple[tuple[str, bytes], ...]:

@@ -120,7 +120,7 @@ def package_tracer(destination: Path) -> TracerTree:
     if closure.missing:
         names = ", ".join(item.soname for item in closure.missing)
         raise TraceError(f"cannot package the tracer: {strace} misses {names}")
-    plan = RootPlan()
+    plan = RootPlan(source_parent_modes=False)
     try:
         strace_path = plan.add_path(resolver.root, strace, Reason.TRACER)
         loader = None
