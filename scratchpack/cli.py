@@ -54,7 +54,7 @@ def clear_errors(command: F) -> F:
                     _prune_temporary()
                 return command(*args, **kwargs)
             except ScratchpackError as err:
-                _fail(str(err), left, err.exit_code)
+                _fail(str(err), left, err.exit_code, err.details)
             except KeyboardInterrupt:
                 _fail("interrupted", left, 130)
             except Terminated as err:
@@ -91,11 +91,13 @@ def _warn(message: str) -> None:
     click.echo(f"scratchpack: warning: {message}", err=True)
 
 
-def _fail(message: str, left: list[Any], code: Any) -> None:
-    """One line: the error, and what its cleanup could not remove."""
+def _fail(message: str, left: list[Any], code: Any, details: tuple[str, ...] = ()) -> None:
+    """One line: the error, and what its cleanup could not remove; its details below it."""
     if left:
         message += "; " + "; ".join(str(item) for item in left)
     click.echo(f"scratchpack: {message}", err=True)
+    for line in details:
+        click.echo(f"  | {line}", err=True)
     sys.exit(code)
 
 
@@ -318,6 +320,14 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 @click.option(
     "--verify", metavar="ARGS", help="Run the new image with ARGS, no network; fail if it fails."
 )
+@click.option(
+    "--verify-timeout",
+    type=click.FloatRange(min=1),
+    default=120,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long --verify waits for the image to finish.",
+)
 @image_output_options
 @click.option(
     "--layers",
@@ -386,6 +396,7 @@ def build(
     no_build: bool,
     template: str | None,
     verify: str | None,
+    verify_timeout: float,
     engine_mode: str,
     output: str | None,
     layers: str,
@@ -414,6 +425,7 @@ def build(
         DebugRequest,
         DebugShell,
         EngineMode,
+        VerifyRequest,
         check_request,
         run_build,
     )
@@ -456,7 +468,9 @@ def build(
         context_dir=Path(context_dir) if context_dir else None,
         no_build=no_build,
         template=Path(template) if template else None,
-        verify=_args(verify, "--verify") if verify is not None else None,
+        verify=VerifyRequest(_args(verify, "--verify"), verify_timeout)
+        if verify is not None
+        else None,
         push=push,
         insecure=insecure,
         push_retries=retries,

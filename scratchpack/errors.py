@@ -27,9 +27,14 @@ class Terminated(SystemExit):
 
 
 class ScratchpackError(Exception):
-    """A failure the user can act on; the CLI prints ``str(self)`` and exits with ``exit_code``."""
+    """A failure the user can act on; the CLI prints ``str(self)`` and exits with ``exit_code``.
+
+    ``details``: lines that show the cause (the end of a failed program's
+    output), printed indented under the error's line.
+    """
 
     exit_code = EXIT_USAGE
+    details: tuple[str, ...] = ()
 
 
 class InputError(ScratchpackError):
@@ -42,6 +47,10 @@ class VerifyError(ScratchpackError):
     """The built image ran and failed its --verify command."""
 
     exit_code = EXIT_VERIFY
+
+    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class EngineError(ScratchpackError):

@@ -53,6 +53,9 @@ if TYPE_CHECKING:
     from scratchpack.image.registry import Credentials, PushResult
     from scratchpack.image.writer import BlobStore
 
+DEFAULT_VERIFY_TIMEOUT = 120.0  # seconds
+VERIFY_TAIL_LINES = 20  # of a failed --verify's output, shown under the error
+
 
 class EngineMode(str, Enum):
     AUTO = "auto"
@@ -86,7 +89,7 @@ class BuildRequest:
     context_dir: Path | None = None
     no_build: bool = False
     template: Path | None = None
-    verify: tuple[str, ...] | None = None
+    verify: VerifyRequest | None = None
     push: str | None = None
     credentials: Credentials | None = None
     insecure: bool = False
@@ -95,6 +98,14 @@ class BuildRequest:
     sbom_format: str = "spdx"
     debug: DebugRequest | None = None
     show_progress: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """``--verify ARGS``: how to run the new image once, and how long to wait for it."""
+
+    args: tuple[str, ...]
+    timeout: float = DEFAULT_VERIFY_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -419,32 +430,38 @@ def _write_build(
 
 
 def verify_image(
-    engine: Engine, reference: str, tag: str, args: tuple[str, ...], loaded: bool = False
+    engine: Engine, reference: str, tag: str, verify: VerifyRequest, loaded: bool = False
 ) -> VerifyResult:
-    """Run the new image with ``args`` and no network; fail (exit 4) if it fails.
+    """Run the new image with ``verify.args`` and no network; fail (exit 4) if it fails.
 
     A lost engine stays an engine error (exit 3); an image that cannot start,
-    or does not finish in time, fails its check.
+    exits non-zero, or is still running at the timeout fails its check, with
+    the end of its output under the error's line: the line that matters
+    (nginx's ``[emerg] open() … failed``) is rarely the last.
     """
     outcome = "nothing written" if loaded else "image removed"
+    command = f"--verify {shlex.join(verify.args)!r}"
     try:
-        run = engine.run(reference, args)
+        run = engine.run(reference, verify.args, timeout=verify.timeout)
     except (EngineLost, EngineUnreachable, EngineTimeout) as err:
         raise type(err)(f"{err}, which ran --verify of {tag}") from err
-    except EngineError as err:  # it could not even start, or never finished
+    except EngineError as err:  # it could not even start
+        raise VerifyError(f"{tag} cannot run {command}: {err} ({outcome})") from err
+    tail = tuple(run.output.rstrip().splitlines()[-VERIFY_TAIL_LINES:])
+    shown = "; its output ends:" if tail else "; it wrote nothing"
+    if run.exit_code is None:
         raise VerifyError(
-            f"{tag} cannot run --verify {shlex.join(args)!r}: {err} ({outcome})"
-        ) from err
-    if run.exit_code != 0:
-        last = run.output.strip().splitlines()[-1:] or [""]
-        raise VerifyError(
-            f"{tag} exited {run.exit_code} with --verify {shlex.join(args)!r}: {last[0]} "
-            f"({outcome})"
+            f"{tag} was still running {command} after {verify.timeout:g} s, so it was stopped "
+            f"({outcome}): a server? Verify with a command that ends (such as --version or "
+            f"a configuration test), or wait longer with --verify-timeout{shown}",
+            tail,
         )
-    return VerifyResult(tuple(args), run.exit_code, run.output)
+    if run.exit_code != 0:
+        raise VerifyError(f"{tag} exited {run.exit_code} with {command} ({outcome}){shown}", tail)
+    return VerifyResult(verify.args, run.exit_code, run.output)
 
 
-def verify_written(image: Image, tag: str, args: tuple[str, ...]) -> VerifyResult:
+def verify_written(image: Image, tag: str, verify: VerifyRequest) -> VerifyResult:
     """``--verify`` of a writer-made image: loaded under a throw-away name, run, removed.
 
     The engine's own images and tags are left as they were.
@@ -459,7 +476,7 @@ def verify_written(image: Image, tag: str, args: tuple[str, ...]) -> VerifyResul
     reference = f"scratchpack-verify/{owner()}-{os.urandom(4).hex()}:0"
     try:
         engine.load(image, reference)
-        result = verify_image(engine, reference, tag, args, loaded=True)
+        result = verify_image(engine, reference, tag, verify, loaded=True)
     except BaseException:
         with leftover(f"the image {reference}", f"docker rmi {reference}"):
             engine.untag(reference)

@@ -58,8 +58,14 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class RunResult:
-    exit_code: int
+    """How a run ended: its exit status, or ``None`` when it was still running at the timeout."""
+
+    exit_code: int | None
     output: str
+
+    @property
+    def finished(self) -> bool:
+        return self.exit_code is not None
 
 
 def where() -> str:
@@ -391,7 +397,11 @@ class Engine:
         network: bool = False,
         timeout: float = 120,
     ) -> RunResult:
-        """Run a local image to completion and return its exit code and output."""
+        """Run a local image to completion: its exit code and output.
+
+        A run still going after ``timeout`` seconds (a server) is stopped; its
+        result has no exit code and the output it had written so far.
+        """
         self.image(image)  # fails clearly instead of letting the engine pull
         with self.container(
             image,
@@ -400,7 +410,13 @@ class Engine:
             network_mode=None if network else "none",
         ) as container:
             container.start()
-            code = container.wait(timeout, f"{image} did not finish within {timeout:.0f} s")
+            try:
+                code: int | None = container.wait(
+                    timeout, f"{image} did not finish within {timeout:.0f} s"
+                )
+            except ContainerTimeout:
+                code = None
+                container.stop(grace=1)
             return RunResult(code, container.logs())
 
 

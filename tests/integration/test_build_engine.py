@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -767,6 +769,45 @@ def test_verify_failure_removes_the_image(docker_client, tags: Tags) -> None:
     tag = tags.new("verify-fail")
     proc = scratchpack("build", *IN_ENGINE, false, "--verify", "", "-t", tag)
     assert_clear_error(proc, 4, tag, "exited 1", "removed")
+    assert not image_exists(docker_client, tag)
+
+
+@pytest.mark.engine
+def test_a_failed_verify_shows_the_end_of_its_output(
+    docker_client, tags: Tags, static_busybox
+) -> None:
+    """The line that explains a failure is rarely the last one (nginx's ``[emerg] …``)."""
+    tag = tags.new("verify-output")
+    # The engine orders stdout and stderr only by when it read them: hence the pause.
+    script = "for i in $(seq 1 30); do echo line $i; done; sleep 1; echo the cause >&2; exit 3"
+    proc = scratchpack(
+        "build", *IN_ENGINE, BUSYBOX, "-t", tag, "--verify", f"sh -c {shlex.quote(script)}"
+    )
+    assert proc.returncode == 4, describe(proc)
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("scratchpack: ") and "exited 3" in lines[0], describe(proc)
+    assert "its output ends" in lines[0], describe(proc)
+    shown = [line.removeprefix("  | ") for line in lines[1:]]
+    assert shown == [f"line {i}" for i in range(12, 31)] + ["the cause"], describe(proc)
+    assert not image_exists(docker_client, tag)
+
+
+@pytest.mark.engine
+def test_a_verify_still_running_at_its_timeout_is_named_a_server(
+    docker_client, tags: Tags, static_busybox
+) -> None:
+    tag = tags.new("verify-server")
+    started = time.monotonic()
+    proc = scratchpack(
+        "build", *IN_ENGINE, BUSYBOX, "-t", tag, "--verify-timeout", "2",
+        "--verify", "sh -c 'echo listening; exec sleep 60'",
+    )  # fmt: skip
+    assert time.monotonic() - started < 30, describe(proc)
+    assert proc.returncode == 4, describe(proc)
+    first, *rest = proc.stderr.splitlines()
+    for words in ("still running", "after 2 s", "a server?", "--verify-timeout"):
+        assert words in first, describe(proc)
+    assert rest == ["  | listening"], describe(proc)
     assert not image_exists(docker_client, tag)
 
 
