@@ -122,6 +122,18 @@ def image_output_options(command: F) -> F:
     )(command)
 
 
+def exclude_option(command: F) -> F:
+    """--exclude GLOB: what an included tree, a package or a trace should not bring."""
+    return click.option(
+        "--exclude",
+        "excludes",
+        multiple=True,
+        metavar="GLOB",
+        help="Leave out matching paths (repeatable): a name ('*.pyc', '__pycache__') "
+        "anywhere, or an in-image path ('/usr/lib/python3*/test').",
+    )(command)
+
+
 def max_unpacked_option(command: F) -> F:
     """--max-unpacked-size: a bound on what someone else's image may unpack to."""
     return click.option(
@@ -287,6 +299,7 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     metavar="SRC[:DEST]",
     help="Add a file or directory (ELF files in it get their libraries too).",
 )
+@exclude_option
 @click.option(
     "--root",
     type=click.Path(exists=True, file_okay=False),
@@ -383,6 +396,7 @@ def build(
     expose: tuple[str, ...],
     labels: tuple[str, ...],
     includes: tuple[str, ...],
+    excludes: tuple[str, ...],
     root: str | None,
     allow_missing: bool,
     ca_certs: bool,
@@ -441,6 +455,7 @@ def build(
             binaries=binaries,
             root=root,
             includes=includes,
+            excludes=excludes,
             essentials=Essentials(
                 ca_certs=ca_certs,
                 tzdata=tzdata,
@@ -569,6 +584,7 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
     metavar="SRC[:DEST]",
     help="Also keep this path of the image (repeatable).",
 )
+@exclude_option
 @click.option("--allow-missing", is_flag=True, help="Build even if a library is not found.")
 @image_output_options
 @max_unpacked_option
@@ -582,6 +598,7 @@ def shrink(
     trace_args: str | None,
     trace_timeout: float,
     includes: tuple[str, ...],
+    excludes: tuple[str, ...],
     allow_missing: bool,
     engine_mode: str,
     output: str | None,
@@ -601,6 +618,7 @@ def shrink(
             image=image,
             tag=tag,
             includes=includes,
+            excludes=excludes,
             trace=trace,
             probe_cmd=_args(probe_cmd, "--probe-cmd") if probe_cmd else None,
             trace_args=_args(trace_args, "--trace-args") if trace_args is not None else None,

@@ -47,6 +47,7 @@ class ShrinkRequest:
     image: str
     tag: str
     includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()  # --exclude GLOB
     trace: bool = False
     probe_cmd: tuple[str, ...] | None = None
     trace_args: tuple[str, ...] | None = None
@@ -204,6 +205,7 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
             ),
             request.includes,
             traced.paths if traced else (),
+            request.excludes,
             static=not request.trace,
             allow_missing=request.allow_missing,
             trace_args=list(request.trace_args) if request.trace_args is not None else None,

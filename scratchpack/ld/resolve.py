@@ -295,8 +295,20 @@ class Resolver:
             self._files[file_id] = (info, None)
         problem = type_description(info.elf_type)
         if problem is not None:
-            raise InputError(f"{path}: {problem}")
+            raise _NotLoadable(f"{path}: {problem}")
         return info
+
+    def read_loadable(self, path: str) -> ElfInfo | None:
+        """:meth:`read_input` of an ELF file found in a tree: None for one no loader maps.
+
+        A tree that ``--include`` copies holds object files and core dumps as
+        data (``config-3.11-x86_64-linux-gnu/python.o``); only programs and
+        libraries bring a closure. A corrupt ELF file is still an error.
+        """
+        try:
+            return self.read_input(path)
+        except _NotLoadable:
+            return None
 
     def resolve(
         self,
@@ -650,6 +662,10 @@ def _split(value: str, separators: str, keep_empty: bool = False) -> list[str]:
     for separator in separators:
         parts = [piece for part in parts for piece in part.split(separator)]
     return parts if keep_empty else [part for part in parts if part]
+
+
+class _NotLoadable(InputError):
+    """An ELF file that is no program or library (ET_REL, ET_CORE)."""
 
 
 def _file_type(mode: int) -> str:

@@ -37,6 +37,7 @@ from scratchpack.plan.essentials import (
     nss_services,
     user_known,
 )
+from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.programs import DEFAULT_PATH, Program, program
 from scratchpack.plan.rootplan import RootPlan
 
@@ -52,6 +53,7 @@ class BuildOptions:
     binaries: tuple[str, ...]
     root: str | None = None
     includes: tuple[str, ...] = ()  # "SRC[:DEST]"
+    excludes: tuple[str, ...] = ()  # --exclude GLOB (scratchpack.plan.excludes)
     essentials: Essentials = field(default_factory=Essentials)
     allow_missing: bool = False
     hwcaps: HwcapsChoice = field(default_factory=lambda: HwcapsChoice("none"))
@@ -79,7 +81,8 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         cwd=config.workdir or "/",  # the image's loader starts in WORKDIR
     )
     root = resolver.root
-    plan = RootPlan(source_parent_modes=False)  # the host's directory modes are not the image's
+    # The host's directory modes are not the image's.
+    plan = RootPlan(source_parent_modes=False, excludes=Excludes(options.excludes))
     programs = [_binary(root, binary, env["PATH"]) for binary in options.binaries]
 
     closures: list[Closure] = []
@@ -91,8 +94,8 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
             closures.append(closure)
     for include in options.includes:
         for image_path, source in add_include(plan, root, include):
-            if not root.is_elf(source):
-                continue
+            if not root.is_elf(source) or resolver.read_loadable(source) is None:
+                continue  # data, object files and core dumps included
             closure = resolve_for_image(resolver, source, options.essentials)
             if image_path != source:
                 _warn_if_origin_relative(closure, image_path)
@@ -108,6 +111,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
             "/etc/ld.so.cache", render_cache(cache_records), Reason.ESSENTIAL, "ld.so.cache"
         )
     _add_essentials(plan, resolver, closures, options.essentials, env)
+    warn_unused_excludes(plan.excludes)
     if config.user and not user_known(config.user) and "/etc/passwd" not in _included(plan):
         raise InputError(
             f"--user {config.user}: not in the image's /etc/passwd (root, nobody, nonroot); "
@@ -205,6 +209,11 @@ def check_complete(closure: Closure, allow_missing: bool) -> None:
     if not allow_missing:
         raise MissingLibraryError(message + " (--allow-missing builds anyway)")
     warn(message)
+
+
+def warn_unused_excludes(excludes: Excludes) -> None:
+    for pattern in excludes.unused():
+        warn(f"--exclude {pattern}: matched nothing")
 
 
 def _in_default_dirs(path: str, rules: LoaderRules) -> bool:

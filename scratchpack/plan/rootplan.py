@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import shutil
 import stat
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from scratchpack.inroot import Node, NodeKind, WalkError, walk
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
 from scratchpack.plan.entries import Entry, EntryKind, Reason
+from scratchpack.plan.excludes import Excludes
 
 DIR, SYMLINK, FILE = EntryKind.DIR, EntryKind.SYMLINK, EntryKind.FILE
 
@@ -37,10 +39,16 @@ class RootPlan:
     path keep the source's modes. An image's own tree (``shrink``) means its
     modes; the host's (``build``) does not: a binary under a 0700 ``mktemp -d``
     must still run as a non-root user, so those directories get 0755.
+
+    ``excludes``: ``--exclude`` patterns; what they match is not planned,
+    unless a program's closure needs it.
     """
 
     entries: dict[str, Entry] = field(default_factory=dict)
     source_parent_modes: bool = True
+    excludes: Excludes = field(default_factory=Excludes)
+    # Trees planned whole (add_tree): a link into one of them brings nothing more.
+    _brought: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def add(self, entry: Entry, replace: bool = False) -> None:
         """Plan ``entry``, through the symlinks already planned, as extraction would.
@@ -122,15 +130,34 @@ class RootPlan:
     ) -> None:
         self.add(Entry(path, DIR, mode, reason, detail, uid=uid, gid=gid), replace=True)
 
-    def add_path(self, root: RootFS, path: str, reason: Reason, detail: str | None = None) -> str:
+    def left_out(self, path: str, reason: Reason) -> bool:
+        """Whether ``--exclude`` leaves ``path`` out; a closure's file stays, with a warning."""
+        if not self.excludes:
+            return False
+        pattern = self.excludes.match(path)
+        if pattern is None:
+            return False
+        if reason.group == "closure":
+            warn(f"{path}: matches --exclude {pattern}, but it is a program's {reason}; kept")
+            return False
+        return True
+
+    def add_path(
+        self, root: RootFS, path: str, reason: Reason, detail: str | None = None
+    ) -> str | None:
         """Add ``path`` of ``root`` with every directory and symlink on its way.
 
-        Returns the in-root path of the final file. Raises :class:`InputError`
-        when the path does not resolve inside the root.
+        Returns the in-root path of the final file, or None when ``--exclude``
+        leaves it out. Raises :class:`InputError` when the path does not
+        resolve inside the root.
         """
+        if self.left_out(path, reason):
+            return None
         steps = root.trace(path)
         if steps is None:
             raise InputError(f"{path}: not found in {root.top}")
+        if steps[-1].path != path and self.left_out(steps[-1].path, reason):
+            return None
         for number, step in enumerate(steps, 1):
             mode = stat.S_IMODE(step.mode)
             if step.kind == "dir" and number < len(steps) and not self.source_parent_modes:
@@ -166,11 +193,22 @@ class RootPlan:
         """Add a file or a whole directory tree of ``root`` (symlinks inside stay links).
 
         Without ``dest`` it keeps its place and the symlinks on its way; with
-        ``dest`` it lands there. Returns ``(in-image path, in-root source path)``
-        of the regular files added, so callers can find the ELF files among them.
+        ``dest`` it lands there. A symlink in the tree that points out of it
+        brings its target, as the program will see it from the link's place in
+        the image (nginx's ``sites-enabled/default``, the JDK's ``conf/*`` in
+        ``/etc``); one that points nowhere is kept with a warning. Returns
+        ``(in-image path, in-root source path)`` of the regular files added, so
+        callers can find the ELF files among them.
         """
         if dest is None:
-            dest = self.add_path(root, path, reason, detail)
+            if self.left_out(path, reason):
+                return []
+            found = self.add_path(root, path, reason, detail)
+            if found is None:
+                return []
+            dest = found
+        elif self.left_out(dest, reason):
+            return []
         host_top = root.host_path(path)
         if host_top is None:
             raise InputError(f"{path}: not found in {root.top}")
@@ -183,20 +221,24 @@ class RootPlan:
             return [(dest, source_top)]
         self.add(Entry(dest, DIR, top_mode, reason, detail))
         added: list[tuple[str, str]] = []
+        links: list[tuple[str, str]] = []
         for current, dirs, files in os.walk(host_top):
-            dirs.sort()
             relative = os.path.relpath(current, host_top)
             suffix = "" if relative == "." else f"/{relative}"
             image_dir = dest.rstrip("/") + suffix
             source_dir = source_top.rstrip("/") + suffix
+            dirs[:] = sorted(d for d in dirs if not self.left_out(f"{image_dir}/{d}", reason))
             for name in [*dirs, *sorted(files)]:
                 host = os.path.join(current, name)
                 image_path = f"{image_dir}/{name}"
+                if self.left_out(image_path, reason):
+                    continue
                 info = os.lstat(host)
                 mode = stat.S_IMODE(info.st_mode)
                 if stat.S_ISLNK(info.st_mode):
                     target = os.readlink(host)
                     self.add(Entry(image_path, SYMLINK, 0o777, reason, detail, target=target))
+                    links.append((image_path, target))
                 elif stat.S_ISDIR(info.st_mode):
                     self.add(Entry(image_path, DIR, mode, reason, detail))
                 elif stat.S_ISREG(info.st_mode):
@@ -213,7 +255,26 @@ class RootPlan:
                     )
                     added.append((image_path, f"{source_dir}/{name}"))
                 # Devices, sockets and fifos have no place in an image layer.
+        self._brought.add(dest)
+        for image_path, target in links:
+            added += self._bring_link_target(root, image_path, target, reason)
         return added
+
+    def _bring_link_target(
+        self, root: RootFS, link: str, target: str, reason: Reason
+    ) -> list[tuple[str, str]]:
+        """The target of an included link that points out of what is planned, brought along."""
+        pointed = posixpath.normpath(posixpath.join(posixpath.dirname(link), target))
+        if root.trace(pointed) is None:
+            warn(f"{link} -> {target}: points to nothing in {root.top}; kept as a dangling link")
+            return []
+        real = root.realpath(pointed) or pointed
+        if any(_within(path, tree) for tree in self._brought for path in (pointed, real)):
+            return []  # inside a tree already planned (or being planned)
+        if _within(link, real):
+            warn(f"{link} -> {target}: points to a directory that holds it; not brought along")
+            return []
+        return self.add_tree(root, pointed, reason, detail=f"target of {link}")
 
     def apply_owners(self, owners: Mapping[str, tuple[int, int]]) -> None:
         """Give entries the owners an unpacked image recorded (extraction does not chown)."""
@@ -242,7 +303,11 @@ class RootPlan:
         return [self.entries[path] for path in sorted(self.entries)]
 
     def copy(self) -> RootPlan:
-        return RootPlan(dict(self.entries), self.source_parent_modes)
+        return RootPlan(dict(self.entries), self.source_parent_modes, self.excludes)
+
+
+def _within(path: str, tree: str) -> bool:
+    return path == tree or path.startswith(tree.rstrip("/") + "/")
 
 
 def _capabilities(host: str) -> tuple[tuple[str, bytes], ...]:

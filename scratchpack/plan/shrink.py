@@ -39,7 +39,13 @@ from scratchpack.notes import warn
 from scratchpack.plan.dpkg import DpkgIndex
 from scratchpack.plan.entries import Reason
 from scratchpack.plan.essentials import Essentials
-from scratchpack.plan.image_plan import add_include, check_complete, resolve_for_image
+from scratchpack.plan.excludes import Excludes
+from scratchpack.plan.image_plan import (
+    add_include,
+    check_complete,
+    resolve_for_image,
+    warn_unused_excludes,
+)
 from scratchpack.plan.programs import DEFAULT_PATH, SHELLS, program, shell_commands, which
 from scratchpack.plan.rootplan import RootPlan
 
@@ -379,6 +385,7 @@ def plan_shrink(
     inputs: ShrinkInputs,
     includes: Iterable[str] = (),
     traced: Iterable[str] = (),
+    excludes: Iterable[str] = (),
     static: bool = True,
     allow_missing: bool = False,
     trace_args: list[str] | None = None,
@@ -394,7 +401,7 @@ def plan_shrink(
     resolver = Resolver(inputs.root_dir, library_path=env.get("LD_LIBRARY_PATH", ""), cwd=workdir)
     essentials = Essentials(nss=True)
     kept = Kept()
-    plan = RootPlan()
+    plan = RootPlan(excludes=Excludes(excludes))
     argv = program_argv(inputs.runtime, trace_args)
     programs = find_programs(root, argv, env, workdir, tracing)
 
@@ -461,6 +468,7 @@ def plan_shrink(
         plan.add_generated(path, text.encode(), Reason.RUNTIME)
         kept.add(Reason.RUNTIME, path)
     plan.apply_xattrs(inputs.xattrs)  # file capabilities travel with their files
+    warn_unused_excludes(plan.excludes)
     if not elf_paths:
         raise InputError(f"{programs[0]}: not an ELF program, and no ELF program found to keep")
     platform = inputs.platform
@@ -488,25 +496,27 @@ def _keep_all(
     """Keep each path; the ELF files among them (whose closures follow)."""
     elves = []
     for path in paths:
-        _keep(plan, root, path, reason, kept)
-        if root.is_elf(path):
+        if _keep(plan, root, path, reason, kept) and root.is_elf(path):
             elves.append(path)
     return elves
 
 
-def _keep(plan: RootPlan, root: RootFS, path: str, reason: Reason, kept: Kept) -> None:
+def _keep(plan: RootPlan, root: RootFS, path: str, reason: Reason, kept: Kept) -> bool:
     """Add ``path`` with the links on its way (the loader opens it by that name).
 
     It is listed under ``reason`` only if no earlier reason planned it, under
     this name or another one that leads to the same place (``/lib/x`` and
-    ``/usr/lib/x`` once ``/lib -> usr/lib`` is planned).
+    ``/usr/lib/x`` once ``/lib -> usr/lib`` is planned). False when it is not
+    kept: missing, not a file, directory or link, or left out by ``--exclude``.
     """
     if not root.trace(path):  # missing, or a device, fifo or socket
-        return
+        return False
     new = plan.through_links(path) not in plan.entries
-    plan.add_path(root, path, reason)
+    if plan.add_path(root, path, reason) is None:
+        return False
     if new:
         kept.add(reason, path)
+    return True
 
 
 def _keep_runtime_dir(plan: RootPlan, root: RootFS, path: str, kept: Kept) -> None:

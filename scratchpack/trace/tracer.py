@@ -22,6 +22,7 @@ from pathlib import Path
 from scratchpack.errors import EXIT_TRACE, InputError, ScratchpackError
 from scratchpack.ld.loaders import HwcapsChoice
 from scratchpack.ld.resolve import Resolver
+from scratchpack.ld.rootfs import RootFS
 from scratchpack.owner import prefix
 from scratchpack.plan.entries import Reason
 from scratchpack.plan.rootplan import RootPlan, write_tree
@@ -122,13 +123,13 @@ def package_tracer(destination: Path) -> TracerTree:
         raise TraceError(f"cannot package the tracer: {strace} misses {names}")
     plan = RootPlan(source_parent_modes=False)
     try:
-        strace_path = plan.add_path(resolver.root, strace, Reason.TRACER)
+        strace_path = _add(plan, resolver.root, strace)
         loader = None
         if not closure.static and closure.interpreter:
-            loader = plan.add_path(resolver.root, closure.interpreter, Reason.TRACER)
+            loader = _add(plan, resolver.root, closure.interpreter)
         directories: list[str] = []
         for library in closure.libraries:
-            directory = posixpath.dirname(plan.add_path(resolver.root, library.path, Reason.TRACER))
+            directory = posixpath.dirname(_add(plan, resolver.root, library.path))
             if directory not in directories:
                 directories.append(directory)
     except InputError as err:
@@ -157,3 +158,9 @@ def packaged_tracer() -> Iterator[TracerTree]:
         yield package_tracer(Path(top) / "tree")
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def _add(plan: RootPlan, root: RootFS, path: str) -> str:
+    placed = plan.add_path(root, path, Reason.TRACER)
+    assert placed is not None  # no --exclude applies to the tracer
+    return placed

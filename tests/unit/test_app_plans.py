@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from scratchpack.errors import InputError
 from scratchpack.image.config import ImageConfig
+from scratchpack.notes import collecting
 from scratchpack.plan.entries import EntryKind
+from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.image_plan import BuildOptions, plan_image
-from tests.cfixtures import is_host_glibc_x86_64
+from tests.cfixtures import HOST_LIBC, is_host_glibc_x86_64
 
 pytestmark = pytest.mark.skipif(
     not is_host_glibc_x86_64(), reason="plans the host's glibc x86-64 programs"
@@ -62,3 +66,120 @@ def test_an_included_directory_keeps_its_own_mode(tmp_path: Path) -> None:
     assert entries[str(data)].mode == 0o700
     assert entries[str(data / "inner")].mode == 0o750
     assert entries[str(tmp_path / "private")].mode == 0o755
+
+
+# -- --include of real trees, --exclude -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matched"),
+    [
+        ("*.pyc", "/usr/lib/python3.11/os.pyc", True),
+        ("*.pyc", "/usr/lib/python3.11/os.py", False),
+        ("__pycache__", "/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", True),
+        ("test", "/usr/lib/python3.11/test/x.py", True),
+        ("test", "/usr/lib/python3.11/testing/x.py", False),
+        ("/usr/lib/python3*/test", "/usr/lib/python3.11/test/x.py", True),
+        ("/usr/lib/python3*/test", "/usr/lib/python3.11/site/test/x.py", False),
+        ("/usr/*/x", "/usr/lib/share/x", False),  # * stays inside one component
+        ("/usr/**/x", "/usr/lib/share/x", True),
+        ("/usr/**/x", "/usr/x", True),  # ** spans zero components too
+        ("/usr/share/**", "/usr/share/doc/a", True),
+        ("/opt/app", "/opt/application", False),
+        ("/opt/app", "/opt/app", True),
+    ],
+)
+def test_exclude_patterns(pattern: str, path: str, matched: bool) -> None:
+    assert (Excludes([pattern]).match(path) is not None) is matched
+
+
+@pytest.mark.parametrize("pattern", ["", "/", "**", "usr/lib"])
+def test_exclude_patterns_that_would_be_mistakes_are_refused(pattern: str) -> None:
+    with pytest.raises(InputError):
+        Excludes([pattern])
+
+
+def _tree(tmp_path: Path) -> Path:
+    """A library tree as Python's and the JDK's are: data, an object file, a shared
+    library, and links out of the tree (to a file, a directory, nowhere, its parent)."""
+    tree = tmp_path / "opt" / "lang"
+    (tree / "lib" / "config").mkdir(parents=True)
+    (tree / "lib" / "mod.py").write_text("x = 1\n")
+    (tree / "lib" / "__pycache__").mkdir()
+    (tree / "lib" / "__pycache__" / "mod.pyc").write_bytes(b"\0" * 8)
+    (tree / "lib" / "test").mkdir()
+    (tree / "lib" / "test" / "big.py").write_text("# tests\n")
+    shutil.copy2(_object_file(tmp_path), tree / "lib" / "config" / "python.o")
+    libz = next(
+        p
+        for p in ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1")
+        if os.path.exists(p)
+    )
+    shutil.copy2(os.path.realpath(libz), tree / "lib" / "libz.so.1")
+    etc = tmp_path / "etc" / "lang"
+    (etc / "security").mkdir(parents=True)
+    (etc / "security" / "policy").write_text("grant {}\n")
+    (etc / "net.properties").write_text("a=b\n")
+    (tree / "conf").mkdir()
+    os.symlink(str(etc / "net.properties"), tree / "conf" / "net.properties")  # absolute
+    os.symlink("../../../etc/lang/security", tree / "conf" / "security")  # relative, a directory
+    os.symlink(str(tmp_path / "nowhere"), tree / "conf" / "gone")
+    os.symlink("..", tree / "conf" / "up")  # inside the tree: nothing to bring
+    os.symlink(str(tmp_path), tree / "conf" / "all")  # a directory that holds the tree
+    return tree
+
+
+def _object_file(tmp_path: Path) -> Path:
+    compiler = shutil.which("gcc") or pytest.skip("needs gcc for a relocatable object")
+    source = tmp_path / "o.c"
+    source.write_text("int f(void) { return 1; }\n")
+    subprocess.run([compiler, "-c", str(source), "-o", str(tmp_path / "o.o")], check=True)
+    return tmp_path / "o.o"
+
+
+def test_an_included_tree_keeps_object_files_as_data_and_brings_link_targets(
+    tmp_path: Path,
+) -> None:
+    tree = _tree(tmp_path)
+    with collecting() as warnings:
+        plan = plan_image(
+            BuildOptions((TRUE,), includes=(str(tree),)), ImageConfig(entrypoint=None)
+        )
+    entries = plan.root.entries
+    assert entries[str(tree / "lib" / "config" / "python.o")].kind is EntryKind.FILE
+    assert any(c.path == str(tree / "lib" / "libz.so.1") for c in plan.closures)
+    etc = tmp_path / "etc" / "lang"
+    assert entries[str(tree / "conf" / "net.properties")].kind is EntryKind.SYMLINK
+    assert entries[str(etc / "net.properties")].kind is EntryKind.FILE
+    assert entries[str(etc / "security" / "policy")].kind is EntryKind.FILE
+    assert entries[str(etc / "security" / "policy")].detail == f"target of {tree}/conf/security"
+    assert any("conf/gone" in w and "points to nothing" in w for w in warnings.messages), (
+        warnings.messages
+    )
+    assert any("conf/all" in w and "holds it" in w for w in warnings.messages), warnings.messages
+    assert not any("conf/up" in w for w in warnings.messages), warnings.messages
+    assert str(tmp_path / "nowhere") not in entries
+
+
+def test_exclude_leaves_out_names_and_paths_but_never_a_closure(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    libc = os.path.realpath(HOST_LIBC)
+    with collecting() as warnings:
+        plan = plan_image(
+            BuildOptions(
+                (TRUE,),
+                includes=(str(tree),),
+                excludes=("__pycache__", f"{tree}/lib/t*", f"{tree}/conf", libc, "*.nothing"),
+            ),
+            ImageConfig(entrypoint=None),
+        )
+    entries = plan.root.entries
+    assert str(tree / "lib" / "mod.py") in entries
+    assert not any("__pycache__" in path for path in entries)
+    assert not any(path.startswith(f"{tree}/lib/test") for path in entries)
+    assert not any(path.startswith(f"{tree}/conf") or "/etc/lang" in path for path in entries)
+    assert libc in entries  # the program's library stays, with a warning
+    assert any(libc in w and "kept" in w for w in warnings.messages), warnings.messages
+    assert any("*.nothing" in w and "matched nothing" in w for w in warnings.messages), (
+        warnings.messages
+    )
