@@ -549,6 +549,10 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
         )
         if result["output"] and result["output"].endswith(".tar"):
             click.echo(f"Load it with: docker load -i {result['output']}")
+    from scratchpack.plan.image_plan import loaded_first_lines
+
+    for line in loaded_first_lines(result["loaded_first"]):
+        click.echo(line[0].upper() + line[1:])
     if "push" in result:
         click.echo(f"Pushed {result['push']['reference']} {result['push']['digest']}")
     if "debug" in result:

@@ -32,7 +32,13 @@ from scratchpack.image.config import source_date_epoch
 from scratchpack.image.reference import Reference, check_tag
 from scratchpack.notes import collected, warn
 from scratchpack.owner import owner
-from scratchpack.plan.image_plan import BuildOptions, ImagePlan, plan_image
+from scratchpack.plan.image_plan import (
+    BuildOptions,
+    ImagePlan,
+    LoadedFirst,
+    loaded_first_json,
+    plan_image,
+)
 from scratchpack.progress import ByteProgress, terminal_progress
 from scratchpack.publish import (
     Publication,
@@ -161,6 +167,7 @@ class BuildResult:
     content_bytes: int
     context: str | None
     warnings: tuple[str, ...]
+    loaded_first: tuple[LoadedFirst, ...] = ()
     engine: EngineMode | None = None  # None: --no-build
     image: str | None = None
     size: int | None = None
@@ -179,6 +186,7 @@ class BuildResult:
             "content_bytes": self.content_bytes,
             "context": self.context,
             "warnings": list(self.warnings),
+            "loaded_first": loaded_first_json(self.loaded_first),
         }
         if self.engine is not None:
             document.update(engine=self.engine.value, image=self.image, size=self.size)
@@ -335,6 +343,7 @@ def run_build(request: BuildRequest) -> BuildResult:
         content_bytes=plan.root.size,
         context=str(request.context_dir.absolute()) if request.context_dir else None,
         warnings=tuple(collected()),
+        loaded_first=plan.loaded_first,
         **result,
     )
 

@@ -24,6 +24,7 @@ from scratchpack.image.unpack import unpack
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.notes import collected, warn
 from scratchpack.owner import owner
+from scratchpack.plan.image_plan import loaded_first_json, loaded_first_lines
 from scratchpack.plan.shrink import ShrinkInputs, ShrinkPlan, kept_sizes, plan_shrink
 from scratchpack.progress import ByteProgress, terminal_progress
 from scratchpack.publish import (
@@ -86,6 +87,7 @@ class ShrinkResult:
             "programs": list(self.plan.programs),
             "packages": sorted(self.plan.kept.packages),
             "kept": kept,
+            "loaded_first": loaded_first_json(self.plan.loaded_first),
             "by_reason": self.by_reason,
             "trace": self.trace.to_json() if self.trace is not None else None,
             "warnings": list(self.warnings),
@@ -117,6 +119,7 @@ def render_report(result: ShrinkResult) -> str:
         lines.extend(f"  probe {line}" for line in data["trace"]["probes"])
     if data["packages"]:
         lines.append(f"packages: {', '.join(data['packages'])}")
+    lines.extend(loaded_first_lines(data["loaded_first"]))
     for reason, paths in sorted(data["kept"].items()):
         lines.append(f"{reason}:")
         lines.extend(f"  {path}" for path in paths)

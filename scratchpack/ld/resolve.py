@@ -58,7 +58,8 @@ class Library:
     path: str
     needed_by: str  # path of the object whose request loaded it
     # rpath | library-path | runpath | cache | default | path | dlopen; a library
-    # named by /etc/ld.so.preload keeps the step that found it.
+    # named by /etc/ld.so.preload keeps the step that found it. "loaded": no search
+    # finds it, a library of the image carries its soname (plan.image_plan).
     via: str = "path"
 
 

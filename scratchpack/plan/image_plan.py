@@ -12,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
 from scratchpack.image.config import ImageConfig
 from scratchpack.image.media import Platform
+from scratchpack.ld.elf import ET_EXEC
 from scratchpack.ld.ldcache_write import CacheRecord, render_cache
 from scratchpack.ld.loaders import HwcapsChoice, LoaderRules
-from scratchpack.ld.resolve import Closure, Resolver
+from scratchpack.ld.resolve import Closure, Library, Missing, Resolver
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
 from scratchpack.plan.entries import Reason
@@ -60,6 +63,47 @@ class BuildOptions:
 
 
 @dataclass(frozen=True)
+class LoadedFirst:
+    """A soname no search finds, satisfied by a library of the image that carries it.
+
+    glibc matches a needed name against the objects already loaded (their
+    paths and DT_SONAMEs) before it searches. A plugin host loads the provider
+    by path first (the JDK's launcher dlopens ``lib/server/libjvm.so``), so the
+    libraries it then opens, which need ``libjvm.so``, find it loaded.
+    """
+
+    soname: str
+    needed_by: str  # the library that names it
+    path: str  # the library of the image whose DT_SONAME it is
+
+
+def loaded_first_json(items: Iterable[LoadedFirst]) -> list[dict[str, Any]]:
+    """One object per provider: ``{"soname", "path", "needed_by": [...]}`` (reports)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for item in items:
+        needers = grouped.setdefault((item.soname, item.path), [])
+        if item.needed_by not in needers:
+            needers.append(item.needed_by)
+    return [
+        {"soname": soname, "path": path, "needed_by": sorted(needers)}
+        for (soname, path), needers in sorted(grouped.items())
+    ]
+
+
+def loaded_first_lines(groups: Iterable[dict[str, Any]]) -> list[str]:
+    """``loaded first: libjvm.so => …/server/libjvm.so (named by 27 libraries …)``.
+
+    ``groups``: what :func:`loaded_first_json` made (reports render their JSON).
+    """
+    return [
+        f"loaded first: {group['soname']} => {group['path']} (named by "
+        f"{len(group['needed_by'])} {'library' if len(group['needed_by']) == 1 else 'libraries'}"
+        " the program opens after it)"
+        for group in groups
+    ]
+
+
+@dataclass(frozen=True)
 class ImagePlan:
     """Everything an image will hold and how it runs; nothing written yet."""
 
@@ -67,6 +111,7 @@ class ImagePlan:
     config: ImageConfig
     platform: Platform  # the first program's: the image's platform
     closures: tuple[Closure, ...] = ()
+    loaded_first: tuple[LoadedFirst, ...] = ()
 
 
 def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
@@ -83,7 +128,9 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     root = resolver.root
     # The host's directory modes are not the image's.
     plan = RootPlan(source_parent_modes=False, excludes=Excludes(options.excludes))
-    programs = [_binary(root, binary, env["PATH"]) for binary in options.binaries]
+    programs = [
+        _binary(root, binary, env["PATH"], bool(options.includes)) for binary in options.binaries
+    ]
 
     closures: list[Closure] = []
     for found in programs:
@@ -100,6 +147,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
             if image_path != source:
                 _warn_if_origin_relative(closure, image_path)
             closures.append(closure)  # the include placed the file; its libraries follow
+    loaded_first = satisfy_from_image(resolver, closures)
     cache_records: list[CacheRecord] = []
     for closure in closures:
         check_complete(closure, options.allow_missing)
@@ -127,18 +175,23 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         ),
         Platform.from_elf(first.machine, first.bits),
         tuple(closures),
+        tuple(loaded_first),
     )
 
 
-def _binary(root: RootFS, binary: str, search_path: str) -> Program:
-    """A BINARY argument: a host path, or a path inside ``--root``."""
+def _binary(root: RootFS, binary: str, search_path: str, includes: bool) -> Program:
+    """A BINARY argument: a host path, or a path inside ``--root``.
+
+    ``includes``: whether anything is included (then the library tree may be,
+    and the warning about it would be noise).
+    """
     path = os.path.abspath(binary) if root.is_host else "/" + binary.lstrip("/")
     host = root.host_path(path)
     if host is None or not os.path.isfile(host):
         where = f" inside {root.top}" if not root.is_host else ""
         raise InputError(f"{binary}: no such file{where}")
     found = program(root, path, search_path)
-    if found.needs_tree:
+    if found.needs_tree and not includes:
         warn(
             f"{binary}: {found.name} also needs its library tree (standard library, modules); "
             "add it with --include, or use shrink --trace"
@@ -196,6 +249,45 @@ def resolve_for_image(resolver: Resolver, path: str, essentials: Essentials) -> 
         if not missing.soname.startswith("libnss_"):
             warn(f"{path}: {missing.soname} is not in {resolver.root.top}; not added")
     return closure
+
+
+def satisfy_from_image(resolver: Resolver, closures: list[Closure]) -> list[LoadedFirst]:
+    """Take the missing sonames that a library of the image carries as loaded already.
+
+    Only for closures of libraries (what a program dlopens, such as the JDK's
+    ``lib/*.so``): a program and what it loads at start-up cannot have loaded
+    anything before, so what they miss stays missing. The providers are the
+    libraries in the image: the closures' own and their libraries. Each
+    closure's :attr:`~Closure.missing` loses the names it finds, which join its
+    libraries (``via`` "loaded"), so the provider is planned with them.
+    """
+    providers: dict[str, str] = {}
+    for closure in closures:
+        for library in closure.libraries:
+            providers.setdefault(library.soname, library.path)
+        soname = resolver.read_input(closure.path).soname  # parsed once, cached
+        if soname:
+            providers.setdefault(soname, closure.path)
+    found: list[LoadedFirst] = []
+    for closure in closures:
+        if closure.static or not closure.missing or _is_program(resolver, closure.path):
+            continue
+        still: list[Missing] = []
+        for item in closure.missing:
+            provider = providers.get(item.soname) if item.reason is None else None
+            if provider is None or provider == closure.path:
+                still.append(item)
+                continue
+            closure.libraries.append(Library(item.soname, provider, item.needed_by, "loaded"))
+            found.append(LoadedFirst(item.soname, item.needed_by, provider))
+        closure.missing = still
+    return found
+
+
+def _is_program(resolver: Resolver, path: str) -> bool:
+    """A program (ET_EXEC, or ET_DYN with a loader to start it) rather than a library."""
+    info = resolver.read_input(path)
+    return info.elf_type == ET_EXEC or (info.interpreter is not None and info.soname is None)
 
 
 def check_complete(closure: Closure, allow_missing: bool) -> None:

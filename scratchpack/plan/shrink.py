@@ -41,9 +41,11 @@ from scratchpack.plan.entries import Reason
 from scratchpack.plan.essentials import Essentials
 from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.image_plan import (
+    LoadedFirst,
     add_include,
     check_complete,
     resolve_for_image,
+    satisfy_from_image,
     warn_unused_excludes,
 )
 from scratchpack.plan.programs import DEFAULT_PATH, SHELLS, program, shell_commands, which
@@ -90,6 +92,7 @@ class ShrinkPlan:
     platform: Platform
     kept: Kept
     programs: tuple[str, ...]
+    loaded_first: tuple[LoadedFirst, ...] = ()  # sonames a library of the image carries
 
 
 @dataclass(frozen=True)
@@ -442,8 +445,10 @@ def plan_shrink(
             closure = resolve_for_image(resolver, path, essentials)
         else:
             closure = resolver.resolve(path)
-        check_complete(closure, allow_missing)
         closures.append(closure)
+    loaded_first = satisfy_from_image(resolver, closures)
+    for closure in closures:
+        check_complete(closure, allow_missing)
         missing = {item.soname for item in closure.missing}
         if closure.interpreter and closure.interpreter not in missing:
             _keep(plan, root, closure.interpreter, Reason.INTERPRETER, kept)
@@ -479,7 +484,7 @@ def plan_shrink(
     labels = dict(runtime.get("Labels") or {})
     labels[SOURCE_LABEL] = inputs.source_digest
     runtime["Labels"] = labels
-    return ShrinkPlan(plan, runtime, platform, kept, tuple(programs))
+    return ShrinkPlan(plan, runtime, platform, kept, tuple(programs), tuple(loaded_first))
 
 
 def _closure_paths(closure: Closure) -> list[str]:

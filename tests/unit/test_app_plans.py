@@ -19,8 +19,20 @@ from scratchpack.image.config import ImageConfig
 from scratchpack.notes import collecting
 from scratchpack.plan.entries import EntryKind
 from scratchpack.plan.excludes import Excludes
-from scratchpack.plan.image_plan import BuildOptions, plan_image
-from tests.cfixtures import HOST_LIBC, is_host_glibc_x86_64
+from scratchpack.plan.image_plan import (
+    BuildOptions,
+    LoadedFirst,
+    MissingLibraryError,
+    loaded_first_json,
+    plan_image,
+)
+from tests.cfixtures import (
+    HOST_LIBC,
+    compile_exe,
+    compile_lib,
+    is_host_glibc_x86_64,
+    require_gcc,
+)
 
 pytestmark = pytest.mark.skipif(
     not is_host_glibc_x86_64(), reason="plans the host's glibc x86-64 programs"
@@ -183,3 +195,65 @@ def test_exclude_leaves_out_names_and_paths_but_never_a_closure(tmp_path: Path) 
     assert any("*.nothing" in w and "matched nothing" in w for w in warnings.messages), (
         warnings.messages
     )
+
+
+# -- sonames a library of the image carries (the JDK's libjvm.so) -----------------------------
+
+
+def _plugin_host(tmp_path: Path) -> Path:
+    """A JDK-shaped tree: ``lib/libplug.so`` needs ``libvm.so``, which only
+    ``lib/server/libvm.so`` carries (the launcher dlopens it by path first)."""
+    require_gcc()
+    home = tmp_path / "jdk"
+    compile_lib(home / "lib" / "server", "libvm.so")
+    compile_lib(home / "lib", "libplug.so", needed=["libvm.so"])
+    compile_exe(home / "bin", "launcher")
+    return home
+
+
+def test_a_soname_carried_by_a_library_of_the_image_is_loaded_first_not_missing(
+    tmp_path: Path,
+) -> None:
+    home = _plugin_host(tmp_path)
+    plan = plan_image(
+        BuildOptions((str(home / "bin" / "launcher"),), includes=(str(home),)),
+        ImageConfig(entrypoint=None),
+    )
+    assert plan.loaded_first == (
+        LoadedFirst(
+            "libvm.so", str(home / "lib" / "libplug.so"), str(home / "lib/server/libvm.so")
+        ),
+    )
+    plugin = next(c for c in plan.closures if c.path == str(home / "lib" / "libplug.so"))
+    assert plugin.complete
+    assert [(lib.soname, lib.via) for lib in plugin.libraries] == [("libvm.so", "loaded")]
+    assert loaded_first_json(plan.loaded_first) == [
+        {
+            "soname": "libvm.so",
+            "path": str(home / "lib" / "server" / "libvm.so"),
+            "needed_by": [str(home / "lib" / "libplug.so")],
+        }
+    ]
+
+
+def test_what_a_program_itself_needs_stays_missing_even_if_the_image_carries_it(
+    tmp_path: Path,
+) -> None:
+    """Nothing can be loaded before a program's own DT_NEEDED: missing is missing."""
+    home = _plugin_host(tmp_path)
+    program = compile_exe(home / "bin", "direct", needed=["libvm.so"])
+    with pytest.raises(MissingLibraryError, match=r"libvm\.so"):
+        plan_image(
+            BuildOptions((str(program),), includes=(str(home / "lib"),)),
+            ImageConfig(entrypoint=None),
+        )
+
+
+def test_a_soname_no_library_of_the_image_carries_is_still_missing(tmp_path: Path) -> None:
+    home = _plugin_host(tmp_path)
+    (home / "lib" / "server" / "libvm.so").unlink()
+    with pytest.raises(MissingLibraryError, match=r"libplug\.so: missing library libvm\.so"):
+        plan_image(
+            BuildOptions((str(home / "bin" / "launcher"),), includes=(str(home),)),
+            ImageConfig(entrypoint=None),
+        )
