@@ -180,7 +180,8 @@ def debug_variant_options(command: F) -> F:
                 default="/bin/busybox",
                 show_default=True,
                 metavar="PATH",
-                help="The static busybox for --debug-shell busybox (Debian's busybox-static).",
+                help="The static busybox for --debug-shell busybox and build --shell busybox "
+                "(Debian's busybox-static).",
             ),
         ]
     ):
@@ -313,6 +314,11 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 @click.option("--nss", is_flag=True, help="Add the root's nsswitch.conf and its NSS modules.")
 @click.option("--no-libgcc", is_flag=True, help="Never add libgcc_s for pthread_cancel/backtrace.")
 @click.option(
+    "--shell",
+    type=click.Choice(["busybox"]),
+    help="Add a shell at /bin/sh for system()/popen(): the static busybox of --busybox.",
+)
+@click.option(
     "--hwcaps",
     default="none",
     show_default=True,
@@ -405,6 +411,7 @@ def build(
     gconv: bool,
     nss: bool,
     no_libgcc: bool,
+    shell: str | None,
     hwcaps: str,
     context_dir: str | None,
     no_build: bool,
@@ -463,6 +470,7 @@ def build(
                 gconv=gconv,
                 nss=nss,
                 libgcc=not no_libgcc,
+                shell=busybox_path if shell else None,
             ),
             allow_missing=allow_missing,
             hwcaps=HwcapsChoice.parse(hwcaps),

@@ -11,16 +11,19 @@ changes behaviour: CA certificates (216 KiB), tzdata (3.9 MiB), a locale
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scratchpack.errors import InputError
-from scratchpack.ld.elf import ElfError, undefined_symbols
+from scratchpack.image.media import Platform
+from scratchpack.ld.elf import ElfError, read_elf, undefined_symbols
 from scratchpack.ld.rootfs import RootFS
-from scratchpack.plan.entries import Reason
+from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.rootplan import RootPlan
+from scratchpack.plan.users import Wanted, config_words, names_of, root_accounts, select_accounts
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ZONEINFO = "/usr/share/zoneinfo"
@@ -46,6 +49,22 @@ NSSWITCH_DEFAULT = (
 _BUILTIN_NSS = {"files", "dns"}
 # Calls after which glibc dlopens libgcc_s.so.1 to unwind the thread.
 _UNWINDING_CALLS = frozenset({"pthread_cancel", "pthread_exit", "thrd_exit", "backtrace"})
+# Calls that run /bin/sh; calls that run it when the program names it.
+_SHELL_CALLS = frozenset({"system", "popen", "wordexp"})
+_SPAWN_CALLS = frozenset(
+    {
+        "execl",
+        "execle",
+        "execlp",
+        "execv",
+        "execve",
+        "execvp",
+        "execvpe",
+        "posix_spawn",
+        "posix_spawnp",
+    }
+)
+SHELL = "/bin/sh"
 LIBGCC_S = "libgcc_s.so.1"
 
 
@@ -62,6 +81,7 @@ class Essentials:
     locale: str | None = None
     gconv: bool = False
     nss: bool = False
+    shell: str | None = None  # a static busybox (host path) to install as /bin/sh
 
 
 def imports_any(host_paths: Iterable[str], symbols: frozenset[str]) -> bool:
@@ -75,21 +95,102 @@ def imports_any(host_paths: Iterable[str], symbols: frozenset[str]) -> bool:
     return False
 
 
+def shell_calls(host_path: str) -> list[str]:
+    """The calls through which a program runs ``/bin/sh``, read from the file alone.
+
+    ``system`` and ``popen`` always run it; an ``exec*`` or ``posix_spawn*``
+    import does when the file also holds the string ``/bin/sh`` (node's
+    child_process, pg_ctl's ``execl("/bin/sh", …)``).
+    """
+    try:
+        imported = undefined_symbols(host_path)
+    except (OSError, ElfError):
+        return []
+    calls = sorted(imported & _SHELL_CALLS)
+    spawns = sorted(imported & _SPAWN_CALLS)
+    if spawns and not calls and _holds(host_path, b"/bin/sh\0"):
+        calls = spawns
+    return calls
+
+
+def _holds(host_path: str, needle: bytes) -> bool:
+    try:
+        with (
+            open(host_path, "rb") as stream,
+            mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data,
+        ):
+            return data.find(needle) != -1
+    except (OSError, ValueError):
+        return False
+
+
+def add_shell(plan: RootPlan, busybox: str, platform: Platform) -> None:
+    """``--shell busybox``: a static busybox at ``/bin/sh`` (busybox runs as its argv[0])."""
+    try:
+        info = read_elf(busybox)
+    except FileNotFoundError as err:
+        raise InputError(f"--shell busybox: no {busybox} (Debian package busybox-static)") from err
+    except (OSError, ElfError) as err:
+        raise InputError(f"--shell busybox: {busybox}: {err}") from err
+    if not info.is_static:
+        raise InputError(f"--shell busybox: {busybox} is not statically linked (busybox-static)")
+    if Platform.from_elf(info.machine, info.bits) != platform:
+        raise InputError(f"--shell busybox: {busybox} is not built for {platform}")
+    size = os.path.getsize(busybox)
+    plan.add(
+        Entry(
+            SHELL, EntryKind.FILE, 0o755, Reason.ESSENTIAL, "shell", source=busybox, size_hint=size
+        )
+    )
+
+
 def needs_libgcc_s(host_paths: Iterable[str]) -> bool:
     """glibc dlopens libgcc_s.so.1 for pthread_cancel, pthread_exit and backtrace."""
     return imports_any(host_paths, _UNWINDING_CALLS)
 
 
-def add_users(plan: RootPlan) -> None:
-    plan.add_generated("/etc/passwd", PASSWD.encode(), Reason.ESSENTIAL, "users")
-    plan.add_generated("/etc/group", GROUP.encode(), Reason.ESSENTIAL, "users")
+def add_users(plan: RootPlan, root: RootFS, user: str | None) -> None:
+    """passwd and group: root, nobody, nonroot, and the root's accounts the image names.
+
+    Named means by ``--user`` or by a word of an included file under ``/etc``
+    (nginx's ``user www-data;``): those lines come from the root's own
+    databases, as ``shrink`` takes them (:mod:`scratchpack.plan.users`).
+    """
+    wanted = Wanted(words=config_words(plan.entries.values()))
+    wanted.add_user_spec(user)
+    users, groups = select_accounts(*root_accounts(root), wanted)
+    ours = names_of(PASSWD.splitlines()) | names_of(GROUP.splitlines())
+    our_ids = {"0", str(NOBODY_UID), str(NONROOT_UID)}
+    users = [
+        line
+        for line in users
+        if line.split(":")[0] not in ours and line.split(":")[2] not in our_ids
+    ]
+    groups = [
+        line
+        for line in groups
+        if line.split(":")[0] not in ours and line.split(":")[2] not in our_ids
+    ]
+    passwd = PASSWD + "".join(f"{line}\n" for line in users)
+    group = GROUP + "".join(f"{line}\n" for line in groups)
+    if user:
+        name, _, group_name = user.partition(":")
+        for part, known, what in ((name, passwd, "passwd"), (group_name, group, "group")):
+            if part and not part.isdigit() and part not in names_of(known.splitlines()):
+                raise InputError(
+                    f"--user {user}: no {what} entry {part!r} in {root.top}'s /etc/{what} "
+                    "(nor root, nobody, nonroot); use a numeric uid[:gid] or --include your "
+                    "own /etc/passwd and /etc/group"
+                )
+    plan.add_generated("/etc/passwd", passwd.encode(), Reason.ESSENTIAL, "users")
+    plan.add_generated("/etc/group", group.encode(), Reason.ESSENTIAL, "users")
     plan.add_dir("/root", 0o700, Reason.ESSENTIAL, "users")
     plan.add_dir("/home", 0o755, Reason.ESSENTIAL, "users")
     plan.add_dir("/home/nonroot", 0o700, Reason.ESSENTIAL, "users", NONROOT_UID, NONROOT_UID)
 
 
 def user_known(user: str) -> bool:
-    """Whether Docker can resolve ``--user`` in an image with our passwd/group."""
+    """Whether Docker can resolve ``--user`` in an image with only our three accounts."""
     name, _, group = user.partition(":")
     names = {"root", "nobody", "nonroot"}
     return (name.isdigit() or name in names) and (not group or group.isdigit() or group in names)

@@ -31,13 +31,16 @@ from scratchpack.plan.essentials import (
     LIBGCC_S,
     NSSWITCH,
     NSSWITCH_DEFAULT,
+    SHELL,
     ZONEINFO,
     Essentials,
+    add_shell,
     add_users,
     gconv_directory,
     locale_directory,
     needs_libgcc_s,
     nss_services,
+    shell_calls,
     user_known,
 )
 from scratchpack.plan.excludes import Excludes
@@ -158,14 +161,21 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         plan.add_generated(
             "/etc/ld.so.cache", render_cache(cache_records), Reason.ESSENTIAL, "ld.so.cache"
         )
-    _add_essentials(plan, resolver, closures, options.essentials, env)
+    _add_essentials(plan, resolver, closures, options.essentials, env, config.user)
     warn_unused_excludes(plan.excludes)
-    if config.user and not user_known(config.user) and "/etc/passwd" not in _included(plan):
+    included = _included(plan)
+    no_passwd = not options.essentials.users and "/etc/passwd" not in included
+    if config.user and not user_known(config.user) and no_passwd:
         raise InputError(
-            f"--user {config.user}: not in the image's /etc/passwd (root, nobody, nonroot); "
+            f"--user {config.user}: the image has no /etc/passwd to name it; "
             "use a numeric uid[:gid] or --include your own /etc/passwd"
         )
     first = resolver.read_input(programs[0].runs[0])
+    platform = Platform.from_elf(first.machine, first.bits)
+    if options.essentials.shell:
+        add_shell(plan, options.essentials.shell, platform)
+    elif plan.through_links(SHELL) not in plan.entries:
+        _warn_about_shell_calls(root, programs)
     return ImagePlan(
         plan,
         dataclasses.replace(
@@ -173,10 +183,23 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
             env=tuple(sorted(env.items(), key=lambda item: item[0] != "PATH")),
             entrypoint=config.entrypoint or (programs[0].path,),
         ),
-        Platform.from_elf(first.machine, first.bits),
+        platform,
         tuple(closures),
         tuple(loaded_first),
     )
+
+
+def _warn_about_shell_calls(root: RootFS, programs: list[Program]) -> None:
+    """initdb's ``popen()`` fails as ``Cannot allocate memory`` in an image with no shell."""
+    for found in programs:
+        for target in found.runs:
+            host = root.host_path(target)
+            calls = shell_calls(host) if host else []
+            if calls:
+                warn(
+                    f"{target} calls {', '.join(f'{call}()' for call in calls)}, which run "
+                    f"{SHELL}; the image has none: add --shell busybox if it needs one"
+                )
 
 
 def _binary(root: RootFS, binary: str, search_path: str, includes: bool) -> Program:
@@ -353,6 +376,7 @@ def _add_essentials(
     closures: list[Closure],
     essentials: Essentials,
     env: dict[str, str],
+    user: str | None,
 ) -> None:
     root = resolver.root
     included = _included(plan)
@@ -360,7 +384,7 @@ def _add_essentials(
     if essentials.tmp and "/tmp" not in included:
         plan.add_dir("/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
     if essentials.users and not {"/etc/passwd", "/etc/group"} & included:
-        add_users(plan)
+        add_users(plan, root, user)
     if glibc and "/etc/nsswitch.conf" not in included:
         if essentials.nss and root.exists(NSSWITCH):
             plan.add_path(root, NSSWITCH, Reason.ESSENTIAL, "nss")

@@ -50,6 +50,13 @@ from scratchpack.plan.image_plan import (
 )
 from scratchpack.plan.programs import DEFAULT_PATH, SHELLS, program, shell_commands, which
 from scratchpack.plan.rootplan import RootPlan
+from scratchpack.plan.users import (
+    ACCOUNT_FILES,
+    Wanted,
+    config_words,
+    root_accounts,
+    select_accounts,
+)
 
 SOURCE_LABEL = "org.scratchpack.source.digest"
 # Parts of a package that a running program never reads.
@@ -60,8 +67,6 @@ _TLS_LIBRARIES = ("libssl.so", "libgnutls.so", "libnss3.so", "libmbedtls.so", "l
 _CA_PATHS = ("/etc/ssl/certs/ca-certificates.crt", "/usr/lib/ssl/cert.pem")
 # Directories programs write to at run time, kept empty with the source's modes.
 _RUNTIME_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run")
-# Account databases: never scanned for user names, and replaced by generated ones.
-_ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
 
 
 @dataclass
@@ -261,7 +266,7 @@ def _named_in(listed: _Listed, root: RootFS, configs: Iterable[str]) -> list[str
     found: list[str] = []
     seen: set[str] = set()
     for config in sorted(set(configs)):
-        if config.removesuffix("-") in _ACCOUNT_FILES or not config.startswith("/etc/"):
+        if config.removesuffix("-") in ACCOUNT_FILES or not config.startswith("/etc/"):
             continue
         host = root.host_path(config)
         if host is None or not os.path.isfile(host) or os.path.getsize(host) > 1 << 20:
@@ -325,63 +330,14 @@ def users_needed(
     root, nobody, the image's USER, the owners of every kept file, and any user
     named in a kept file under /etc (nginx's ``user www-data;``).
     """
-    passwd = (root.read_text("/etc/passwd") or "").splitlines()
-    group = (root.read_text("/etc/group") or "").splitlines()
-    uids = {0, 65534}
-    gids = {0, 65534}
-    names: set[str] = set()
-    if user:
-        name, _, group_name = user.partition(":")
-        (uids if name.isdigit() else names).add(int(name) if name.isdigit() else name)  # type: ignore[arg-type]
-        if group_name:
-            (gids if group_name.isdigit() else names).add(
-                int(group_name) if group_name.isdigit() else group_name  # type: ignore[arg-type]
-            )
+    wanted = Wanted(uids={0, 65534}, gids={0, 65534}, words=config_words(plan.entries.values()))
+    wanted.add_user_spec(user)
     for path in plan.entries:
         uid, gid = owners.get(path, (0, 0))
-        uids.add(uid)
-        gids.add(gid)
-    words = _words_in_config(root, plan)
-    kept_users = []
-    for line in passwd:
-        fields = line.split(":")
-        if len(fields) >= 4 and (
-            fields[0] in names or _int(fields[2]) in uids or fields[0] in words
-        ):
-            kept_users.append(line)
-            gids.add(_int(fields[3]))
-    kept_groups = [
-        line
-        for line in group
-        if len(line.split(":")) >= 3
-        and (_int(line.split(":")[2]) in gids or line.split(":")[0] in names)
-    ]
-    return "\n".join(kept_users) + "\n", "\n".join(kept_groups) + "\n"
-
-
-def _int(text: str) -> int:
-    return int(text) if text.isdigit() else -1
-
-
-def _words_in_config(root: RootFS, plan: RootPlan) -> set[str]:
-    """Words of the kept /etc files, comment lines and the account databases left out."""
-    words: set[str] = set()
-    for entry in plan.entries.values():
-        if entry.kind != "file" or not entry.path.startswith("/etc/") or not entry.source:
-            continue
-        if entry.path.removesuffix("-") in _ACCOUNT_FILES:  # passwd- etc. are backups
-            continue
-        try:
-            if os.path.getsize(entry.source) > 1 << 20:
-                continue
-            with open(entry.source, encoding="utf-8", errors="replace") as stream:
-                text = stream.read()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if not line.lstrip().startswith("#"):
-                words.update(re.findall(r"[A-Za-z_][\w.-]*", line))
-    return words
+        wanted.uids.add(uid)
+        wanted.gids.add(gid)
+    users, groups = select_accounts(*root_accounts(root), wanted)
+    return "\n".join(users) + "\n", "\n".join(groups) + "\n"
 
 
 def plan_shrink(

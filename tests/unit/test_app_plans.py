@@ -18,6 +18,7 @@ from scratchpack.errors import InputError
 from scratchpack.image.config import ImageConfig
 from scratchpack.notes import collecting
 from scratchpack.plan.entries import EntryKind
+from scratchpack.plan.essentials import Essentials
 from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.image_plan import (
     BuildOptions,
@@ -257,3 +258,77 @@ def test_a_soname_no_library_of_the_image_carries_is_still_missing(tmp_path: Pat
             BuildOptions((str(home / "bin" / "launcher"),), includes=(str(home),)),
             ImageConfig(entrypoint=None),
         )
+
+
+# -- programs that run /bin/sh; accounts named by configuration -------------------------------
+
+POPEN_SOURCE = '#include <stdio.h>\nint main(void) { return pclose(popen("true", "r")); }\n'
+
+
+def _popen_program(tmp_path: Path) -> Path:
+    require_gcc()
+    source = tmp_path / "popen.c"
+    source.write_text(POPEN_SOURCE)
+    program = tmp_path / "popen"
+    subprocess.run(["gcc", "-o", str(program), str(source)], check=True)
+    return program
+
+
+def test_a_program_that_runs_a_shell_is_warned_about_and_offered_one(tmp_path: Path) -> None:
+    program = _popen_program(tmp_path)
+    with collecting() as warnings:
+        plan_image(BuildOptions((str(program),)), ImageConfig(entrypoint=None))
+    assert any(
+        "popen()" in w and "/bin/sh" in w and "--shell busybox" in w for w in warnings.messages
+    ), warnings.messages
+    with collecting() as warnings:
+        plan_image(BuildOptions((TRUE,)), ImageConfig(entrypoint=None))
+    assert not any("/bin/sh" in w for w in warnings.messages), warnings.messages
+
+
+def test_shell_busybox_puts_a_static_busybox_at_bin_sh(tmp_path: Path, static_busybox) -> None:
+    program = _popen_program(tmp_path)
+    with collecting() as warnings:
+        plan = plan_image(
+            BuildOptions((str(program),), essentials=Essentials(shell=str(static_busybox))),
+            ImageConfig(entrypoint=None),
+        )
+    shell = plan.root.entries[plan.root.through_links("/bin/sh")]
+    assert (shell.kind, shell.source, shell.mode) == (EntryKind.FILE, str(static_busybox), 0o755)
+    assert not any("/bin/sh" in w for w in warnings.messages), warnings.messages
+    with pytest.raises(InputError, match="not statically linked"):
+        plan_image(
+            BuildOptions((TRUE,), essentials=Essentials(shell=os.path.realpath(TRUE))),
+            ImageConfig(entrypoint=None),
+        )
+
+
+def _account(text: bytes | None, name: str) -> str | None:
+    lines = (text or b"").decode().splitlines()
+    return next((line for line in lines if line.split(":")[0] == name), None)
+
+
+def test_users_named_by_included_configuration_and_user_get_accounts(tmp_path: Path) -> None:
+    """nginx's ``user www-data;`` failed with getpwnam("www-data") in a build."""
+    host_line = _account(Path("/etc/passwd").read_bytes(), "www-data")
+    if host_line is None:
+        pytest.skip("this host has no www-data account (Debian's base-passwd has one)")
+    etc = tmp_path / "etc" / "web"
+    etc.mkdir(parents=True)
+    (etc / "web.conf").write_text("# user daemon;\nuser www-data;\n")
+    plan = plan_image(
+        BuildOptions((TRUE,), includes=(f"{etc}:/etc/web",)),
+        ImageConfig(entrypoint=None, user="www-data"),
+    )
+    entries = plan.root.entries
+    assert _account(entries["/etc/passwd"].data, "www-data") == host_line
+    assert _account(entries["/etc/passwd"].data, "daemon") is None  # only in a comment
+    assert _account(entries["/etc/passwd"].data, "nonroot") is not None
+    gid = host_line.split(":")[3]
+    group = (entries["/etc/group"].data or b"").decode().splitlines()
+    assert any(line.split(":")[2] == gid for line in group), group
+
+
+def test_a_user_no_account_names_is_refused_before_anything_is_built() -> None:
+    with pytest.raises(InputError, match="no passwd entry 'no-such-user'"):
+        plan_image(BuildOptions((TRUE,)), ImageConfig(entrypoint=None, user="no-such-user"))
