@@ -67,6 +67,8 @@ _TLS_LIBRARIES = ("libssl.so", "libgnutls.so", "libnss3.so", "libmbedtls.so", "l
 _CA_PATHS = ("/etc/ssl/certs/ca-certificates.crt", "/usr/lib/ssl/cert.pem")
 # Directories programs write to at run time, kept empty with the source's modes.
 _RUNTIME_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run")
+# Where a service keeps its state: the USER's directories here are kept (empty).
+_STATE_DIRS = ("/var/lib", "/var/log", "/var/cache", "/var/spool", "/run", "/var/run")
 
 
 @dataclass
@@ -416,6 +418,8 @@ def plan_shrink(
                 _keep(plan, root, path, Reason.RUNTIME, kept)
     for directory in _RUNTIME_DIRS:
         _keep_runtime_dir(plan, root, directory, kept)
+    for directory in user_directories(root, inputs.runtime.user, inputs.owners):
+        _keep_runtime_dir(plan, root, directory, kept)
     if root.exists("/etc/nsswitch.conf") and any(c.loader == "glibc" for c in closures):
         _keep(plan, root, "/etc/nsswitch.conf", Reason.RUNTIME, kept)
     plan.apply_owners(inputs.owners)
@@ -478,6 +482,40 @@ def _keep(plan: RootPlan, root: RootFS, path: str, reason: Reason, kept: Kept) -
     if new:
         kept.add(reason, path)
     return True
+
+
+def user_directories(
+    root: RootFS, user: str | None, owners: Mapping[str, tuple[int, int]]
+) -> list[str]:
+    """The USER's home and its state directories: kept empty, with their owners and modes.
+
+    A PostgreSQL image with ``USER postgres`` runs initdb in
+    ``/var/lib/postgresql``; without it initdb tries to create ``/var/lib`` and is
+    refused. Kept: the home of USER in the image's passwd, and the directories
+    right under ``/var/lib``, ``/var/log``, ``/var/cache``, ``/var/spool`` and
+    ``/run`` that USER owns. Their files are the program's data, not the program:
+    ``--include`` keeps those.
+    """
+    if not user:
+        return []
+    name = user.partition(":")[0]
+    uid = int(name) if name.isdigit() else None
+    home = None
+    for line in (root.read_text("/etc/passwd") or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and (fields[0] == name or (uid is not None and fields[2] == name)):
+            uid = int(fields[2]) if fields[2].isdigit() else uid
+            home = fields[5]
+            break
+    if not uid:  # root owns everything; an unknown name, nothing
+        return []
+    found = []
+    if home and home.startswith("/") and posixpath.normpath(home) != "/" and root.is_dir(home):
+        found.append(posixpath.normpath(home))
+    for path, (owner, _group) in sorted(owners.items()):
+        if owner == uid and posixpath.dirname(path) in _STATE_DIRS and root.is_dir(path):
+            found.append(path)
+    return list(dict.fromkeys(found))
 
 
 def _keep_runtime_dir(plan: RootPlan, root: RootFS, path: str, kept: Kept) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from scratchpack.errors import InputError
-from scratchpack.image.config import ImageConfig
+from scratchpack.image.config import ImageConfig, RuntimeConfig
+from scratchpack.image.media import Platform
 from scratchpack.notes import collecting
 from scratchpack.plan.entries import EntryKind
 from scratchpack.plan.essentials import Essentials
@@ -27,6 +28,7 @@ from scratchpack.plan.image_plan import (
     loaded_first_json,
     plan_image,
 )
+from scratchpack.plan.shrink import ShrinkInputs, plan_shrink
 from tests.cfixtures import (
     HOST_LIBC,
     compile_exe,
@@ -34,6 +36,7 @@ from tests.cfixtures import (
     is_host_glibc_x86_64,
     require_gcc,
 )
+from tests.unit.test_plan import fake_image_root
 
 pytestmark = pytest.mark.skipif(
     not is_host_glibc_x86_64(), reason="plans the host's glibc x86-64 programs"
@@ -332,3 +335,34 @@ def test_users_named_by_included_configuration_and_user_get_accounts(tmp_path: P
 def test_a_user_no_account_names_is_refused_before_anything_is_built() -> None:
     with pytest.raises(InputError, match="no passwd entry 'no-such-user'"):
         plan_image(BuildOptions((TRUE,)), ImageConfig(entrypoint=None, user="no-such-user"))
+
+
+# -- shrink: the USER's home and state directories ---------------------------------------------
+
+
+def test_a_static_shrink_keeps_the_users_home_and_state_directories_empty(tmp_path: Path) -> None:
+    """``USER postgres``: initdb could not create /var/lib/postgresql/data without its home."""
+    root = fake_image_root(tmp_path)
+    with (root / "etc/passwd").open("a") as passwd:
+        passwd.write("postgres:x:101:104::/var/lib/postgresql:/bin/bash\n")
+    for directory in ("var/lib/postgresql/15/main", "var/log/postgresql", "var/lib/other"):
+        (root / directory).mkdir(parents=True)
+    (root / "var/lib/postgresql/15/main/PG_VERSION").write_text("15\n")
+    (root / "var/lib/postgresql").chmod(0o755)
+    (root / "var/log/postgresql").chmod(0o1775)
+    owners = {
+        "/var/lib/postgresql": (101, 104),
+        "/var/lib/postgresql/15": (101, 104),
+        "/var/log/postgresql": (101, 4),
+        "/var/lib/other": (0, 0),
+    }
+    runtime = RuntimeConfig.from_json({"Entrypoint": ["true"], "User": "postgres"}, "fake")
+    plan = plan_shrink(ShrinkInputs(root, runtime, Platform("amd64"), "sha256:" + "0" * 64, owners))
+    kept = plan.root.entries
+    home = kept["/var/lib/postgresql"]
+    assert (home.kind, home.uid, home.gid) == (EntryKind.DIR, 101, 104)
+    log = kept["/var/log/postgresql"]
+    assert (log.uid, log.mode) == (101, 0o1775)
+    assert not any(path.startswith("/var/lib/postgresql/") for path in kept)  # data stays out
+    assert "/var/lib/other" not in kept
+    assert {"/var/lib/postgresql", "/var/log/postgresql"} <= set(plan.kept.reasons["runtime"])
