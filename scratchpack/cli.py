@@ -579,7 +579,9 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
     is_flag=True,
     help="Run the image under a file-access tracer and keep what its program touched.",
 )
-@click.option("--probe-cmd", metavar="ARGS", help="Your own probe instead of GET / on each port.")
+@click.option(
+    "--probe-cmd", metavar="ARGS", help="Your own probe instead of a connection to each port."
+)
 @click.option("--trace-args", metavar="ARGS", help="Arguments to trace with, instead of Cmd.")
 @click.option(
     "--trace-timeout",
@@ -588,6 +590,18 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
     show_default=True,
     metavar="SECONDS",
     help="Give up on a trace that takes longer.",
+)
+@click.option(
+    "--trace-network",
+    type=click.Choice(["bridge", "host", "none"]),
+    default="bridge",
+    show_default=True,
+    help="The traced container's network: host lets the probes reach a 127.0.0.1 listener.",
+)
+@click.option(
+    "--allow-probe-failure",
+    is_flag=True,
+    help="Keep what the trace saw even if a probe of the original image failed.",
 )
 @click.option(
     "--include",
@@ -609,6 +623,8 @@ def shrink(
     probe_cmd: str | None,
     trace_args: str | None,
     trace_timeout: float,
+    trace_network: str,
+    allow_probe_failure: bool,
     includes: tuple[str, ...],
     excludes: tuple[str, ...],
     allow_missing: bool,
@@ -624,6 +640,7 @@ def shrink(
     """
     from scratchpack.commands.build import EngineMode
     from scratchpack.commands.shrink import ShrinkRequest, render_report, run_shrink
+    from scratchpack.trace.run import TraceNetwork
 
     result = run_shrink(
         ShrinkRequest(
@@ -635,6 +652,8 @@ def shrink(
             probe_cmd=_args(probe_cmd, "--probe-cmd") if probe_cmd else None,
             trace_args=_args(trace_args, "--trace-args") if trace_args is not None else None,
             trace_timeout=trace_timeout,
+            trace_network=TraceNetwork(trace_network),
+            allow_probe_failure=allow_probe_failure,
             engine_mode=EngineMode(engine_mode),
             output=Path(output) if output else None,
             allow_missing=allow_missing,

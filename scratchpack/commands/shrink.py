@@ -37,6 +37,8 @@ from scratchpack.publish import (
     to_output,
     writing,
 )
+from scratchpack.trace.run import TraceNetwork
+from scratchpack.trace.tracer import TraceError
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import Engine
@@ -53,6 +55,8 @@ class ShrinkRequest:
     probe_cmd: tuple[str, ...] | None = None
     trace_args: tuple[str, ...] | None = None
     trace_timeout: float = 60
+    trace_network: TraceNetwork = TraceNetwork.BRIDGE
+    allow_probe_failure: bool = False  # a failed probe of the original is then a warning
     engine_mode: EngineMode = EngineMode.AUTO
     output: Path | None = None
     allow_missing: bool = False
@@ -88,6 +92,7 @@ class ShrinkResult:
             "packages": sorted(self.plan.kept.packages),
             "kept": kept,
             "loaded_first": loaded_first_json(self.plan.loaded_first),
+            "partly_kept": [item.to_json() for item in self.plan.partly_kept],
             "by_reason": self.by_reason,
             "trace": self.trace.to_json() if self.trace is not None else None,
             "warnings": list(self.warnings),
@@ -116,10 +121,20 @@ def render_report(result: ShrinkResult) -> str:
         code = data["trace"]["exit_code"]
         how = "stopped after its probes" if code is None else f"exited {code}"
         lines.append(f"traced: the program {how}")
-        lines.extend(f"  probe {line}" for line in data["trace"]["probes"])
+        if data["trace"]["network"] != "bridge":
+            lines.append(f"  network: {data['trace']['network']}")
+        for probe in data["trace"]["probes"]:
+            mark = "" if probe["passed"] else " (failed)"
+            lines.append(f"  probe {probe['target']} {probe['summary']}{mark}")
+            lines.extend(f"    | {line}" for line in probe["output"].splitlines())
     if data["packages"]:
         lines.append(f"packages: {', '.join(data['packages'])}")
     lines.extend(loaded_first_lines(data["loaded_first"]))
+    for item in data["partly_kept"]:
+        lines.append(
+            f"partly kept: {item['kind']}, {item['kept']} of {item['total']} files of "
+            f"{item['path']} (--include {item['path']} keeps the rest)"
+        )
     for reason, paths in sorted(data["kept"].items()):
         lines.append(f"{reason}:")
         lines.extend(f"  {path}" for path in paths)
@@ -136,6 +151,16 @@ def _check(request: ShrinkRequest) -> Path | None:
         ):
             if given is not None:
                 raise InputError(f"{option} only applies to a trace: add --trace, or drop it")
+        for given_flag, option in (
+            (request.trace_network is not TraceNetwork.BRIDGE, "--trace-network"),
+            (request.allow_probe_failure, "--allow-probe-failure"),
+        ):
+            if given_flag:
+                raise InputError(f"{option} only applies to a trace: add --trace, or drop it")
+    if request.trace_network is TraceNetwork.NONE and request.probe_cmd is not None:
+        raise InputError(
+            "--probe-cmd needs a network to reach the program: not --trace-network none"
+        )
     if request.engine_mode is EngineMode.DOCKER and request.output is not None:
         raise InputError("-o/--output uses the built-in writer: drop --engine docker")
     if request.engine_mode is EngineMode.NONE or request.output is not None:
@@ -197,6 +222,7 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         if request.trace:
             assert engine is not None
             traced = _trace(engine, request, source, work, say)
+            _check_probes(traced, request)
         plan = plan_shrink(
             ShrinkInputs(
                 root_dir,
@@ -250,6 +276,27 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
     )
 
 
+def _check_probes(traced: TraceResult, request: ShrinkRequest) -> None:
+    """A probe that fails on the original image: the trace saw a broken run (exit 6).
+
+    What a failed run touched is not what the program needs; with
+    ``--allow-probe-failure`` it is kept anyway, with a warning.
+    """
+    failed = traced.failed_probes
+    if not failed:
+        return
+    names = "; ".join(probe.line for probe in failed)
+    if request.allow_probe_failure:
+        warn(f"a probe of {request.image} failed ({names}); kept what the trace saw anyway")
+        return
+    details = tuple(line for probe in failed for line in [probe.line, *probe.output.splitlines()])
+    raise TraceError(
+        f"a probe of the original {request.image} failed ({names}), so the trace saw a broken "
+        "run; fix the probe, or keep what it saw with --allow-probe-failure",
+        details,
+    )
+
+
 def _trace(
     engine: Engine, request: ShrinkRequest, source: SourceImage, work: Path, say: Any
 ) -> TraceResult:
@@ -283,6 +330,7 @@ def _trace(
             trace_args=list(request.trace_args) if request.trace_args is not None else None,
             timeout=request.trace_timeout,
             progress=say,
+            network=request.trace_network,
         )
     except BaseException:
         if loaded:

@@ -28,7 +28,9 @@ import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 from scratchpack.errors import InputError
 from scratchpack.image.config import RuntimeConfig
@@ -91,6 +93,75 @@ class Kept:
 
 
 @dataclass(frozen=True)
+class PartlyKept:
+    """A tree of data a program picks from at run time, of which only some files are kept.
+
+    A trace keeps the time zone, locale or dictionary the run used; another
+    configuration picks another one, and it is not there.
+    """
+
+    kind: str  # "time zones"
+    path: str  # the tree: /usr/share/zoneinfo
+    kept: int  # files of it in the image
+    total: int  # files of it in the source
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "kept": self.kept, "total": self.total}
+
+
+# Trees of data a program chooses from by configuration: (kind, in-image path patterns).
+_DATA_TREES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("time zones", ("/usr/share/zoneinfo",)),
+    ("locales", ("/usr/lib/locale", "/usr/share/i18n/locales", "/usr/share/i18n/charmaps")),
+    ("character sets (gconv)", ("/usr/lib/*/gconv", "/usr/lib/gconv", "/usr/lib64/gconv")),
+    ("text-search dictionaries", ("/usr/share/postgresql/*/tsearch_data",)),
+    ("dictionaries", ("/usr/share/dict", "/usr/share/hunspell", "/usr/share/myspell")),
+    ("terminal descriptions", ("/usr/share/terminfo", "/usr/lib/terminfo", "/etc/terminfo")),
+    ("Python codecs", ("/usr/lib/python3*/encodings", "/usr/local/lib/python3*/encodings")),
+)
+_DATA_TREE_FILES = 100_000  # a tree is not counted past this many files
+
+
+def partly_kept(root: RootFS, plan: RootPlan) -> list[PartlyKept]:
+    """The data trees of :data:`_DATA_TREES` the image holds some, not all, files of."""
+    kept: dict[tuple[str, str], int] = {}
+    for entry in plan.files:
+        for kind, patterns in _DATA_TREES:
+            tree = _data_tree(entry.path, patterns)
+            if tree is not None:
+                kept[(kind, tree)] = kept.get((kind, tree), 0) + 1
+                break
+    found = []
+    for (kind, tree), count in sorted(kept.items(), key=lambda item: item[0][1]):
+        total = _count_files(root, tree)
+        if total > count:
+            found.append(PartlyKept(kind, tree, count, total))
+    return found
+
+
+def _data_tree(path: str, patterns: Iterable[str]) -> str | None:
+    parts = path.split("/")
+    for pattern in patterns:
+        depth = pattern.count("/") + 1
+        head = "/".join(parts[:depth])
+        if len(parts) > depth and fnmatchcase(head, pattern):
+            return head
+    return None
+
+
+def _count_files(root: RootFS, tree: str) -> int:
+    host = root.host_path(tree)
+    if host is None or not os.path.isdir(host):
+        return 0
+    total = 0
+    for _current, _dirs, files in os.walk(host):
+        total += len(files)
+        if total >= _DATA_TREE_FILES:
+            break
+    return total
+
+
+@dataclass(frozen=True)
 class ShrinkPlan:
     """The kept root, the configuration to copy, and why each file is there."""
 
@@ -100,6 +171,7 @@ class ShrinkPlan:
     kept: Kept
     programs: tuple[str, ...]
     loaded_first: tuple[LoadedFirst, ...] = ()  # sonames a library of the image carries
+    partly_kept: tuple[PartlyKept, ...] = ()  # data trees the program picks from
 
 
 @dataclass(frozen=True)
@@ -444,7 +516,15 @@ def plan_shrink(
     labels = dict(runtime.get("Labels") or {})
     labels[SOURCE_LABEL] = inputs.source_digest
     runtime["Labels"] = labels
-    return ShrinkPlan(plan, runtime, platform, kept, tuple(programs), tuple(loaded_first))
+    return ShrinkPlan(
+        plan,
+        runtime,
+        platform,
+        kept,
+        tuple(programs),
+        tuple(loaded_first),
+        tuple(partly_kept(root, plan)),
+    )
 
 
 def _closure_paths(closure: Closure) -> list[str]:

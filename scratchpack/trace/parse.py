@@ -92,6 +92,36 @@ class ParsedLog:
     executed: set[str] = field(default_factory=set)
     started: bool = False  # the traced program's first execve is there
     lines: int = 0
+    binds: set[tuple[str, int]] = field(default_factory=set)  # (address, port) of bind()s
+
+
+# bind(3<TCP:[123]>, {sa_family=AF_INET, sin_port=htons(6379), sin_addr=inet_addr("127.0.0.1")}
+# bind(3<...>, {sa_family=AF_INET6, sin6_port=htons(80), ..., inet_pton(AF_INET6, "::1", ...
+_BIND = re.compile(
+    r'\bbind\(.*?sin6?_port=htons\((\d+)\).*?(?:inet_addr\("([^"]*)"\)|inet_pton\(AF_INET6,\s*"([^"]*)")'
+)
+
+
+def bind_of(line: str) -> tuple[str, int] | None:
+    """The ``(address, port)`` a successful ``bind()`` line of the log names, if it is one."""
+    if "bind(" not in line:
+        return None
+    match = _BIND.search(line)
+    if match is None or not line.rstrip().endswith("= 0"):
+        return None
+    return match.group(2) or match.group(3) or "", int(match.group(1))
+
+
+def loopback_only(binds: Iterable[tuple[str, int]]) -> dict[int, str]:
+    """Ports bound to a loopback address and to no other: port -> the address."""
+    by_port: dict[int, set[str]] = {}
+    for address, port in binds:
+        by_port.setdefault(port, set()).add(address)
+    return {
+        port: sorted(addresses)[0]
+        for port, addresses in by_port.items()
+        if all(address.startswith("127.") or address == "::1" for address in addresses)
+    }
 
 
 @dataclass
@@ -169,6 +199,10 @@ def parse_log(lines: Iterable[str], workdir: str = "/") -> ParsedLog:
     for line in lines:
         parsed.lines += 1
         if len(line) > MAX_LINE:
+            continue
+        bound = bind_of(line)
+        if bound is not None:
+            parsed.binds.add(bound)
             continue
         event = _event(line.rstrip("\r\n"), pending)
         if event is not None:

@@ -27,12 +27,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.errors import ContainerTimeout, EngineError, EngineLost, EngineTimeout
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.image.media import Platform
-from scratchpack.trace.parse import ParsedLog, clean_path, excluded, lines_of, parse_log
+from scratchpack.trace.parse import (
+    ParsedLog,
+    bind_of,
+    clean_path,
+    excluded,
+    lines_of,
+    loopback_only,
+    parse_log,
+)
 from scratchpack.trace.tracer import LOG_DIR, LOG_NAME, TraceError, TracerTree, TraceTimeout
 
 if TYPE_CHECKING:
@@ -44,6 +53,50 @@ STOP_GRACE = 10  # seconds docker waits after the StopSignal before SIGKILL
 # Variables that would change how the tracer's own loader starts strace; the
 # traced program still gets them (strace -E puts them back).
 _TRACER_UNSAFE_ENV = ("LD_PRELOAD", "LD_AUDIT")
+
+
+PROBE_OUTPUT_LINES = 20  # of a probe command's output, kept for the report
+_BIND_POLL = 2.0  # seconds between looks at the log for binds while waiting for ports
+_BIND_SCAN_LIMIT = 64 << 20  # a log longer than this is not scanned while running
+
+
+class TraceNetwork(str, Enum):
+    """``--trace-network``: where the traced container is attached."""
+
+    BRIDGE = "bridge"  # the default bridge, exposed ports published on 127.0.0.1
+    HOST = "host"  # the host's network: ports probed on 127.0.0.1 as they are
+    NONE = "none"  # no network: nothing probed, the program must end by itself
+
+
+class ProbeKind(str, Enum):
+    TCP = "tcp"  # a connection (the port speaks first, or not HTTP)
+    HTTP = "http"  # GET / answered with an HTTP status line
+    COMMAND = "command"  # --probe-cmd
+    ABSENT = "absent"  # an exposed port nothing listened on: not a probe, reported
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe of the traced program and what came of it."""
+
+    target: str  # "8080/tcp", or the probe command as run
+    kind: ProbeKind
+    passed: bool
+    summary: str  # "GET / -> HTTP/1.0 200 OK", "exit 2"
+    output: str = ""  # the probe command's output (its last lines)
+
+    @property
+    def line(self) -> str:
+        return f"{self.target} {self.summary}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "kind": self.kind.value,
+            "passed": self.passed,
+            "summary": self.summary,
+            "output": self.output,
+        }
 
 
 @dataclass(frozen=True)
@@ -58,11 +111,20 @@ class TraceResult:
 
     paths: frozenset[str]  # absolute in-image paths used successfully
     exit_code: int | None  # the program's status; None when the trace stopped it after probing
-    probes: tuple[str, ...]  # one line per probe: "8080/tcp GET / -> HTTP/1.0 200 OK"
+    probes: tuple[Probe, ...]
     log_lines: int  # lines strace wrote
+    network: TraceNetwork = TraceNetwork.BRIDGE
+
+    @property
+    def failed_probes(self) -> list[Probe]:
+        return [probe for probe in self.probes if not probe.passed]
 
     def to_json(self) -> dict[str, Any]:
-        return {"exit_code": self.exit_code, "probes": list(self.probes)}
+        return {
+            "exit_code": self.exit_code,
+            "network": self.network.value,
+            "probes": [probe.to_json() for probe in self.probes],
+        }
 
 
 def trace_image(
@@ -74,14 +136,19 @@ def trace_image(
     trace_args: list[str] | None = None,
     timeout: float = 60,
     progress: Callable[[str], None] | None = None,
+    network: TraceNetwork = TraceNetwork.BRIDGE,
 ) -> TraceResult:
     """Run ``image`` as configured, under strace, and return the paths its programs used.
 
     ``config`` is the image's configuration (Entrypoint, Cmd, Env, WorkingDir,
     User, ExposedPorts, StopSignal); ``trace_args`` replaces Cmd. A program that
     exposes no TCP port runs to completion. Otherwise every exposed TCP port is
-    published on 127.0.0.1 (a free port the engine picks) and, once the program
-    accepts connections on it, gets ``GET / HTTP/1.0``; ``probe_cmd`` runs
+    published on 127.0.0.1 (a free port the engine picks; with ``network`` host
+    the port itself) and, once the program accepts connections on it, is probed:
+    a connection, and ``GET / HTTP/1.0`` unless the port speaks first; the probe
+    is HTTP only where the answer is. A program that binds an exposed port to
+    127.0.0.1 inside its own network is reported at once (:class:`TraceError`),
+    since no probe can reach it there. ``probe_cmd`` runs
     instead (on the host, once, after the ports are ready): ``{host}`` in its
     arguments becomes ``127.0.0.1``, ``{port}`` the host port of the lowest
     exposed port and ``{port:N}`` the one of container port N (also in
@@ -102,6 +169,10 @@ def trace_image(
     ports = _tcp_ports(config)
     if probe_cmd is not None and not probe_cmd:
         raise TraceError("the probe command is empty")
+    if network is TraceNetwork.NONE:
+        if probe_cmd is not None:
+            raise TraceError("--probe-cmd needs a network to reach the program: not with none")
+        ports = []  # nothing can reach them: the program must end by itself
     if probe_cmd is not None and not ports and any("{port" in arg for arg in probe_cmd):
         raise TraceError(f"the probe command uses {{port}} but {image} exposes no TCP port")
     workdir = config.working_dir or "/"
@@ -122,12 +193,15 @@ def trace_image(
         create["user"] = config.user
     if config.stop_signal:
         create["stop_signal"] = config.stop_signal
-    if ports:
-        create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
+    if network is TraceNetwork.BRIDGE:
+        if ports:
+            create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
+    else:
+        create["network_mode"] = network.value
     say(f"tracing {image}: {shlex.join(argv)}")
     try:
         return _run_traced(engine, image, info.id, create, config, tracer, argv, ports,
-                           probe_cmd, timeout, workdir, log, say)  # fmt: skip
+                           probe_cmd, timeout, workdir, log, say, network)  # fmt: skip
     except (EngineLost, EngineTimeout) as err:
         raise type(err)(f"{err}, which traced {image}") from err
 
@@ -146,6 +220,7 @@ def _run_traced(
     workdir: str,
     log: str,
     say: Callable[[str], None],
+    network: TraceNetwork,
 ) -> TraceResult:
     with engine.container(image_id, **create) as container:
         # The log's directory lives in the container's own layer, writable by any
@@ -153,23 +228,34 @@ def _run_traced(
         container.put_directory(LOG_DIR, 0o1777)
         container.start()
         deadline = time.monotonic() + timeout
-        probes: list[str] = []
+        probes: list[Probe] = []
         stopped = False
         if ports or probe_cmd is not None:
-            published = _published(container, ports)
+            if network is TraceNetwork.HOST:
+                published = {port: port for port in ports}
+            else:
+                published = _published(container, ports)
             waiting = _timeout_message(image, timeout, ports)
-            ready = _wait_ready(container, published, deadline, waiting, say)
+            # On the host's network a loopback bind is reachable: nothing to watch.
+            watch = (
+                _LoopbackWatch(container, log, image, published)
+                if network is TraceNetwork.BRIDGE
+                else None
+            )
+            ready = _wait_ready(container, published, deadline, waiting, say, watch)
             if ready is not None:  # None: the program exited before it was ready
                 if probe_cmd is not None:
                     probes.append(_run_probe_cmd(probe_cmd, published, deadline, image, timeout))
                 else:
                     for port, host_port in published.items():
                         if port in ready:
-                            probes.append(_http_probe(port, host_port))
+                            probes.append(_port_probe(port, host_port))
                         else:
-                            probes.append(f"{port}/tcp not listening")
-                for line in probes:
-                    say(f"probe {line}")
+                            probes.append(
+                                Probe(f"{port}/tcp", ProbeKind.ABSENT, True, "not listening")
+                            )
+                for probe in probes:
+                    say(f"probe {probe.line}")
                 if container.status() == "running":
                     say(f"stopping {image} ({config.stop_signal or 'SIGTERM'})")
                     container.stop(STOP_GRACE)
@@ -194,6 +280,7 @@ def _run_traced(
         exit_code=exit_code,
         probes=tuple(probes),
         log_lines=parsed.lines,
+        network=network,
     )
     say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
     return result
@@ -269,12 +356,14 @@ def _wait_ready(
     deadline: float,
     timeout_message: str,
     say: Callable[[str], None],
+    watch: _LoopbackWatch | None = None,
 ) -> set[int] | None:
     """The ports that accept connections; None when the program exited first.
 
     Once one port is ready, the others get a few more seconds: images often
     EXPOSE ports a given configuration does not open. Past the deadline with
-    no port ready: :class:`TraceTimeout`.
+    no port ready: :class:`TraceTimeout`. ``watch`` looks at the log for a
+    loopback bind every few seconds while no port is ready.
     """
     if not published:
         return set()
@@ -292,6 +381,8 @@ def _wait_ready(
             return ready
         if container.status() not in ("created", "running"):
             return None
+        if watch is not None and not ready:
+            watch.check()
         if now >= deadline:
             if ready:
                 return ready
@@ -312,8 +403,87 @@ def _accepting(host_port: int) -> bool:
         return False
 
 
-def _http_probe(port: int, host_port: int) -> str:
-    """``GET / HTTP/1.0`` (SlimToolkit's default probe); the status line, read to the end."""
+class _LoopbackWatch:
+    """Reads the running program's log for a ``bind()`` of an exposed port to 127.0.0.1.
+
+    Such a program waits for connections no probe can make (the container's own
+    loopback), so the trace would wait out its timeout; this says so at once.
+    """
+
+    def __init__(self, container: Container, log: str, image: str, published: dict[int, int]):
+        self.container = container
+        self.log = log
+        self.image = image
+        self.ports = set(published)
+        self.next_look = time.monotonic() + _BIND_POLL / 2
+        self.given_up = False
+
+    def check(self) -> None:
+        if self.given_up or time.monotonic() < self.next_look:
+            return
+        self.next_look = time.monotonic() + _BIND_POLL
+        binds: list[tuple[str, int]] = []
+        try:
+            with self.container.open_file(self.log) as (member, stream):
+                if stream is None or member.size > _BIND_SCAN_LIMIT:
+                    self.given_up = True
+                    return
+                for line in lines_of(stream):
+                    bound = bind_of(line)
+                    if bound is not None:
+                        binds.append(bound)
+        except EngineError:
+            return  # the log is not there yet, or the container just ended
+        local = {
+            port: address for port, address in loopback_only(binds).items() if port in self.ports
+        }
+        if local:
+            where = ", ".join(f"{address}:{port}" for port, address in sorted(local.items()))
+            raise TraceError(
+                f"{self.image} listens on {where} inside its container, where no probe can "
+                "reach it: make it listen on 0.0.0.0 (--trace-args), or trace with "
+                "--trace-network host"
+            )
+
+
+def _port_probe(port: int, host_port: int) -> Probe:
+    """A connection, then ``GET / HTTP/1.0`` (SlimToolkit's default) unless the port speaks.
+
+    An HTTP status line makes it an HTTP probe (failed on a 5xx); any other
+    answer, or none, leaves it a TCP probe that passed: redis answers ``GET``
+    with ``-ERR``, PostgreSQL closes the connection.
+    """
+    target = f"{port}/tcp"
+    banner = _banner(host_port)
+    if banner is None:
+        return Probe(target, ProbeKind.TCP, False, "connect -> refused")
+    if banner:
+        return Probe(target, ProbeKind.TCP, True, f"connect -> it spoke first: {banner}")
+    line = _http_status_line(host_port)
+    if line.startswith("HTTP/"):
+        status = line.split()[1] if len(line.split()) > 1 else ""
+        return Probe(target, ProbeKind.HTTP, not status.startswith("5"), f"GET / -> {line}")
+    how = "not HTTP" if line else "no answer to GET /"
+    return Probe(target, ProbeKind.TCP, True, f"connect -> connected ({how})")
+
+
+def _banner(host_port: int) -> str | None:
+    """What the port says before it is asked ('' for nothing); None if it refuses."""
+    try:
+        with socket.create_connection((PROBE_HOST, host_port), timeout=5) as sock:
+            sock.settimeout(0.5)
+            try:
+                data = sock.recv(256)
+            except TimeoutError:
+                return ""
+    except OSError:
+        return None
+    text = data.split(b"\n", 1)[0].decode("latin-1").strip()
+    return "".join(char if char.isprintable() else "?" for char in text)[:80] or ""
+
+
+def _http_status_line(host_port: int) -> str:
+    """``GET / HTTP/1.0``, read to the end; the answer's first line ('' for none)."""
     request = (
         f"GET / HTTP/1.0\r\nHost: {PROBE_HOST}:{host_port}\r\n"
         "User-Agent: scratchpack-trace\r\nAccept: */*\r\n\r\n"
@@ -335,16 +505,12 @@ def _http_probe(port: int, host_port: int) -> str:
             break
         time.sleep(0.5)
     line = answer.split(b"\n", 1)[0].strip().decode("latin-1")
-    if not line:
-        return f"{port}/tcp GET / -> no answer"
-    if not line.startswith("HTTP/"):
-        return f"{port}/tcp GET / -> not HTTP"
-    return f"{port}/tcp GET / -> {line}"
+    return "".join(char if char.isprintable() else "?" for char in line)[:120]
 
 
 def _run_probe_cmd(
     probe_cmd: list[str], published: dict[int, int], deadline: float, image: str, timeout: float
-) -> str:
+) -> Probe:
     first = min(published) if published else None
 
     def port_of(match: re.Match[str]) -> str:
@@ -364,7 +530,8 @@ def _run_probe_cmd(
         completed = subprocess.run(
             command,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=env,
             timeout=max(1.0, deadline - time.monotonic()),
             check=False,
@@ -376,7 +543,14 @@ def _run_probe_cmd(
             f"the probe command {shlex.join(command)} did not finish within the {timeout:g} s "
             f"trace timeout of {image}"
         ) from err
-    return f"{shlex.join(command)} -> exit {completed.returncode}"
+    output = completed.stdout.decode("utf-8", "replace").rstrip().splitlines()
+    return Probe(
+        shlex.join(command),
+        ProbeKind.COMMAND,
+        completed.returncode == 0,
+        f"-> exit {completed.returncode}",
+        "\n".join(output[-PROBE_OUTPUT_LINES:]),
+    )
 
 
 def _timeout_message(image: str, timeout: float, ports: list[int]) -> str:

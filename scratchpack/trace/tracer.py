@@ -37,6 +37,10 @@ class TraceError(ScratchpackError):
 
     exit_code = EXIT_TRACE
 
+    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.details = details
+
 
 class TraceTimeout(TraceError):
     """The traced program neither finished nor got ready for its probes in time."""
@@ -63,7 +67,8 @@ class TracerTree:
     def options(self, log: str, env: Iterable[str] = ()) -> list[str]:
         """strace's options, writing to ``log``; ``env`` are ``-E`` settings for the program."""
         options = ["-D", "-f", "-qq", "-y", "-s", "4096"]
-        options += ["-e", "trace=%file,%process,fchdir", "-e", "signal=none"]
+        # bind: a server that listens on 127.0.0.1 only is told at once (trace.run).
+        options += ["-e", "trace=%file,%process,fchdir,bind", "-e", "signal=none"]
         if self.version >= (5, 2):  # -e status= appeared in strace 5.2
             options += ["-e", "status=successful"]
         if self.version >= (5, 3):  # so did --seccomp-bpf in 5.3: stop only on traced calls

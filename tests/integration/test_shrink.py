@@ -335,7 +335,7 @@ def test_tracing_an_archive_leaves_the_engines_images_and_tags(
         docker_client.images.load(stream.read())
     docker_client.images.get(name).tag(mine)
     before = state()
-    assert trace(loaded)["trace"] == {"exit_code": 0, "probes": []}
+    assert trace(loaded)["trace"] == {"exit_code": 0, "network": "bridge", "probes": []}
     assert state() == before
     # Not in the engine, as an archive and as a layout naming NAME too: NAME stays.
     for path in (tmp_path / "other.tar", tmp_path / "layout"):
@@ -446,7 +446,9 @@ def test_nginx_image_shrinks_with_trace_and_serves(
     assert "/etc/passwd" in kept["runtime"] and "/etc/passwd" not in kept["trace"]
     assert "/etc/group" not in kept["trace"]
     assert report["trace"]["exit_code"] is None  # stopped after its probe
-    assert any("80/tcp" in line and "200" in line for line in report["trace"]["probes"])
+    probes = report["trace"]["probes"]
+    assert any(p["target"] == "80/tcp" and " 200 " in p["summary"] for p in probes), probes
+    assert all(p["passed"] for p in probes), probes
 
 
 @pytest.mark.engine
@@ -559,7 +561,7 @@ def test_a_trace_that_fails_is_reported(docker_client, sleeper: str, tmp_path: P
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["trace"] == {"exit_code": 1, "probes": []}
+    assert report["trace"] == {"exit_code": 1, "network": "bridge", "probes": []}
     assert "the traced program exited 1" in proc.stderr
     text = scratchpack("shrink", sleeper, "-t", "x:1", "--trace", "--trace-args", "nonsense",
                        "-o", str(tmp_path / "y.tar"))  # fmt: skip
@@ -584,3 +586,94 @@ def test_ctrl_c_mid_trace_leaves_nothing(docker_client, sleeper: str) -> None:  
     assert err.strip().splitlines()[-1] == "scratchpack: interrupted"
     assert "Traceback" not in err
     assert _leftovers(docker_client) == before
+
+
+# -- --trace networks and probes ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return int(server.getsockname()[1])
+
+
+def _httpd_image(
+    docker_client, static_busybox: str, tags: list[str], address: str, port: int
+) -> str:  # type: ignore[no-untyped-def]
+    """busybox httpd serving /www, listening on ``address:port``, EXPOSE port."""
+    tag = new_tag(tags, "httpd")
+    listen = f"{address}:{port}" if address else str(port)
+    _build_from_tar(
+        docker_client,
+        {
+            "bin/busybox": (Path(static_busybox).read_bytes(), 0o755),
+            "www/index.html": (b"<h1>hi</h1>\n", 0o644),
+        },
+        f"FROM scratch\nCOPY . /\nEXPOSE {port}\nUSER 65534\n"
+        f'ENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "{listen}", "-h", "/www"]\n',
+        tag,
+    )
+    return tag
+
+
+@pytest.mark.engine
+def test_a_server_on_its_own_loopback_is_reported_at_once_and_traced_on_the_host_network(
+    docker_client, static_busybox: str, tags, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    port = _free_port()
+    source = _httpd_image(docker_client, static_busybox, tags, "127.0.0.1", port)
+    started = time.monotonic()
+    proc = scratchpack("shrink", source, "-t", "x:1", "--trace", "-o", str(tmp_path / "a.tar"))
+    assert time.monotonic() - started < 30, proc.stderr  # not the 60 s trace timeout
+    assert proc.returncode == 6, proc.stderr
+    assert f"listens on 127.0.0.1:{port} inside its container" in proc.stderr, proc.stderr
+    assert "--trace-network host" in proc.stderr
+    assert not (tmp_path / "a.tar").exists()
+    report = shrink(
+        source, "-t", "x:1", "--trace", "--trace-network", "host", "-o", str(tmp_path / "b.tar")
+    )
+    assert report["trace"]["network"] == "host"
+    [probe] = report["trace"]["probes"]
+    assert probe["kind"] == "http" and " 200 " in probe["summary"], probe
+    assert "/www/index.html" in report["kept"]["trace"]
+
+
+@pytest.mark.engine
+def test_a_failed_probe_of_the_original_is_an_error_unless_allowed(
+    docker_client, static_busybox: str, tags, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    source = _httpd_image(docker_client, static_busybox, tags, "", 8080)
+    probe = f"{sys.executable} -c 'print(\"no such page\"); raise SystemExit(2)'"
+    out = tmp_path / "x.tar"
+    proc = scratchpack(
+        "shrink", source, "-t", "x:1", "--trace", "--probe-cmd", probe, "-o", str(out)
+    )
+    assert proc.returncode == 6, proc.stderr
+    first, *details = proc.stderr.splitlines()
+    assert "a probe of the original" in first and "exit 2" in first, proc.stderr
+    assert "  | no such page" in details, proc.stderr
+    assert not out.exists()
+    proc = scratchpack(
+        "shrink", source, "-t", "x:1", "--trace", "--probe-cmd", probe, "-o", str(out),
+        "--allow-probe-failure", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "a probe of" in proc.stderr and "kept what the trace saw anyway" in proc.stderr
+    [result] = json.loads(proc.stdout)["trace"]["probes"]
+    assert (result["kind"], result["passed"], result["output"]) == (
+        "command",
+        False,
+        "no such page",
+    )
+    assert out.exists()
+
+
+@pytest.mark.engine
+def test_trace_network_none_runs_the_program_to_its_end_unprobed(
+    docker_client, static_busybox: str, tags, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    source = _httpd_image(docker_client, static_busybox, tags, "", 8080)
+    report = shrink(
+        source, "-t", "x:1", "--trace", "--trace-network", "none",
+        "--trace-args", "--help", "-o", str(tmp_path / "x.tar"),
+    )  # fmt: skip
+    assert report["trace"]["network"] == "none" and report["trace"]["probes"] == []

@@ -224,8 +224,10 @@ def test_trace_a_server_probed_over_loopback(
     started = time.monotonic()
     result = trace_image(engine, busybox_image, config, tracer, timeout=60)
     assert time.monotonic() - started < 40
-    assert len(result.probes) == 1 and result.probes[0].startswith("8080/tcp GET / -> HTTP/1.")
-    assert " 200 " in result.probes[0], result.probes
+    assert len(result.probes) == 1, result.probes
+    probe = result.probes[0]
+    assert probe.kind is ProbeKind.HTTP and probe.passed, probe
+    assert probe.line.startswith("8080/tcp GET / -> HTTP/1.") and " 200 " in probe.line, probe
     assert "/www/index.html" in result.paths  # only the probe made httpd read it
     assert "/www/other.html" not in result.paths
     assert "/bin/busybox" in result.paths
@@ -242,8 +244,10 @@ def test_trace_with_the_users_probe_command(
     result = trace_image(
         engine, busybox_image, config, tracer, probe_cmd=[sys.executable, "-c", fetch]
     )
-    assert len(result.probes) == 1 and result.probes[0].endswith("-> exit 0"), result.probes
-    assert "127.0.0.1:" in result.probes[0]
+    assert len(result.probes) == 1, result.probes
+    probe = result.probes[0]
+    assert probe.kind is ProbeKind.COMMAND and probe.passed and probe.summary == "-> exit 0", probe
+    assert "127.0.0.1:" in probe.target
     assert "/www/other.html" in result.paths
     assert "/www/index.html" not in result.paths  # no default probe with a probe command
     assert _leftovers(docker_client) == []

@@ -366,3 +366,22 @@ def test_a_static_shrink_keeps_the_users_home_and_state_directories_empty(tmp_pa
     assert not any(path.startswith("/var/lib/postgresql/") for path in kept)  # data stays out
     assert "/var/lib/other" not in kept
     assert {"/var/lib/postgresql", "/var/log/postgresql"} <= set(plan.kept.reasons["runtime"])
+
+
+def test_a_trace_that_kept_some_time_zones_says_the_rest_are_missing(tmp_path: Path) -> None:
+    """PostgreSQL's tsearch_data, time zones other than Etc/UTC: missing without a word."""
+    root = fake_image_root(tmp_path)
+    for name in ("Etc/UTC", "Europe/Paris", "Asia/Tokyo"):
+        zone = root / "usr/share/zoneinfo" / name
+        zone.parent.mkdir(parents=True, exist_ok=True)
+        zone.write_bytes(b"TZif2")
+    runtime = RuntimeConfig.from_json({"Entrypoint": ["true"]}, "fake")
+    plan = plan_shrink(
+        ShrinkInputs(root, runtime, Platform("amd64"), "sha256:" + "0" * 64),
+        traced=["/usr/bin/true", "/usr/share/zoneinfo/Etc/UTC"],
+        static=False,
+        tracing=True,
+    )
+    assert [item.to_json() for item in plan.partly_kept] == [
+        {"kind": "time zones", "path": "/usr/share/zoneinfo", "kept": 1, "total": 3}
+    ]
