@@ -604,6 +604,12 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
     help="Keep what the trace saw even if a probe of the original image failed.",
 )
 @click.option(
+    "--verify",
+    is_flag=True,
+    help="Run the original twice and the result once, traced, and fail if they differ.",
+)
+@click.option("--fix", is_flag=True, help="With --verify: add what the result lacked, rebuild.")
+@click.option(
     "--include",
     "includes",
     multiple=True,
@@ -625,6 +631,8 @@ def shrink(
     trace_timeout: float,
     trace_network: str,
     allow_probe_failure: bool,
+    verify: bool,
+    fix: bool,
     includes: tuple[str, ...],
     excludes: tuple[str, ...],
     allow_missing: bool,
@@ -654,6 +662,8 @@ def shrink(
             trace_timeout=trace_timeout,
             trace_network=TraceNetwork(trace_network),
             allow_probe_failure=allow_probe_failure,
+            verify=verify,
+            fix=fix,
             engine_mode=EngineMode(engine_mode),
             output=Path(output) if output else None,
             allow_missing=allow_missing,

@@ -10,18 +10,20 @@ configuration is copied exactly, owners and extended attributes included.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.commands.build import EngineMode, default_archive
-from scratchpack.errors import EngineUnreachable, InputError
+from scratchpack.errors import EngineUnreachable, InputError, VerifyError
 from scratchpack.image.config import history_entry, source_date_epoch
 from scratchpack.image.readers import SourceFormat, SourceImage, open_image
 from scratchpack.image.reference import check_tag
 from scratchpack.image.unpack import unpack
 from scratchpack.image.writer import BlobStore, assemble
+from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import collected, warn
 from scratchpack.owner import owner
 from scratchpack.plan.image_plan import loaded_first_json, loaded_first_lines
@@ -37,11 +39,13 @@ from scratchpack.publish import (
     to_output,
     writing,
 )
+from scratchpack.trace.compare import Difference, compare_runs, missing_paths
 from scratchpack.trace.run import TraceNetwork
 from scratchpack.trace.tracer import TraceError
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import Engine
+    from scratchpack.image.model import Image
     from scratchpack.trace.run import TraceResult
 
 
@@ -57,11 +61,45 @@ class ShrinkRequest:
     trace_timeout: float = 60
     trace_network: TraceNetwork = TraceNetwork.BRIDGE
     allow_probe_failure: bool = False  # a failed probe of the original is then a warning
+    verify: bool = False  # run the original twice and the result once, compare
+    fix: bool = False  # with verify: add what the result lacked, until they agree
     engine_mode: EngineMode = EngineMode.AUTO
     output: Path | None = None
     allow_missing: bool = False
     show_progress: bool = False
     max_unpacked: int | None = None  # bytes the source may unpack to (default: free space)
+
+
+MAX_FIX_ROUNDS = 8  # --fix gives up after this many rounds, whatever is left
+
+
+@dataclass(frozen=True)
+class VerifyRound:
+    """One build of the shrunk image and its run: what it added, what still differed."""
+
+    number: int
+    added: tuple[str, ...]  # paths --fix added before this round (reason "verify")
+    differences: tuple[Difference, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.number,
+            "added": list(self.added),
+            "differences": [item.to_json() for item in self.differences],
+        }
+
+
+@dataclass(frozen=True)
+class Verification:
+    """``--verify``: the rounds it took for the shrunk image to behave like the original."""
+
+    rounds: tuple[VerifyRound, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": not self.rounds[-1].differences,
+            "rounds": [item.to_json() for item in self.rounds],
+        }
 
 
 @dataclass(frozen=True)
@@ -80,6 +118,7 @@ class ShrinkResult:
     output: str | None
     trace: TraceResult | None
     warnings: tuple[str, ...]
+    verification: Verification | None = None
 
     def to_json(self) -> dict[str, Any]:
         kept = {reason: sorted(set(paths)) for reason, paths in self.plan.kept.reasons.items()}
@@ -103,6 +142,8 @@ class ShrinkResult:
         }
         if self.output is not None:
             document["output"] = self.output
+        if self.verification is not None:
+            document["verify"] = self.verification.to_json()
         return document
 
 
@@ -127,6 +168,11 @@ def render_report(result: ShrinkResult) -> str:
             mark = "" if probe["passed"] else " (failed)"
             lines.append(f"  probe {probe['target']} {probe['summary']}{mark}")
             lines.extend(f"    | {line}" for line in probe["output"].splitlines())
+    if "verify" in data:
+        for item in data["verify"]["rounds"]:
+            added = f", added {len(item['added'])} paths" if item["added"] else ""
+            outcome = f"{len(item['differences'])} differences" if item["differences"] else "same"
+            lines.append(f"verify round {item['round']}{added}: {outcome}")
     if data["packages"]:
         lines.append(f"packages: {', '.join(data['packages'])}")
     lines.extend(loaded_first_lines(data["loaded_first"]))
@@ -144,19 +190,25 @@ def render_report(result: ShrinkResult) -> str:
 def _check(request: ShrinkRequest) -> Path | None:
     """Options and the output path, before any work; the writer's target if it is known."""
     check_tag(request.tag)
-    if not request.trace:
+    if request.fix and not request.verify:
+        raise InputError("--fix adds what --verify finds missing: add --verify")
+    if not request.trace and not request.verify:
         for given, option in (
             (request.probe_cmd, "--probe-cmd"),
             (request.trace_args, "--trace-args"),
         ):
             if given is not None:
-                raise InputError(f"{option} only applies to a trace: add --trace, or drop it")
+                raise InputError(
+                    f"{option} only applies to traced runs: add --trace or --verify, or drop it"
+                )
         for given_flag, option in (
             (request.trace_network is not TraceNetwork.BRIDGE, "--trace-network"),
             (request.allow_probe_failure, "--allow-probe-failure"),
         ):
             if given_flag:
-                raise InputError(f"{option} only applies to a trace: add --trace, or drop it")
+                raise InputError(
+                    f"{option} only applies to traced runs: add --trace or --verify, or drop it"
+                )
     if request.trace_network is TraceNetwork.NONE and request.probe_cmd is not None:
         raise InputError(
             "--probe-cmd needs a network to reach the program: not --trace-network none"
@@ -194,7 +246,7 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
     target = _check(request)
     in_engine = not os.path.lexists(os.path.expanduser(request.image))
     engine: Engine | None = None
-    if in_engine or request.trace or request.engine_mode is EngineMode.DOCKER:
+    if in_engine or request.trace or request.verify or request.engine_mode is EngineMode.DOCKER:
         engine = Engine.connect()
     elif target is None:
         try:
@@ -218,43 +270,42 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         progress.done()
         for message in report.warnings:
             warn(message)
-        traced = None
-        if request.trace:
+        inputs = ShrinkInputs(
+            root_dir,
+            source.image.config.runtime,
+            source.image.platform,
+            source.digest,
+            report.owners,
+            report.xattrs,
+        )
+        tracing = None
+        if request.trace or request.verify:
             assert engine is not None
-            traced = _trace(engine, request, source, work, say)
-            _check_probes(traced, request)
-        plan = plan_shrink(
-            ShrinkInputs(
-                root_dir,
-                source.image.config.runtime,
-                source.image.platform,
-                source.digest,
-                report.owners,
-                report.xattrs,
-            ),
-            request.includes,
-            traced.paths if traced else (),
-            request.excludes,
-            static=not request.trace,
-            allow_missing=request.allow_missing,
-            trace_args=list(request.trace_args) if request.trace_args is not None else None,
-            tracing=traced is not None,
-        )
-        if traced is not None and traced.exit_code not in (None, 0):
-            warn(
-                f"the traced program exited {traced.exit_code}: it may not have done its "
-                "normal work, so files it needs may be missing (see --trace-args, --probe-cmd)"
-            )
-        epoch = source_date_epoch()
-        store = BlobStore(
-            staged.directory(target)
-            if target is not None and target.suffix != ".tar"
-            else work / "out"
-        )
-        with writing(store.top, "the shrunk image's layer", plan.root.size):
-            layer = store.write_layer(plan.root.sorted_entries(), epoch)
-        history = [history_entry(epoch, f"shrink of {source.digest}")]
-        image = assemble(store, [layer], plan.runtime, plan.platform, epoch, history)
+            tracing = _Tracing(engine, request, source, work, say)
+        with tracing or contextlib.nullcontext():
+            traced = None
+            if tracing is not None and request.trace:
+                traced = tracing.source_run()
+                _check_probes(traced, request)
+                if traced.exit_code not in (None, 0):
+                    warn(
+                        f"the traced program exited {traced.exit_code}: it may not have done "
+                        "its normal work, so files it needs may be missing "
+                        "(see --trace-args, --probe-cmd)"
+                    )
+            epoch = source_date_epoch()
+            verification: Verification | None = None
+            if tracing is not None and request.verify:
+                plan, image, verification = _verified(
+                    tracing, request, inputs, traced, work, epoch, say
+                )
+            else:
+                store = BlobStore(
+                    staged.directory(target)
+                    if target is not None and target.suffix != ".tar"
+                    else work / "out"
+                )
+                plan, image = _planned_image(request, inputs, traced, (), store, epoch)
         if target is not None:
             to_output(staged, image, target, request.tag, epoch)
         else:
@@ -273,7 +324,99 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         output=str(target) if target is not None else None,
         trace=traced,
         warnings=tuple(collected()),
+        verification=verification,
     )
+
+
+def _planned_image(
+    request: ShrinkRequest,
+    inputs: ShrinkInputs,
+    traced: TraceResult | None,
+    verified: tuple[str, ...],
+    store: BlobStore,
+    epoch: int,
+) -> tuple[ShrinkPlan, Image]:
+    """Plan what to keep and write it as an image into ``store``."""
+    plan = plan_shrink(
+        inputs,
+        request.includes,
+        traced.paths if traced else (),
+        request.excludes,
+        static=not request.trace,
+        allow_missing=request.allow_missing,
+        trace_args=list(request.trace_args) if request.trace_args is not None else None,
+        tracing=traced is not None,
+        verified=verified,
+    )
+    with writing(store.top, "the shrunk image's layer", plan.root.size):
+        layer = store.write_layer(plan.root.sorted_entries(), epoch)
+    history = [history_entry(epoch, f"shrink of {inputs.source_digest}")]
+    return plan, assemble(store, [layer], plan.runtime, plan.platform, epoch, history)
+
+
+def _verified(
+    tracing: _Tracing,
+    request: ShrinkRequest,
+    inputs: ShrinkInputs,
+    traced: TraceResult | None,
+    work: Path,
+    epoch: int,
+    say: Any,
+) -> tuple[ShrinkPlan, Image, Verification]:
+    """``--verify``: the shrunk image, run as the original ran twice, until they agree.
+
+    With ``--fix``, each round adds the paths only the result lacked (their
+    closures, parents and links follow) and tries again, until nothing
+    differs or a round has nothing to add. A difference that remains is a
+    :class:`VerifyError`: nothing is published.
+    """
+    say = say or (lambda _message: None)
+    first = traced if traced is not None else tracing.source_run()
+    say("running the original again, to tell its own variation from a difference")
+    second = tracing.source_run()
+    root = RootFS(str(inputs.root_dir))
+    added: list[str] = []
+    rounds: list[VerifyRound] = []
+    while True:
+        number = len(rounds) + 1
+        store = BlobStore(work / f"verify-{number}")
+        plan, image = _planned_image(request, inputs, traced, tuple(added), store, epoch)
+        say(f"verify round {number}: running the shrunk image")
+        differences = compare_runs(first, second, tracing.candidate_run(image))
+        rounds.append(VerifyRound(number, tuple(_new_since(rounds, added)), tuple(differences)))
+        if not differences:
+            return plan, image, Verification(tuple(rounds))
+        details = tuple(item.line for item in differences)
+        if not request.fix:
+            raise VerifyError(
+                f"the shrunk {request.tag} does not behave like {request.image}: "
+                f"{_counted(differences)} (nothing written; --fix adds the missing paths)",
+                details,
+            )
+        wanted = [
+            path
+            for path in missing_paths(differences)
+            if path not in added and root.trace(path) is not None
+        ]
+        if not wanted or number >= MAX_FIX_ROUNDS:
+            raise VerifyError(
+                f"the shrunk {request.tag} still does not behave like {request.image} after "
+                f"{number} round{'s' if number > 1 else ''} of --fix: {_counted(differences)} "
+                "that adding files does not mend (nothing written)",
+                details,
+            )
+        added += wanted
+
+
+def _new_since(rounds: list[VerifyRound], added: list[str]) -> list[str]:
+    """What this round added: the paths added after the previous rounds'."""
+    before = sum(len(item.added) for item in rounds)
+    return added[before:]
+
+
+def _counted(differences: list[Difference]) -> str:
+    count = len(differences)
+    return f"{count} difference{'s' if count != 1 else ''}"
 
 
 def _check_probes(traced: TraceResult, request: ShrinkRequest) -> None:
@@ -297,47 +440,84 @@ def _check_probes(traced: TraceResult, request: ShrinkRequest) -> None:
     )
 
 
-def _trace(
-    engine: Engine, request: ShrinkRequest, source: SourceImage, work: Path, say: Any
-) -> TraceResult:
-    """Run the source under the tracer.
+class _Tracing:
+    """Traced runs of the source and of shrunk candidates, all the same way.
 
-    An archive whose image is already in the engine (same image ID) is traced by
-    that ID, nothing loaded. Otherwise it is loaded under a throw-away tag only
-    (the archive's own names could move the user's tags) and that tag removed
-    afterwards: no image or tag of the engine is changed.
+    The tracer is packaged once. The source is traced by its engine name, or
+    by image ID when the engine already holds an archive's image; otherwise it
+    is loaded under a throw-away tag only (the archive's own names could move
+    the user's tags), removed when the ``with`` block ends. No image or tag of
+    the engine is changed.
     """
-    from scratchpack.trace.run import trace_image
-    from scratchpack.trace.tracer import package_tracer
 
-    tracer = package_tracer(work / "tracer")
-    reference = request.image
-    loaded = None
-    if source.format is not SourceFormat.ENGINE:
-        if engine.has_image(source.digest):
-            reference = source.digest
+    def __init__(
+        self, engine: Engine, request: ShrinkRequest, source: SourceImage, work: Path, say: Any
+    ) -> None:
+        from scratchpack.trace.tracer import package_tracer
+
+        self.engine = engine
+        self.request = request
+        self.source = source
+        self.say = say
+        self.tracer = package_tracer(work / "tracer")
+        self.loaded: str | None = None
+        self.reference = request.image
+        if source.format is not SourceFormat.ENGINE:
+            if engine.has_image(source.digest):
+                self.reference = source.digest
+            else:
+                self.loaded = f"scratchpack-trace/{owner()}-{os.urandom(4).hex()}:0"
+                self.reference = self.loaded
+
+    def __enter__(self) -> _Tracing:
+        if self.loaded:
+            try:
+                self.engine.load(self.source.image, self.loaded)
+            except BaseException:
+                self._untag(self.loaded, failed=True)
+                raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_rest: object) -> None:
+        if self.loaded:
+            self._untag(self.loaded, failed=kind is not None)
+
+    def _untag(self, name: str, failed: bool) -> None:
+        """After a failure, what cannot be removed is named beside the error, not in its place."""
+        if failed:
+            with leftover(f"the image {name}", f"docker rmi {name}"):
+                self.engine.untag(name)
         else:
-            loaded = reference = f"scratchpack-trace/{owner()}-{os.urandom(4).hex()}:0"
-    try:
-        if loaded:
-            engine.load(source.image, loaded)
-        result = trace_image(
-            engine,
+            with deferred_signals():
+                self.engine.untag(name)
+
+    def source_run(self) -> TraceResult:
+        return self._run(self.reference)
+
+    def candidate_run(self, image: Image) -> TraceResult:
+        """A shrunk image, loaded under a throw-away name for its run, then untagged."""
+        name = f"scratchpack-verify/{owner()}-{os.urandom(4).hex()}:0"
+        try:
+            self.engine.load(image, name)
+            result = self._run(name)
+        except BaseException:
+            self._untag(name, failed=True)
+            raise
+        self._untag(name, failed=False)
+        return result
+
+    def _run(self, reference: str) -> TraceResult:
+        from scratchpack.trace.run import trace_image
+
+        request = self.request
+        return trace_image(
+            self.engine,
             reference,
-            source.image.config.runtime,
-            tracer,
+            self.source.image.config.runtime,
+            self.tracer,
             probe_cmd=list(request.probe_cmd) if request.probe_cmd is not None else None,
             trace_args=list(request.trace_args) if request.trace_args is not None else None,
             timeout=request.trace_timeout,
-            progress=say,
+            progress=self.say,
             network=request.trace_network,
         )
-    except BaseException:
-        if loaded:
-            with leftover(f"the image {loaded}", f"docker rmi {loaded}"):
-                engine.untag(loaded)
-        raise
-    if loaded:
-        with deferred_signals():
-            engine.untag(loaded)
-    return result

@@ -495,9 +495,9 @@ class Container:
         with _translated(f"while stopping {self.name}"):
             self._get().stop(timeout=grace)
 
-    def logs(self, tail: int | str = "all") -> str:
+    def logs(self, tail: int | str = "all", stderr: bool = True) -> str:
         with _translated(f"while reading the output of {self.name}"):
-            data = self._get().logs(stdout=True, stderr=True, tail=tail)
+            data = self._get().logs(stdout=True, stderr=stderr, tail=tail)
         return data.decode("utf-8", "replace")
 
     def read_head(self, path: str, limit: int = 64 * 1024) -> bytes | None:

@@ -423,10 +423,12 @@ def plan_shrink(
     allow_missing: bool = False,
     trace_args: list[str] | None = None,
     tracing: bool = False,
+    verified: Iterable[str] = (),
 ) -> ShrinkPlan:
     """What the shrunk image holds and how it runs; nothing is built yet.
 
     ``tracing``: ``traced`` comes from a trace (no warning about library trees).
+    ``verified``: paths ``--verify --fix`` found missing (reason ``verify``).
     """
     root = RootFS(inputs.root_dir)
     env = inputs.runtime.env_map
@@ -455,6 +457,9 @@ def plan_shrink(
         elf_paths += _keep_all(plan, root, paths, Reason.PACKAGE, kept)
     elf_paths += _keep_all(
         plan, root, [p for p in traced if root.host_path(p) is not None], Reason.TRACE, kept
+    )
+    elf_paths += _keep_all(
+        plan, root, [p for p in verified if root.host_path(p) is not None], Reason.VERIFY, kept
     )
     for include in includes:
         for image_path, source in add_include(plan, root, include):

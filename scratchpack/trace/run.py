@@ -89,6 +89,15 @@ class Probe:
     def line(self) -> str:
         return f"{self.target} {self.summary}"
 
+    @property
+    def target_key(self) -> str:
+        """The same for the same probe in every run (a command's ports differ)."""
+        return "probe command" if self.kind is ProbeKind.COMMAND else self.target
+
+    @property
+    def outcome(self) -> tuple[object, ...]:
+        return (self.kind, self.passed, self.summary, self.output)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
@@ -114,6 +123,7 @@ class TraceResult:
     probes: tuple[Probe, ...]
     log_lines: int  # lines strace wrote
     network: TraceNetwork = TraceNetwork.BRIDGE
+    output: str = ""  # the program's standard output
 
     @property
     def failed_probes(self) -> list[Probe]:
@@ -275,12 +285,14 @@ def _run_traced(
             )
         paths = set(parsed.paths)
         paths.update(_interpreters(container, parsed.executed))
+        output = container.logs(stderr=False)
     result = TraceResult(
         paths=frozenset(paths),
         exit_code=exit_code,
         probes=tuple(probes),
         log_lines=parsed.lines,
         network=network,
+        output=output,
     )
     say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
     return result

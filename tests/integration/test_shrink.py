@@ -215,8 +215,21 @@ def hello_archive(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
         (["-o", "/nonexistent/thin.tar"], "--output /nonexistent/thin.tar: /nonexistent is not a"),
         (["-o", "{full}"], "exists and is not empty"),
         (["--engine", "docker", "-o", "thin.tar"], "-o/--output uses the built-in writer"),
-        (["--trace-args", "--version"], "--trace-args only applies to a trace: add --trace"),
-        (["--probe-cmd", "curl {host}"], "--probe-cmd only applies to a trace: add --trace"),
+        (
+            ["--trace-args", "--version"],
+            "--trace-args only applies to traced runs: add --trace or --verify",
+        ),
+        (
+            ["--probe-cmd", "curl {host}"],
+            "--probe-cmd only applies to traced runs: add --trace or --verify",
+        ),
+        (["--trace-network", "host"], "--trace-network only applies to traced runs"),
+        (["--allow-probe-failure"], "--allow-probe-failure only applies to traced runs"),
+        (["--fix"], "--fix adds what --verify finds missing: add --verify"),
+        (
+            ["--verify", "--trace-network", "none", "--probe-cmd", "true"],
+            "--probe-cmd needs a network",
+        ),
     ],
 )
 def test_shrink_refuses_bad_options_before_any_work(
@@ -409,6 +422,23 @@ def test_curl_image_shrinks_in_static_mode(docker_client, debian_curl_image: str
     assert run(docker_client, tag) == run(docker_client, debian_curl_image)
 
 
+@pytest.mark.engine
+def test_curl_static_shrink_verified_and_fixed(docker_client, debian_curl_image: str, tags) -> None:  # type: ignore[no-untyped-def]
+    """Static mode misses what libsasl2 dlopens at start-up (its sasldb plugin and libdb);
+    --verify sees it, --fix adds it. 22 MB: the static image's 19.3 MB and those 1.9 MB."""
+    tag = new_tag(tags, "curl-verified")
+    report = shrink(debian_curl_image, "-t", tag, "--verify", "--fix")
+    rounds = report["verify"]["rounds"]
+    assert report["verify"]["passed"] and len(rounds) == 2, rounds
+    added = rounds[1]["added"]
+    assert any(path.endswith("/sasl2/libsasldb.so") for path in added), added
+    assert all(item["kind"] == "path" for item in rounds[0]["differences"]), rounds[0]
+    after = size(docker_client, tag)
+    print(f"\ncurl --verify --fix: {after} bytes")
+    assert after <= 22_000_000
+    assert run(docker_client, tag) == run(docker_client, debian_curl_image)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -420,7 +450,8 @@ def test_nginx_image_shrinks_with_trace_and_serves(
     docker_client, debian_nginx_image: str, tags
 ) -> None:  # type: ignore[no-untyped-def]
     tag = new_tag(tags, "nginx-thin")
-    report = shrink(debian_nginx_image, "-t", tag, "--trace")
+    report = shrink(debian_nginx_image, "-t", tag, "--trace", "--verify")
+    assert report["verify"]["passed"] and len(report["verify"]["rounds"]) == 1, report["verify"]
     after = size(docker_client, tag)
     print(f"\nnginx: {size(docker_client, debian_nginx_image)} -> {after} bytes; trace kept "
           f"{len(report['kept'].get('trace', []))} paths")  # fmt: skip
@@ -474,7 +505,8 @@ def test_nginx_image_shrinks_in_static_mode_and_serves(
 @pytest.mark.engine
 def test_python_image_shrinks_with_trace(docker_client, debian_python_image: str, tags) -> None:  # type: ignore[no-untyped-def]
     tag = new_tag(tags, "python-thin")
-    report = shrink(debian_python_image, "-t", tag, "--trace")
+    report = shrink(debian_python_image, "-t", tag, "--trace", "--verify")
+    assert report["verify"]["passed"] and len(report["verify"]["rounds"]) == 1, report["verify"]
     after = size(docker_client, tag)
     print(f"\npython: {size(docker_client, debian_python_image)} -> {after} bytes; trace kept "
           f"{len(report['kept'].get('trace', []))} paths")  # fmt: skip
@@ -591,11 +623,6 @@ def test_ctrl_c_mid_trace_leaves_nothing(docker_client, sleeper: str) -> None:  
 # -- --trace networks and probes ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        return int(server.getsockname()[1])
-
-
 def _httpd_image(
     docker_client, static_busybox: str, tags: list[str], address: str, port: int
 ) -> str:  # type: ignore[no-untyped-def]
@@ -677,3 +704,62 @@ def test_trace_network_none_runs_the_program_to_its_end_unprobed(
         "--trace-args", "--help", "-o", str(tmp_path / "x.tar"),
     )  # fmt: skip
     assert report["trace"]["network"] == "none" and report["trace"]["probes"] == []
+
+
+# -- shrink --verify and --fix ----------------------------------------------------------------
+
+
+def image_exists(client, tag: str) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+COMPUTED_NAME = 'n=part; read line < "/data/$n-$((1+1)).txt"; echo "got $line"'
+
+
+@pytest.fixture(scope="module")
+def computed_name_image(docker_client, static_busybox: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A program that opens a file by a name it computes: no scan, no package finds it."""
+    tag = f"scratchpack-test/computed:{uuid.uuid4().hex[:8]}"
+    _build_from_tar(
+        docker_client,
+        {
+            "bin/busybox": (Path(static_busybox).read_bytes(), 0o755),
+            "data/part-2.txt": (b"two\n", 0o644),
+            "data/unused.txt": (b"never read\n", 0o644),
+        },
+        "FROM scratch\nCOPY . /\n"
+        f"ENTRYPOINT {json.dumps(['/bin/busybox', 'sh', '-c', COMPUTED_NAME])}\n",
+        tag,
+    )
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.engine
+def test_verify_fails_a_static_shrink_that_lost_a_file_and_fix_mends_it(
+    docker_client, computed_name_image: str, tags, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    tag = new_tag(tags, "computed-thin")
+    proc = scratchpack("shrink", computed_name_image, "-t", tag, "--verify")
+    assert proc.returncode == 4, proc.stderr
+    first, *details = [line for line in proc.stderr.splitlines() if "warning" not in line]
+    assert "does not behave like" in first and "nothing written" in first, proc.stderr
+    assert (
+        "  | /data/part-2.txt: used in the original, not found or refused in the shrunk image"
+        in details
+    ), details
+    assert any("exit status" in line or "standard output" in line for line in details), details
+    assert not image_exists(docker_client, tag)
+
+    report = shrink(computed_name_image, "-t", tag, "--verify", "--fix")
+    rounds = report["verify"]["rounds"]
+    assert report["verify"]["passed"] and len(rounds) == 2, rounds
+    assert rounds[0]["added"] == [] and rounds[0]["differences"]
+    assert rounds[1]["added"] == ["/data/part-2.txt"] and rounds[1]["differences"] == []
+    assert report["kept"]["verify"] == ["/data/part-2.txt"]
+    assert run(docker_client, tag) == (0, "got two\n")
+    assert run(docker_client, computed_name_image) == (0, "got two\n")
