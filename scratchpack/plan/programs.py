@@ -90,7 +90,7 @@ def program(root: RootFS, path: str, search_path: str, workdir: str = "/") -> Pr
 
 
 def shell_commands(
-    root: RootFS, text: str, search_path: str, workdir: str, where: str
+    root: RootFS, text: str, search_path: str, workdir: str, where: str, quiet: bool = False
 ) -> list[str]:
     """Commands a shell snippet or script names, found by a static scan (best effort).
 
@@ -115,7 +115,7 @@ def shell_commands(
                 found.append(path)
             elif words[0] not in _SHELL_WORDS:
                 unresolved.append(words[0])
-    if unresolved or "$" in text:
+    if (unresolved or "$" in text) and not quiet:
         warn(
             f"{where}: a shell script; its commands were found by a static scan, which cannot "
             "follow variables or functions — use --trace to see what really runs"

@@ -160,13 +160,16 @@ class RootPlan:
             return None
         for number, step in enumerate(steps, 1):
             mode = stat.S_IMODE(step.mode)
-            if step.kind == "dir" and number < len(steps) and not self.source_parent_modes:
+            # A directory only on the way: the host's mode is not the image's (see class).
+            parent = step.kind == "dir" and number < len(steps) and not self.source_parent_modes
+            if parent:
                 mode = PARENT_DIR_MODE
             if step.kind == "symlink":
                 self.add(Entry(step.path, SYMLINK, 0o777, reason, detail, target=step.target))
             elif step.kind == "dir":
-                if step.path not in self.entries:
-                    self.add(Entry(step.path, DIR, mode, reason, detail))
+                existing = self.entries.get(step.path)
+                if existing is None or (existing.implied and not parent):
+                    self.add(Entry(step.path, DIR, mode, reason, detail, implied=parent))
             else:
                 self.add(
                     Entry(

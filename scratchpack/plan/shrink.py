@@ -214,11 +214,11 @@ def find_programs(
     if found.script is None and name in SHELLS and "-c" in argv[1:]:
         at = argv.index("-c", 1)
         script = " ".join(argv[at + 1 : at + 2])
-        programs += shell_commands(root, script, search_path, workdir, first)
+        programs += shell_commands(root, script, search_path, workdir, first, tracing)
     elif found.script is not None:
         programs += found.runs
         if name in SHELLS:
-            programs += shell_commands(root, found.script, search_path, workdir, first)
+            programs += shell_commands(root, found.script, search_path, workdir, first, tracing)
     if found.needs_tree and not tracing:
         warn(
             f"{first}: {name} also needs its library tree (standard library, modules); static "

@@ -385,3 +385,32 @@ def test_a_trace_that_kept_some_time_zones_says_the_rest_are_missing(tmp_path: P
     assert [item.to_json() for item in plan.partly_kept] == [
         {"kind": "time zones", "path": "/usr/share/zoneinfo", "kept": 1, "total": 3}
     ]
+
+
+def test_an_include_under_tmp_keeps_tmp_1777_and_run_is_there(tmp_path: Path) -> None:
+    """An include under /tmp planned /tmp as its parent: it stays the essential 1777."""
+    data = tmp_path / "server.js"
+    data.write_text("// app\n")
+    plan = plan_image(BuildOptions((TRUE,), includes=(str(data),)), ImageConfig(entrypoint=None))
+    assert plan.root.entries["/tmp"].mode == 0o1777
+    run = plan.root.entries["/run"]
+    assert (run.kind, run.mode) == (EntryKind.DIR, 0o755)  # nginx's /run/nginx.pid
+
+
+def test_an_included_private_directory_is_the_same_whatever_else_is_under_it(
+    tmp_path: Path,
+) -> None:
+    """A 0700 directory included is 0700 whether or not a BINARY lies inside it, and a
+    non-root --user is warned that it cannot enter it."""
+    app = _private_copy(tmp_path)
+    private = app.parent.parent
+    with collecting() as warnings:
+        plan = plan_image(
+            BuildOptions((str(app),), includes=(str(private),)),
+            ImageConfig(entrypoint=None, user="nonroot"),
+        )
+    assert plan.root.entries[str(private)].mode == 0o700
+    assert any(
+        f"{private}: mode 0700" in w and "--user nonroot cannot enter it" in w
+        for w in warnings.messages
+    ), warnings.messages
