@@ -29,6 +29,7 @@ import pytest
 from scratchpack.errors import EXIT_TRACE
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.trace.run import (
+    ProbeKind,
     trace_image,
 )
 from scratchpack.trace.tracer import (
