@@ -52,6 +52,11 @@ pkg_installed busybox-static || missing+=(busybox-static)
 for package in skopeo umoci docker-registry openssl make strace musl-tools g++ debootstrap; do
     pkg_installed "$package" || missing+=("$package")
 done
+# The README's recipes (tests/integration/test_recipes.py): the programs they package
+# and their clients (psql comes with postgresql-15, redis-cli with redis-server).
+for package in postgresql-15 redis-server nginx nodejs openjdk-17-jdk-headless python3-venv; do
+    pkg_installed "$package" || missing+=("$package")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
