@@ -282,9 +282,20 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 
 
 @cli.command()
-@click.argument("binaries", nargs=-1, required=True, metavar="BINARY...")
+@click.argument("binaries", nargs=-1, metavar="[BINARY]...")
 @click.option(
     "-t", "--tag", help="Name the image [REGISTRY/]NAME[:TAG] (needed unless --no-build)."
+)
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    metavar="PKG[=VERSION]",
+    help="Build from this Debian package and its dependencies, fetched, never installed "
+    "(repeatable; BINARY paths are then inside them).",
+)
+@click.option(
+    "--suite", metavar="CODENAME", help="The Debian suite of --package (default: this machine's)."
 )
 @click.option("--entrypoint", metavar="ARGS", help="ENTRYPOINT (default: the first BINARY).")
 @click.option("--cmd", metavar="ARGS", help="CMD: default arguments, shell-quoted.")
@@ -394,6 +405,8 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 def build(
     binaries: tuple[str, ...],
     tag: str | None,
+    packages: tuple[str, ...],
+    suite: str | None,
     entrypoint: str | None,
     cmd: str | None,
     env: tuple[str, ...],
@@ -439,7 +452,8 @@ def build(
 
     Every library the loader maps, the loader itself and the runtime files a
     scratch image lacks go into a minimal root; the image is built in the
-    Docker engine (DOCKER_HOST is respected).
+    Docker engine (DOCKER_HOST is respected). With --package, the files come
+    from Debian packages fetched for the purpose, and BINARY is optional.
     """
     from scratchpack.commands.build import (
         BuildRequest,
@@ -457,9 +471,17 @@ def build(
 
     if sbom_format != "spdx" and not sbom:
         raise InputError("--sbom-format goes with --sbom PATH")
+    if not binaries and not packages:
+        raise InputError("build needs a BINARY, or --package PKG")
+    if suite and not packages:
+        raise InputError("--suite chooses the Debian suite of --package: add --package PKG")
+    if packages and root:
+        raise InputError("--package makes its own root: drop --root")
     request = BuildRequest(
         options=BuildOptions(
             binaries=binaries,
+            packages=packages,
+            suite=suite,
             root=root,
             includes=includes,
             excludes=excludes,

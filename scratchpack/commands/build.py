@@ -306,17 +306,19 @@ def run_build(request: BuildRequest) -> BuildResult:
             "a debug variant on a base image needs the Docker engine that holds the base; "
             "--debug-shell busybox needs none"
         )
-    plan = plan_image(request.options, request.config)
-    if engine is not None:
-        for entry in plan.root.files:
-            if entry.xattrs:
-                warn(
-                    f"{entry.path}: the engine's build drops its file capabilities; "
-                    "--engine none keeps them"
-                )
     progress = terminal_progress if request.show_progress else None
     result: dict[str, Any] = {}
     with publication() as staged:
+        if request.options.packages:
+            request = _with_package_root(request, staged.scratch() / "root", progress)
+        plan = plan_image(request.options, request.config)
+        if engine is not None:
+            for entry in plan.root.files:
+                if entry.xattrs:
+                    warn(
+                        f"{entry.path}: the engine's build drops its file capabilities; "
+                        "--engine none keeps them"
+                    )
         if request.context_dir is not None:
             from scratchpack.engine.context import write_context
 
@@ -346,6 +348,21 @@ def run_build(request: BuildRequest) -> BuildResult:
         loaded_first=plan.loaded_first,
         **result,
     )
+
+
+def _with_package_root(
+    request: BuildRequest, destination: Path, progress: Callable[[str], None] | None
+) -> BuildRequest:
+    """``--package``: resolve, download and unpack them; the request then reads that root."""
+    from scratchpack.packages.fetch import package_root
+    from scratchpack.packages.root import host_architecture
+
+    options = request.options
+    root, _refs, _dates = package_root(
+        options.packages, destination, options.suite, host_architecture(), say=progress
+    )
+    options = dataclasses.replace(options, root=str(root.top), package_root=root)
+    return dataclasses.replace(request, options=options)
 
 
 def _engine_build(

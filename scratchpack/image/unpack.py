@@ -19,7 +19,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,32 @@ def unpack(
     destination is left half-written: unpack into a temporary directory and
     remove it.
     """
+    count = len(image.layers)
+
+    def layers() -> Iterator[tuple[str, contextlib.AbstractContextManager[tarfile.TarFile]]]:
+        for number, layer in enumerate(image.layers, 1):
+            if layer.size == 0:
+                continue  # an empty blob: nothing to apply
+            layer_where = f"{where}: layer {number}/{count}"
+            yield layer_where, layer.open_tar(layer_where, progress)
+
+    return unpack_tars(layers(), destination, max_bytes)
+
+
+def unpack_tars(
+    tars: Iterable[tuple[str, contextlib.AbstractContextManager[tarfile.TarFile]]],
+    destination: Path,
+    max_bytes: int | None = None,
+    seen: Callable[[str, tarfile.TarInfo], None] | None = None,
+) -> UnpackReport:
+    """Apply tar streams, in order, as layers into the empty directory ``destination``.
+
+    Each item is a description for messages and a context manager that opens
+    the stream (a layer's blob, a Debian package's data). The bounds and the
+    safety rules of :func:`unpack` hold for all of them together. ``seen``
+    is told of every member, with its stream's description (a package's file
+    list is its data tar's names).
+    """
     destination = Path(destination)
     if not destination.is_dir() or any(destination.iterdir()):
         raise InputError(f"{destination}: not an empty directory")
@@ -79,15 +105,13 @@ def unpack(
         str(destination.parent),
     )
     unpacker = _Unpacker(destination, report, budget)
-    count = len(image.layers)
-    for number, layer in enumerate(image.layers, 1):
-        layer_where = f"{where}: layer {number}/{count}"
-        if layer.size == 0:
-            continue  # an empty blob: nothing to apply
-        with layer.open_tar(layer_where, progress) as tar:
+    for tar_where, opener in tars:
+        with opener as tar:
             unpacker.added = set()
             for member in tar:
-                unpacker.apply(tar, member, layer_where)
+                if seen is not None:
+                    seen(tar_where, member)
+                unpacker.apply(tar, member, tar_where)
     unpacker.finish()
     return report
 

@@ -73,6 +73,7 @@ class Essentials:
     """Which runtime extras to add; the defaults are the small, safe ones."""
 
     tmp: bool = True
+    run: bool = True  # /run, where servers put their pid files (nginx's /run/nginx.pid)
     users: bool = True
     nsswitch: bool = True
     libgcc: bool = True
@@ -149,14 +150,15 @@ def needs_libgcc_s(host_paths: Iterable[str]) -> bool:
     return imports_any(host_paths, _UNWINDING_CALLS)
 
 
-def add_users(plan: RootPlan, root: RootFS, user: str | None) -> None:
+def add_users(plan: RootPlan, root: RootFS, user: str | None, accounts: Iterable[str] = ()) -> None:
     """passwd and group: root, nobody, nonroot, and the root's accounts the image names.
 
     Named means by ``--user`` or by a word of an included file under ``/etc``
-    (nginx's ``user www-data;``): those lines come from the root's own
+    (nginx's ``user www-data;``), or among ``accounts`` (what the packages of
+    ``build --package`` create): those lines come from the root's own
     databases, as ``shrink`` takes them (:mod:`scratchpack.plan.users`).
     """
-    wanted = Wanted(words=config_words(plan.entries.values()))
+    wanted = Wanted(names=set(accounts), words=config_words(plan.entries.values()))
     wanted.add_user_spec(user)
     users, groups = select_accounts(*root_accounts(root), wanted)
     ours = names_of(PASSWD.splitlines()) | names_of(GROUP.splitlines())

@@ -25,7 +25,8 @@ from scratchpack.ld.loaders import HwcapsChoice, LoaderRules
 from scratchpack.ld.resolve import Closure, Library, Missing, Resolver
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
-from scratchpack.plan.entries import Reason
+from scratchpack.packages.root import PackageRoot
+from scratchpack.plan.entries import EntryKind, Reason
 from scratchpack.plan.essentials import (
     CA_BUNDLE,
     LIBGCC_S,
@@ -44,6 +45,14 @@ from scratchpack.plan.essentials import (
     user_known,
 )
 from scratchpack.plan.excludes import Excludes
+from scratchpack.plan.from_packages import (
+    add_status_d,
+    add_system_files,
+    created_accounts,
+    entry_program,
+    own_homes,
+    select,
+)
 from scratchpack.plan.programs import DEFAULT_PATH, Program, program
 from scratchpack.plan.rootplan import RootPlan
 
@@ -63,6 +72,13 @@ class BuildOptions:
     essentials: Essentials = field(default_factory=Essentials)
     allow_missing: bool = False
     hwcaps: HwcapsChoice = field(default_factory=lambda: HwcapsChoice("none"))
+    packages: tuple[str, ...] = ()  # --package NAME[=VERSION]
+    suite: str | None = None  # --suite: the Debian suite of --package (default the host's)
+    package_root: PackageRoot | None = None  # where they were unpacked (then the root)
+
+    @property
+    def package_names(self) -> tuple[str, ...]:
+        return tuple(request.partition("=")[0] for request in self.packages)
 
 
 @dataclass(frozen=True)
@@ -131,8 +147,18 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     root = resolver.root
     # The host's directory modes are not the image's.
     plan = RootPlan(source_parent_modes=False, excludes=Excludes(options.excludes))
+    selection = None
+    binaries = options.binaries
+    if options.package_root is not None:
+        selection = select(options.package_root, options.package_names)
+        if not binaries:
+            first = config.entrypoint[0] if config.entrypoint else None
+            binaries = (
+                entry_program(options.package_root, selection, options.package_names, first),
+            )
     programs = [
-        _binary(root, binary, env["PATH"], bool(options.includes)) for binary in options.binaries
+        _binary(root, binary, env["PATH"], bool(options.includes or selection))
+        for binary in binaries
     ]
 
     closures: list[Closure] = []
@@ -142,6 +168,11 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
             closure = resolve_for_image(resolver, target, options.essentials)
             plan.add_path(root, closure.path, Reason.PROGRAM)
             closures.append(closure)
+    if selection is not None:
+        for path in selection.paths:
+            kept = plan.add_path(root, path, Reason.PACKAGE)
+            if kept and root.is_elf(kept) and resolver.read_loadable(kept) is not None:
+                closures.append(resolve_for_image(resolver, kept, options.essentials))
     for include in options.includes:
         for image_path, source in add_include(plan, root, include):
             if not root.is_elf(source) or resolver.read_loadable(source) is None:
@@ -161,9 +192,17 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         plan.add_generated(
             "/etc/ld.so.cache", render_cache(cache_records), Reason.ESSENTIAL, "ld.so.cache"
         )
-    _add_essentials(plan, resolver, closures, options.essentials, env, config.user)
+    accounts: set[str] = set()
+    if options.package_root is not None and selection is not None:
+        accounts = created_accounts(options.package_root, selection.packages)
+    _add_essentials(plan, resolver, closures, options.essentials, env, config.user, accounts)
+    if options.package_root is not None:
+        add_system_files(plan, options.package_root)
+        own_homes(plan, options.package_root)
+        add_status_d(plan, options.package_root)
     warn_unused_excludes(plan.excludes)
     included = _included(plan)
+    _warn_about_closed_directories(plan, config.user)
     no_passwd = not options.essentials.users and "/etc/passwd" not in included
     if config.user and not user_known(config.user) and no_passwd:
         raise InputError(
@@ -187,6 +226,25 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         tuple(closures),
         tuple(loaded_first),
     )
+
+
+def _warn_about_closed_directories(plan: RootPlan, user: str | None) -> None:
+    """An included directory keeps the host's mode: a 0700 ``mktemp -d`` shuts ``--user`` out."""
+    if not user or user.partition(":")[0] in ("root", "0"):
+        return
+    closed: list[str] = []
+    for entry in plan.sorted_entries():
+        if entry.kind is not EntryKind.DIR or entry.reason is not Reason.INCLUDE or entry.implied:
+            continue
+        shut = entry.uid == 0 and entry.mode & 0o005 != 0o005
+        if shut and not any(entry.path.startswith(top + "/") for top in closed):
+            closed.append(entry.path)
+    for path in closed:
+        mode = plan.entries[path].mode
+        warn(
+            f"{path}: mode {mode:04o}, as on the host, so --user {user} cannot enter it; "
+            "chmod it, or include the files in it"
+        )
 
 
 def _warn_about_shell_calls(root: RootFS, programs: list[Program]) -> None:
@@ -367,7 +425,12 @@ def add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, s
 
 
 def _included(plan: RootPlan) -> set[str]:
-    return {entry.path for entry in plan.entries.values() if entry.reason is Reason.INCLUDE}
+    """Paths ``--include`` claimed itself, not the directories on their way."""
+    return {
+        entry.path
+        for entry in plan.entries.values()
+        if entry.reason is Reason.INCLUDE and not entry.implied
+    }
 
 
 def _add_essentials(
@@ -377,14 +440,17 @@ def _add_essentials(
     essentials: Essentials,
     env: dict[str, str],
     user: str | None,
+    accounts: set[str],
 ) -> None:
     root = resolver.root
     included = _included(plan)
     glibc = any(closure.loader == "glibc" for closure in closures)
     if essentials.tmp and "/tmp" not in included:
         plan.add_dir("/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
+    if essentials.run and "/run" not in included:
+        plan.add_dir("/run", 0o755, Reason.ESSENTIAL, "run")
     if essentials.users and not {"/etc/passwd", "/etc/group"} & included:
-        add_users(plan, root, user)
+        add_users(plan, root, user, accounts)
     if glibc and "/etc/nsswitch.conf" not in included:
         if essentials.nss and root.exists(NSSWITCH):
             plan.add_path(root, NSSWITCH, Reason.ESSENTIAL, "nss")

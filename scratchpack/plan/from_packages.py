@@ -1,0 +1,161 @@
+"""``build --package``: what of an unpacked package root goes into the image, and how it runs.
+
+The root (:mod:`scratchpack.packages.root`) holds every resolved package; the
+image holds, as ``build --root`` would:
+
+- the programs (``BINARY`` inside the root, ``--entrypoint``'s program, or the
+  single program the named packages put on ``PATH``) and their closures;
+- the data of the named packages and of their installed siblings from the
+  same source package (nginx-light brings nginx-common), as shrink's static
+  mode keeps it: every file and link they list but docs, man pages and
+  translations, and the directories they own exclusively (``/var/lib/nginx``);
+- what a Debian system says about itself: ``/usr/lib/os-release`` (and its
+  ``/etc`` link), ``/run`` and the ``/var/run`` link;
+- ``/var/lib/dpkg/status.d/PKG`` for every package the image holds a file of
+  (distroless's convention, read by vulnerability scanners);
+- the accounts the kept packages' scripts create, homes owned by their users.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from scratchpack.errors import InputError
+from scratchpack.ld.rootfs import RootFS
+from scratchpack.packages.deb import source_name
+from scratchpack.packages.root import PackageRoot, UnpackedPackage
+from scratchpack.plan.entries import Entry, EntryKind, Reason
+from scratchpack.plan.rootplan import RootPlan
+
+PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+STATUS_D = "/var/lib/dpkg/status.d"
+OS_RELEASE = ("/usr/lib/os-release", "/etc/os-release")
+_SUPPORT = ("-doc", "-dbg", "-dbgsym", "-dev", "-tests")
+_NOT_NEEDED = (
+    "/usr/share/doc/", "/usr/share/doc-base/", "/usr/share/man/", "/usr/share/info/",
+    "/usr/share/locale/", "/usr/share/lintian/", "/usr/share/bug/", "/usr/share/menu/",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PackageSelection:
+    """The packages whose data the image keeps, and the paths that are theirs."""
+
+    packages: tuple[UnpackedPackage, ...]
+    paths: tuple[str, ...]  # in-root paths: files, links, and directories only they list
+
+
+def select(root: PackageRoot, named: Iterable[str]) -> PackageSelection:
+    """The named packages and their same-source siblings; their paths, docs left out.
+
+    A directory among the paths is planned as a directory only (``/usr`` adds
+    no files); the files and links listed under it are planned one by one.
+    """
+    named = list(named)
+    chosen = root.named(named)
+    missing = sorted(set(named) - {package.ref.name for package in chosen})
+    if missing:
+        raise InputError(f"--package {', '.join(missing)}: not among the resolved packages")
+    sources = {source_name(package.control.fields) or package.ref.name for package in chosen}
+    for package in root.packages:
+        source = source_name(package.control.fields) or package.ref.name
+        if package not in chosen and source in sources and not package.ref.name.endswith(_SUPPORT):
+            chosen.append(package)
+    paths = [
+        path
+        for package in chosen
+        for path in package.paths
+        if path != "/." and not path.startswith(_NOT_NEEDED) and path + "/" not in _NOT_NEEDED
+    ]
+    return PackageSelection(tuple(chosen), tuple(dict.fromkeys(paths)))
+
+
+def programs_on_path(selection: PackageSelection, named: Iterable[str]) -> list[str]:
+    """The executables the named packages put in a ``PATH`` directory.
+
+    A metapackage (nginx-light) puts none: then its same-source siblings' count
+    (nginx's ``/usr/sbin/nginx``).
+    """
+    wanted = set(named)
+    for only_named in (True, False):
+        found = [
+            path
+            for package in selection.packages
+            if package.ref.name in wanted or not only_named
+            for path in package.paths
+            if posixpath.dirname(path) in PATH_DIRS
+        ]
+        if found:
+            return found
+    return []
+
+
+def entry_program(
+    root: PackageRoot, selection: PackageSelection, named: Iterable[str], entrypoint: str | None
+) -> str:
+    """``--entrypoint``'s program, or the single program the named packages put on PATH."""
+    if entrypoint:
+        return entrypoint
+    found = programs_on_path(selection, named)
+    if len(found) == 1:
+        return found[0]
+    listed = ", ".join(found[:8]) + (", …" if len(found) > 8 else "")
+    what = f"put {len(found)} programs on PATH ({listed})" if found else "put no program on PATH"
+    raise InputError(
+        f"--package {', '.join(named)}: {what}; choose one with --entrypoint or BINARY"
+    )
+
+
+def add_system_files(plan: RootPlan, root: PackageRoot) -> None:
+    """os-release and the /var/run link (/run is an essential): what base-files gives."""
+    fs = RootFS(str(root.top))
+    for path in OS_RELEASE:
+        if fs.exists(path):
+            plan.add_path(fs, path, Reason.PACKAGE, "base-files")
+    if plan.through_links("/var/run") not in plan.entries:
+        plan.add(
+            Entry("/var/run", EntryKind.SYMLINK, 0o777, Reason.ESSENTIAL, "run", target="/run")
+        )
+
+
+def add_status_d(plan: RootPlan, root: PackageRoot) -> list[UnpackedPackage]:
+    """``status.d/PKG`` for each package the image holds a file or link of; those packages."""
+    top = str(root.top)
+    files = {entry.source for entry in plan.files if entry.source}
+    links = {path for path, entry in plan.entries.items() if entry.kind is EntryKind.SYMLINK}
+    held = []
+    for package in root.packages:
+        if any(top + path in files or path in links for path in package.paths):
+            held.append(package)
+            plan.add_generated(
+                f"{STATUS_D}/{package.ref.name}",
+                package.control.paragraph.encode(),
+                Reason.PACKAGE,
+                "dpkg status",
+            )
+    return held
+
+
+def own_homes(plan: RootPlan, root: PackageRoot) -> None:
+    """A user's home that the image holds belongs to that user, as adduser leaves it."""
+    fs = RootFS(str(root.top))
+    passwd = fs.read_text("/etc/passwd") or ""
+    created = {account.name for account in root.accounts if account.is_user}
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) < 7 or fields[0] not in created or not fields[2].isdigit():
+            continue
+        home = plan.through_links(fields[5])
+        entry = plan.entries.get(home)
+        if entry is not None and entry.kind is EntryKind.DIR and home != "/":
+            plan.add_dir(
+                home, entry.mode, entry.reason, entry.detail, int(fields[2]), int(fields[3])
+            )
+
+
+def created_accounts(root: PackageRoot, packages: Iterable[UnpackedPackage]) -> set[str]:
+    """Names of the users and groups the scripts of ``packages`` create."""
+    names = {package.ref.name for package in packages}
+    return {account.name for account in root.accounts if account.package in names}
