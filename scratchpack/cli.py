@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from scratchpack import __version__
+from scratchpack.config_file import config_option
 from scratchpack.errors import (
     EXIT_INTERNAL,
     EXIT_MISSING,
@@ -297,6 +298,19 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 @click.option(
     "--suite", metavar="CODENAME", help="The Debian suite of --package (default: this machine's)."
 )
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="OS/ARCH[,...]",
+    help="Build for these platforms (with --package: an image each, and an index over them).",
+)
+@click.option(
+    "--lock",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Pin --package: write FILE when absent, build exactly its packages when present.",
+)
 @click.option("--entrypoint", metavar="ARGS", help="ENTRYPOINT (default: the first BINARY).")
 @click.option("--cmd", metavar="ARGS", help="CMD: default arguments, shell-quoted.")
 @click.option("--env", "env", multiple=True, metavar="K=V", help="ENV (repeatable).")
@@ -407,6 +421,8 @@ def build(
     tag: str | None,
     packages: tuple[str, ...],
     suite: str | None,
+    platforms: tuple[str, ...],
+    lock: str | None,
     entrypoint: str | None,
     cmd: str | None,
     env: tuple[str, ...],
@@ -525,12 +541,37 @@ def build(
         if debug
         else None,
         show_progress=not as_json,
+        platforms=_platforms(platforms),
+        lock=Path(lock) if lock else None,
     )
     check_request(request)
     if push:
         credentials = _push_credentials(push, registry_user, registry_password_stdin)
         request = dataclasses.replace(request, credentials=credentials)
     _report(run_build(request).to_json(), as_json, no_build)
+
+
+config_option(build)
+
+
+def terminal_progress_or_none(as_json: bool) -> Callable[[str], None] | None:
+    from scratchpack.progress import terminal_progress
+
+    return None if as_json else terminal_progress
+
+
+def _platforms(values: tuple[str, ...]) -> tuple[Any, ...]:
+    """``--platform linux/amd64,linux/arm64`` (or repeated): each once, in the order given."""
+    from scratchpack.image.media import Platform
+
+    found: list[Any] = []
+    for value in values:
+        for text in value.split(","):
+            if text.strip():
+                platform = Platform.parse(text)
+                if platform not in found:
+                    found.append(platform)
+    return tuple(found)
 
 
 def _push_credentials(reference: str, user: str | None, password_stdin: bool) -> Any:
@@ -790,6 +831,69 @@ def debug(
 
 
 @cli.command()
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    required=False,
+    metavar="PKG[=VERSION]",
+    help="The packages to pin (repeatable), as build --package takes them.",
+)
+@click.option("--suite", metavar="CODENAME", help="The Debian suite (default: this machine's).")
+@click.option(
+    "--platform", "platforms", multiple=True, metavar="OS/ARCH[,...]", help="Pin these platforms."
+)
+@click.option(
+    "--lock",
+    type=click.Path(dir_okay=False),
+    default="scratchpack.lock",
+    show_default=True,
+    metavar="FILE",
+    help="The lock file to write.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was pinned as JSON.")
+@clear_errors
+def lock(
+    packages: tuple[str, ...],
+    suite: str | None,
+    platforms: tuple[str, ...],
+    lock: str,
+    as_json: bool,
+) -> None:
+    """Resolve --package afresh and (re)write the lock file that build --lock obeys.
+
+    Takes the same scratchpack.yaml (-f) as build: its package, suite,
+    platform and lock.
+    """
+    from scratchpack.image.media import Platform
+    from scratchpack.packages.fetch import resolve_lock
+    from scratchpack.packages.root import host_architecture
+    from scratchpack.publish import publication, writing
+
+    if not packages:
+        raise InputError("lock needs --package PKG (or package: in scratchpack.yaml)")
+    chosen = _platforms(platforms) or (Platform.from_debian(host_architecture()),)
+    say = terminal_progress_or_none(as_json)
+    resolved = resolve_lock(
+        packages, [(str(p), p.debian_architecture) for p in chosen], suite, say=say
+    )
+    with publication() as staged:
+        path = staged.file(Path(lock))
+        with writing(path, f"the lock file {lock}"):
+            path.write_bytes(resolved.to_bytes())
+    summary = {name: len(locked.packages) for name, locked in sorted(resolved.platforms.items())}
+    if as_json:
+        click.echo(_json({"lock": lock, "suite": resolved.suite, "packages": summary}))
+    else:
+        for name, count in summary.items():
+            click.echo(f"{name}: {count} packages")
+        click.echo(f"Wrote {lock}")
+
+
+config_option(lock, keys_of=build)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
 @clear_errors
 def prune(as_json: bool) -> None:
@@ -847,6 +951,9 @@ def run() -> None:
         err.show()
         sys.exit(EXIT_USAGE if err.exit_code != 0 else 0)
     except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except ScratchpackError as err:  # while the options are read (-f FILE)
+        click.echo(f"scratchpack: {err}", err=True)
         sys.exit(err.exit_code)
 
 

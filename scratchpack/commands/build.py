@@ -29,6 +29,7 @@ from scratchpack.errors import (
     VerifyError,
 )
 from scratchpack.image.config import source_date_epoch
+from scratchpack.image.media import Platform
 from scratchpack.image.reference import Reference, check_tag
 from scratchpack.notes import collected, warn
 from scratchpack.owner import owner
@@ -104,6 +105,8 @@ class BuildRequest:
     sbom_format: str = "spdx"
     debug: DebugRequest | None = None
     show_progress: bool = False
+    platforms: tuple[Platform, ...] = ()  # --platform: one image each, an index over them
+    lock: Path | None = None  # --lock FILE: written when absent, obeyed when present
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,9 @@ class BuildResult:
     context: str | None
     warnings: tuple[str, ...]
     loaded_first: tuple[LoadedFirst, ...] = ()
+    platforms: tuple[dict[str, Any], ...] = ()  # an index's images: platform, digest, size
+    index_digest: str | None = None
+    lock: str | None = None  # the lock file written or obeyed
     engine: EngineMode | None = None  # None: --no-build
     image: str | None = None
     size: int | None = None
@@ -188,6 +194,10 @@ class BuildResult:
             "warnings": list(self.warnings),
             "loaded_first": loaded_first_json(self.loaded_first),
         }
+        if self.platforms:
+            document.update(platforms=list(self.platforms), index_digest=self.index_digest)
+        if self.lock is not None:
+            document["lock"] = self.lock
         if self.engine is not None:
             document.update(engine=self.engine.value, image=self.image, size=self.size)
         if self.engine is EngineMode.NONE:
@@ -228,6 +238,22 @@ def check_request(request: BuildRequest) -> None:
                 raise InputError(f"--no-build builds nothing: {option} has nothing to work on")
     elif not request.tag:
         raise InputError("missing -t/--tag NAME[:TAG]")
+    if request.lock is not None and not request.options.packages:
+        raise InputError("--lock pins the packages of --package: add --package PKG")
+    if len(request.platforms) > 1:
+        if not request.options.packages:
+            raise InputError(
+                "several --platform images need their files for each architecture: add "
+                "--package (a BINARY is built for one architecture only)"
+            )
+        for given, option in (
+            (request.engine_mode is EngineMode.DOCKER, "--engine docker"),
+            (request.no_build or request.context_dir is not None, "--context/--no-build"),
+            (request.debug, "--debug"),
+            (request.sbom, "--sbom"),
+        ):
+            if given:
+                raise InputError(f"{option} makes one image; several --platform make an index")
     if request.tag:
         check_tag(request.tag)
     if request.engine_mode is EngineMode.DOCKER:
@@ -309,9 +335,15 @@ def run_build(request: BuildRequest) -> BuildResult:
     progress = terminal_progress if request.show_progress else None
     result: dict[str, Any] = {}
     with publication() as staged:
+        if len(request.platforms) > 1:
+            return _index_build(staged, request, progress)
         if request.options.packages:
-            request = _with_package_root(request, staged.scratch() / "root", progress)
+            packaged = _with_package_root(staged, request, progress)
+            request = packaged.request
+            if request.lock is not None and not packaged.from_lock:
+                _stage_lock(staged, request.lock, [packaged])
         plan = plan_image(request.options, request.config)
+        _check_platform(plan, request)
         if engine is not None:
             for entry in plan.root.files:
                 if entry.xattrs:
@@ -346,23 +378,142 @@ def run_build(request: BuildRequest) -> BuildResult:
         context=str(request.context_dir.absolute()) if request.context_dir else None,
         warnings=tuple(collected()),
         loaded_first=plan.loaded_first,
+        lock=str(request.lock) if request.lock else None,
         **result,
     )
 
 
+@dataclass(frozen=True)
+class _PackagedPlatform:
+    """One platform's package root, read into the request, and what its lock entry says."""
+
+    request: BuildRequest
+    platform: str  # "linux/arm64"
+    suite: str
+    locked: Any  # PlatformLock
+    from_lock: bool  # the packages came from an existing lock
+
+
 def _with_package_root(
-    request: BuildRequest, destination: Path, progress: Callable[[str], None] | None
-) -> BuildRequest:
-    """``--package``: resolve, download and unpack them; the request then reads that root."""
+    staged: Publication,
+    request: BuildRequest,
+    progress: Callable[[str], None] | None,
+    platform: Platform | None = None,
+) -> _PackagedPlatform:
+    """``--package``: resolve (or take from the lock), download and unpack them for one
+    platform; the request then reads that root."""
+    from scratchpack.packages.apt import host_suite
     from scratchpack.packages.fetch import package_root
+    from scratchpack.packages.lock import PlatformLock, read_lock
     from scratchpack.packages.root import host_architecture
 
     options = request.options
-    root, _refs, _dates = package_root(
-        options.packages, destination, options.suite, host_architecture(), say=progress
+    suite = options.suite or host_suite()
+    platform = platform or (request.platforms[0] if request.platforms else None)
+    architecture = platform.debian_architecture if platform else host_architecture()
+    name = str(platform or Platform.from_debian(architecture))
+    pinned = None
+    if request.lock is not None and request.lock.exists():
+        lock = read_lock(request.lock)
+        lock.check(suite, options.packages, name, request.lock)
+        pinned = list(lock.platforms[name].packages)
+    root, refs, dates = package_root(
+        options.packages, staged.scratch() / "root", suite, architecture, pinned, say=progress
     )
     options = dataclasses.replace(options, root=str(root.top), package_root=root)
-    return dataclasses.replace(request, options=options)
+    return _PackagedPlatform(
+        dataclasses.replace(request, options=options),
+        name,
+        suite,
+        PlatformLock(architecture, tuple(refs), dates),
+        pinned is not None,
+    )
+
+
+def _stage_lock(staged: Publication, target: Path, platforms: list[_PackagedPlatform]) -> None:
+    """A new lock of what these platforms used, moved to ``target`` with the other outputs."""
+    from scratchpack.packages.lock import Lock
+
+    first = platforms[0].request.options
+    lock = Lock(platforms[0].suite, first.packages, {one.platform: one.locked for one in platforms})
+    path = staged.file(target)
+    with writing(path, f"the lock file {target}"):
+        path.write_bytes(lock.to_bytes())
+
+
+def _check_platform(plan: ImagePlan, request: BuildRequest) -> None:
+    """--platform names what the image is: a BINARY of another architecture is refused."""
+    if request.platforms and plan.platform.architecture != request.platforms[0].architecture:
+        raise InputError(
+            f"the program is built for {plan.platform}, not {request.platforms[0]}: a BINARY "
+            "has one architecture; --package takes each platform's own packages"
+        )
+
+
+def _index_build(
+    staged: Publication, request: BuildRequest, progress: Callable[[str], None] | None
+) -> BuildResult:
+    """Several platforms: one image each from its own packages, an OCI image index over them."""
+    from scratchpack.image.model import ImageIndex
+
+    assert request.tag is not None
+    push_only = request.push is not None and request.output is None
+    target = None if push_only else (request.output or default_archive(request.tag))
+    store = store_for(staged, target)
+    images: list[Image] = []
+    plans: list[ImagePlan] = []
+    packaged: list[_PackagedPlatform] = []
+    for platform in request.platforms:
+        one = _with_package_root(staged, request, progress, platform)
+        packaged.append(one)
+        plan = plan_image(one.request.options, one.request.config)
+        _check_platform(plan, dataclasses.replace(one.request, platforms=(platform,)))
+        images.append(write_plan(store, plan, request.split_layers, request.show_progress))
+        plans.append(plan)
+    if request.lock is not None and not packaged[0].from_lock:
+        _stage_lock(staged, request.lock, packaged)
+    index = ImageIndex(tuple(images))
+    if target is not None:
+        to_output(staged, index, target, request.tag, source_date_epoch())
+    result: dict[str, Any] = {}
+    host = Platform.host()
+    native = next((image for image in images if host and image.platform == host), None)
+    if request.verify is not None and native is not None:
+        result["verify"] = verify_written(native, request.tag, request.verify)
+    if request.push is not None:
+        from scratchpack.image.registry import push_image
+
+        result["push"] = push_image(
+            index,
+            request.push,
+            request.credentials,
+            insecure=request.insecure,
+            progress=progress,
+            retries=request.push_retries,
+        )
+    return BuildResult(
+        tag=request.tag,
+        files=sum(len(plan.root.files) for plan in plans),
+        content_bytes=sum(plan.root.size for plan in plans),
+        context=None,
+        warnings=tuple(collected()),
+        loaded_first=tuple(item for plan in plans for item in plan.loaded_first),
+        platforms=tuple(
+            {
+                "platform": str(image.platform),
+                "image": image.image_id,
+                "manifest_digest": image.manifest_descriptor.digest,
+                "size": image.size,
+            }
+            for image in images
+        ),
+        index_digest=index.digest,
+        lock=str(request.lock) if request.lock else None,
+        engine=EngineMode.NONE,
+        output=str(target) if target else None,
+        size=index.size,
+        **result,
+    )
 
 
 def _engine_build(

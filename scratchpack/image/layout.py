@@ -23,16 +23,21 @@ from scratchpack.image import tarstream
 from scratchpack.image.digest import Digest, HashingReader
 from scratchpack.image.documents import canonical_json
 from scratchpack.image.media import CONTAINERD_NAME, REF_NAME, MediaType
-from scratchpack.image.model import Image
+from scratchpack.image.model import Image, ImageIndex, Layer
 from scratchpack.image.reference import Reference
 from scratchpack.image.writer import BlobStore
 
 LAYOUT_MARKER = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
-def index_document(image: Image, reference: str | None) -> bytes:
-    """``index.json``: the one manifest, named by the OCI and containerd annotations."""
-    entry = image.manifest_descriptor.to_json()
+def index_document(image: Image | ImageIndex, reference: str | None) -> bytes:
+    """``index.json``: the one manifest (or image index), named by the OCI and containerd
+    annotations."""
+    entry = (
+        image.descriptor.to_json()
+        if isinstance(image, ImageIndex)
+        else image.manifest_descriptor.to_json()
+    )
     if reference:
         parsed = Reference.parse(reference)
         entry["annotations"] = {REF_NAME: parsed.tag, CONTAINERD_NAME: str(parsed)}
@@ -54,50 +59,75 @@ def docker_manifest(image: Image, tags: list[str]) -> bytes:
     )
 
 
-def _documents(image: Image) -> list[tuple[str, bytes]]:
-    return [
-        (Digest.parse(image.image_id).blob_path, image.config_bytes),
-        (Digest.parse(image.manifest_descriptor.digest).blob_path, image.manifest_bytes),
-    ]
+def _images(artifact: Image | ImageIndex) -> tuple[Image, ...]:
+    return artifact.images if isinstance(artifact, ImageIndex) else (artifact,)
 
 
-def write_layout(image: Image, directory: Path, reference: str | None) -> None:
-    """Write ``image`` as an OCI layout (and docker-load hybrid) into ``directory``.
+def _documents(artifact: Image | ImageIndex) -> list[tuple[str, bytes]]:
+    documents = []
+    for image in _images(artifact):
+        documents += [
+            (Digest.parse(image.image_id).blob_path, image.config_bytes),
+            (Digest.parse(image.manifest_descriptor.digest).blob_path, image.manifest_bytes),
+        ]
+    if isinstance(artifact, ImageIndex):
+        documents.append((Digest.parse(artifact.digest).blob_path, artifact.index_bytes))
+    return documents
+
+
+def _layers(artifact: Image | ImageIndex) -> list[Layer]:
+    """Every layer once: images of several platforms may share one (their data)."""
+    seen: dict[str, Layer] = {}
+    for image in _images(artifact):
+        for layer in image.layers:
+            seen.setdefault(layer.digest, layer)
+    return list(seen.values())
+
+
+def _top_files(
+    artifact: Image | ImageIndex, reference: str | None, epoch: int
+) -> dict[str, tarstream.Member]:
+    """oci-layout, index.json, and for one image the manifest.json of ``docker load``."""
+    files = {
+        "oci-layout": _bytes_member("oci-layout", LAYOUT_MARKER, epoch),
+        "index.json": _bytes_member("index.json", index_document(artifact, reference), epoch),
+    }
+    if isinstance(artifact, Image):
+        tags = [str(Reference.parse(reference))] if reference else []
+        files["manifest.json"] = _bytes_member(
+            "manifest.json", docker_manifest(artifact, tags), epoch
+        )
+    return files
+
+
+def write_layout(artifact: Image | ImageIndex, directory: Path, reference: str | None) -> None:
+    """Write an image (with a docker-load ``manifest.json``) or an image index as an OCI
+    layout into ``directory``.
 
     Blobs already in ``directory`` (a :class:`BlobStore` there) stay where
     they are; others are copied in and checked against their digests.
     """
     store = BlobStore(directory)
-    for layer in image.layers:
+    for layer in _layers(artifact):
         store.adopt(layer)
-    for _name, data in _documents(image):
+    for _name, data in _documents(artifact):
         store.put(data, "")
-    (directory / "index.json").write_bytes(index_document(image, reference))
-    (directory / "oci-layout").write_bytes(LAYOUT_MARKER)
-    tags = [str(Reference.parse(reference))] if reference else []
-    (directory / "manifest.json").write_bytes(docker_manifest(image, tags))
+    for name, member in _top_files(artifact, reference, 0).items():
+        assert member.data is not None
+        (directory / name).write_bytes(member.data)
 
 
-def archive_chunks(image: Image, reference: str | None, epoch: int) -> Iterator[bytes]:
+def archive_chunks(
+    artifact: Image | ImageIndex, reference: str | None, epoch: int
+) -> Iterator[bytes]:
     """The layout of :func:`write_layout` as one tar: sorted names, root-owned, one mtime."""
-    tags = [str(Reference.parse(reference))] if reference else []
-    files: dict[str, tarstream.Member] = {
-        "oci-layout": _bytes_member("oci-layout", LAYOUT_MARKER, epoch),
-        "index.json": _bytes_member("index.json", index_document(image, reference), epoch),
-        "manifest.json": _bytes_member("manifest.json", docker_manifest(image, tags), epoch),
-    }
-    return tarstream.chunks(_with_blobs(image, files, epoch))
+    return tarstream.chunks(_with_blobs(artifact, _top_files(artifact, reference, epoch), epoch))
 
 
-def archive_size(image: Image, reference: str | None, epoch: int) -> int:
+def archive_size(artifact: Image | ImageIndex, reference: str | None, epoch: int) -> int:
     """The exact size :func:`archive_chunks` will write."""
-    tags = [str(Reference.parse(reference))] if reference else []
-    files: dict[str, tarstream.Member] = {
-        "oci-layout": _bytes_member("oci-layout", LAYOUT_MARKER, epoch),
-        "index.json": _bytes_member("index.json", index_document(image, reference), epoch),
-        "manifest.json": _bytes_member("manifest.json", docker_manifest(image, tags), epoch),
-    }
-    return tarstream.size(list(_with_blobs(image, files, epoch)))
+    files = _top_files(artifact, reference, epoch)
+    return tarstream.size(list(_with_blobs(artifact, files, epoch)))
 
 
 def docker_archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
@@ -107,11 +137,11 @@ def docker_archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
 
 
 def _with_blobs(
-    image: Image, files: dict[str, tarstream.Member], epoch: int
+    artifact: Image | ImageIndex, files: dict[str, tarstream.Member], epoch: int
 ) -> Iterator[tarstream.Member]:
-    for name, data in _documents(image):
+    for name, data in _documents(artifact):
         files[name] = _bytes_member(name, data, epoch)
-    for layer in image.layers:
+    for layer in _layers(artifact):
         name = Digest.parse(layer.digest).blob_path
         info = tarstream.regular(name, layer.size, mtime=epoch)
         opener = layer.blob.open if layer.hashed else _checked(layer.blob, layer.digest, layer.size)

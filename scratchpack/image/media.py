@@ -144,6 +144,24 @@ class Platform:
             return False
         return not (variant and self.variant and variant != self.variant)
 
+    @classmethod
+    def from_debian(cls, architecture: str) -> Platform:
+        """The platform of a dpkg architecture (``armhf`` is linux/arm/v7)."""
+        found = DEBIAN_ARCHITECTURES.get(architecture)
+        if found is None:
+            raise InputError(f"no OCI platform known for the Debian architecture {architecture}")
+        return found
+
+    @property
+    def debian_architecture(self) -> str:
+        """dpkg's name for it: ``arm64``, ``armhf`` for arm/v7, ``ppc64el``, ``i386``."""
+        for debian, platform in DEBIAN_ARCHITECTURES.items():
+            if platform.architecture == self.architecture and (
+                platform.variant == self.variant or not self.variant
+            ):
+                return debian
+        raise InputError(f"platform {self}: no Debian architecture builds for it")
+
     def to_json(self) -> dict[str, str]:
         document = {"architecture": self.architecture, "os": self.os}
         if self.variant:
@@ -159,6 +177,18 @@ _PLATFORMS: dict[tuple[int, int], Platform] = {
     (EM_PPC64, 64): Platform("ppc64le"),
     (EM_S390, 64): Platform("s390x"),
     (EM_RISCV, 64): Platform("riscv64"),
+}
+# dpkg's architectures and the OCI platforms of their images.
+DEBIAN_ARCHITECTURES: dict[str, Platform] = {
+    "amd64": _PLATFORMS[(EM_X86_64, 64)],
+    "arm64": _PLATFORMS[(EM_AARCH64, 64)],
+    "i386": _PLATFORMS[(EM_386, 32)],
+    "armhf": _PLATFORMS[(EM_ARM, 32)],
+    "armel": Platform("arm", variant="v5"),
+    "ppc64el": _PLATFORMS[(EM_PPC64, 64)],
+    "s390x": _PLATFORMS[(EM_S390, 64)],
+    "riscv64": _PLATFORMS[(EM_RISCV, 64)],
+    "mips64el": Platform("mips64le"),
 }
 # uname -m to the platform the engine reports for this machine.
 _UNAME: dict[str, Platform] = {

@@ -231,6 +231,42 @@ class Image:
         )
 
 
+@dataclass(frozen=True)
+class ImageIndex:
+    """Several images of one name, one per platform: an OCI image index over their manifests.
+
+    Like :class:`Image`, the document is derived canonically, so the same images
+    give the same index digest.
+    """
+
+    images: tuple[Image, ...]
+
+    @cached_property
+    def index_bytes(self) -> bytes:
+        manifests = []
+        for image in self.images:
+            entry = image.manifest_descriptor.to_json()
+            entry["platform"] = image.platform.to_json()
+            manifests.append(entry)
+        return canonical_json(
+            {"schemaVersion": 2, "mediaType": str(MediaType.OCI_INDEX), "manifests": manifests}
+        )
+
+    @cached_property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(
+            MediaType.OCI_INDEX, sha256_digest(self.index_bytes), len(self.index_bytes)
+        )
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def size(self) -> int:
+        return sum(image.size for image in self.images)
+
+
 # -- helpers --------------------------------------------------------------------------------
 
 

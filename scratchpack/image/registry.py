@@ -48,7 +48,7 @@ from scratchpack import __version__
 from scratchpack.errors import EXIT_PUSH, InputError, ScratchpackError
 from scratchpack.image.digest import Digest, HashingReader
 from scratchpack.image.documents import parse_json
-from scratchpack.image.model import Blob, BytesBlob, Image
+from scratchpack.image.model import Blob, BytesBlob, Image, ImageIndex
 from scratchpack.image.reference import DOCKER_HUB, Reference
 
 _DOCKER_HUB_API = "registry-1.docker.io"
@@ -252,7 +252,8 @@ def _entry_credentials(entry: dict[str, Any], path: Path, key: str) -> Credentia
 
 
 def _short(digest: str) -> str:
-    return f"{digest[:19]}…"
+    """``sha256:0123456789ab…`` (a tag stays whole)."""
+    return f"{digest[:19]}…" if digest.startswith("sha") else digest
 
 
 def _human_size(size: int) -> str:
@@ -673,7 +674,7 @@ def _push_blob(
 
 
 def push_image(
-    image: Image,
+    image: Image | ImageIndex,
     reference: str,
     credentials: Credentials | None = None,
     insecure: bool = False,
@@ -682,58 +683,71 @@ def push_image(
     ca_file: str | Path | None = None,
     retries: int = DEFAULT_RETRIES,
 ) -> PushResult:
-    """Push ``image`` as ``reference``; no engine needed.
+    """Push ``image`` (or an image index and its images) as ``reference``; no engine needed.
 
     Its blobs are streamed from where they are (the writer hashed them as it
     wrote them); the manifest goes up byte for byte, so the registry's digest
-    is the image's, and a registry that reports another one is an error.
+    is the image's, and a registry that reports another one is an error. An
+    index's images go up by digest first, then the index under the tag.
     ``insecure`` allows plain HTTP / unverified HTTPS (always allowed for
     loopback registries, as docker does); ``ca_file`` trusts a private CA.
     ``progress`` receives one line per blob. Raises :class:`PushError` (exit
     5), or :class:`~scratchpack.errors.InputError` for a malformed reference.
     """
     registry, repository, tag = parse_reference(reference)
-    manifest_digest = image.manifest_descriptor.digest
-    blobs: list[tuple[str, int, Blob]] = [
-        (layer.digest, layer.size, layer.blob) for layer in image.layers
+    images = image.images if isinstance(image, ImageIndex) else (image,)
+    blobs: dict[str, tuple[int, Blob]] = {}
+    for one in images:
+        for layer in one.layers:
+            blobs.setdefault(layer.digest, (layer.size, layer.blob))
+        blobs.setdefault(one.image_id, (len(one.config_bytes), BytesBlob(one.config_bytes)))
+    # (where, bytes, media type): the images' manifests by digest, then the tag's.
+    manifests = [
+        (one.manifest_descriptor.digest, one.manifest_bytes, one.manifest_descriptor.media_type)
+        for one in images
     ]
-    blobs.append((image.image_id, len(image.config_bytes), BytesBlob(image.config_bytes)))
+    if isinstance(image, ImageIndex):
+        manifests.append((tag, image.index_bytes, image.descriptor.media_type))
+    else:
+        manifests[-1] = (tag, image.manifest_bytes, image.manifest_descriptor.media_type)
+    top_digest = image.digest if isinstance(image, ImageIndex) else image.manifest_descriptor.digest
     report = progress or (lambda _line: None)
     client = _Client(registry, repository, credentials, insecure, ca_file, timeout, retries, report)
     uploaded = skipped = 0
 
-    def put_manifest() -> requests.Response:
+    def put_manifest(where: str, data: bytes, media_type: object) -> requests.Response:
         response = client.request(
             "PUT",
-            f"/v2/{repository}/manifests/{tag}",
-            body=lambda: image.manifest_bytes,
-            headers={"Content-Type": str(image.manifest_descriptor.media_type)},
+            f"/v2/{repository}/manifests/{where}",
+            body=lambda: data,
+            headers={"Content-Type": str(media_type)},
         )
         if response.status_code != 201:
-            client._fail(response, f"PUT manifest {tag}")
+            client._fail(response, f"PUT manifest {_short(where)}")
         return response
 
     try:
         with _quiet_insecure():
             client.retrying("GET /v2/", client.connect)
-            for digest, size, blob in blobs:
+            for digest, (size, blob) in blobs.items():
                 # An upload cut off or refused for a while starts again from its POST.
                 step = functools.partial(_push_blob, client, digest, size, blob, report)
                 if client.retrying(f"uploading blob {_short(digest)}", step):
                     uploaded += 1
                 else:
                     skipped += 1
-            response = client.retrying(f"PUT manifest {tag}", put_manifest)
+            for where, data, media_type in manifests:
+                step = functools.partial(put_manifest, where, data, media_type)
+                response = client.retrying(f"PUT manifest {_short(where)}", step)
     finally:
         client.close()
     echoed = response.headers.get("Docker-Content-Digest")
-    if echoed and echoed != manifest_digest:
+    if echoed and echoed != top_digest:
         raise PushError(
-            f"{registry} stored the manifest as {echoed}, not {manifest_digest}: "
-            "it rewrote the manifest"
+            f"{registry} stored the manifest as {echoed}, not {top_digest}: it rewrote the manifest"
         )
-    report(f"pushed {manifest_digest} as {registry}/{repository}:{tag}")
-    return PushResult(f"{registry}/{repository}:{tag}", manifest_digest, uploaded, skipped)
+    report(f"pushed {top_digest} as {registry}/{repository}:{tag}")
+    return PushResult(f"{registry}/{repository}:{tag}", top_digest, uploaded, skipped)
 
 
 def push_layout(layout_dir: str | Path, reference: str, *args: Any, **kwargs: Any) -> PushResult:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from scratchpack.packages.apt import Apt, PackageRef, host_sources, host_suite, sources_for
+from scratchpack.packages.lock import Lock, PlatformLock
 from scratchpack.packages.root import SYSTEM_PACKAGES, PackageRoot, unpack_packages
 
 
@@ -53,3 +54,24 @@ def _check_pinned(refs: list[PackageRef], pinned: list[PackageRef]) -> None:
                 f"{ref.name} {ref.version}: the mirror no longer offers the locked file "
                 f"(sha256 {ref.sha256[:12]}…); refresh the lock with scratchpack lock"
             )
+
+
+def resolve_lock(
+    requests: tuple[str, ...],
+    platforms: list[tuple[str, str]],
+    suite: str | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Lock:
+    """A new lock: ``requests`` resolved afresh for each (platform name, Debian architecture)."""
+    host = host_suite()
+    chosen = suite or host
+    locked: dict[str, PlatformLock] = {}
+    for name, architecture in platforms:
+        apt = Apt(chosen, architecture, sources_for(host_sources(), host, chosen), say=say)
+        with apt.locked():
+            apt.update(force=True)  # a refresh asks the mirror, not the cache
+            wanted = [*requests, *(pkg for pkg in SYSTEM_PACKAGES if pkg not in requests)]
+            locked[name] = PlatformLock(
+                architecture, tuple(apt.resolve(wanted)), apt.release_dates()
+            )
+    return Lock(chosen, requests, locked)

@@ -1,0 +1,137 @@
+"""``-f FILE`` (default ``scratchpack.yaml`` here): a command's options, declared in YAML.
+
+The keys are the command's long option names (``tag``, ``package``,
+``platform``, ``include``, ``lock``, …) and ``binary`` for its arguments;
+repeatable options and ``binary`` take lists, flags ``true``/``false``, the
+rest a string (or a number where the option takes one). Options given on the
+command line win over the file. An unknown key or a value of the wrong type is
+one line naming the file and line::
+
+    tag: curl:latest
+    package: [curl]
+    platform: [linux/amd64, linux/arm64]
+    lock: scratchpack.lock
+    output: curl.tar
+
+Paths in the file are taken from the working directory, as on the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scratchpack.errors import InputError
+
+DEFAULT_FILE = "scratchpack.yaml"
+MAX_FILE = 1 << 20
+ARGUMENT_KEY = "binary"
+
+
+def option_keys(command: click.Command) -> dict[str, click.Parameter]:
+    """YAML key -> the command's parameter: long option names, and ``binary``."""
+    keys: dict[str, click.Parameter] = {}
+    for param in command.params:
+        if isinstance(param, click.Argument):
+            keys[ARGUMENT_KEY] = param
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            if name.startswith("--") and name[2:] not in ("help", "file"):
+                keys[name[2:]] = param
+    return keys
+
+
+def read_config(path: Path, command: click.Command) -> dict[str, Any]:
+    """The options ``path`` declares, by parameter name, as click's ``default_map`` takes them."""
+    import yaml
+
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_FILE + 1)
+    except OSError as err:
+        raise InputError(f"{path}: {err.strerror or err}") from err
+    if len(data) > MAX_FILE:
+        raise InputError(f"{path}: more than 1 MiB: not an options file")
+    try:
+        node = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise InputError(f"{where}: not YAML: {problem}") from None
+    if node is None:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        raise InputError(f"{path}:{node.start_mark.line + 1}: expected a mapping of option names")
+    keys = option_keys(command)
+    constructor = yaml.SafeLoader("")
+    values: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        line = f"{path}:{key_node.start_mark.line + 1}"
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        if key not in keys:
+            known = ", ".join(sorted(keys))
+            raise InputError(f"{line}: unknown option {key!r} for {command.name} (known: {known})")
+        param = keys[key]
+        if param.name in values:
+            raise InputError(f"{line}: {key} is given twice")
+        value = constructor.construct_object(value_node, deep=True)
+        values[str(param.name)] = _checked(value, param, key, line)
+    return values
+
+
+def _checked(value: Any, param: click.Parameter, key: str, line: str) -> Any:
+    """``value`` as the option takes it, or one line saying what it should be."""
+    repeatable = isinstance(param, click.Argument) or getattr(param, "multiple", False)
+    if repeatable:
+        if not isinstance(value, list) or not all(_scalar(item) for item in value):
+            raise InputError(f"{line}: {key} is repeatable: give a list of values")
+        return tuple(str(item) for item in value)
+    if isinstance(param, click.Option) and param.is_flag:
+        if not isinstance(value, bool):
+            raise InputError(f"{line}: {key} is a flag: true or false")
+        return value
+    if isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{line}: {key} takes a number")
+        return value
+    if not _scalar(value):
+        raise InputError(f"{line}: {key} takes one value, not a list or mapping")
+    if isinstance(param.type, click.Choice) and str(value) not in param.type.choices:
+        raise InputError(f"{line}: {key} is one of {', '.join(map(str, param.type.choices))}")
+    return str(value)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def config_option(command: click.Command, keys_of: click.Command | None = None) -> click.Command:
+    """Add ``-f/--file FILE`` to ``command``: its defaults come from FILE, or scratchpack.yaml.
+
+    ``keys_of``: the command whose options the file declares (``lock`` reads
+    ``build``'s file and takes the options it shares with it).
+    """
+
+    def load(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        path = Path(value) if value else Path(DEFAULT_FILE)
+        if value is None and not path.is_file():
+            return None
+        declared = read_config(path, keys_of or command)
+        ours = {str(param.name) for param in command.params}
+        declared = {name: value for name, value in declared.items() if name in ours}
+        ctx.default_map = {**(ctx.default_map or {}), **declared}
+        return str(path)
+
+    return click.option(
+        "-f",
+        "--file",
+        "config_file",
+        metavar="FILE",
+        is_eager=True,
+        expose_value=False,
+        callback=load,
+        help=f"Take options from this YAML file (default: {DEFAULT_FILE} here, if present).",
+    )(command)
