@@ -49,7 +49,9 @@ pkg_installed libc6-dev || missing+=(libc6-dev)
 { pkg_installed pax-utils || command -v lddtree >/dev/null 2>&1; } || missing+=(pax-utils)
 pkg_installed busybox-static || missing+=(busybox-static)
 # The image writer's consumers and a real registry for the push tests.
-for package in skopeo umoci docker-registry openssl make strace musl-tools g++ debootstrap; do
+# qemu-user-static runs the arm64 images of build --platform (test_packages.py).
+for package in skopeo umoci docker-registry openssl make strace musl-tools g++ debootstrap \
+    qemu-user-static; do
     pkg_installed "$package" || missing+=("$package")
 done
 # The README's recipes (tests/integration/test_recipes.py): the programs they package

@@ -1,0 +1,221 @@
+"""``build --package``: images from real Debian packages, for two architectures, locked.
+
+The packages come from the Debian mirror apt uses on this machine, through
+scratchpack's private apt state (cached in ``$SCRATCHPACK_CACHE``, here
+``/var/cache/scratchpack-tests/packages``). Each platform's image is unpacked
+and its entrypoint run from that root: amd64 in a chroot, arm64 under
+``qemu-aarch64-static -L ROOT`` (Debian's qemu-user-static). Nothing here needs
+an engine but the nginx test, which builds in one and talks HTTP to it.
+
+When the mirror cannot be reached the tests skip, or fail with
+``SCRATCHPACK_REQUIRE_ENGINE=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import unavailable
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("SCRATCHPACK_TEST_CACHE", "/var/cache/scratchpack-tests"))
+QEMU = "/usr/bin/qemu-aarch64-static"
+
+
+def scratchpack(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SCRATCHPACK_CACHE": str(CACHE / "packages")}
+    return subprocess.run(
+        [sys.executable, "-m", "scratchpack", *args],
+        capture_output=True, text=True, cwd=cwd or REPO_ROOT, env=env, timeout=900, check=False,
+    )  # fmt: skip
+
+
+def built(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    if proc.returncode != 0 and "apt could not fetch the package lists" in proc.stderr:
+        unavailable(f"no Debian mirror: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def blob(layout: Path, digest: str) -> Path:
+    algorithm, hexdigest = digest.split(":")
+    return layout / "blobs" / algorithm / hexdigest
+
+
+def platform_roots(layout: Path, into: Path) -> dict[str, Path]:
+    """Each platform's image of an index layout, its layers extracted into a directory."""
+    top = json.loads((layout / "index.json").read_text())["manifests"][0]
+    index = json.loads(blob(layout, top["digest"]).read_text())
+    roots: dict[str, Path] = {}
+    for entry in index["manifests"]:
+        name = entry["platform"]["architecture"]
+        manifest = json.loads(blob(layout, entry["digest"]).read_text())
+        root = into / name
+        root.mkdir(parents=True)
+        for layer in manifest["layers"]:
+            with tarfile.open(blob(layout, layer["digest"])) as tar:
+                tar.extractall(root, filter="tar")
+        roots[name] = root
+    return roots
+
+
+@pytest.fixture(scope="module")
+def curl_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, dict]]:
+    """curl for amd64 and arm64 as one OCI layout, with the lock it wrote."""
+    work = tmp_path_factory.mktemp("packages")
+    lock = work / "curl.lock"
+    report = built(
+        scratchpack(
+            "build", "--package", "curl", "--platform", "linux/amd64,linux/arm64",
+            "-t", "scratchpack-test/curl-packages:1", "-o", str(work / "index"),
+            "--lock", str(lock), "--json",
+        )
+    )  # fmt: skip
+    yield work, lock, report
+
+
+def test_curl_for_two_platforms_runs_from_each_platforms_root(curl_index, tmp_path: Path) -> None:
+    work, _lock, report = curl_index
+    assert [item["platform"] for item in report["platforms"]] == ["linux/amd64", "linux/arm64/v8"]
+    roots = platform_roots(work / "index", tmp_path)
+    assert set(roots) == {"amd64", "arm64"}
+    for name, root in roots.items():
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+        closure = scratchpack("deps", "--root", str(root), "/usr/bin/curl", "--json")
+        assert closure.returncode == 0, closure.stderr
+        files = [lib["path"] for lib in json.loads(closure.stdout)[0]["libraries"]]
+        closure_size = sum((root / path.lstrip("/")).resolve().stat().st_size for path in files)
+        closure_size += (root / "usr/bin/curl").stat().st_size
+        print(f"\ncurl {name}: image {size / 1e6:.2f} MB, closure {closure_size / 1e6:.2f} MB")
+    if os.geteuid() != 0:
+        unavailable("running the amd64 root in a chroot needs root")
+    native = subprocess.run(
+        ["chroot", str(roots["amd64"]), "/usr/bin/curl", "--version"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert native.returncode == 0, native.stderr
+    assert native.stdout.startswith("curl 7.") and "x86_64-pc-linux-gnu" in native.stdout
+    if not os.path.exists(QEMU):
+        unavailable(f"{QEMU} is missing (Debian's qemu-user-static; tests/run.sh installs it)")
+    arm = subprocess.run(
+        [QEMU, "-L", str(roots["arm64"]), str(roots["arm64"] / "usr/bin/curl"), "--version"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert arm.returncode == 0, arm.stderr
+    assert arm.stdout.startswith("curl 7.") and "aarch64-unknown-linux-gnu" in arm.stdout
+
+
+def test_the_images_name_their_packages_for_scanners(curl_index, tmp_path: Path) -> None:
+    work, _lock, _report = curl_index
+    root = platform_roots(work / "index", tmp_path)["arm64"]
+    status = (root / "var/lib/dpkg/status.d/curl").read_text()
+    assert "Package: curl\n" in status and "Architecture: arm64\n" in status
+    assert (root / "var/lib/dpkg/status.d/libc6").is_file()
+    assert not (root / "usr/share/doc").exists()  # docs are left out
+    assert "ID=debian" in (root / "usr/lib/os-release").read_text()
+
+
+def test_a_lock_gives_the_same_index_again_and_stays_as_it_was(curl_index) -> None:
+    work, lock, report = curl_index
+    before = lock.read_bytes()
+    locked = json.loads(before)
+    assert set(locked["platforms"]) == {"linux/amd64", "linux/arm64/v8"}
+    assert any(p["name"] == "curl" for p in locked["platforms"]["linux/arm64/v8"]["packages"])
+    again = built(
+        scratchpack(
+            "build", "--package", "curl", "--platform", "linux/amd64,linux/arm64",
+            "-t", "scratchpack-test/curl-packages:1", "-o", str(work / "again"),
+            "--lock", str(lock), "--json",
+        )
+    )  # fmt: skip
+    assert again["index_digest"] == report["index_digest"]
+    assert lock.read_bytes() == before
+
+
+def test_the_same_build_from_scratchpack_yaml_equals_the_flags(curl_index, tmp_path: Path) -> None:
+    _work, lock, report = curl_index
+    (tmp_path / "scratchpack.yaml").write_text(
+        "tag: scratchpack-test/curl-packages:1\n"
+        "package: [curl]\n"
+        "platform: [linux/amd64, linux/arm64]\n"
+        f"lock: {lock}\n"
+        "output: from-file\n"
+    )
+    from_file = built(scratchpack("build", "--json", cwd=tmp_path))
+    assert from_file["index_digest"] == report["index_digest"]
+    assert (tmp_path / "from-file" / "index.json").is_file()
+
+
+def test_package_errors_are_one_line(curl_index, tmp_path: Path) -> None:
+    _work, lock, _report = curl_index
+    proc = scratchpack(
+        "build", "--package", "no-such-package-here", "-t", "x:1", "-o", str(tmp_path / "a.tar")
+    )
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "no-such-package-here" in proc.stderr and "Traceback" not in proc.stderr
+    proc = scratchpack(
+        "build",
+        "--package",
+        "wget",
+        "--lock",
+        str(lock),
+        "-t",
+        "x:1",
+        "-o",
+        str(tmp_path / "b.tar"),
+    )
+    assert proc.returncode == 2 and "was made for" in proc.stderr, proc.stderr
+    (tmp_path / "bad.yaml").write_text("tag: x:1\npackage: curl\n")
+    proc = scratchpack("build", "-f", str(tmp_path / "bad.yaml"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"scratchpack: {tmp_path / 'bad.yaml'}:2: package is repeatable: give a list of values"
+    )
+    assert not list(tmp_path.glob("*.tar"))
+
+
+@pytest.mark.engine
+def test_nginx_light_from_packages_answers_http(docker_client: Any) -> None:
+    tag = f"scratchpack-test/nginx-packages:{uuid.uuid4().hex[:8]}"
+    built(
+        scratchpack(
+            "build", "--package", "nginx-light", "-t", tag, "--engine", "docker", "--json",
+            "--include", "/etc/nginx/sites-available/default:/etc/nginx/sites-enabled/default",
+            "--include", "/usr/share/nginx/html/index.html:/var/www/html/index.html",
+            "--cmd", "-g 'daemon off;'", "--expose", "80",
+        )
+    )  # fmt: skip
+    container = docker_client.containers.create(tag, ports={"80/tcp": ("127.0.0.1", None)})
+    try:
+        container.start()
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            container.reload()
+            ports = container.attrs["NetworkSettings"]["Ports"].get("80/tcp") or []
+            if ports:
+                try:
+                    url = f"http://127.0.0.1:{ports[0]['HostPort']}/"
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        text = response.read().decode()
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    pass
+            time.sleep(0.3)
+        assert "Welcome to nginx" in text, container.logs().decode()
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(tag, force=True)
