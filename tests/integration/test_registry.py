@@ -24,10 +24,12 @@ from pathlib import Path
 import pytest
 
 from scratchpack.image import registry as registry_module
+from scratchpack.image.media import MediaType
 from scratchpack.image.registry import (
     Credentials,
     PushError,
     credentials_from_docker_config,
+    push_image,
     push_layout,
 )
 from tests.cfixtures import REPO_ROOT
@@ -485,3 +487,37 @@ def test_push_a_layout_written_by_the_built_in_writer(
     )
     assert layout.config_digest == written["image"]
     assert_served(open_registry, "hello", "1", layout)
+
+
+@pytest.mark.registry
+def test_an_image_index_goes_up_with_its_images(open_registry: Registry, tmp_path: Path) -> None:
+    """build --platform --push: both images by digest, then the index under the tag; the
+    layer they share goes up once."""
+    from scratchpack.image.media import Platform
+    from scratchpack.image.model import ImageIndex
+    from scratchpack.image.writer import BlobStore, assemble
+    from scratchpack.plan.entries import Entry, EntryKind, Reason
+
+    store = BlobStore(tmp_path / "store")
+    shared = store.write_layer(
+        [Entry("/data.txt", EntryKind.FILE, 0o644, Reason.INCLUDE, data=b"shared\n")], 0
+    )
+    images = tuple(
+        assemble(store, [shared], {"Cmd": ["/x"]}, Platform.parse(name), 0)
+        for name in ("linux/amd64", "linux/arm64")
+    )
+    index = ImageIndex(images)
+    result = push_image(index, f"{open_registry.address}/multi/app:1")
+    assert result.manifest_digest == index.digest
+    assert (result.blobs_uploaded, result.blobs_skipped) == (3, 0)  # one layer, two configs
+    response = open_registry.api(
+        "GET", "/v2/multi/app/manifests/1", headers={"Accept": str(MediaType.OCI_INDEX)}
+    )
+    assert response.status_code == 200 and response.content == index.index_bytes
+    for image in images:
+        got = open_registry.api(
+            "GET",
+            f"/v2/multi/app/manifests/{image.manifest_descriptor.digest}",
+            headers={"Accept": OCI_MANIFEST},
+        )
+        assert got.status_code == 200 and got.content == image.manifest_bytes
