@@ -148,6 +148,9 @@ class _Unpacker:
         self.report = report
         self.budget = budget
         self.added: set[str] = set()  # in-root paths the current layer wrote
+        # Resolved parent directories: a layer's files share a few hundred of them.
+        # Forgotten whenever a directory or a link goes (the only way one changes).
+        self._parents: dict[tuple[str, ...], list[str]] = {}
 
     def host(self, parts: list[str]) -> str:
         return os.path.join(self.top, *parts)
@@ -160,6 +163,10 @@ class _Unpacker:
         Missing directories are created (root-owned, 0755, like Docker) when
         ``create``; otherwise None.
         """
+        key = tuple(parts)
+        known = self._parents.get(key)
+        if known is not None:
+            return list(known)
         try:
             walked = walk(
                 "/" + "/".join(parts), self._node, create=self._create if create else None
@@ -171,7 +178,9 @@ class _Unpacker:
         steps, real = walked
         if steps and steps[-1].node.kind is not NodeKind.DIR:
             raise _Refused(f"{real} is not a directory")
-        return [] if real == "/" else real[1:].split("/")
+        resolved = [] if real == "/" else real[1:].split("/")
+        self._parents[key] = resolved
+        return list(resolved)
 
     def _node(self, in_root: str) -> Node | None:
         host = self.top + in_root
@@ -247,14 +256,22 @@ class _Unpacker:
             os.symlink(member.linkname, host)
             mode = 0o777
         else:
-            self.remove(host)
             source = tar.extractfile(member)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            with os.fdopen(os.open(host, flags, 0o600), "wb") as out:
-                if source is not None:
-                    shutil.copyfileobj(source, out, _CHUNK)
-                out.flush()  # an unprivileged write after the chmod would clear setuid
-                os.fchmod(out.fileno(), member.mode & 0o7777)
+            try:
+                descriptor = os.open(host, flags, 0o600)
+            except FileExistsError:  # an earlier layer's: replaced, never written through
+                self.remove(host)
+                descriptor = os.open(host, flags, 0o600)
+            try:
+                while source is not None and (chunk := source.read(_CHUNK)):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(descriptor, view) :]
+                # Content first: an unprivileged write after the chmod would clear setuid.
+                os.fchmod(descriptor, member.mode & 0o7777)
+            finally:
+                os.close(descriptor)
         self.record(path, member.uid, member.gid, mode, member.pax_headers)
 
     def hardlink(self, linkname: str, host: str, where: str) -> bool:
@@ -302,12 +319,13 @@ class _Unpacker:
             elif child.is_dir(follow_symlinks=False):
                 self.opaque([*directory, child.name])
 
-    @staticmethod
-    def remove(host: str) -> None:
+    def remove(self, host: str) -> None:
         try:
             info = os.lstat(host)
         except FileNotFoundError:
             return
+        if stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode):
+            self._parents.clear()  # a cached parent may lead through it
         if stat.S_ISDIR(info.st_mode):
             shutil.rmtree(host)
         else:
