@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from scratchpack.commands.build import EngineMode, default_archive
 from scratchpack.errors import EngineUnreachable, InputError, VerifyError
 from scratchpack.image.config import history_entry, source_date_epoch
-from scratchpack.image.readers import SourceFormat, SourceImage, open_image
+from scratchpack.image.readers import SourceFormat, SourceImage
 from scratchpack.image.reference import check_tag
-from scratchpack.image.unpack import unpack
+from scratchpack.image.saved import open_and_unpack
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import collected, warn
@@ -258,14 +258,12 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         work = staged.scratch()
         if say:
             say(f"reading {request.image}")
-        with writing(work, f"{request.image} as read for shrinking"):
-            source = open_image(request.image, work / "source", engine)
         root_dir = work / "root"
         root_dir.mkdir()
-        progress = ByteProgress("unpacking", source.layers_size, request.show_progress)
-        with writing(root_dir, f"the unpacked {request.image}"):
-            report = unpack(
-                source.image, root_dir, request.image, progress.advance, request.max_unpacked
+        progress = ByteProgress("unpacking", 0, request.show_progress)
+        with writing(work, f"the unpacked {request.image}"):
+            source, report = open_and_unpack(
+                request.image, work / "source", root_dir, engine, progress, request.max_unpacked
             )
         progress.done()
         for message in report.warnings:

@@ -54,6 +54,7 @@ class ImageInfo:
     architecture: str
     variant: str | None = None
     config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    diff_ids: tuple[str, ...] = ()  # RootFS.Layers: the layers' digests, in order
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,35 @@ def _translated(doing: str) -> Iterator[None]:
         raise EngineTimeout(f"the Docker engine at {where()} did not answer {doing}") from err
     except requests.exceptions.RequestException as err:
         raise EngineLost(f"lost the Docker engine at {where()} {doing}: {short(err)}") from err
+
+
+def _diff_ids(rootfs: object) -> tuple[str, ...]:
+    layers = rootfs.get("Layers") if isinstance(rootfs, dict) else None
+    return tuple(str(d) for d in layers) if isinstance(layers, list) else ()
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable stream over the SDK's chunks; transport failures become engine errors."""
+
+    def __init__(self, chunks: Iterator[bytes], doing: str) -> None:
+        self.chunks = chunks
+        self.doing = doing
+        self.pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            with _translated(self.doing):
+                chunk = next(self.chunks, None)
+            if chunk is None:
+                return 0
+            self.pending = memoryview(chunk)
+        count = min(len(buffer), len(self.pending))
+        buffer[:count] = self.pending[:count]
+        self.pending = self.pending[count:]
+        return count
 
 
 class Engine:
@@ -240,6 +270,7 @@ class Engine:
             architecture=str(attrs.get("Architecture") or ""),
             variant=attrs.get("Variant") or None,
             config=dict(attrs.get("Config") or {}),
+            diff_ids=_diff_ids(attrs.get("RootFS")),
         )
 
     def has_image(self, reference: str) -> bool:
@@ -259,6 +290,17 @@ class Engine:
         except OSError as err:
             raise InputError(f"cannot save {reference} into {destination}: {err.strerror}") from err
         return info.tags
+
+    @contextlib.contextmanager
+    def saved_stream(self, image_id: str) -> Iterator[IO[bytes]]:
+        """The ``docker save`` archive of ``image_id``, read as the engine sends it."""
+        doing = f"while reading {image_id}"
+        with _translated(doing):
+            chunks = self.api.get_image(image_id, chunk_size=_CHUNK)
+        try:
+            yield io.BufferedReader(_ChunkStream(chunks, doing), _CHUNK)
+        finally:
+            chunks.close()
 
     def tag(self, image_id: str, reference: str) -> None:
         """Give ``image_id`` the name ``reference`` (moving it from any other image)."""
