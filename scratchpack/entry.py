@@ -13,12 +13,23 @@ import sys
 
 from scratchpack.errors import Terminated
 
+_command = False  # True in the scratchpack command's own process, not when imported
+
+
+def running_as_command() -> bool:
+    """Whether this process is the ``scratchpack`` command (its outcome is the exit status)."""
+    return _command
+
 
 def _leave(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
 def main() -> None:
+    global _command
+    _command = True
+    # Ctrl-C raises KeyboardInterrupt from here on (scratchpack/__init__.py held it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # SIGTERM and SIGHUP unwind like Ctrl-C does, so staged outputs and temporary
     # roots are removed and no half-built image is left behind; an ignored one
     # (nohup) stays ignored.

@@ -300,14 +300,28 @@ def _prune_beside(target: Path) -> None:
         warn(f"removed what an ended run of scratchpack left: {', '.join(removed)}")
 
 
+def _command_process() -> bool:
+    from scratchpack.entry import running_as_command
+
+    return running_as_command() and threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
 def publication() -> Iterator[Publication]:
     """Stage in the block; publish when it succeeds, roll back when it does not."""
     staged = Publication()
     try:
         yield staged
-        with deferred_signals():
+        if _command_process():
+            # From the commit on, the command has succeeded: what is published stays
+            # and the status is 0, so a late Ctrl-C is ignored until the process ends.
+            for signum in _HELD:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    signal.signal(signum, signal.SIG_IGN)
             staged.commit()
+        else:
+            with deferred_signals():
+                staged.commit()
     except BaseException:
         with deferred_signals():
             staged.rollback()
