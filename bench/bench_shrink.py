@@ -94,8 +94,9 @@ def make_image(root_tar: str, files: int) -> str:
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
     build = subprocess.run(
-        ["docker", "build", "-q", "-t", name, "-"],
+        ["docker", "build", "-q", "--pull=false", "-t", name, "-"],
         input=context.getvalue(), capture_output=True, check=False,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},  # the legacy builder: FROM a local image
     )  # fmt: skip
     if build.returncode != 0:
         raise SystemExit(f"docker build failed: {build.stderr.decode()[-400:]}")
