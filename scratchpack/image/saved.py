@@ -287,8 +287,6 @@ def open_and_unpack(
     """
     advance = progress.advance if progress is not None else None
     if engine is not None and not os.path.lexists(Path(reference).expanduser()):
-        if not reference.strip():
-            raise InputError("no image given: expected an image name or an archive path")
         info = engine.image(reference)  # a clear error for a missing image: nothing pulls
         if progress is not None:
             progress.total = int(info.size)
