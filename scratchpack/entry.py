@@ -28,8 +28,12 @@ def _leave(signum: int, _frame: object) -> None:
 def main() -> None:
     global _command
     _command = True
-    # Ctrl-C raises KeyboardInterrupt from here on (scratchpack/__init__.py held it).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl-C raises KeyboardInterrupt from here on, where scratchpack/__init__.py held
+    # it; an ignored SIGINT (a background job of a shell) stays ignored.
+    import scratchpack
+
+    if signal.getsignal(signal.SIGINT) is scratchpack._interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # SIGTERM and SIGHUP unwind like Ctrl-C does, so staged outputs and temporary
     # roots are removed and no half-built image is left behind; an ignored one
     # (nohup) stays ignored.
