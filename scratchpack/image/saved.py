@@ -23,7 +23,6 @@ raises :class:`NotStreamable`, and the caller reads the image saved instead.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tarfile
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from scratchpack.errors import InputError
-from scratchpack.image.digest import Digest, HashingReader
+from scratchpack.image.digest import Digest, HashingReader, HashingWriter
 from scratchpack.image.documents import MAX_DOCUMENT, parse_json
 from scratchpack.image.media import MediaType
 from scratchpack.image.model import Descriptor, Image, Layer
@@ -216,18 +215,17 @@ class _SavedStream:
     def _spool(self, outer: tarfile.TarFile, member: tarfile.TarInfo, key: str) -> None:
         """Keep a layer that came before its turn, hashed as it is written."""
         algorithm = "sha512" if key.startswith("sha512:") else "sha256"
-        hasher = hashlib.new(algorithm)
         path = self.spool / f"layer-{len(self.spooled) + len(self.sizes)}.tar"
         source = outer.extractfile(member)
         assert source is not None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with open(os.open(path, flags, 0o600), "wb") as out:
+            writer = HashingWriter(out, algorithm)  # type: ignore[arg-type]
             while chunk := source.read(_CHUNK):
-                hasher.update(chunk)
-                out.write(chunk)
+                writer.write(chunk)
                 if self.progress is not None:
                     self.progress(len(chunk))
-        self.spooled[key] = (path, f"{algorithm}:{hasher.hexdigest()}", member.size)
+        self.spooled[key] = (path, writer.digest, writer.size)
 
     @contextlib.contextmanager
     def _from_spool(self, key: str) -> Iterator[tarfile.TarFile]:
