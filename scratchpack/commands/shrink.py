@@ -159,8 +159,13 @@ def render_report(result: ShrinkResult) -> str:
     for reason, numbers in sorted(data["by_reason"].items()):
         lines.append(f"  {reason:8} {numbers['files']:5} files {numbers['bytes'] / 1e6:8.2f} MB")
     if data["trace"] is not None:
-        code = data["trace"]["exit_code"]
-        how = "stopped after its probes" if code is None else f"exited {code}"
+        trace, code = data["trace"], data["trace"]["exit_code"]
+        how = {
+            "exited": f"exited {code}",
+            "stopped": f"stopped after its probes ({trace['stop_signal']})",
+            "killed": f"killed after its probes: as PID 1 it has no handler for "
+            f"{trace['stop_signal']}, which the kernel drops",
+        }[trace["ended"]]
         lines.append(f"traced: the program {how}")
         if data["trace"]["network"] != "bridge":
             lines.append(f"  network: {data['trace']['network']}")

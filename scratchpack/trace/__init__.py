@@ -10,8 +10,9 @@ through *its own* loader::
 
     /.scratchpack-tracer/<libdir>/ld-linux-x86-64.so.2 \\
         --library-path /.scratchpack-tracer/<libdir> /.scratchpack-tracer/usr/bin/strace \\
-        -D -f -qq -y -s 4096 -e trace=%file,%process,fchdir -e signal=none \\
-        -e status=successful --seccomp-bpf -o /.scratchpack-trace-out/trace.log -- ARGV...
+        -D -f -qq -y -s 4096 -e trace=%file,%process,fchdir,bind,rt_sigaction,... \\
+        -e signal=none -e status=successful --seccomp-bpf \\
+        -o /.scratchpack-trace-out/trace.log -- ARGV...
 
 so the image's libc (glibc, musl or none) never matters. ``--library-path`` is
 an option of ``ld.so``, not ``LD_LIBRARY_PATH``: the traced program inherits

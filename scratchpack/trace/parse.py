@@ -63,7 +63,10 @@ _AT_PATH = (
 _PATH_ARGS.update({name: ((None, 0, "use"),) for name in _PLAIN_PATH})
 _PATH_ARGS.update({name: ((0, 1, "use"),) for name in _AT_PATH})
 _FORKS = ("clone", "clone3", "fork", "vfork")
-_RELEVANT = frozenset((*_PATH_ARGS, *_FORKS, "fchdir"))
+# How the container's PID 1 takes signals: a handler, or a signalfd/sigwait that reads them.
+_SIGNAL_CALLS = ("rt_sigaction", "signalfd", "signalfd4", "rt_sigtimedwait")
+_RELEVANT = frozenset((*_PATH_ARGS, *_FORKS, *_SIGNAL_CALLS, "fchdir"))
+INIT_PID = 1  # strace -D leaves the traced program as its container's init
 
 _PID = re.compile(r"\s*(?:\[pid\s+(\d+)\]\s*|(\d+)\s+)?")
 _CALL = re.compile(r"([a-z_][a-z0-9_]*)\(")
@@ -83,6 +86,8 @@ _WANTED = {
     for name, specs in _PATH_ARGS.items()
 }
 _WANTED["fchdir"] = 1
+_WANTED.update({name: 2 for name in _SIGNAL_CALLS})
+_HANDLER = re.compile(r"\s*\{\s*sa_handler=(\w+)")
 MAX_LINE = 1 << 20  # longer lines are not strace's (-s 4096) and are skipped
 
 
@@ -93,6 +98,15 @@ class ParsedLog:
     started: bool = False  # the traced program's first execve is there
     lines: int = 0
     binds: set[tuple[str, int]] = field(default_factory=set)  # (address, port) of bind()s
+    # PID 1's own handlers, by signal name (SIGTERM): True for a function, False for
+    # SIG_DFL or SIG_IGN. The kernel drops a signal a namespace's init has no handler
+    # for, so ``docker stop`` can only wait out its grace for such a program.
+    init_handlers: dict[str, bool] = field(default_factory=dict)
+    init_reads_signals: bool = False  # PID 1 made a signalfd or waited in sigwait
+
+    def init_receives(self, name: str) -> bool:
+        """Whether signal ``name`` sent to PID 1 reaches the program, as far as the log shows."""
+        return self.init_reads_signals or self.init_handlers.get(name, False)
 
 
 # bind(3<TCP:[123]>, {sa_family=AF_INET, sin_port=htons(6379), sin_addr=inet_addr("127.0.0.1")}
@@ -284,6 +298,10 @@ def _apply(event: _Event, processes: _Processes, parsed: ParsedLog) -> None:
         if child is not None:
             processes.forked(event.pid, child, "CLONE_FS" in event.args[0])
         return
+    if event.name in _SIGNAL_CALLS:
+        if number == processes.group_of.get(INIT_PID, processes.group_of.get(None)):
+            _init_signal(event, parsed)
+        return
     if event.name == "fchdir" and event.args:
         directory = _fd_path(event.args[0])
         if directory is not None:
@@ -322,8 +340,21 @@ def _apply(event: _Event, processes: _Processes, parsed: ParsedLog) -> None:
             if not excluded(path):
                 parsed.executed.add(path)
             parsed.started = True
+            if event.pid in (INIT_PID, None):  # a new program: no handler of its own yet
+                parsed.init_handlers.clear()
+                parsed.init_reads_signals = False
         elif role == "cwd":
             processes.cwd[number] = path
+
+
+def _init_signal(event: _Event, parsed: ParsedLog) -> None:
+    """How a call of PID 1 (or of a thread sharing its handlers) changes what it receives."""
+    if event.name != "rt_sigaction":
+        parsed.init_reads_signals = True
+        return
+    handler = _HANDLER.match(event.args[1]) if len(event.args) > 1 else None
+    if handler is not None:  # NULL: a query, nothing changed
+        parsed.init_handlers[event.args[0]] = handler.group(1) not in ("SIG_DFL", "SIG_IGN")
 
 
 def _keep(parsed: ParsedLog, path: str) -> None:

@@ -6,8 +6,9 @@ loader from a read-only mount::
 
     /.scratchpack-tracer/<libdir>/ld-linux-x86-64.so.2 \\
         --library-path /.scratchpack-tracer/<libdir> /.scratchpack-tracer/usr/bin/strace \\
-        -D -f -qq -y -s 4096 -e trace=%file,%process,fchdir -e signal=none \\
-        -e status=successful --seccomp-bpf -o /.scratchpack-trace-out/trace.log -- ARGV...
+        -D -f -qq -y -s 4096 -e trace=%file,%process,fchdir,bind,rt_sigaction,... \\
+        -e signal=none -e status=successful --seccomp-bpf \\
+        -o /.scratchpack-trace-out/trace.log -- ARGV...
 
 ``--library-path`` is an option of ``ld.so``, not ``LD_LIBRARY_PATH``: the
 traced program inherits none of it. ``-D`` keeps the program itself as the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import struct
 import subprocess
@@ -57,7 +59,7 @@ _TRACER_UNSAFE_ENV = ("LD_PRELOAD", "LD_AUDIT")
 
 PROBE_OUTPUT_LINES = 20  # of a probe command's output, kept for the report
 _BIND_POLL = 2.0  # seconds between looks at the log for binds while waiting for ports
-_BIND_SCAN_LIMIT = 64 << 20  # a log longer than this is not scanned while running
+_BIND_SCAN_LIMIT = 64 << 20  # a log longer than this is not scanned while running (binds, handlers)
 
 
 class TraceNetwork(str, Enum):
@@ -66,6 +68,17 @@ class TraceNetwork(str, Enum):
     BRIDGE = "bridge"  # the default bridge, exposed ports published on 127.0.0.1
     HOST = "host"  # the host's network: ports probed on 127.0.0.1 as they are
     NONE = "none"  # no network: nothing probed, the program must end by itself
+
+
+class Ending(str, Enum):
+    """How the traced program's run ended."""
+
+    EXITED = "exited"  # by itself
+    STOPPED = "stopped"  # after its probes, by its StopSignal (SIGKILL after the grace)
+    # After its probes, at once by SIGKILL: as its container's PID 1 it has no handler
+    # for its StopSignal, which the kernel then drops; docker stop would only wait
+    # out the grace before the same SIGKILL.
+    KILLED = "killed"
 
 
 class ProbeKind(str, Enum):
@@ -124,6 +137,8 @@ class TraceResult:
     log_lines: int  # lines strace wrote
     network: TraceNetwork = TraceNetwork.BRIDGE
     output: str = ""  # the program's standard output
+    ending: Ending = Ending.EXITED
+    stop_signal: str = "SIGTERM"  # the image's StopSignal, as sent or as it would be
 
     @property
     def failed_probes(self) -> list[Probe]:
@@ -132,6 +147,8 @@ class TraceResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "exit_code": self.exit_code,
+            "ended": self.ending.value,
+            "stop_signal": self.stop_signal,
             "network": self.network.value,
             "probes": [probe.to_json() for probe in self.probes],
         }
@@ -232,6 +249,7 @@ def _run_traced(
     say: Callable[[str], None],
     network: TraceNetwork,
 ) -> TraceResult:
+    stop_signal = signal_name(config.stop_signal) or config.stop_signal or "SIGTERM"
     with engine.container(image_id, **create) as container:
         # The log's directory lives in the container's own layer, writable by any
         # user of the image; the log leaves it through the engine's archive API.
@@ -239,7 +257,7 @@ def _run_traced(
         container.start()
         deadline = time.monotonic() + timeout
         probes: list[Probe] = []
-        stopped = False
+        ending = Ending.EXITED
         if ports or probe_cmd is not None:
             if network is TraceNetwork.HOST:
                 published = {port: port for port in ports}
@@ -267,9 +285,7 @@ def _run_traced(
                 for probe in probes:
                     say(f"probe {probe.line}")
                 if container.status() == "running":
-                    say(f"stopping {image} ({config.stop_signal or 'SIGTERM'})")
-                    container.stop(STOP_GRACE)
-                    stopped = True
+                    ending = _stop(container, log, workdir, stop_signal, image, say)
             deadline = max(deadline, time.monotonic() + STOP_GRACE + 20)
         try:
             status = container.wait(
@@ -277,7 +293,7 @@ def _run_traced(
             )
         except ContainerTimeout as err:
             raise TraceTimeout(str(err)) from err
-        exit_code = None if stopped else status
+        exit_code = status if ending is Ending.EXITED else None
         parsed = _read_log(container, log, workdir, image)
         if not parsed.started:
             raise TraceError(
@@ -293,9 +309,68 @@ def _run_traced(
         log_lines=parsed.lines,
         network=network,
         output=output,
+        ending=ending,
+        stop_signal=stop_signal,
     )
     say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
     return result
+
+
+def _stop(
+    container: Container,
+    log: str,
+    workdir: str,
+    stop_signal: str,
+    image: str,
+    say: Callable[[str], None],
+) -> Ending:
+    """Stop the program as ``docker stop`` would, or kill it when the signal cannot reach it.
+
+    A container's PID 1 gets only the signals it has a handler for (or reads
+    with signalfd or sigwait): any other is dropped by the kernel, so
+    ``docker stop`` would wait out the whole grace for nothing and then kill.
+    The log so far says which is the case; a signal whose name strace writes
+    differently (real-time ones) always gets the grace.
+    """
+    known = stop_signal in signal.Signals.__members__ and not stop_signal.startswith("SIGRT")
+    if (
+        known
+        and stop_signal != "SIGKILL"
+        and not _init_receives(container, log, workdir, stop_signal)
+    ):
+        say(f"killing {image}: as its container's PID 1 it has no handler for {stop_signal}")
+        container.stop(0)
+        return Ending.KILLED
+    say(f"stopping {image} ({stop_signal})")
+    container.stop(STOP_GRACE)
+    return Ending.STOPPED
+
+
+def _init_receives(container: Container, log: str, workdir: str, name: str) -> bool:
+    """Whether the running program's PID 1 can receive signal ``name``; True when unsure."""
+    try:
+        with container.open_file(log) as (member, stream):
+            if stream is None or member.size > _BIND_SCAN_LIMIT:
+                return True  # not a log to read in the moment the stop waits for
+            return parse_log(lines_of(stream), workdir).init_receives(name)
+    except (EngineLost, EngineTimeout):
+        raise
+    except EngineError:
+        return True  # no log yet (the tracer never started): stop it as docker would
+
+
+def signal_name(value: str | None) -> str | None:
+    """A StopSignal (``SIGTERM``, ``TERM``, ``15``) as strace names it; None if unknown."""
+    text = (value or "SIGTERM").strip().upper()
+    try:
+        member = (
+            signal.Signals(int(text))
+            if text.isdigit()
+            else signal.Signals[text if text.startswith("SIG") else "SIG" + text]
+        )
+    except (KeyError, ValueError):
+        return None
+    return member.name
 
 
 def _read_log(container: Container, log: str, workdir: str, image: str) -> ParsedLog:

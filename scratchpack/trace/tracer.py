@@ -68,7 +68,13 @@ class TracerTree:
         """strace's options, writing to ``log``; ``env`` are ``-E`` settings for the program."""
         options = ["-D", "-f", "-qq", "-y", "-s", "4096"]
         # bind: a server that listens on 127.0.0.1 only is told at once (trace.run).
-        options += ["-e", "trace=%file,%process,fchdir,bind", "-e", "signal=none"]
+        # rt_sigaction and friends: whether the program, as PID 1, can receive its stop
+        # signal at all (trace.run kills one that cannot at once, as docker would later).
+        # '?': signalfd is missing on some architectures (arm64); strace >= 4.17 skips it.
+        calls = "%file,%process,fchdir,bind,rt_sigaction,signalfd4,rt_sigtimedwait"
+        if self.version >= (4, 17):
+            calls += ",?signalfd"
+        options += ["-e", f"trace={calls}", "-e", "signal=none"]
         if self.version >= (5, 2):  # -e status= appeared in strace 5.2
             options += ["-e", "status=successful"]
         if self.version >= (5, 3):  # so did --seccomp-bpf in 5.3: stop only on traced calls

@@ -348,7 +348,10 @@ def test_tracing_an_archive_leaves_the_engines_images_and_tags(
         docker_client.images.load(stream.read())
     docker_client.images.get(name).tag(mine)
     before = state()
-    assert trace(loaded)["trace"] == {"exit_code": 0, "network": "bridge", "probes": []}
+    assert trace(loaded)["trace"] == {
+        "exit_code": 0, "ended": "exited", "stop_signal": "SIGTERM", "network": "bridge",
+        "probes": [],
+    }  # fmt: skip
     assert state() == before
     # Not in the engine, as an archive and as a layout naming NAME too: NAME stays.
     for path in (tmp_path / "other.tar", tmp_path / "layout"):
@@ -477,6 +480,8 @@ def test_nginx_image_shrinks_with_trace_and_serves(
     assert "/etc/passwd" in kept["runtime"] and "/etc/passwd" not in kept["trace"]
     assert "/etc/group" not in kept["trace"]
     assert report["trace"]["exit_code"] is None  # stopped after its probe
+    # nginx's master catches its StopSignal: it gets docker stop's grace, not SIGKILL.
+    assert report["trace"]["ended"] == "stopped", report["trace"]
     probes = report["trace"]["probes"]
     assert any(p["target"] == "80/tcp" and " 200 " in p["summary"] for p in probes), probes
     assert all(p["passed"] for p in probes), probes
@@ -593,7 +598,10 @@ def test_a_trace_that_fails_is_reported(docker_client, sleeper: str, tmp_path: P
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["trace"] == {"exit_code": 1, "network": "bridge", "probes": []}
+    assert report["trace"] == {
+        "exit_code": 1, "ended": "exited", "stop_signal": "SIGTERM", "network": "bridge",
+        "probes": [],
+    }  # fmt: skip
     assert "the traced program exited 1" in proc.stderr
     text = scratchpack("shrink", sleeper, "-t", "x:1", "--trace", "--trace-args", "nonsense",
                        "-o", str(tmp_path / "y.tar"))  # fmt: skip

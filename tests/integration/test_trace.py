@@ -29,6 +29,7 @@ import pytest
 from scratchpack.errors import EXIT_TRACE
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.trace.run import (
+    Ending,
     ProbeKind,
     trace_image,
 )
@@ -233,6 +234,42 @@ def test_trace_a_server_probed_over_loopback(
     assert "/www/other.html" not in result.paths
     assert "/bin/busybox" in result.paths
     assert result.exit_code is None  # stopped by the trace
+    # httpd, PID 1 of its container, has no SIGTERM handler: the kernel drops the
+    # signal, so it is killed at once rather than after docker stop's 10 s.
+    assert (result.ending, result.stop_signal) == (Ending.KILLED, "SIGTERM")
+    assert _leftovers(docker_client) == []
+
+
+@pytest.mark.engine
+def test_a_server_that_handles_its_stop_signal_is_stopped_and_its_shutdown_traced(
+    docker_client: Any, engine: Any, tracer: TracerTree, static_busybox: Path, images: list[str]
+) -> None:
+    """A PID 1 with a handler gets the signal and its grace: what it does then is kept."""
+    tag = _tag("trap")
+    script = (
+        "trap 'cat /www/bye.html; exit 0' QUIT; "
+        "/bin/busybox httpd -f -p 8080 -h /www & while :; do wait; done"
+    )
+    dockerfile = (
+        b"FROM scratch\nCOPY . /\nEXPOSE 8080\nSTOPSIGNAL SIGQUIT\n"
+        b'ENTRYPOINT ["/bin/busybox", "sh", "-c", "' + script.encode() + b'"]\n'
+    )
+    _build(
+        docker_client,
+        {
+            "Dockerfile": (dockerfile, 0o644),
+            "bin/busybox": (static_busybox.read_bytes(), 0o755),
+            "www/index.html": (b"<h1>up</h1>\n", 0o644),
+            "www/bye.html": (b"bye\n", 0o644),
+        },
+        tag,
+    )
+    images.append(tag)
+    result = trace_image(engine, tag, _config(docker_client, tag), tracer)
+    assert [probe.passed for probe in result.probes] == [True], result.probes
+    assert (result.ending, result.stop_signal) == (Ending.STOPPED, "SIGQUIT")
+    assert "/www/bye.html" in result.paths  # read by the shutdown the signal started
+    assert "bye" in result.output
     assert _leftovers(docker_client) == []
 
 

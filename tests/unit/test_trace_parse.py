@@ -19,12 +19,13 @@ import pytest
 
 from scratchpack.errors import EXIT_TRACE
 from scratchpack.image.config import RuntimeConfig
-from scratchpack.trace.parse import parse_strace
+from scratchpack.trace.parse import parse_log, parse_strace
 from scratchpack.trace.run import (
     _elf_interpreter,
     _environment,
     _shebang,
     _tcp_ports,
+    signal_name,
 )
 from scratchpack.trace.tracer import (
     TRACER_MOUNT,
@@ -201,6 +202,67 @@ def test_argv_environment_and_ports() -> None:
     assert _tcp_ports(runtime(ports)) == [443, 8080, 9000]
 
 
+# -- whether PID 1 can receive its stop signal ----------------------------------------
+
+_EXEC = '1     execve("/bin/server", ["server"], 0x7ffd /* 3 vars */) = 0'
+_TERM_HANDLER = (
+    "{} rt_sigaction(SIGTERM, {{sa_handler=0x4a3b20, sa_mask=[], sa_flags=SA_RESTORER, "
+    "sa_restorer=0x7f3b}}, NULL, 8) = 0"
+)
+_TERM_DEFAULT = (
+    "1     rt_sigaction(SIGTERM, {sa_handler=SIG_DFL, sa_mask=[], sa_flags=0}, NULL, 8) = 0"
+)
+_TERM_QUERY = (
+    "1     rt_sigaction(SIGTERM, NULL, {sa_handler=0x4a3b20, sa_mask=[], sa_flags=0}, 8) = 0"
+)
+_THREAD = (
+    "1     clone(child_stack=0x7f, flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|"
+    "CLONE_THREAD|CLONE_SYSVSEM, parent_tid=[7]) = 7"
+)
+_CHILD = "1     clone(child_stack=NULL, flags=SIGCHLD) = 8"
+
+
+@pytest.mark.parametrize(
+    ("lines", "receives"),
+    [
+        ([_EXEC], False),  # no handler: a namespace's init never gets it
+        ([_EXEC, _TERM_HANDLER.format(1)], True),
+        ([_EXEC, _TERM_HANDLER.format(1), _TERM_DEFAULT], False),  # put back to SIG_DFL
+        ([_EXEC, _TERM_HANDLER.format(1), _TERM_QUERY.replace("0x4a3b20", "SIG_DFL")], True),
+        ([_EXEC, _TERM_QUERY], False),  # a query changes nothing
+        ([_EXEC, _THREAD, _TERM_HANDLER.format(7)], True),  # a thread shares the handlers
+        ([_EXEC, _CHILD, _TERM_HANDLER.format(8)], False),  # a child's handler is its own
+        ([_TERM_HANDLER.format(1), _EXEC], False),  # a new program starts without it
+        ([_EXEC, "1     signalfd4(-1, [TERM], 8, SFD_CLOEXEC) = 3"], True),
+        ([_EXEC, "1     rt_sigtimedwait([TERM INT], NULL, NULL, 8) = 15 (SIGTERM)"], True),
+        ([_EXEC, _TERM_HANDLER.format(1).replace("= 0", "= -1 EFAULT (Bad address)")], False),
+    ],
+)
+def test_the_log_says_whether_pid_1_receives_its_stop_signal(
+    lines: list[str], receives: bool
+) -> None:
+    parsed = parse_log(lines)
+    assert parsed.init_receives("SIGTERM") is receives
+    assert not parsed.init_receives("SIGQUIT") or parsed.init_reads_signals
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        (None, "SIGTERM"),
+        ("SIGQUIT", "SIGQUIT"),
+        ("term", "SIGTERM"),
+        ("15", "SIGTERM"),
+        ("SIGIOT", "SIGABRT"),  # strace writes the main name
+        ("SIGRTMIN+3", None),
+        ("SIGNOPE", None),
+        ("99", None),
+    ],
+)
+def test_stop_signal_names(given: str | None, name: str | None) -> None:
+    assert signal_name(given) == name
+
+
 def test_options_follow_the_strace_version() -> None:
     tree = TracerTree(Path("/x"), f"{TRACER_MOUNT}/usr/bin/strace", None, "", (6, 1))
     options = tree.options("/out/trace.log", ["LD_PRELOAD=/a.so"])
@@ -210,6 +272,10 @@ def test_options_follow_the_strace_version() -> None:
     assert options[options.index("-E") + 1] == "LD_PRELOAD=/a.so"
     old = TracerTree(Path("/x"), "/s", None, "", (5, 1)).options("/l")
     assert "status=successful" not in old and "--seccomp-bpf" not in old
+    calls = options[options.index("-e") + 1]
+    assert "rt_sigaction" in calls and "signalfd4" in calls and "?signalfd" in calls
+    older = TracerTree(Path("/x"), "/s", None, "", (4, 16)).options("/l")
+    assert "signalfd" not in older[older.index("-e") + 1].replace("signalfd4", "")
     assert tree.command == [f"{TRACER_MOUNT}/usr/bin/strace"]
 
 
