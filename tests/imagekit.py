@@ -192,10 +192,30 @@ def engine_of(client: Any) -> Any:
     return None if client is None else Engine.from_client(client)
 
 
-def unpack_layers(tmp_path: Path, *layers: bytes) -> tuple[Path, UnpackReport]:
+def unpack_layers(tmp_path: Path, *layers: bytes, lazy: bool = False) -> tuple[Path, UnpackReport]:
+    """The layers applied into a new root; ``lazy``: a lazy unpack, every file then created.
+
+    A lazy unpack is also checked against a plain one of the same layers: the
+    same tree once its files are created, the same report.
+    """
     image = write_oci(Path(tempfile.mkdtemp(dir=tmp_path, prefix="oci-")), list(layers))
-    _, root, report = open_and_unpack(tmp_path, image)
-    return root, report
+    source, root, report = open_and_unpack(tmp_path, image)
+    if not lazy:
+        return root, report
+    lazy_root = Path(tempfile.mkdtemp(dir=tmp_path, prefix="lazy-"))
+    contents = Path(tempfile.mkdtemp(dir=tmp_path, prefix="contents-")) / "contents"
+    lazy_report = unpack(source.image, lazy_root, lazy=contents)
+    assert lazy_report.lazy is not None
+    lazy_report.lazy.materialize_under("/")
+    assert len(lazy_report.lazy) == 0
+    assert snapshot(lazy_root) == snapshot(root)
+    links = {p.relative_to(root): p.lstat().st_nlink for p in root.rglob("*") if p.is_file()}
+    assert {p.relative_to(lazy_root): p.lstat().st_nlink for p in lazy_root.rglob("*")
+            if p.is_file()} == links  # fmt: skip
+    lazy_report.lazy.close()
+    lazy_report.lazy = None
+    assert lazy_report == report
+    return lazy_root, report
 
 
 def snapshot(root: Path) -> dict[str, tuple]:

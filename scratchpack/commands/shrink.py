@@ -23,6 +23,7 @@ from scratchpack.image.readers import SourceFormat, SourceImage
 from scratchpack.image.reference import check_tag
 from scratchpack.image.saved import open_and_unpack
 from scratchpack.image.writer import BlobStore, assemble
+from scratchpack.lazyroot import LazyRoot
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import collected, warn
 from scratchpack.owner import owner
@@ -267,14 +268,22 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         root_dir.mkdir()
         progress = ByteProgress("unpacking", 0, request.show_progress)
         with writing(work, f"the unpacked {request.image}"):
+            # Lazily: of an image's files, shrink creates only those it reads or keeps.
             source, report = open_and_unpack(
-                request.image, work / "source", root_dir, engine, progress, request.max_unpacked
+                request.image,
+                work / "source",
+                root_dir,
+                engine,
+                progress,
+                request.max_unpacked,
+                lazy=True,
             )
+        assert report.lazy is not None
         progress.done()
         for message in report.warnings:
             warn(message)
         inputs = ShrinkInputs(
-            root_dir,
+            LazyRoot(root_dir, report.lazy),
             source.image.config.runtime,
             source.image.platform,
             source.digest,
@@ -285,7 +294,7 @@ def run_shrink(request: ShrinkRequest) -> ShrinkResult:
         if request.trace or request.verify:
             assert engine is not None
             tracing = _Tracing(engine, request, source, work, say)
-        with tracing or contextlib.nullcontext():
+        with tracing or contextlib.nullcontext(), contextlib.closing(report.lazy):
             traced = None
             if tracing is not None and request.trace:
                 traced = tracing.source_run()
@@ -377,7 +386,7 @@ def _verified(
     first = traced if traced is not None else tracing.source_run()
     say("running the original again, to tell its own variation from a difference")
     second = tracing.source_run()
-    root = RootFS(str(inputs.root_dir))
+    root = RootFS(inputs.root_dir)
     added: list[str] = []
     rounds: list[VerifyRound] = []
     while True:

@@ -66,6 +66,7 @@ def unpack_saved_stream(
     where: str,
     progress: Callable[[int], None] | None = None,
     max_bytes: int | None = None,
+    lazy: Path | None = None,
 ) -> StreamedImage:
     """Apply the ``docker save`` archive read from ``stream`` into ``destination``.
 
@@ -73,11 +74,12 @@ def unpack_saved_stream(
     inspect), against which the stream is checked. Out-of-order layers go to
     files in ``spool``, which must exist. :class:`NotStreamable` leaves
     ``destination`` half-written: empty it before reading the image another way.
+    ``lazy``: as for :func:`~scratchpack.image.unpack.unpack`.
     """
     if len(set(diff_ids)) != len(diff_ids):
         raise NotStreamable("a layer occurs twice in the image")
     reader = _SavedStream(image_id, diff_ids, spool, where, progress)
-    report = unpack_tars(reader.layers(stream), destination, max_bytes)
+    report = unpack_tars(reader.layers(stream), destination, max_bytes, lazy=lazy)
     assert reader.config is not None  # layers() ends with both or raises
     return StreamedImage(reader.config, tuple(reader.sizes), report)
 
@@ -276,13 +278,19 @@ def open_and_unpack(
     engine: ImageStreamer | None,
     progress: Progress | None = None,
     max_bytes: int | None = None,
+    lazy: bool = False,
 ) -> tuple[SourceImage, UnpackReport]:
     """The image ``reference`` names, read and its layers applied into ``destination``.
 
     An engine image streams into the root (:func:`unpack_saved_stream`), its
     layers never kept; a file, or an export that cannot stream, is read in
-    place as :func:`~scratchpack.image.readers.open_image` reads it.
+    place as :func:`~scratchpack.image.readers.open_image` reads it. With
+    ``lazy`` regular files wait in ``workdir`` (:mod:`scratchpack.lazyroot`)
+    until a RootFS of ``LazyRoot(destination, report.lazy)`` looks them up.
     """
+    contents = workdir / "contents" if lazy else None
+    if contents is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     advance = progress.advance if progress is not None else None
     if engine is not None and not os.path.lexists(Path(reference).expanduser()):
         info = engine.image(reference)  # a clear error for a missing image: nothing pulls
@@ -301,6 +309,7 @@ def open_and_unpack(
                     reference,
                     advance,
                     max_bytes,
+                    contents,
                 )
         except NotStreamable:
             shutil.rmtree(destination)
@@ -319,4 +328,4 @@ def open_and_unpack(
     source = open_image(reference, workdir, engine)
     if progress is not None:
         progress.total = source.layers_size
-    return source, unpack(source.image, destination, reference, advance, max_bytes)
+    return source, unpack(source.image, destination, reference, advance, max_bytes, contents)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from scratchpack.errors import InputError
 from scratchpack.image.model import Image
 from scratchpack.inroot import Node, NodeKind, WalkError, inside, walk
+from scratchpack.lazyroot import LazyFiles
 
 _CHUNK = 1 << 20
 _WHITEOUT = ".wh."
@@ -47,6 +49,7 @@ class UnpackReport:
     modes: dict[str, int] = field(default_factory=dict)  # permission bits from the tar
     xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)  # e.g. security.capability
     warnings: list[str] = field(default_factory=list)  # refused or unresolvable entries
+    lazy: LazyFiles | None = None  # unpacked with ``lazy``: the regular files not created yet
 
 
 def unpack(
@@ -55,6 +58,7 @@ def unpack(
     where: str = "the image",
     progress: Callable[[int], None] | None = None,
     max_bytes: int | None = None,
+    lazy: Path | None = None,
 ) -> UnpackReport:
     """Apply the layers of ``image`` in order into the empty directory ``destination``.
 
@@ -64,7 +68,9 @@ def unpack(
     ``destination`` is) and as many entries as that file system has free
     inodes, so a small compressed layer cannot fill the disk. On error the
     destination is left half-written: unpack into a temporary directory and
-    remove it.
+    remove it. With ``lazy`` (a file outside ``destination``) regular files
+    are kept there instead of created (:mod:`scratchpack.lazyroot`): the
+    report's ``lazy`` creates them when a RootFS of the root looks them up.
     """
     count = len(image.layers)
 
@@ -75,7 +81,7 @@ def unpack(
             layer_where = f"{where}: layer {number}/{count}"
             yield layer_where, layer.open_tar(layer_where, progress)
 
-    return unpack_tars(layers(), destination, max_bytes)
+    return unpack_tars(layers(), destination, max_bytes, lazy=lazy)
 
 
 def unpack_tars(
@@ -83,6 +89,7 @@ def unpack_tars(
     destination: Path,
     max_bytes: int | None = None,
     seen: Callable[[str, tarfile.TarInfo], None] | None = None,
+    lazy: Path | None = None,
 ) -> UnpackReport:
     """Apply tar streams, in order, as layers into the empty directory ``destination``.
 
@@ -90,7 +97,7 @@ def unpack_tars(
     the stream (a layer's blob, a Debian package's data). The bounds and the
     safety rules of :func:`unpack` hold for all of them together. ``seen``
     is told of every member, with its stream's description (a package's file
-    list is its data tar's names).
+    list is its data tar's names). ``lazy``: as for :func:`unpack`.
     """
     destination = Path(destination)
     if not destination.is_dir() or any(destination.iterdir()):
@@ -104,15 +111,22 @@ def unpack_tars(
         "--max-unpacked-size" if max_bytes is not None and max_bytes <= free else "free space",
         str(destination.parent),
     )
-    unpacker = _Unpacker(destination, report, budget)
-    for tar_where, opener in tars:
-        with opener as tar:
-            unpacker.added = set()
-            for member in tar:
-                if seen is not None:
-                    seen(tar_where, member)
-                unpacker.apply(tar, member, tar_where)
-    unpacker.finish()
+    files = LazyFiles(destination, lazy) if lazy is not None else None
+    unpacker = _Unpacker(destination, report, budget, files)
+    try:
+        for tar_where, opener in tars:
+            with opener as tar:
+                unpacker.added = set()
+                for member in tar:
+                    if seen is not None:
+                        seen(tar_where, member)
+                    unpacker.apply(tar, member, tar_where)
+        unpacker.finish()
+    except BaseException:
+        if files is not None:
+            files.close()
+        raise
+    report.lazy = files
     return report
 
 
@@ -143,10 +157,13 @@ class Budget:
 class _Unpacker:
     """Applies tar entries to a root whose every path is resolved inside it."""
 
-    def __init__(self, top: Path, report: UnpackReport, budget: Budget) -> None:
+    def __init__(
+        self, top: Path, report: UnpackReport, budget: Budget, lazy: LazyFiles | None = None
+    ) -> None:
         self.top = os.path.realpath(top)
         self.report = report
         self.budget = budget
+        self.lazy = lazy  # regular files kept there rather than created
         self.added: set[str] = set()  # in-root paths the current layer wrote
         # Resolved parent directories: a layer's files share a few hundred of them.
         # Forgotten whenever a directory or a link goes (the only way one changes).
@@ -187,7 +204,7 @@ class _Unpacker:
         try:
             info = os.lstat(host)
         except FileNotFoundError:
-            return None
+            return Node(NodeKind.FILE) if self.lazy is not None and in_root in self.lazy else None
         if stat.S_ISLNK(info.st_mode):
             return Node(NodeKind.SYMLINK, os.readlink(host))
         return Node(NodeKind.DIR if stat.S_ISDIR(info.st_mode) else NodeKind.FILE)
@@ -239,6 +256,16 @@ class _Unpacker:
         path = [*parent, name]
         host = self.host(path)
         mode = member.mode
+        if self.lazy is not None:
+            key = "/" + "/".join(path)
+            if member.isreg() and not member.sparse:
+                with contextlib.suppress(FileNotFoundError):
+                    os.lstat(host)
+                    self.remove(host)  # a directory or link of an earlier layer
+                self.lazy.add(key, tar.extractfile(member), member.size, member.mode & 0o7777)
+                self.record(path, member.uid, member.gid, mode, member.pax_headers)
+                return
+            self.lazy.discard(key)  # replaced by whatever this entry is
         if member.isdir():
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISDIR(os.lstat(host).st_mode):
@@ -281,6 +308,8 @@ class _Unpacker:
             raise _Refused(f"its link target {linkname!r} is outside the root")
         parent = self.resolve(target_parts[:-1], create=False)
         target = None if parent is None else self.host([*parent, target_parts[-1]])
+        if target is not None and self.lazy is not None:
+            self.lazy.materialize(target[len(self.top) :])  # a link needs the inode
         try:
             info = os.lstat(target) if target is not None else None
         except FileNotFoundError:
@@ -312,6 +341,11 @@ class _Unpacker:
         """``.wh..wh..opq``: the directory keeps only what this layer put in it."""
         with os.scandir(self.host(directory)) as entries:
             children = list(entries)
+        if self.lazy is not None:
+            key = "/" + "/".join(directory)
+            for name in self.lazy.names_in(key):
+                if posixpath.join(key, name) not in self.added:
+                    self.lazy.discard(posixpath.join(key, name))
         for child in children:
             key = "/" + "/".join([*directory, child.name])
             if key not in self.added:
@@ -320,6 +354,8 @@ class _Unpacker:
                 self.opaque([*directory, child.name])
 
     def remove(self, host: str) -> None:
+        if self.lazy is not None:
+            self.lazy.discard(host[len(self.top) :])
         try:
             info = os.lstat(host)
         except FileNotFoundError:
@@ -327,6 +363,8 @@ class _Unpacker:
         if stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode):
             self._parents.clear()  # a cached parent may lead through it
         if stat.S_ISDIR(info.st_mode):
+            if self.lazy is not None:
+                self.lazy.discard_under(host[len(self.top) :])
             shutil.rmtree(host)
         else:
             os.unlink(host)
@@ -374,6 +412,12 @@ class _Unpacker:
                         if (info.st_dev, info.st_ino) not in inodes:
                             inodes.add((info.st_dev, info.st_ino))
                             report.bytes += info.st_size
+        if self.lazy is not None:
+            self.lazy.done_writing()
+            for key, lazy_file in self.lazy.items():
+                present.add(key)
+                report.files += 1
+                report.bytes += lazy_file.size
         for host, key in reversed(directories):  # children before their parents
             os.chmod(host, report.modes.get(key, 0o755))
         for table in (report.owners, report.modes, report.xattrs):

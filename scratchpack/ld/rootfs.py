@@ -9,12 +9,15 @@ host root ``/`` needs no such care, so it takes the kernel's own resolution.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from scratchpack.inroot import Node, NodeKind, WalkError, walk
+from scratchpack.lazyroot import LazyRoot
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class RootFS:
         self.top = os.path.realpath(top) if top else "/"
         self.is_host = self.top == "/"
         self._real_cache: dict[str, str | None] = {}
+        # A root unpacked lazily: its regular files are created when looked up here.
+        self.lazy = top.files if isinstance(top, LazyRoot) and not self.is_host else None
 
     def __repr__(self) -> str:
         return f"RootFS({self.top!r})"
@@ -146,7 +151,9 @@ class RootFS:
         try:
             info = os.lstat(host)
         except OSError:
-            return None
+            if self.lazy is None or not self.lazy.materialize(in_root):
+                return None
+            info = os.lstat(host)
         if stat.S_ISLNK(info.st_mode):
             return Node(NodeKind.SYMLINK, os.readlink(host), (host, info))
         return Node(_kind(info.st_mode), None, (host, info))
@@ -200,6 +207,59 @@ class RootFS:
             if real_parent is None:
                 continue
             host_parent = self.top + real_parent if not self.is_host else real_parent
-            for host in glob.glob(os.path.join(glob.escape(host_parent), name_pattern)):
-                matches.append(parent.rstrip("/") + "/" + os.path.basename(host))
+            names = {
+                os.path.basename(host)
+                for host in glob.glob(os.path.join(glob.escape(host_parent), name_pattern))
+            }
+            names.update(self._lazy_matches(real_parent, name_pattern))
+            matches.extend(parent.rstrip("/") + "/" + name for name in names)
         return sorted(matches)
+
+    def _lazy_matches(self, directory: str, name_pattern: str) -> list[str]:
+        """The lazy files of ``directory`` that glob(3) would match (dot files by a dot)."""
+        if self.lazy is None:
+            return []
+        names = self.lazy.names_in(directory)
+        if not glob.has_magic(name_pattern):
+            return [name_pattern] if name_pattern in names else []
+        return [
+            name
+            for name in names
+            if fnmatch.fnmatchcase(name, name_pattern)
+            and (not name.startswith(".") or name_pattern.startswith("."))
+        ]
+
+    def listdir(self, path: str) -> list[str] | None:
+        """The names in directory ``path`` (lazy files too), sorted; None if it is not one."""
+        real = self.realpath(path)
+        host = self.host_path(path)
+        if real is None or host is None or not os.path.isdir(host):
+            return None
+        try:
+            names = set(os.listdir(host))
+        except OSError:
+            return None
+        if self.lazy is not None:
+            names |= self.lazy.names_in(real)
+        return sorted(names)
+
+    def walk(self, path: str) -> Iterator[tuple[str, list[str], list[str]]]:
+        """:func:`os.walk` of directory ``path`` on the host, lazy files among the files.
+
+        The yielded ``dirs`` list may be pruned in place, as with os.walk;
+        nothing is walked when ``path`` is not a directory.
+        """
+        host = self.host_path(path)
+        if host is None or not os.path.isdir(host):
+            return
+        for current, dirs, files in os.walk(host):
+            if self.lazy is not None:
+                in_root = current[len(self.top) :] or "/"
+                files = sorted({*files, *self.lazy.names_in(in_root)})
+            yield current, dirs, files
+
+    def materialize_tree(self, path: str) -> None:
+        """Create every lazy file below ``path``: a tree about to be read file by file."""
+        real = self.realpath(path)
+        if self.lazy is not None and real is not None:
+            self.lazy.materialize_under(real)

@@ -16,7 +16,6 @@ the package that diverted it. A root without a dpkg database owns nothing.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,14 +82,10 @@ class DpkgIndex:
         """Read the status file and the installed packages' file lists (not the rest of info/)."""
         status = root.read_text(STATUS)
         info_dir = root.realpath(INFO_DIR)
-        info_host = root.host_path(INFO_DIR)
-        if status is None or info_dir is None or info_host is None:
+        if status is None or info_dir is None:
             return cls(root)
         vendor, distro = _os_release(root)
-        try:
-            info_names = set(os.listdir(info_host))
-        except OSError:
-            info_names = set()
+        info_names = set(root.listdir(INFO_DIR) or ())
         packages: dict[str, Package] = {}
         for fields in _paragraphs(status):
             state = fields.get("Status", "").split()

@@ -225,6 +225,7 @@ class RootPlan:
         self.add(Entry(dest, DIR, top_mode, reason, detail))
         added: list[tuple[str, str]] = []
         links: list[tuple[str, str]] = []
+        root.materialize_tree(path)  # a root unpacked lazily: every file below is read now
         for current, dirs, files in os.walk(host_top):
             relative = os.path.relpath(current, host_top)
             suffix = "" if relative == "." else f"/{relative}"

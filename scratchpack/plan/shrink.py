@@ -35,6 +35,7 @@ from typing import Any
 from scratchpack.errors import InputError
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.image.media import Platform
+from scratchpack.lazyroot import LazyRoot
 from scratchpack.ld.resolve import Closure, Resolver
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
@@ -150,11 +151,8 @@ def _data_tree(path: str, patterns: Iterable[str]) -> str | None:
 
 
 def _count_files(root: RootFS, tree: str) -> int:
-    host = root.host_path(tree)
-    if host is None or not os.path.isdir(host):
-        return 0
     total = 0
-    for _current, _dirs, files in os.walk(host):
+    for _current, _dirs, files in root.walk(tree):
         total += len(files)
         if total >= _DATA_TREE_FILES:
             break
@@ -178,7 +176,7 @@ class ShrinkPlan:
 class ShrinkInputs:
     """What the planner reads: the unpacked source and what the unpacker recorded."""
 
-    root_dir: Path
+    root_dir: Path | LazyRoot  # LazyRoot: files are created as the plan looks them up
     runtime: RuntimeConfig
     platform: Platform
     source_digest: str
@@ -289,12 +287,8 @@ def local_files(
     listed = _Listed(root, mine | others)
     paths: list[str] = []
     for directory in sorted(path for path in mine - others if path.startswith("/etc/")):
-        host = root.host_path(directory)
-        if root.realpath(directory) != directory or host is None or not os.path.isdir(host):
-            continue
-        with os.scandir(host) as entries:
-            children = sorted(entry.name for entry in entries)
-        for name in children:
+        children = root.listdir(directory) if root.realpath(directory) == directory else None
+        for name in children or ():
             path = f"{directory}/{name}"
             if path not in listed:
                 paths += _tree(root, path)
@@ -383,7 +377,7 @@ def _tree(root: RootFS, path: str) -> list[str]:
         return paths
     if os.path.islink(root.top + real_parent.rstrip("/") + "/" + name):
         return paths  # a link to a directory: the link (and its target) only
-    for current, dirs, files in os.walk(host):
+    for current, dirs, files in root.walk(path):
         dirs.sort()
         relative = os.path.relpath(current, host)
         below = path if relative == "." else f"{path}/{relative}"

@@ -51,7 +51,13 @@ from tests.imagekit import (
 # ------------------------------------------------------------- layer semantics
 
 
-def test_layers_merge_with_whiteouts_and_opaque_directories(tmp_path: Path) -> None:
+@pytest.fixture(params=[False, True], ids=["created", "lazy"])
+def lazy(request: pytest.FixtureRequest) -> bool:
+    """Each layer rule holds for a plain unpack and for a lazy one (shrink's), alike."""
+    return bool(request.param)
+
+
+def test_layers_merge_with_whiteouts_and_opaque_directories(tmp_path: Path, lazy: bool) -> None:
     lower = layer(
         d("etc"),
         f("etc/a", b"a"),
@@ -80,7 +86,7 @@ def test_layers_merge_with_whiteouts_and_opaque_directories(tmp_path: Path) -> N
         f("keep", b"v2"),
         f("etc/.wh..wh.plnk"),  # aufs bookkeeping: ignored
     )
-    root, report = unpack_layers(tmp_path, lower, upper)
+    root, report = unpack_layers(tmp_path, lower, upper, lazy=lazy)
     assert sorted(os.listdir(root / "etc")) == ["b"]
     assert sorted(os.listdir(root / "d")) == ["new"]
     assert sorted(os.listdir(root / "early")) == ["new"]
@@ -93,10 +99,10 @@ def test_layers_merge_with_whiteouts_and_opaque_directories(tmp_path: Path) -> N
     assert report.files == 5 and report.dirs == 4 and report.warnings == []
 
 
-def test_hard_links_point_at_files_already_in_the_root(tmp_path: Path) -> None:
+def test_hard_links_point_at_files_already_in_the_root(tmp_path: Path, lazy: bool) -> None:
     lower = layer(d("bin"), f("bin/a", b"payload", mode=0o755), hard("bin/b", "bin/a"))
     upper = layer(hard("bin/c", "/bin/a"), hard("bin/d", "bin/missing"), hard("e", "bin"))
-    root, report = unpack_layers(tmp_path, lower, upper)
+    root, report = unpack_layers(tmp_path, lower, upper, lazy=lazy)
     inodes = {(root / "bin" / name).stat().st_ino for name in "abc"}
     assert len(inodes) == 1 and (root / "bin/c").read_bytes() == b"payload"
     assert report.hardlinks == 2
@@ -106,7 +112,7 @@ def test_hard_links_point_at_files_already_in_the_root(tmp_path: Path) -> None:
     assert report.bytes == len(b"payload")  # one inode, counted once
 
 
-def test_symlinked_parents_never_lead_out_of_the_root(tmp_path: Path) -> None:
+def test_symlinked_parents_never_lead_out_of_the_root(tmp_path: Path, lazy: bool) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "victim.txt").write_text("original")
@@ -129,7 +135,7 @@ def test_symlinked_parents_never_lead_out_of_the_root(tmp_path: Path) -> None:
         sym("empty", ""),
     )
     same_layer = layer(sym("evil2", "/"), f("evil2/etc/passwd-owned", b"p"))
-    root, report = unpack_layers(tmp_path, lower, upper, same_layer)
+    root, report = unpack_layers(tmp_path, lower, upper, same_layer, lazy=lazy)
     assert sorted(os.listdir(outside)) == ["keepme", "victim.txt"]
     assert (outside / "victim.txt").read_text() == "original"
     assert (outside / "keepme").stat().st_nlink == 1
@@ -145,12 +151,13 @@ def test_symlinked_parents_never_lead_out_of_the_root(tmp_path: Path) -> None:
     assert any("a symbolic link to nothing" in w for w in report.warnings)
 
 
-def test_dot_dot_and_absolute_names_stay_inside(tmp_path: Path) -> None:
+def test_dot_dot_and_absolute_names_stay_inside(tmp_path: Path, lazy: bool) -> None:
     names = ["../../escape", "a/../../escape2", "./../escape3"]
     root, report = unpack_layers(
         tmp_path,
         layer(*(f(name) for name in names), f("/abs/name", b"abs"), f("b/../kept", b"k")),
         layer(hard("stolen", "../../etc/passwd"), hard("stolen2", "/etc/passwd")),
+        lazy=lazy,
     )
     for parent in (tmp_path, tmp_path.parent, root.parent):
         assert not any((parent / n).exists() for n in ("escape", "escape2", "escape3"))
@@ -161,7 +168,7 @@ def test_dot_dot_and_absolute_names_stay_inside(tmp_path: Path) -> None:
     assert len(refused) == 4, report.warnings
 
 
-def test_devices_are_skipped_and_modes_owners_kept(tmp_path: Path) -> None:
+def test_devices_are_skipped_and_modes_owners_kept(tmp_path: Path, lazy: bool) -> None:
     capability = "\x01\x00\x00\x02\x00\x20\x00\x00"
     root, report = unpack_layers(
         tmp_path,
@@ -177,6 +184,7 @@ def test_devices_are_skipped_and_modes_owners_kept(tmp_path: Path) -> None:
             f("ping", pax={"SCHILY.xattr.security.capability": capability}),
         ),
         layer(f("ro/later", b"l")),  # a read-only directory still takes later files
+        lazy=lazy,
     )
     assert report.skipped_devices == 3
     assert sorted(os.listdir(root / "dev")) == [] and not (root / "fifo").exists()
@@ -191,12 +199,13 @@ def test_devices_are_skipped_and_modes_owners_kept(tmp_path: Path) -> None:
     assert report.xattrs == {"/ping": {"security.capability": capability.encode("latin-1")}}
 
 
-def test_replacing_a_directory_with_a_file_and_back(tmp_path: Path) -> None:
+def test_replacing_a_directory_with_a_file_and_back(tmp_path: Path, lazy: bool) -> None:
     root, _ = unpack_layers(
         tmp_path,
         layer(d("x"), f("x/inner"), f("y")),
         layer(f("x", b"now a file"), d("y"), f("y/z")),
         layer(sym("lib", "usr/lib"), d("usr/lib", 0o755), f("lib/libfoo.so", b"so")),
+        lazy=lazy,
     )
     assert (root / "x").read_bytes() == b"now a file"
     assert (root / "y/z").is_file()
@@ -225,6 +234,15 @@ def test_unprivileged_unpack(tmp_path: Path) -> None:
             assert os.listdir("{work}/root/ro") == ["b"], os.listdir("{work}/root/ro")
             assert stat.S_IMODE(os.stat("{work}/root/suid").st_mode) == 0o4755
             assert report.owners["/suid"] == (0, 0)
+            # Lazily: a file created after the directories got their modes (ro is 0555).
+            from scratchpack.lazyroot import LazyRoot
+            from scratchpack.ld.rootfs import RootFS
+            os.mkdir("{work}/lazy")
+            lazy = unpack(source.image, Path("{work}/lazy"), lazy=Path("{work}/w/contents"))
+            fs = RootFS(LazyRoot("{work}/lazy", lazy.lazy))
+            assert fs.read_bytes("/ro/b") == b"b" and fs.listdir("/ro") == ["b"]
+            assert stat.S_IMODE(os.stat("{work}/lazy/ro").st_mode) == 0o555
+            assert stat.S_IMODE(os.stat(fs.host_path("/suid")).st_mode) == 0o4755
             print(os.geteuid())
             """
         )
