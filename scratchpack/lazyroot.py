@@ -22,6 +22,7 @@ from typing import IO
 
 _CHUNK = 1 << 20
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIRECTORY = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC  # search, no read right needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ class LazyFiles:
             self._writer.flush()
         if self._reader is None:
             self._reader = os.open(self.store, os.O_RDONLY | os.O_CLOEXEC)
-        descriptor = self._create(self.top + path)
+        descriptor = self._create(path)
         try:
             done = 0
             while done < entry.size:
@@ -120,24 +121,35 @@ class LazyFiles:
         self.discard(path)
         return True
 
-    @staticmethod
-    def _create(host: str) -> int:
-        """The new file, opened for writing; in a directory the image made read-only too.
+    def _create(self, path: str) -> int:
+        """The new file ``path``, opened for writing, reached without following any link.
 
-        The unpacker gives directories their modes once every layer is applied,
-        so a file created later may meet a 0555 directory: without privileges
-        it is created with the directory made writable for the moment.
+        Each directory on the way is opened with ``O_NOFOLLOW`` from the top:
+        whatever a layer did to the tree, the file lands inside the root. The
+        unpacker gives directories their modes once every layer is applied, so
+        a file created later may meet a 0555 directory: without privileges the
+        directory is made writable for the moment.
         """
+        *parents, name = path.strip("/").split("/")
+        directory = os.open(self.top, _DIRECTORY)
         try:
-            return os.open(host, _CREATE, 0o600)
-        except PermissionError:
-            parent = os.path.dirname(host)
-            mode = stat.S_IMODE(os.lstat(parent).st_mode)
-            os.chmod(parent, mode | stat.S_IRWXU)
+            for part in parents:
+                below = os.open(part, _DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+                os.close(directory)
+                directory = below
             try:
-                return os.open(host, _CREATE, 0o600)
-            finally:
-                os.chmod(parent, mode)
+                return os.open(name, _CREATE, 0o600, dir_fd=directory)
+            except PermissionError:
+                # An O_PATH descriptor takes no fchmod; its /proc link names that inode.
+                itself = f"/proc/self/fd/{directory}"
+                mode = stat.S_IMODE(os.stat(itself).st_mode)
+                os.chmod(itself, mode | stat.S_IRWXU)
+                try:
+                    return os.open(name, _CREATE, 0o600, dir_fd=directory)
+                finally:
+                    os.chmod(itself, mode)
+        finally:
+            os.close(directory)
 
     def materialize_under(self, directory: str) -> None:
         """Create every lazy file below ``directory``: a tree about to be copied whole."""

@@ -153,3 +153,34 @@ def test_a_shrink_plan_of_a_lazy_root_is_the_plan_of_the_whole_root(tmp_path: Pa
     # What the plan never looked at was never created: the package's docs, for one.
     assert "/usr/share/doc/coreutils/copyright" not in _created(top)
     assert "/usr/share/doc/coreutils/copyright" in report.lazy
+
+
+# -- attacks -----------------------------------------------------------------------------
+
+
+def test_a_directory_a_later_layer_turns_into_a_link_takes_its_lazy_files_along(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    top, report, root = _lazy(
+        tmp_path,
+        layer(d("a"), f("a/x", b"lower"), d("b"), f("b/y", b"lower")),
+        layer(sym("a", str(outside)), f(".wh.b"), sym("b", "/a")),
+    )
+    assert report.lazy is not None and len(report.lazy) == 0
+    assert root.read_bytes("/a/x") is None and root.read_bytes("/b/y") is None
+    assert list(outside.iterdir()) == [] and _created(top) == set()
+
+
+def test_a_lazy_file_is_never_created_through_a_link(tmp_path: Path) -> None:
+    """Had a parent become a link behind the index's back, the file is refused, not placed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    top, report, _root = _lazy(tmp_path, layer(d("d"), f("d/f", b"payload")))
+    assert report.lazy is not None
+    (top / "d").rmdir()
+    (top / "d").symlink_to(outside)
+    with pytest.raises(OSError):
+        report.lazy.materialize("/d/f")
+    assert list(outside.iterdir()) == []
