@@ -25,6 +25,22 @@ def _leave(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
+def _unraisable(report: sys.UnraisableHookArgs) -> None:
+    """An interrupt that landed where Python cannot raise it, raised again where it can.
+
+    A signal's exception raised inside a weakref callback or ``__del__`` (the
+    import system's module locks have one) is only printed, as "Exception
+    ignored in", and lost. The signal is sent again instead: its handler then
+    runs in the command's own flow, as if it had come a moment later.
+    """
+    if isinstance(report.exc_value, KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    elif isinstance(report.exc_value, Terminated):
+        signal.raise_signal(report.exc_value.signum)
+    else:
+        sys.__unraisablehook__(report)
+
+
 def main() -> None:
     global _command
     _command = True
@@ -40,6 +56,7 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, _leave)
+    sys.unraisablehook = _unraisable
     try:
         from scratchpack.cli import run
 
