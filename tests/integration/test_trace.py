@@ -137,26 +137,28 @@ def engine(docker_client: Any) -> Any:
     return Engine.from_client(docker_client)
 
 
-@pytest.fixture
-def busybox_image(docker_client: Any, static_busybox: Path, images: list[str]) -> Iterator[str]:
-    """A static busybox httpd serving /www on 8080, FROM scratch."""
-    tag = _tag("httpd")
-    dockerfile = (
-        b"FROM scratch\nCOPY . /\nEXPOSE 8080\nUSER 65534\n"
-        b'ENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n'
-    )
-    _build(
-        docker_client,
-        {
-            "Dockerfile": (dockerfile, 0o644),
-            "bin/busybox": (static_busybox.read_bytes(), 0o755),
-            "www/index.html": (b"<h1>traced</h1>\n", 0o644),
-            "www/other.html": (b"<p>other</p>\n", 0o644),
-        },
-        tag,
-    )
+def _busybox_site(
+    client: Any, busybox: Path, images: list[str], name: str, config: str, pages: dict[str, bytes]
+) -> str:
+    """A FROM-scratch image of static busybox and /www ``pages``, with Dockerfile ``config``."""
+    tag = _tag(name)
+    files = {
+        "Dockerfile": (f"FROM scratch\nCOPY . /\nEXPOSE 8080\n{config}".encode(), 0o644),
+        "bin/busybox": (busybox.read_bytes(), 0o755),
+    }
+    files.update({f"www/{page}": (body, 0o644) for page, body in pages.items()})
+    _build(client, files, tag)
     images.append(tag)
-    yield tag
+    return tag
+
+
+@pytest.fixture
+def busybox_image(docker_client: Any, static_busybox: Path, images: list[str]) -> str:
+    """A static busybox httpd serving /www on 8080, FROM scratch."""
+    entrypoint = '["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]'
+    pages = {"index.html": b"<h1>traced</h1>\n", "other.html": b"<p>other</p>\n"}
+    config = f"USER 65534\nENTRYPOINT {entrypoint}\n"
+    return _busybox_site(docker_client, static_busybox, images, "httpd", config, pages)
 
 
 @pytest.mark.engine
@@ -245,26 +247,13 @@ def test_a_server_that_handles_its_stop_signal_is_stopped_and_its_shutdown_trace
     docker_client: Any, engine: Any, tracer: TracerTree, static_busybox: Path, images: list[str]
 ) -> None:
     """A PID 1 with a handler gets the signal and its grace: what it does then is kept."""
-    tag = _tag("trap")
     script = (
         "trap 'cat /www/bye.html; exit 0' QUIT; "
         "/bin/busybox httpd -f -p 8080 -h /www & while :; do wait; done"
     )
-    dockerfile = (
-        b"FROM scratch\nCOPY . /\nEXPOSE 8080\nSTOPSIGNAL SIGQUIT\n"
-        b'ENTRYPOINT ["/bin/busybox", "sh", "-c", "' + script.encode() + b'"]\n'
-    )
-    _build(
-        docker_client,
-        {
-            "Dockerfile": (dockerfile, 0o644),
-            "bin/busybox": (static_busybox.read_bytes(), 0o755),
-            "www/index.html": (b"<h1>up</h1>\n", 0o644),
-            "www/bye.html": (b"bye\n", 0o644),
-        },
-        tag,
-    )
-    images.append(tag)
+    config = f'STOPSIGNAL SIGQUIT\nENTRYPOINT ["/bin/busybox", "sh", "-c", "{script}"]\n'
+    pages = {"index.html": b"<h1>up</h1>\n", "bye.html": b"bye\n"}
+    tag = _busybox_site(docker_client, static_busybox, images, "trap", config, pages)
     result = trace_image(engine, tag, _config(docker_client, tag), tracer)
     assert [probe.passed for probe in result.probes] == [True], result.probes
     assert (result.ending, result.stop_signal) == (Ending.STOPPED, "SIGQUIT")
