@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
 from scratchpack.errors import Terminated
 
@@ -25,20 +26,38 @@ def _leave(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
+_LOST: list[int] = []  # a signal whose exception an unraisable context swallowed
+_RESEND_DELAY = 0.01  # seconds: the hook has long returned when the alarm comes
+
+
 def _unraisable(report: sys.UnraisableHookArgs) -> None:
     """An interrupt that landed where Python cannot raise it, raised again where it can.
 
     A signal's exception raised inside a weakref callback or ``__del__`` (the
     import system's module locks have one) is only printed, as "Exception
-    ignored in", and lost. The signal is sent again instead: its handler then
-    runs in the command's own flow, as if it had come a moment later.
+    ignored in", and lost. It is raised again a moment later from SIGALRM's
+    handler instead, in the command's own flow: raising it here, inside the
+    hook, would only be ignored again.
     """
     if isinstance(report.exc_value, KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
+        _LOST.append(signal.SIGINT)
     elif isinstance(report.exc_value, Terminated):
-        signal.raise_signal(report.exc_value.signum)
+        _LOST.append(report.exc_value.signum)
     else:
         sys.__unraisablehook__(report)
+        return
+    signal.setitimer(signal.ITIMER_REAL, _RESEND_DELAY)
+
+
+def _raise_lost(_signum: int, frame: Any) -> None:
+    """SIGALRM: the lost signal, handled by whatever handles it now (ignored after a commit)."""
+    if not _LOST:
+        return
+    lost = _LOST.pop()
+    _LOST.clear()
+    handler = signal.getsignal(lost)
+    if callable(handler):
+        handler(lost, frame)  # default_int_handler raises KeyboardInterrupt
 
 
 def main() -> None:
@@ -56,6 +75,7 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, _leave)
+    signal.signal(signal.SIGALRM, _raise_lost)
     sys.unraisablehook = _unraisable
     try:
         from scratchpack.cli import run
@@ -84,7 +104,7 @@ def _leave_now(code: int) -> None:
     """
     import os
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(signum, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):
         try:
