@@ -265,7 +265,8 @@ class _Unpacker:
                 self.lazy.add(key, tar.extractfile(member), member.size, member.mode & 0o7777)
                 self.record(path, member.uid, member.gid, mode, member.pax_headers)
                 return
-            self.lazy.discard(key)  # replaced by whatever this entry is
+            if member.isdir() or member.isreg():  # links replace it once they are checked
+                self.lazy.discard(key)
         if member.isdir():
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISDIR(os.lstat(host).st_mode):

@@ -112,6 +112,14 @@ def test_hard_links_point_at_files_already_in_the_root(tmp_path: Path, lazy: boo
     assert report.bytes == len(b"payload")  # one inode, counted once
 
 
+def test_a_refused_link_leaves_the_file_it_would_have_replaced(tmp_path: Path, lazy: bool) -> None:
+    lower = layer(f("x", b"x stays"), f("y", b"y stays"), f("s", b"s stays"))
+    upper = layer(hard("x", "missing"), sym("y", ""), hard("s", "s"))
+    root, report = unpack_layers(tmp_path, lower, upper, lazy=lazy)
+    assert [(root / n).read_bytes() for n in "xys"] == [b"x stays", b"y stays", b"s stays"]
+    assert len(report.warnings) == 2 and report.files == 3
+
+
 def test_symlinked_parents_never_lead_out_of_the_root(tmp_path: Path, lazy: bool) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
