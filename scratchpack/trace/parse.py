@@ -63,8 +63,9 @@ _AT_PATH = (
 _PATH_ARGS.update({name: ((None, 0, "use"),) for name in _PLAIN_PATH})
 _PATH_ARGS.update({name: ((0, 1, "use"),) for name in _AT_PATH})
 _FORKS = ("clone", "clone3", "fork", "vfork")
-# How the container's PID 1 takes signals: a handler, or a signalfd/sigwait that reads them.
-_SIGNAL_CALLS = ("rt_sigaction", "signalfd", "signalfd4", "rt_sigtimedwait")
+# How the container's PID 1 takes signals: a handler, a signalfd/sigwait that reads them,
+# or a mask that blocks them (tini, dumb-init: sigwait with a timeout fails until one comes).
+_SIGNAL_CALLS = ("rt_sigaction", "rt_sigprocmask", "signalfd", "signalfd4", "rt_sigtimedwait")
 _RELEVANT = frozenset((*_PATH_ARGS, *_FORKS, *_SIGNAL_CALLS, "fchdir"))
 INIT_PID = 1  # strace -D leaves the traced program as its container's init
 
@@ -88,6 +89,7 @@ _WANTED = {
 _WANTED["fchdir"] = 1
 _WANTED.update({name: 2 for name in _SIGNAL_CALLS})
 _HANDLER = re.compile(r"\s*\{\s*sa_handler=(\w+)")
+_SIGSET = re.compile(r"\s*(~?)\[([^\]]*)\]\s*$")  # [HUP TERM], ~[RTMIN RT_1], []
 MAX_LINE = 1 << 20  # longer lines are not strace's (-s 4096) and are skipped
 
 
@@ -103,10 +105,15 @@ class ParsedLog:
     # for, so ``docker stop`` can only wait out its grace for such a program.
     init_handlers: dict[str, bool] = field(default_factory=dict)
     init_reads_signals: bool = False  # PID 1 made a signalfd or waited in sigwait
+    # PID 1's own signal mask, as strace names signals (TERM): (all but these?, names).
+    # A blocked signal is kept pending, not dropped: who reads it is not always logged.
+    init_blocked: tuple[bool, frozenset[str]] = (False, frozenset())
 
     def init_receives(self, name: str) -> bool:
-        """Whether signal ``name`` sent to PID 1 reaches the program, as far as the log shows."""
-        return self.init_reads_signals or self.init_handlers.get(name, False)
+        """Whether signal ``name`` sent to PID 1 may reach the program, as far as the log shows."""
+        all_but, names = self.init_blocked
+        blocked = (name.removeprefix("SIG") in names) != all_but
+        return self.init_reads_signals or blocked or self.init_handlers.get(name, False)
 
 
 # bind(3<TCP:[123]>, {sa_family=AF_INET, sin_port=htons(6379), sin_addr=inet_addr("127.0.0.1")}
@@ -349,12 +356,38 @@ def _apply(event: _Event, processes: _Processes, parsed: ParsedLog) -> None:
 
 def _init_signal(event: _Event, parsed: ParsedLog) -> None:
     """How a call of PID 1 (or of a thread sharing its handlers) changes what it receives."""
+    if event.name == "rt_sigprocmask":
+        if event.pid in (INIT_PID, None) and len(event.args) > 1:  # a mask is per thread
+            parsed.init_blocked = _masked(parsed.init_blocked, event.args[0], event.args[1])
+        return
     if event.name != "rt_sigaction":
         parsed.init_reads_signals = True
         return
     handler = _HANDLER.match(event.args[1]) if len(event.args) > 1 else None
     if handler is not None:  # NULL: a query, nothing changed
         parsed.init_handlers[event.args[0]] = handler.group(1) not in ("SIG_DFL", "SIG_IGN")
+
+
+def _masked(mask: tuple[bool, frozenset[str]], how: str, given: str) -> tuple[bool, frozenset[str]]:
+    """``mask`` after ``rt_sigprocmask(how, given)``; unchanged for a query (NULL)."""
+    found = _SIGSET.match(given)
+    if found is None:
+        return mask
+    change = (found.group(1) == "~", frozenset(found.group(2).split()))
+    if how == "SIG_SETMASK":
+        return change
+    (all_but, names), (change_all_but, change_names) = mask, change
+    if how == "SIG_BLOCK":  # union of the two sets, each maybe a complement
+        if all_but and change_all_but:
+            return True, names & change_names
+        if all_but or change_all_but:
+            return True, (names - change_names) if all_but else (change_names - names)
+        return False, names | change_names
+    if how == "SIG_UNBLOCK":  # mask minus the change
+        if change_all_but:
+            return False, (change_names - names) if all_but else (names & change_names)
+        return all_but, (names | change_names) if all_but else (names - change_names)
+    return mask
 
 
 def _keep(parsed: ParsedLog, path: str) -> None:

@@ -71,7 +71,7 @@ class TracerTree:
         # rt_sigaction and friends: whether the program, as PID 1, can receive its stop
         # signal at all (trace.run kills one that cannot at once, as docker would later).
         # '?': signalfd is missing on some architectures (arm64); strace >= 4.17 skips it.
-        calls = "%file,%process,fchdir,bind,rt_sigaction,signalfd4,rt_sigtimedwait"
+        calls = "%file,%process,fchdir,bind,rt_sigaction,rt_sigprocmask,signalfd4,rt_sigtimedwait"
         if self.version >= (4, 17):
             calls += ",?signalfd"
         options += ["-e", f"trace={calls}", "-e", "signal=none"]

@@ -138,14 +138,22 @@ def engine(docker_client: Any) -> Any:
 
 
 def _busybox_site(
-    client: Any, busybox: Path, images: list[str], name: str, config: str, pages: dict[str, bytes]
+    client: Any,
+    busybox: Path,
+    images: list[str],
+    name: str,
+    config: str,
+    pages: dict[str, bytes],
+    programs: tuple[Path, ...] = (),
 ) -> str:
-    """A FROM-scratch image of static busybox and /www ``pages``, with Dockerfile ``config``."""
+    """A FROM-scratch image of static busybox (and ``programs``, in /bin) and /www ``pages``,
+    with Dockerfile ``config``."""
     tag = _tag(name)
     files = {
         "Dockerfile": (f"FROM scratch\nCOPY . /\nEXPOSE 8080\n{config}".encode(), 0o644),
         "bin/busybox": (busybox.read_bytes(), 0o755),
     }
+    files.update({f"bin/{program.name}": (program.read_bytes(), 0o755) for program in programs})
     files.update({f"www/{page}": (body, 0o644) for page, body in pages.items()})
     _build(client, files, tag)
     images.append(tag)
@@ -260,6 +268,31 @@ def test_a_server_that_handles_its_stop_signal_is_stopped_and_its_shutdown_trace
     assert "/www/bye.html" in result.paths  # read by the shutdown the signal started
     assert "bye" in result.output
     assert _leftovers(docker_client) == []
+
+
+@pytest.mark.engine
+def test_an_init_that_blocks_signals_to_forward_them_gets_the_grace(
+    docker_client: Any, engine: Any, tracer: TracerTree, static_busybox: Path, images: list[str]
+) -> None:
+    """tini installs no handler: it blocks every signal and waits for one, then passes it on."""
+    tini = Path("/usr/bin/docker-init")  # Debian's docker.io: a static tini
+    if not tini.is_file():
+        unavailable("no /usr/bin/docker-init (docker.io's static tini)")
+    script = (
+        "trap 'cat /www/bye.html; exit 0' TERM; "
+        "/bin/busybox httpd -f -p 8080 -h /www & while :; do wait; done"
+    )
+    config = (
+        f'ENTRYPOINT ["/bin/{tini.resolve().name}", "--", "/bin/busybox", "sh", "-c", "{script}"]\n'
+    )
+    pages = {"index.html": b"<h1>up</h1>\n", "bye.html": b"bye\n"}
+    tag = _busybox_site(
+        docker_client, static_busybox, images, "tini", config, pages, (tini.resolve(),)
+    )
+    result = trace_image(engine, tag, _config(docker_client, tag), tracer)
+    assert [probe.passed for probe in result.probes] == [True], result.probes
+    assert result.ending is Ending.STOPPED, result
+    assert "/www/bye.html" in result.paths  # tini passed SIGTERM on; the shell's trap ran
 
 
 @pytest.mark.engine
