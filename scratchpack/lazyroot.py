@@ -13,6 +13,8 @@ the same tree it would read fully unpacked.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import posixpath
 import stat
@@ -103,26 +105,37 @@ class LazyFiles:
             self._writer.flush()
         if self._reader is None:
             self._reader = os.open(self.store, os.O_RDONLY | os.O_CLOEXEC)
-        descriptor = self._create(path)
+        directory, descriptor = self._create(path)
         try:
-            done = 0
-            while done < entry.size:
-                chunk = os.pread(self._reader, min(_CHUNK, entry.size - done), entry.offset + done)
-                if not chunk:
-                    raise OSError(f"{self.store}: cut short")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(descriptor, view) :]
-                done += len(chunk)
-            # Content first: an unprivileged write after the chmod would clear setuid.
-            os.fchmod(descriptor, entry.mode)
+            try:
+                self._copy(entry, descriptor)
+            finally:
+                os.close(descriptor)
+        except BaseException:
+            with contextlib.suppress(OSError):  # never a half-written file at the path
+                os.unlink(posixpath.basename(path), dir_fd=directory)
+            raise
         finally:
-            os.close(descriptor)
+            os.close(directory)
         self.discard(path)
         return True
 
-    def _create(self, path: str) -> int:
-        """The new file ``path``, opened for writing, reached without following any link.
+    def _copy(self, entry: LazyFile, descriptor: int) -> None:
+        assert self._reader is not None
+        done = 0
+        while done < entry.size:
+            chunk = os.pread(self._reader, min(_CHUNK, entry.size - done), entry.offset + done)
+            if not chunk:
+                raise OSError(errno.EIO, "the content file is cut short", str(self.store))
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(descriptor, view) :]
+            done += len(chunk)
+        # Content first: an unprivileged write after the chmod would clear setuid.
+        os.fchmod(descriptor, entry.mode)
+
+    def _create(self, path: str) -> tuple[int, int]:
+        """The new file ``path`` opened for writing, and its directory; no link followed.
 
         Each directory on the way is opened with ``O_NOFOLLOW`` from the top:
         whatever a layer did to the tree, the file lands inside the root. The
@@ -138,18 +151,19 @@ class LazyFiles:
                 os.close(directory)
                 directory = below
             try:
-                return os.open(name, _CREATE, 0o600, dir_fd=directory)
+                return directory, os.open(name, _CREATE, 0o600, dir_fd=directory)
             except PermissionError:
                 # An O_PATH descriptor takes no fchmod; its /proc link names that inode.
                 itself = f"/proc/self/fd/{directory}"
                 mode = stat.S_IMODE(os.stat(itself).st_mode)
                 os.chmod(itself, mode | stat.S_IRWXU)
                 try:
-                    return os.open(name, _CREATE, 0o600, dir_fd=directory)
+                    return directory, os.open(name, _CREATE, 0o600, dir_fd=directory)
                 finally:
                     os.chmod(itself, mode)
-        finally:
+        except BaseException:
             os.close(directory)
+            raise
 
     def materialize_under(self, directory: str) -> None:
         """Create every lazy file below ``directory``: a tree about to be copied whole."""

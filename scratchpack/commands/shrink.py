@@ -349,7 +349,22 @@ def _planned_image(
     epoch: int,
 ) -> tuple[ShrinkPlan, Image]:
     """Plan what to keep and write it as an image into ``store``."""
-    plan = plan_shrink(
+    # The plan creates the unpacked files it reads (a lazy root): the disk may fill.
+    with writing(Path(os.fspath(inputs.root_dir)), "the unpacked files shrink reads"):
+        plan = _plan(request, inputs, traced, verified)
+    with writing(store.top, "the shrunk image's layer", plan.root.size):
+        layer = store.write_layer(plan.root.sorted_entries(), epoch)
+    history = [history_entry(epoch, f"shrink of {inputs.source_digest}")]
+    return plan, assemble(store, [layer], plan.runtime, plan.platform, epoch, history)
+
+
+def _plan(
+    request: ShrinkRequest,
+    inputs: ShrinkInputs,
+    traced: TraceResult | None,
+    verified: tuple[str, ...],
+) -> ShrinkPlan:
+    return plan_shrink(
         inputs,
         request.includes,
         traced.paths if traced else (),
@@ -360,10 +375,6 @@ def _planned_image(
         tracing=traced is not None,
         verified=verified,
     )
-    with writing(store.top, "the shrunk image's layer", plan.root.size):
-        layer = store.write_layer(plan.root.sorted_entries(), epoch)
-    history = [history_entry(epoch, f"shrink of {inputs.source_digest}")]
-    return plan, assemble(store, [layer], plan.runtime, plan.platform, epoch, history)
 
 
 def _verified(

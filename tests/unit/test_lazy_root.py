@@ -184,3 +184,14 @@ def test_a_lazy_file_is_never_created_through_a_link(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         report.lazy.materialize("/d/f")
     assert list(outside.iterdir()) == []
+
+
+def test_a_file_that_cannot_be_made_whole_is_not_left_half_written(
+    lazily: tuple[Path, UnpackReport, RootFS],
+) -> None:
+    top, report, root = lazily
+    assert report.lazy is not None
+    os.truncate(report.lazy.store, 3)  # the content file cut short under it
+    with pytest.raises(OSError, match="cut short"):
+        root.read_bytes("/etc/ld.so.conf.d/a.conf")
+    assert _created(top) == set() and "/etc/ld.so.conf.d/a.conf" in report.lazy
