@@ -259,9 +259,7 @@ class _Unpacker:
         if self.lazy is not None:
             key = "/" + "/".join(path)
             if member.isreg() and not member.sparse:
-                with contextlib.suppress(FileNotFoundError):
-                    os.lstat(host)
-                    self.remove(host)  # a directory or link of an earlier layer
+                self.remove(host)  # what an earlier layer had there, lazy or not
                 self.lazy.add(key, tar.extractfile(member), member.size, member.mode & 0o7777)
                 self.record(path, member.uid, member.gid, mode, member.pax_headers)
                 return

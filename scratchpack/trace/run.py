@@ -326,9 +326,10 @@ def _stop(
 ) -> Ending:
     """Stop the program as ``docker stop`` would, or kill it when the signal cannot reach it.
 
-    A container's PID 1 gets only the signals it has a handler for (or reads
-    with signalfd or sigwait): any other is dropped by the kernel, so
-    ``docker stop`` would wait out the whole grace for nothing and then kill.
+    A container's PID 1 gets only the signals it has a handler for, blocks
+    (kept pending) or reads with signalfd or sigwait: any other is dropped by
+    the kernel, so ``docker stop`` would wait out the whole grace for nothing
+    and then kill.
     The log so far says which is the case; a signal whose name strace writes
     differently (real-time ones) always gets the grace.
     """
