@@ -612,13 +612,14 @@ class Container:
         """
         import docker.errors
 
-        with _translated(f"while reading {path} from {self.name}"):
+        doing = f"while reading {path} from {self.name}"
+        with _translated(doing):
             try:
                 chunks, _stat = self._get().get_archive(path, chunk_size=_CHUNK)
             except docker.errors.NotFound as err:
                 raise EngineError(f"{self.name} has no {path}") from err
             try:
-                with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
+                with tarfile.open(fileobj=_ChunkStream(iter(chunks), doing), mode="r|") as tar:
                     member = tar.next()
                     if member is None:
                         raise EngineError(f"the engine sent nothing for {path}")
@@ -638,28 +639,6 @@ class Container:
                 self.engine.api.remove_container(self.name, v=True, force=True)
             except docker.errors.NotFound:
                 return
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable stream over an iterator of byte chunks (the SDK's archive stream)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self.chunks = iter(chunks)
-        self.pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending:
-            try:
-                self.pending = next(self.chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self.pending))
-        buffer[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
 
 
 class _Body:
