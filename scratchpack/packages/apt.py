@@ -23,7 +23,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scratchpack.errors import ScratchpackError
@@ -70,6 +70,10 @@ class PackageRef:
     filename: str  # the pool path on the mirror
     size: int
     sha256: str
+    # The archive's own paragraph for this package (its Packages index entry, as apt-cache
+    # show gives it): what status.d and the SBOM say, never the .deb's self-description.
+    # Not part of a lock; empty for a ref read from one until apt has resolved it.
+    index: str = field(default="", compare=False, repr=False)
 
     @property
     def archive_name(self) -> str:
@@ -347,6 +351,7 @@ def _refs(shown: str, chosen: list[tuple[str, str]], architecture: str) -> list[
                 fields["Filename"],
                 int(fields["Size"]),
                 fields["SHA256"],
+                paragraph.strip("\n") + "\n",
             )
             found.setdefault((ref.name, ref.version), ref)
     refs = []
