@@ -177,7 +177,7 @@ def make_key(home: Path) -> Path:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     gpg = ["gpg", "--batch", "--homedir", str(home), "--passphrase", "", "--pinentry-mode=loopback"]
     subprocess.run(
-        [*gpg, "--quick-gen-key", "scratchpack tests <repo@example.invalid>", "ed25519", "sign", "1y"],
+        [*gpg, "--quick-gen-key", "tests <repo@example.invalid>", "ed25519", "sign", "1y"],
         check=True,
         capture_output=True,
     )

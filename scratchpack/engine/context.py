@@ -13,6 +13,7 @@ it is made, with no copy of the root on disk or in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +63,23 @@ def literal(value: str) -> str:
     return value.replace("\\", "\\\\").replace("$", "\\$")
 
 
+def builder_word(value: str) -> str:
+    """``value`` escaped for the builder's word processing: it reads ``\\``, ``$`` and quotes
+    in COPY's paths, even in the JSON form, so each is taken literally."""
+    for char in ("\\", "$", "'", '"'):
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def copy_form(tree: OwnedTree) -> str:
+    """``["owned/N/", "/dest/"]``: COPY's JSON form, each path one literal word.
+
+    The JSON form keeps spaces, brackets and a leading ``-`` inside one path;
+    the source is ours (a number), never globbed into something else.
+    """
+    return exec_form([tree.source, builder_word(tree.dest)])
+
+
 def exec_form(argv: list[str] | tuple[str, ...]) -> str:
     """A JSON array, the exec form that runs argv without a shell (there is none)."""
     return json.dumps(list(argv), ensure_ascii=False)
@@ -87,6 +105,18 @@ def check_dockerfile_values(config: ImageConfig) -> None:
             )
 
 
+def check_owned_trees(owned: list[OwnedTree]) -> None:
+    """Refuse an owned path with a control character: no image needs one, and a user's own
+    template may render ``dest`` as it is."""
+    for tree in owned:
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in tree.dest):
+            raise InputError(
+                f"{tree.dest!r}: a path with a control character (owned by "
+                f"{tree.uid}:{tree.gid}) cannot be copied by a Dockerfile; build with "
+                "--engine none"
+            )
+
+
 def _has_newline(value: str) -> bool:
     return "\n" in value or "\r" in value
 
@@ -96,6 +126,7 @@ def render_dockerfile(
 ) -> str:
     """The Dockerfile text for ``config``; ``template`` replaces the bundled one."""
     check_dockerfile_values(config)
+    check_owned_trees(owned)
     import jinja2  # imported here: only builds through the engine render a Dockerfile
 
     if template is not None:
@@ -113,6 +144,7 @@ def render_dockerfile(
     environment.filters["quote"] = quote
     environment.filters["exec_form"] = exec_form
     environment.filters["literal"] = literal
+    environment.filters["copy_form"] = copy_form
     try:
         return environment.get_template(name).render(
             version=__version__,
@@ -135,20 +167,36 @@ def owned_trees(entries: list[Entry]) -> list[OwnedTree]:
 
     The parent directory is what gets copied: COPY creates its destination
     itself (0755), so copying an entry's parent is what keeps the entry's mode.
+    Each tree's context directory is a number (``owned/3/``), never a name
+    taken from the image's paths: a package chooses those, and the builder
+    globs and expands a COPY source.
     """
     trees: dict[tuple[int, int, str], OwnedTree] = {}
     for entry in entries:
         if entry.uid or entry.gid:
-            parent = entry.path.rsplit("/", 1)[0] + "/"
-            source = f"owned/{entry.uid}.{entry.gid}{parent}"
-            trees.setdefault(
-                (entry.uid, entry.gid, parent), OwnedTree(entry.uid, entry.gid, source, parent)
-            )
+            key = (entry.uid, entry.gid, _parent(entry))
+            if key not in trees:
+                trees[key] = OwnedTree(entry.uid, entry.gid, f"owned/{len(trees)}/", key[2])
     return list(trees.values())
 
 
-def _context_prefix(entry: Entry) -> str:
-    return f"owned/{entry.uid}.{entry.gid}/" if entry.uid or entry.gid else "rootfs/"
+def _parent(entry: Entry) -> str:
+    return entry.path.rsplit("/", 1)[0] + "/"
+
+
+def _context_entries(entries: list[Entry]) -> dict[str, list[Entry]]:
+    """The entries of each context directory (``rootfs/``, ``owned/N/``), renamed to their
+    paths there."""
+    trees = {(tree.uid, tree.gid, tree.dest): tree for tree in owned_trees(entries)}
+    placed: dict[str, list[Entry]] = {"rootfs/": []}
+    for entry in entries:
+        if entry.uid or entry.gid:
+            tree = trees[(entry.uid, entry.gid, _parent(entry))]
+            name = "/" + entry.path.rsplit("/", 1)[1]
+            placed.setdefault(tree.source, []).append(dataclasses.replace(entry, path=name))
+        else:
+            placed["rootfs/"].append(entry)
+    return placed
 
 
 @dataclass(frozen=True)
@@ -168,8 +216,8 @@ def context_stream(entries: list[Entry], dockerfile: str) -> Context:
     """The Dockerfile, ``rootfs/`` and ``owned/`` as one tar, streamed."""
     data = dockerfile.encode()
     members = [tarstream.Member(tarstream.regular("Dockerfile", len(data)), data=data)]
-    for entry in entries:
-        members.extend(entry_members([entry], 0, _context_prefix(entry)))
+    for directory, placed in _context_entries(entries).items():
+        members.extend(entry_members(placed, 0, directory))
     return Context(tarstream.size(members), tarstream.chunks(members))
 
 
@@ -178,9 +226,7 @@ def write_context(
 ) -> None:
     """Lay out ``rootfs/``, ``owned/`` and the Dockerfile in the empty ``directory``."""
     dockerfile = render_dockerfile(config, owned_trees(entries), template)
-    write_tree([entry for entry in entries if not (entry.uid or entry.gid)], f"{directory}/rootfs")
-    for entry in entries:
-        if entry.uid or entry.gid:
-            write_tree([entry], f"{directory}/owned/{entry.uid}.{entry.gid}")
+    for where, placed in _context_entries(entries).items():
+        write_tree(placed, f"{directory}/{where.rstrip('/')}")
     with open(f"{directory}/Dockerfile", "w", encoding="utf-8") as stream:
         stream.write(dockerfile)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -279,7 +280,8 @@ def context_plan(context: Path) -> dict[str, Planned]:
     _walk(context / "rootfs", "/", 0, 0, plan)
     for line in (context / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY --chown="):
-            owner, source, dest = line.removeprefix("COPY --chown=").split()
+            owner, paths = line.removeprefix("COPY --chown=").split(" ", 1)
+            source, dest = (re.sub(r"\\(.)", r"\1", path) for path in json.loads(paths))
             uid, gid = (int(part) for part in owner.split(":"))
             if not source.endswith("/"):
                 plan[dest] = _planned(context / source, uid, gid)
