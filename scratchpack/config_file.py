@@ -28,6 +28,7 @@ from scratchpack.errors import InputError
 DEFAULT_FILE = "scratchpack.yaml"
 MAX_FILE = 1 << 20
 ARGUMENT_KEY = "binary"
+MAX_DEPTH = 2  # the mapping of options, and one list of values
 
 
 def option_keys(command: click.Command) -> dict[str, click.Parameter]:
@@ -55,7 +56,9 @@ def read_config(path: Path, command: click.Command) -> dict[str, Any]:
     if len(data) > MAX_FILE:
         raise InputError(f"{path}: more than 1 MiB: not an options file")
     try:
-        node = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+        text = data.decode("utf-8")
+        _check_shape(text, path)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -77,9 +80,40 @@ def read_config(path: Path, command: click.Command) -> dict[str, Any]:
         param = keys[key]
         if param.name in values:
             raise InputError(f"{line}: {key} is given twice")
-        value = constructor.construct_object(value_node, deep=True)
+        try:
+            value = constructor.construct_object(value_node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError):
+            value = None  # "9" * 5000: more digits than Python converts; said below
         values[str(param.name)] = _checked(value, param, key, line)
     return values
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Refuse, from the parser's events (no recursion, nothing built), what an options file
+    never needs and an attacker uses: tags (``!!python/object``), anchors and aliases
+    (alias bombs), nesting deeper than an option's list, a second document."""
+    import yaml
+
+    depth = documents = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = f"{path}:{event.start_mark.line + 1}"
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise InputError(f"{line}: an options file is one document, not several")
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise InputError(f"{line}: anchors and aliases (& and *) are not taken here")
+        implicit = getattr(event, "implicit", True)
+        if getattr(event, "tag", None) and not (
+            any(implicit) if isinstance(implicit, tuple) else implicit
+        ):
+            raise InputError(f"{line}: tags ({event.tag}) are not taken in an options file")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InputError(f"{line}: nested deeper than an option's list of values")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _checked(value: Any, param: click.Parameter, key: str, line: str) -> Any:

@@ -6,6 +6,7 @@ Table-driven over text, as apt, dpkg and users write it; no mirror, no engine.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
@@ -200,4 +201,33 @@ def test_an_options_file_error_names_the_line(tmp_path: Path, text: str, message
     path = tmp_path / "scratchpack.yaml"
     path.write_text(text)
     with pytest.raises(InputError, match=message.replace("[", r"\[")):
+        read_config(path, _build)
+
+
+_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tag: !!python/object:os.system {}\n", r":1: .*tags? .*not taken"),
+        ("tag: !!python/name:os.system\n", r":1: .*tags? .*not taken"),
+        ("retries: !!int twelve\n", r":1: .*tags? .*not taken"),
+        ("retries: " + "9" * 5000 + "\n", r":1: retries takes a number"),
+        ("package: " + "[" * 20000 + "]" * 20000 + "\n", r":1: .*nest"),
+        ("package: [" + "{a: " * 30 + "1" + "}" * 30 + "]\n", r":1: .*nest"),
+        (_LAUGHS, r":1: .*(anchor|alias)"),
+        ("tag: &t x\nbinary: [*t]\n", r":1: .*(anchor|alias)"),
+        ("tag: a\n---\ntag: b\n", r":2: .*one document"),
+    ],
+)
+def test_a_hostile_options_file_is_one_line_naming_the_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Tags, bad scalars, nesting and alias bombs: one line (exit 2), never a traceback."""
+    path = tmp_path / "scratchpack.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=re.escape(str(path)) + message):
         read_config(path, _build)
