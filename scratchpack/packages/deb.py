@@ -20,6 +20,7 @@ from scratchpack.packages.apt import PackageError
 
 MAX_CONTROL_MEMBER = 4 << 20  # bytes of one control file (control, conffiles, a script)
 _SCRIPTS = ("preinst", "postinst")
+_READ = ("control", "conffiles", *_SCRIPTS)  # the members read; the others are not needed
 
 
 @dataclass(frozen=True)
@@ -27,25 +28,40 @@ class DebControl:
     """What the control tar says: the fields, the conffiles, the scripts that would run."""
 
     name: str
-    paragraph: str  # the control file as shipped (for dpkg's status)
+    paragraph: str  # the control file's first paragraph, as shipped: the package's own word
     fields: dict[str, str]
     conffiles: tuple[str, ...] = ()
     scripts: dict[str, str] = field(default_factory=dict)  # preinst/postinst text
+    oversized: tuple[str, ...] = ()  # members over MAX_CONTROL_MEMBER, not read
 
 
 def read_control(deb: Path) -> DebControl:
-    """The control members of ``deb`` (``dpkg-deb --ctrl-tarfile``), bounded in size."""
+    """The control members of ``deb`` (``dpkg-deb --ctrl-tarfile``), bounded in size.
+
+    Only ``control``, ``conffiles`` and the scripts are read, each up to
+    MAX_CONTROL_MEMBER bytes: a larger script is skipped (named in
+    ``oversized``, so its accounts are not guessed silently). Only the control
+    file's first paragraph counts, as for dpkg: a second one is not the package.
+    """
     members: dict[str, str] = {}
+    oversized: list[str] = []
     with _dpkg_deb("--ctrl-tarfile", deb) as tar:
         for member in tar:
             name = member.name.removeprefix("./")
-            if not member.isreg() or "/" in name or member.size > MAX_CONTROL_MEMBER:
+            if not member.isreg() or name not in _READ:
+                continue
+            if member.size > MAX_CONTROL_MEMBER:
+                oversized.append(name)
                 continue
             stream = tar.extractfile(member)
             if stream is not None:
                 members[name] = stream.read().decode("utf-8", "replace")
-    paragraph = members.get("control", "").strip() + "\n"
-    fields = _fields(paragraph)
+    if "control" in oversized:
+        raise PackageError(
+            f"{deb.name}: its control file is larger than {MAX_CONTROL_MEMBER} bytes"
+        )
+    paragraph = first_paragraph(members.get("control", ""))
+    fields = paragraph_fields(paragraph)
     if "Package" not in fields:
         raise PackageError(f"{deb.name}: no control file with a Package field")
     conffiles = tuple(
@@ -54,7 +70,7 @@ def read_control(deb: Path) -> DebControl:
         if line.strip().startswith("/")
     )
     scripts = {name: members[name] for name in _SCRIPTS if name in members}
-    return DebControl(fields["Package"], paragraph, fields, conffiles, scripts)
+    return DebControl(fields["Package"], paragraph, fields, conffiles, scripts, tuple(oversized))
 
 
 @contextlib.contextmanager
@@ -91,16 +107,32 @@ def _dpkg_deb(option: str, deb: Path) -> Iterator[tarfile.TarFile]:
         raise PackageError(f"{deb.name}: dpkg-deb {option} failed: {errors or f'exit {code}'}")
 
 
-def _fields(paragraph: str) -> dict[str, str]:
+def first_paragraph(text: str) -> str:
+    """The first deb822 paragraph of ``text`` (blank lines end it), newline-terminated."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            if lines:
+                break
+        elif not line.startswith("#"):
+            lines.append(line.rstrip("\r"))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def paragraph_fields(paragraph: str) -> dict[str, str]:
+    """Fields of the first paragraph, in order; continuation lines kept after a newline."""
     fields: dict[str, str] = {}
     key = None
-    for line in paragraph.splitlines():
-        if line[:1] in (" ", "\t") and key:
-            fields[key] += "\n" + line
+    for line in first_paragraph(paragraph).split("\n"):
+        if line[:1] in (" ", "\t"):
+            if key:
+                fields[key] += "\n" + line
         elif ":" in line:
             key, _, value = line.partition(":")
             key = key.strip()
             fields[key] = value.strip()
+        else:
+            key = None  # not a field: its continuation lines are not either
     return fields
 
 

@@ -6,40 +6,88 @@ here, as data:
 
 - a dpkg database (``var/lib/dpkg/status``, ``info/PKG.list``,
   ``info/PKG.conffiles``), so owners, sources and versions are known to the
-  planner and the SBOM (:mod:`scratchpack.plan.dpkg`);
+  planner and the SBOM (:mod:`scratchpack.plan.dpkg`). A package's status
+  paragraph is the archive's index entry for what apt resolved, one paragraph,
+  never the package's word about itself (its control file stands in only for
+  a ref made without an index);
 - ``etc/passwd`` and ``etc/group``: Debian's static accounts from base-passwd's
   ``passwd.master`` and ``group.master``, and the system users and groups the
   packages' ``preinst``/``postinst`` create with ``adduser --system``,
   ``addgroup --system``, ``useradd -r`` or ``groupadd -r``, or their
-  ``sysusers.d`` files declare — given ids from 100 up in the order found, as
-  adduser would on a fresh system (a script that computes the name is not
-  understood: ``--user`` then needs a number).
+  ``sysusers.d`` files declare — given ids from 100 to 999 (adduser's system
+  range) in the order found, as adduser would on a fresh system (a script that
+  computes the name is not understood: ``--user`` then needs a number). An
+  account Debian already has (``adduser --system daemon``) is not created
+  again; a name, home or shell that is not a plain account name or path is
+  skipped; a script over MAX_CONTROL_MEMBER is not read (a warning says so).
+
+Packages are hostile: every file written here is created from directory
+descriptors opened inside the root, no link followed — a package's link at a
+file's place is replaced, a link among its parents is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
 import shlex
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchpack.errors import InputError
 from scratchpack.image.unpack import unpack_tars
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.packages.apt import PackageError, PackageRef
-from scratchpack.packages.deb import DebControl, data_tar, read_control
+from scratchpack.packages.deb import (
+    MAX_CONTROL_MEMBER,
+    DebControl,
+    data_tar,
+    paragraph_fields,
+    read_control,
+)
 
 # Packages every Debian system has; resolved beside the named ones for what they
 # say about the system (os-release, the static accounts), not copied whole.
 SYSTEM_PACKAGES = ("base-files", "base-passwd")
 PASSWD_MASTER = "usr/share/base-passwd/passwd.master"
 GROUP_MASTER = "usr/share/base-passwd/group.master"
-FIRST_SYSTEM_ID, LAST_SYSTEM_ID = 100, 999
+FIRST_SYSTEM_ID, LAST_SYSTEM_ID = 100, 999  # adduser.conf's FIRST_/LAST_SYSTEM_UID and GID
+MAX_ACCOUNTS = 200  # system users and groups the packages of one root may create
+MAX_ACCOUNT_COMMANDS = 1000  # adduser/useradd/... commands one script may hold (real ones: a few)
+# base-passwd's masters: Debian's static accounts, known even when the root has no masters.
+STATIC_USERS = frozenset({
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+    "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody",
+})  # fmt: skip
+STATIC_GROUPS = frozenset({
+    "root", "daemon", "bin", "sys", "adm", "tty", "disk", "lp", "mail", "news", "uucp", "man",
+    "proxy", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo", "audio",
+    "dip", "www-data", "backup", "operator", "list", "irc", "src", "gnats", "shadow", "utmp",
+    "video", "sasl", "plugdev", "staff", "games", "users", "nogroup",
+})  # fmt: skip
 _ASSIGNMENT = re.compile(
     r"^[ \t]*([A-Za-z_]\w*)=[\"']?([A-Za-z0-9_.-]+)[\"']?[ \t]*$", re.MULTILINE
 )
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
+_ACCOUNT_TOOL = re.compile(r"add(?:user|group)|(?:user|group)add")
+_REDIRECTION = re.compile(r"(?:[0-9]*|&)(?:>>?|<<?|>&|<&|<>)(.*)", re.DOTALL)
+_ACCOUNT_NAME = re.compile(r"[a-z_][-a-z0-9_]*\$?")  # adduser's SYS_NAME_REGEX
+MAX_ACCOUNT_NAME = 32
+# Homes and shells: plain absolute paths. They land in /etc/passwd and a home in the plan.
+_ACCOUNT_PATH = re.compile(r"/[A-Za-z0-9._+@,=~/-]{0,4095}")
+_NUMBER = re.compile(r"[0-9]+")
 _SYSUSERS = re.compile(r"^usr/lib/sysusers\.d/[^/]+\.conf$")
+# The archive's download bookkeeping in an index entry: not what dpkg's status says.
+_ARCHIVE_ONLY = frozenset(
+    {"Filename", "Size", "MD5sum", "SHA1", "SHA256", "SHA512", "Description-md5", "Tag"}
+)
+_FIELD_NAME = re.compile(r"[A-Za-z0-9][!-9;-~]*")  # deb822: printable ASCII, no ':'
+_DATABASE_KEY = re.compile(r"[a-z0-9][a-z0-9+.-]*:[a-z0-9-]+")  # NAME:ARCH of info/ files
+DPKG, INFO = "var/lib/dpkg", "var/lib/dpkg/info"
 
 
 @dataclass(frozen=True)
@@ -47,6 +95,7 @@ class UnpackedPackage:
     ref: PackageRef
     control: DebControl
     paths: tuple[str, ...]  # in-root absolute paths its data tar holds, in its order
+    status: str = ""  # its one dpkg status paragraph (Status included): what status.d says
 
 
 @dataclass(frozen=True)
@@ -66,7 +115,10 @@ class SystemAccount:
 class PackageRoot:
     top: Path
     packages: tuple[UnpackedPackage, ...]
-    accounts: tuple[SystemAccount, ...]
+    accounts: tuple[SystemAccount, ...]  # created by the packages; never a static account
+    # What the unpacker refused or skipped, each naming its package: a file that is
+    # missing later has its reason here.
+    warnings: tuple[str, ...] = ()
 
     def named(self, names: Iterable[str]) -> list[UnpackedPackage]:
         wanted = set(names)
@@ -78,112 +130,296 @@ def unpack_packages(
 ) -> PackageRoot:
     """Apply each package's files into the empty ``destination``; write what dpkg would."""
     controls = {ref.name: read_control(path) for ref, path in debs}
-    paths: dict[str, list[str]] = {ref.name: [] for ref, _ in debs}
-    where_to_name = {f"package {ref.name} {ref.version}": ref.name for ref, _ in debs}
-
-    def seen(where: str, member: tarfile.TarInfo) -> None:
-        name = "/" + member.name.removeprefix("./").strip("/")
-        paths[where_to_name[where]].append("/." if name == "/" else name)
-
-    unpack_tars(
-        ((f"package {ref.name} {ref.version}", data_tar(path)) for ref, path in debs),
-        destination,
-        max_bytes,
-        seen,
-    )
+    paths, warnings = _unpack_files(debs, destination, max_bytes)
     packages = tuple(
-        UnpackedPackage(ref, controls[ref.name], tuple(paths[ref.name])) for ref, _ in debs
+        UnpackedPackage(
+            ref,
+            controls[ref.name],
+            tuple(paths[ref.name]),
+            status_paragraph(ref, controls[ref.name]),
+        )
+        for ref, _ in debs
+    )
+    warnings.extend(
+        f"package {package.ref.name} {package.ref.version}: its {member} is over "
+        f"{MAX_CONTROL_MEMBER >> 20} MiB and was not read"
+        for package in packages
+        for member in package.control.oversized
     )
     _write_dpkg_database(destination, packages)
-    accounts = tuple(_accounts(destination, packages))
-    _write_accounts(destination, accounts)
-    return PackageRoot(destination, packages, accounts)
+    passwd, group = _masters(destination)
+    accounts = _created_accounts(
+        destination, packages, STATIC_USERS | _names(passwd), STATIC_GROUPS | _names(group)
+    )
+    _write_accounts(destination, (passwd, group), accounts, packages)
+    return PackageRoot(destination, packages, accounts, tuple(warnings))
 
 
-def _directory(top: Path, relative: str) -> Path:
-    """``top/relative`` as real directories: a package's link there would lead our writes out."""
-    current = top
-    for part in relative.split("/"):
-        current = current / part
-        if current.is_symlink() or (current.exists() and not current.is_dir()):
-            raise PackageError(f"a package makes /{relative} something other than directories")
-        current.mkdir(exist_ok=True)
-    return current
+def _where(ref: PackageRef) -> str:
+    return f"package {ref.name} {ref.version}"
 
 
-def _write_dpkg_database(top: Path, packages: Iterable[UnpackedPackage]) -> None:
-    info = _directory(top, "var/lib/dpkg/info")
-    paragraphs = []
+def _unpack_files(
+    debs: list[tuple[PackageRef, Path]], destination: Path, max_bytes: int | None
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Each package's in-root paths, and the unpacker's warnings; a bomb is one line."""
+    paths: dict[str, list[str]] = {ref.name: [] for ref, _ in debs}
+    where_to_name = {_where(ref): ref.name for ref, _ in debs}
+    warnings: list[str] = []
+    current = [""]
+
+    def seen(where: str, member: tarfile.TarInfo) -> None:
+        current[0] = where
+        name = "/" + member.name.removeprefix("./").strip("/")
+        paths[where_to_name[where]].append("/." if name == "/" else name)
+        if member.ischr() or member.isblk() or member.isfifo():
+            warnings.append(f"{where}: skipped {member.name!r}: devices and fifos are not made")
+
+    try:
+        report = unpack_tars(
+            ((_where(ref), data_tar(path)) for ref, path in debs), destination, max_bytes, seen
+        )
+    except InputError as err:
+        if "unpacks to more than" not in str(err):  # the unpacker's Budget refusal
+            raise
+        bound = f"the free space of {destination.parent}"
+        if max_bytes is not None:
+            bound = f"{max_bytes} bytes or {bound}"
+        raise PackageError(
+            f"{current[0]}: the package expands past {bound}, the bound for unpacking "
+            "packages; it is refused (TMPDIR sets where packages are unpacked)"
+        ) from None
+    return paths, [*report.warnings, *warnings]
+
+
+def status_paragraph(ref: PackageRef, control: DebControl) -> str:
+    """The package's one dpkg status paragraph: the archive's index entry, as apt resolved it.
+
+    The control file's first paragraph stands in only for a ref without an
+    index (made by hand). Either way the name, version and architecture are
+    the ref's, the archive's download fields are left out and ``Status`` is
+    dpkg's for an installed package.
+    """
+    fields = paragraph_fields(ref.index if ref.index.strip() else control.paragraph)
+    if "Description" not in fields and "Description-en" in fields:
+        fields["Description"] = fields.pop("Description-en")
+    fields.update(Version=ref.version, Architecture=ref.architecture)
+    lines = [f"Package: {ref.name}", "Status: install ok installed"]
+    for key, value in fields.items():
+        if key in ("Package", "Status") or key in _ARCHIVE_ONLY or not value:
+            continue
+        if _FIELD_NAME.fullmatch(key):
+            lines.append(f"{key}:{value}" if value.startswith("\n") else f"{key}: {value}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _write_dpkg_database(top: Path, packages: tuple[UnpackedPackage, ...]) -> None:
+    with _directory(top, INFO, packages) as info:
+        for package in packages:
+            key = f"{package.ref.name}:{package.ref.architecture}"
+            if not _DATABASE_KEY.fullmatch(key):
+                raise PackageError(
+                    "a package name or architecture outside Debian's grammar (a-z, 0-9, + . -)"
+                )
+            listed = [path for path in package.paths if path != "/." and "\n" not in path]
+            text = "/.\n" + "".join(f"{path}\n" for path in listed)
+            _replace(info, f"{key}.list", text, f"/{INFO}/{key}.list", packages)
+            if package.control.conffiles:
+                text = "".join(f"{path}\n" for path in package.control.conffiles)
+                _replace(info, f"{key}.conffiles", text, f"/{INFO}/{key}.conffiles", packages)
+    with _directory(top, DPKG, packages) as dpkg:
+        status = "\n".join(package.status for package in packages)
+        _replace(dpkg, "status", status, f"/{DPKG}/status", packages)
+
+
+def _shipper(packages: Iterable[UnpackedPackage], path: str) -> str:
+    """Which package put ``path`` in the root, for messages."""
     for package in packages:
-        lines = package.control.paragraph.rstrip("\n").splitlines()
-        lines.insert(1, "Status: install ok installed")
-        paragraphs.append("\n".join(lines) + "\n")
-        key = f"{package.ref.name}:{package.ref.architecture}"
-        listed = [path for path in package.paths if path != "/."]
-        (info / f"{key}.list").write_text("/.\n" + "".join(f"{path}\n" for path in listed))
-        if package.control.conffiles:
-            (info / f"{key}.conffiles").write_text(
-                "".join(f"{path}\n" for path in package.control.conffiles)
-            )
-    (top / "var/lib/dpkg/status").write_text("\n".join(paragraphs))
+        if path in package.paths:
+            return f"package {package.ref.name}"
+    return "a package"
 
 
-def _accounts(top: Path, packages: Iterable[UnpackedPackage]) -> list[SystemAccount]:
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def _directory(top: Path, relative: str, packages: Iterable[UnpackedPackage]) -> Iterator[int]:
+    """A descriptor of the real directory ``top/relative``, made where missing.
+
+    Each component is opened from its parent's descriptor without following a
+    link, so a package's link on the way (``var/lib/dpkg -> /etc``) is refused
+    rather than written through.
+    """
+    descriptor = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        walked = ""
+        for part in relative.split("/"):
+            walked += "/" + part
+            try:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=descriptor)
+                child = os.open(part, _DIRECTORY_FLAGS, dir_fd=descriptor)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise PackageError(
+                        f"{_shipper(packages, walked)} makes {walked} a link or a file, "
+                        "where dpkg's and the accounts' data need a directory; refused"
+                    ) from None
+                raise PackageError(f"cannot make {walked} in {top}: {err.strerror}") from None
+            os.close(descriptor)
+            descriptor = child
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def _replace(
+    directory: int, name: str, text: str, shown: str, packages: Iterable[UnpackedPackage]
+) -> None:
+    """``name`` in ``directory`` as a new file holding ``text``: what was there is removed."""
+    try:
+        os.unlink(name, dir_fd=directory)  # a link is removed, never written through
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        if err.errno not in (errno.EISDIR, errno.EPERM):
+            raise
+        raise PackageError(
+            f"{_shipper(packages, shown)} makes {shown} a directory, where dpkg writes a file"
+        ) from None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(name, flags, 0o644, dir_fd=directory)
+    with os.fdopen(descriptor, "w", encoding="utf-8", errors="surrogateescape") as stream:
+        stream.write(text)
+
+
+def _masters(top: Path) -> tuple[list[str], list[str]]:
+    """base-passwd's ``passwd.master`` and ``group.master`` lines, if the root has them."""
+    root = RootFS(str(top))  # a package's links resolve inside the root
+    passwd = root.read_bytes("/" + PASSWD_MASTER, limit=MAX_CONTROL_MEMBER)
+    group = root.read_bytes("/" + GROUP_MASTER, limit=MAX_CONTROL_MEMBER)
+    return _lines(passwd), _lines(group)
+
+
+def _names(lines: list[str]) -> set[str]:
+    return {line.split(":", 1)[0] for line in lines}
+
+
+def _created_accounts(
+    top: Path, packages: Iterable[UnpackedPackage], users: set[str], groups: set[str]
+) -> tuple[SystemAccount, ...]:
+    """The accounts the packages create that the system does not have yet, at most MAX_ACCOUNTS.
+
+    ``users`` and ``groups``: the names that exist already (the static ones).
+    """
     found: dict[tuple[str, bool], SystemAccount] = {}
+    for account in _found_accounts(top, packages):
+        key = (account.name, account.is_user)
+        if account.name in (users if account.is_user else groups) or key in found:
+            continue
+        if len(found) == MAX_ACCOUNTS:
+            raise PackageError(
+                f"package {account.package}: the packages' scripts create more than "
+                f"{MAX_ACCOUNTS} system users and groups; refused"
+            )
+        found[key] = account
+    return tuple(found.values())
+
+
+def _found_accounts(top: Path, packages: Iterable[UnpackedPackage]) -> Iterator[SystemAccount]:
+    root = RootFS(str(top))
     for package in packages:
         name = package.ref.name
         for script in ("preinst", "postinst"):
-            for account in script_accounts(package.control.scripts.get(script, ""), name):
-                found.setdefault((account.name, account.is_user), account)
+            yield from _script_accounts(package.control.scripts.get(script, ""), name)
         for path in package.paths:
             if _SYSUSERS.match(path.lstrip("/")):
-                text = RootFS(str(top)).read_text(path) or ""
-                for account in sysusers_accounts(text, name):
-                    found.setdefault((account.name, account.is_user), account)
-    return list(found.values())
+                data = root.read_bytes(path, limit=MAX_CONTROL_MEMBER) or b""
+                yield from sysusers_accounts(data.decode("utf-8", "replace"), name)
 
 
 def script_accounts(script: str, package: str) -> list[SystemAccount]:
     """The system users and groups a maintainer script creates, read as text.
 
-    Plain assignments of a literal (``USER="redis"``) are substituted; any other
-    variable is dropped (``$quiet`` is a flag), and a name that stays a
-    variable is not understood.
+    Plain assignments of a literal (``USER="redis"``) are substituted, the
+    first one of a name wins; any other variable is dropped (``$quiet`` is a
+    flag), and a name that stays a variable is not understood. Linear in the
+    script's size: one substitution pass, and only the lines naming an
+    account tool are split into words, at most MAX_ACCOUNT_COMMANDS of them
+    (more is a PackageError).
     """
-    text = re.sub(r"\\\n", " ", script)
+    return list(_script_accounts(script, package))
+
+
+def _script_accounts(script: str, package: str) -> Iterator[SystemAccount]:
+    text = script.replace("\\\n", " ")
+    values: dict[str, str] = {}
     for name, value in _ASSIGNMENT.findall(text):
-        text = re.sub(r"\$(?:\{" + name + r"\}|" + name + r"\b)", value, text)
-    accounts = []
-    for line in text.splitlines():
+        values.setdefault(name, value)
+    if values:
+        text = _VARIABLE.sub(
+            lambda match: values.get(match.group(1) or match.group(2), match.group(0)), text
+        )
+    commands = 0
+    for line in text.split("\n"):
+        if not _ACCOUNT_TOOL.search(line):
+            continue
         for command in re.split(r"&&|\|\||;|\|", line):
-            try:
-                words = shlex.split(command, comments=True)
-            except ValueError:
-                continue
+            commands += 1
+            if commands > MAX_ACCOUNT_COMMANDS:
+                raise PackageError(
+                    f"package {package}: a maintainer script with more than "
+                    f"{MAX_ACCOUNT_COMMANDS} account commands; refused"
+                )
+            words = _words(command)
             while words and ("=" in words[0] or words[0] in ("then", "do", "else", "exec")):
                 words.pop(0)
             if not words:
                 continue
-            tool = words[0].rsplit("/", 1)[-1]
-            account = _account(tool, words[1:], package)
+            account = _account(words[0].rsplit("/", 1)[-1], words[1:], package)
             if account is not None:
-                accounts.append(account)
-    return accounts
+                yield account
+
+
+def _words(command: str) -> list[str]:
+    """The shell words of ``command`` without its redirections (``>/dev/null``, ``2>&1``)."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return []
+    kept: list[str] = []
+    target_follows = False
+    for word in words:
+        if target_follows:
+            target_follows = False
+            continue
+        redirection = _REDIRECTION.fullmatch(word)
+        if redirection is None:
+            kept.append(word)
+        else:
+            target_follows = not redirection.group(1)  # "> /dev/null": the next word
+    return kept
+
+
+_WITH_VALUE = frozenset(
+    {
+        "--home", "--shell", "--ingroup", "--gecos", "--uid", "--gid", "--firstuid",
+        "--lastuid", "--comment", "-d", "-s", "-g", "-c", "-u", "-G", "--groups",
+        "--home-dir",
+    }
+)  # fmt: skip
 
 
 def _account(tool: str, args: list[str], package: str) -> SystemAccount | None:
     flags: dict[str, str | None] = {}
     operands: list[str] = []
-    with_value = {
-        "--home", "--shell", "--ingroup", "--gecos", "--uid", "--gid", "--firstuid",
-        "--lastuid", "--comment", "-d", "-s", "-g", "-c", "-u", "-G", "--groups",
-    }  # fmt: skip
     rest = list(args)
     while rest:
         word = rest.pop(0)
         if word.startswith("-"):
             key, sep, value = word.partition("=")
-            if not sep and key in with_value and rest:
+            if not sep and key in _WITH_VALUE and rest:
                 value = rest.pop(0)
             flags[key] = value
         else:
@@ -193,8 +429,9 @@ def _account(tool: str, args: list[str], package: str) -> SystemAccount | None:
         return None
     name = operands[-1] if tool in ("adduser", "useradd") else operands[0]
     system = "--system" in flags or "-r" in flags
+    account = None
     if tool == "adduser" and system and len(operands) == 1:
-        return SystemAccount(
+        account = SystemAccount(
             name,
             package,
             True,
@@ -203,10 +440,9 @@ def _account(tool: str, args: list[str], package: str) -> SystemAccount | None:
             flags.get("--ingroup"),
             "--group" in flags,
         )
-    if tool == "adduser" and system and len(operands) == 2:
-        return None  # adduser --system USER GROUP: adds a user to a group
-    if tool == "useradd" and system:
-        return SystemAccount(
+    # adduser --system USER GROUP (two operands) adds a user to a group: nothing created.
+    elif tool == "useradd" and system:
+        account = SystemAccount(
             name,
             package,
             True,
@@ -215,15 +451,35 @@ def _account(tool: str, args: list[str], package: str) -> SystemAccount | None:
             flags.get("--gid") or flags.get("-g"),
             "-U" in flags or "--user-group" in flags,
         )
-    if tool in ("addgroup", "groupadd") and system:
-        return SystemAccount(name, package, False)
-    return None
+    elif tool in ("addgroup", "groupadd") and system:
+        account = SystemAccount(name, package, False)
+    return _acceptable(account)
+
+
+def _acceptable(account: SystemAccount | None) -> SystemAccount | None:
+    """``account`` if its name, home and shell may stand in /etc/passwd as they are; else None.
+
+    A package's words reach /etc/passwd and the image plan (a home is a
+    directory the image keeps): a newline, a ``:`` or a relative path there
+    would be someone else's line.
+    """
+    if account is None:
+        return None
+    if len(account.name) > MAX_ACCOUNT_NAME or not _ACCOUNT_NAME.fullmatch(account.name):
+        return None
+    for path in (account.home, account.shell):
+        if not _ACCOUNT_PATH.fullmatch(path) or ".." in path.split("/"):
+            return None
+    group = account.group
+    if group is not None and not (_NUMBER.fullmatch(group) or _ACCOUNT_NAME.fullmatch(group)):
+        return None
+    return account
 
 
 def sysusers_accounts(text: str, package: str) -> list[SystemAccount]:
     """``u NAME ID "GECOS" HOME SHELL`` and ``g NAME ID`` lines of a sysusers.d file."""
     accounts = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         try:
             words = shlex.split(line, comments=True)
         except ValueError:
@@ -233,57 +489,67 @@ def sysusers_accounts(text: str, package: str) -> list[SystemAccount]:
         if words[0] == "u":
             home = words[4] if len(words) > 4 and words[4] != "-" else "/nonexistent"
             shell = words[5] if len(words) > 5 and words[5] != "-" else "/usr/sbin/nologin"
-            accounts.append(SystemAccount(words[1], package, True, home, shell, None, True))
+            account = SystemAccount(words[1], package, True, home, shell, None, True)
         else:
-            accounts.append(SystemAccount(words[1], package, False))
+            account = SystemAccount(words[1], package, False)
+        if _acceptable(account) is not None:
+            accounts.append(account)
     return accounts
 
 
-def _write_accounts(top: Path, accounts: Iterable[SystemAccount]) -> None:
+def _write_accounts(
+    top: Path,
+    masters: tuple[list[str], list[str]],
+    accounts: Iterable[SystemAccount],
+    packages: Iterable[UnpackedPackage],
+) -> None:
     """``etc/passwd`` and ``etc/group``: base-passwd's masters, then the packages' accounts."""
-    root = RootFS(str(top))  # a package's links resolve inside the root
-    passwd = _lines(root.read_text("/" + PASSWD_MASTER))
-    group = _lines(root.read_text("/" + GROUP_MASTER))
+    passwd, group = list(masters[0]), list(masters[1])
     used_uids = {int(line.split(":")[2]) for line in passwd if _valid(line, 7)}
     used_gids = {int(line.split(":")[2]) for line in group if _valid(line, 4)}
-    users = {line.split(":")[0] for line in passwd}
+    users = _names(passwd)
     groups = {line.split(":")[0]: line.split(":")[2] for line in group if _valid(line, 4)}
-
-    def free(used: set[int]) -> int:
-        number = next(n for n in range(FIRST_SYSTEM_ID, LAST_SYSTEM_ID + 1) if n not in used)
-        used.add(number)
-        return number
-
     accounts = list(accounts)
     for account in accounts:  # groups first: a user's group may be one of them
         wanted = not account.is_user or account.own_group
         if wanted and account.name not in groups:
-            gid = free(used_gids)
+            gid = _free_id(used_gids, account, "group")
             groups[account.name] = str(gid)
             group.append(f"{account.name}:x:{gid}:")
     for account in accounts:
         if not account.is_user or account.name in users:
             continue
-        uid = free(used_uids)
+        uid = _free_id(used_uids, account, "user")
         primary = account.group or (account.name if account.own_group else "nogroup")
         gid = groups.get(primary, groups.get("nogroup", "65534"))
         passwd.append(f"{account.name}:x:{uid}:{gid}::{account.home}:{account.shell}")
         users.add(account.name)
-    etc = _directory(top, "etc")
-    for name, lines in (("passwd", passwd), ("group", group)):
-        target = etc / name
-        if target.is_symlink() or target.exists():
-            target.unlink()  # a link would be written through, maybe out of the root
-        target.write_text("".join(f"{line}\n" for line in lines))
+    with _directory(top, "etc", packages) as etc:
+        for name, lines in (("passwd", passwd), ("group", group)):
+            text = "".join(f"{line}\n" for line in lines)
+            _replace(etc, name, text, f"/etc/{name}", packages)
 
 
-def _lines(text: str | None) -> list[str]:
-    return [line for line in (text or "").splitlines() if line.strip()]
+def _free_id(used: set[int], account: SystemAccount, kind: str) -> int:
+    """The lowest system id not in ``used`` (now in it), as adduser gives them."""
+    for number in range(FIRST_SYSTEM_ID, LAST_SYSTEM_ID + 1):
+        if number not in used:
+            used.add(number)
+            return number
+    raise PackageError(
+        f"no free system {kind} id ({FIRST_SYSTEM_ID}..{LAST_SYSTEM_ID}) for the account "
+        f"{account.name} of package {account.package}"
+    )
+
+
+def _lines(data: bytes | None) -> list[str]:
+    text = (data or b"").decode("utf-8", "replace")
+    return [line for line in text.split("\n") if line.strip()]
 
 
 def _valid(line: str, fields: int) -> bool:
     parts = line.split(":")
-    return len(parts) >= fields and parts[2].isdigit()
+    return len(parts) >= fields and _NUMBER.fullmatch(parts[2]) is not None
 
 
 def host_architecture() -> str:
