@@ -130,6 +130,10 @@ def unpack_tars(
     return report
 
 
+class UnpackTooLarge(InputError):
+    """What is unpacked would pass its bound (free space, inodes or --max-unpacked-size)."""
+
+
 class _Refused(Exception):
     """An entry that cannot be placed safely; skipped with a warning."""
 
@@ -148,7 +152,7 @@ class Budget:
         if self.entries is not None:
             self.entries -= 1
         if self.bytes < 0 or (self.entries is not None and self.entries < 0):
-            raise InputError(
+            raise UnpackTooLarge(
                 f"{what}: the image unpacks to more than the {self.limit} of {self.where} allows; "
                 "it is refused (--max-unpacked-size SIZE sets the bound, TMPDIR the place)"
             )

@@ -38,8 +38,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchpack.errors import InputError
-from scratchpack.image.unpack import unpack_tars
+from scratchpack.image.unpack import UnpackTooLarge, unpack_tars
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.packages.apt import PackageError, PackageRef
 from scratchpack.packages.deb import (
@@ -179,9 +178,7 @@ def _unpack_files(
         report = unpack_tars(
             ((_where(ref), data_tar(path)) for ref, path in debs), destination, max_bytes, seen
         )
-    except InputError as err:
-        if "unpacks to more than" not in str(err):  # the unpacker's Budget refusal
-            raise
+    except UnpackTooLarge:
         bound = f"the free space of {destination.parent}"
         if max_bytes is not None:
             bound = f"{max_bytes} bytes or {bound}"
