@@ -12,19 +12,41 @@ spellings, then the in-root canonical path of the file and of its directory.
 Diversions (``/var/lib/dpkg/diversions``) are honoured: the diverted
 file belongs to the package whose file was moved aside, the diverting path to
 the package that diverted it. A root without a dpkg database owns nothing.
+
+An image's database is another party's: it is streamed, each file within a
+bound (``MAX_*`` below), and one beyond them is an :class:`InputError` (exit 2)
+naming the file, never a MemoryError or minutes of parsing. A package listed
+twice, or named like a path, is not taken at its word.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from scratchpack.ld.rootfs import RootFS
+from scratchpack.errors import InputError
+from scratchpack.ld.rootfs import RootFS, open_regular
 
 STATUS = "/var/lib/dpkg/status"
 INFO_DIR = "/var/lib/dpkg/info"
 DIVERSIONS = "/var/lib/dpkg/diversions"
+# Bounds on what a database is read up to: far beyond any real system (a full Debian
+# desktop has ~5 MiB of status, ~300,000 listed paths), short of what memory allows.
+MAX_STATUS_BYTES = 64 << 20
+MAX_PARAGRAPH_BYTES = 1 << 20
+MAX_PACKAGES = 100_000  # paragraphs of the status file
+MAX_LIST_BYTES = 64 << 20  # one info/PKG.list
+MAX_LISTS_BYTES = 128 << 20  # all of them
+MAX_PATHS = 1_000_000  # paths of all lists together
+MAX_DIVERSIONS_BYTES = 16 << 20
+_MAX_LINE = 64 << 10  # one path (PATH_MAX is 4 KiB)
+_MAX_OS_RELEASE = 64 << 10
+# Debian's grammar for package names and architectures: nothing that is a path.
+_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+\Z")
+_ARCH = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 # Top-level directories that merged /usr turns into links into /usr.
 _MERGED = frozenset({"bin", "sbin", "lib", "lib64", "lib32", "libx32"})
 # dpkg states in which the package's files are on disk.
@@ -69,69 +91,42 @@ class DpkgIndex:
         root: RootFS,
         packages: dict[str, Package] | None = None,
         owners: dict[str, str] | None = None,
+        files: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.root = root
         self.packages = packages or {}  # key: the .list name ("curl", "libc6:amd64")
         self._owners = owners or {}  # path as dpkg lists it -> package key
+        self._files = files or {}  # package key -> its .list, as read (bounded) at load
 
     def __len__(self) -> int:
         return len(self.packages)
 
     @classmethod
     def load(cls, root: RootFS) -> DpkgIndex:
-        """Read the status file and the installed packages' file lists (not the rest of info/)."""
-        status = root.read_text(STATUS)
+        """Read the status file and the installed packages' file lists (not the rest of info/).
+
+        Every file is streamed within its bound (see :data:`MAX_STATUS_BYTES` and the
+        rest): a database beyond them is an :class:`InputError`, never a MemoryError.
+        """
         info_dir = root.realpath(INFO_DIR)
-        if status is None or info_dir is None:
+        if not _is_file(root, STATUS) or info_dir is None:
             return cls(root)
         vendor, distro = _os_release(root)
-        info_names = set(root.listdir(INFO_DIR) or ())
         packages: dict[str, Package] = {}
-        for fields in _paragraphs(status):
-            state = fields.get("Status", "").split()
-            name = fields.get("Package")
-            if not name or len(state) != 3 or state[2] not in _FILES_PRESENT:
-                continue
-            arch = fields.get("Architecture", "")
-            source = fields.get("Source", "").split(" ", 1)[0] or None
-            package = Package(name, fields.get("Version", ""), arch, source, vendor, distro)
+        for name, arch, package in _installed(root, vendor, distro):
             # Multi-Arch: same packages (and every package on a multiarch-converted
             # system) list their files as name:arch.list, the rest as name.list.
-            for key in (f"{name}:{arch}", name):
-                if f"{key}.list" in info_names:
+            keys = [f"{name}:{arch}"] if _ARCH.match(arch) else []
+            for key in [*keys, name]:
+                if _is_file(root, f"{info_dir}/{key}.list"):
                     packages[key] = package
                     break
-        diversions = _diversions(root)
-        diverted = {source for source, _, _ in diversions}
-        owners: dict[str, str] = {}
-        claims: dict[str, list[str]] = {}  # every package listing a diverted path
-        for key in sorted(packages):
-            # Through the root: a .list that is a symlink must not lead to the host.
-            text = root.read_text(f"{info_dir}/{key}.list")
-            if text is None:
-                continue
-            for path in text.splitlines():
-                owners.setdefault(path, key)
-                if path in diverted:
-                    claims.setdefault(path, []).append(key)
-        for source, target, diverter in diversions:
-            listed = claims.get(source, [])
-            mine = [key for key in listed if packages[key].name == diverter]
-            others = [key for key in listed if packages[key].name != diverter]
-            if mine:
-                owners[source] = mine[0]
-            else:
-                owners.pop(source, None)  # a local diversion, or one to a file nobody ships
-            if others:
-                owners[target] = others[0]
-        return cls(root, packages, owners)
+        files = _lists(root, info_dir, sorted(packages))
+        return cls(root, packages, _owners(root, packages, files), files)
 
     def files(self, key: str) -> list[str]:
         """The paths package ``key`` (a key of :attr:`packages`) shipped, as dpkg lists them."""
-        if "/" in key:
-            return []
-        text = self.root.read_text(f"{INFO_DIR}/{key}.list")
-        return [] if text is None else text.splitlines()
+        return list(self._files.get(key, ()))
 
     def owner(self, path: str) -> Package | None:
         """The package that shipped in-root ``path``, or None."""
@@ -165,33 +160,146 @@ def _spellings(path: str) -> Iterator[str]:
         yield "/usr" + path
 
 
-def _paragraphs(text: str) -> Iterator[dict[str, str]]:
-    """The stanzas of a deb822 file; continuation lines are dropped (no field needed has them)."""
+def _installed(root: RootFS, vendor: str, distro: str | None) -> Iterator[tuple[str, str, Package]]:
+    """(name, architecture, package) of each status paragraph whose files are on disk.
+
+    A name outside Debian's grammar (``../../srv/x``) is skipped: it names a
+    ``.list`` path. A (name, architecture) listed twice is refused: dpkg writes
+    one paragraph each, and a second could only be there to replace the first.
+    """
+    seen: set[tuple[str, str]] = set()
+    count = 0
+    for fields in _paragraphs(_lines(root, STATUS, MAX_STATUS_BYTES, MAX_PARAGRAPH_BYTES)):
+        name = fields.get("Package", "")
+        count += 1
+        if count > MAX_PACKAGES:
+            raise InputError(f"{STATUS}: more than {MAX_PACKAGES} packages, not read")
+        arch = fields.get("Architecture", "")
+        if (name, arch) in seen:
+            raise InputError(f"{STATUS}: package {name}:{arch} is listed twice")
+        seen.add((name, arch))
+        state = fields.get("Status", "").split()
+        if not _NAME.match(name) or len(state) != 3 or state[2] not in _FILES_PRESENT:
+            continue
+        source = fields.get("Source", "").split(" ", 1)[0] or None
+        yield name, arch, Package(name, fields.get("Version", ""), arch, source, vendor, distro)
+
+
+def _lists(root: RootFS, info_dir: str, keys: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Each package's ``.list``, read through the root: a link there must not reach the host."""
+    lists: dict[str, tuple[str, ...]] = {}
+    total_paths = total_bytes = 0
+    for key in keys:
+        path = f"{info_dir}/{key}.list"
+        listed = tuple(line for line in _lines(root, path, MAX_LIST_BYTES, _MAX_LINE) if line)
+        lists[key] = listed
+        total_paths += len(listed)
+        total_bytes += sum(len(line) + 1 for line in listed)
+        if total_paths > MAX_PATHS or total_bytes > MAX_LISTS_BYTES:
+            raise InputError(
+                f"{INFO_DIR}: the packages list more than {MAX_PATHS} paths or "
+                f"{_size(MAX_LISTS_BYTES)} together, not read"
+            )
+    return lists
+
+
+def _owners(
+    root: RootFS, packages: dict[str, Package], lists: dict[str, tuple[str, ...]]
+) -> dict[str, str]:
+    """Path -> the key of the package that shipped it, diversions honoured."""
+    diversions = _diversions(root)
+    diverted = {source for source, _, _ in diversions}
+    owners: dict[str, str] = {}
+    claims: dict[str, list[str]] = {}  # every package listing a diverted path
+    for key, listed in lists.items():
+        for path in listed:
+            owners.setdefault(path, key)
+            if path in diverted:
+                claims.setdefault(path, []).append(key)
+    for source, target, diverter in diversions:
+        listed = claims.get(source, [])
+        mine = [key for key in listed if packages[key].name == diverter]
+        others = [key for key in listed if packages[key].name != diverter]
+        if mine:
+            owners[source] = mine[0]
+        else:
+            owners.pop(source, None)  # a local diversion, or one to a file nobody ships
+        if others:
+            owners[target] = others[0]
+    return owners
+
+
+def _is_file(root: RootFS, path: str) -> bool:
+    host = root.host_path(path)
+    return host is not None and os.path.isfile(host)
+
+
+def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> Iterator[str]:
+    """The lines of regular file ``path`` in the root, streamed; nothing when it is absent.
+
+    Over ``limit`` bytes in all (told by its size before anything is read) or
+    ``line_limit`` in one line is an :class:`InputError` naming the file: memory
+    stays bounded whatever the image holds.
+    """
+    host = root.host_path(path)
+    try:
+        fd = None if host is None else open_regular(host, follow=root.is_host)
+    except OSError:
+        fd = None
+    if fd is None:
+        return
+    too_big = InputError(f"{path}: more than {_size(limit)}, not read (a dpkg database is smaller)")
+    with os.fdopen(fd, "rb") as stream:
+        if os.fstat(stream.fileno()).st_size > limit:
+            raise too_big
+        total = 0
+        while line := stream.readline(line_limit + 1):
+            total += len(line)
+            if total > limit:
+                raise too_big
+            if len(line) > line_limit:
+                raise InputError(f"{path}: a line of more than {_size(line_limit)}, not read")
+            yield line.rstrip(b"\n").decode("utf-8", "surrogateescape")
+
+
+def _paragraphs(lines: Iterable[str]) -> Iterator[dict[str, str]]:
+    """The stanzas of a deb822 file, each at most :data:`MAX_PARAGRAPH_BYTES`.
+
+    A line of blanks ends a stanza, as in Debian's parsers; continuation lines
+    are dropped (no field needed has them) but counted.
+    """
     fields: dict[str, str] = {}
-    for line in text.splitlines():
+    size = 0
+    for line in lines:
         if not line.strip():
             if fields:
                 yield fields
-                fields = {}
-        elif line[0] not in " \t":
+            fields, size = {}, 0
+            continue
+        size += len(line) + 1
+        if size > MAX_PARAGRAPH_BYTES:
+            raise InputError(
+                f"{STATUS}: a paragraph of more than {_size(MAX_PARAGRAPH_BYTES)}, not read"
+            )
+        if line[0] not in " \t":
             name, _, value = line.partition(":")
-            fields[name] = value.strip()
+            fields.setdefault(name, value.strip())
     if fields:
         yield fields
 
 
 def _diversions(root: RootFS) -> list[tuple[str, str, str]]:
     """(diverted path, where its file went, diverting package) triples; ':' is a local one."""
-    text = root.read_text(DIVERSIONS)
-    if not text:
-        return []
-    lines = text.splitlines()
+    lines = list(_lines(root, DIVERSIONS, MAX_DIVERSIONS_BYTES, _MAX_LINE))
     return [(lines[i], lines[i + 1], lines[i + 2]) for i in range(0, len(lines) - 2, 3)]
 
 
 def _os_release(root: RootFS) -> tuple[str, str | None]:
     """The purl vendor (os-release ID, default debian) and distro qualifier (ID-VERSION_ID)."""
-    text = root.read_text("/etc/os-release") or root.read_text("/usr/lib/os-release") or ""
+    data = root.read_bytes("/etc/os-release", _MAX_OS_RELEASE)
+    if data is None:
+        data = root.read_bytes("/usr/lib/os-release", _MAX_OS_RELEASE)
+    text = (data or b"").decode("utf-8", "replace")
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -200,3 +308,11 @@ def _os_release(root: RootFS) -> tuple[str, str | None]:
     vendor = values.get("ID", "").lower() or "debian"
     version = values.get("VERSION_ID")
     return vendor, f"{vendor}-{version}" if version else None
+
+
+def _size(limit: int) -> str:
+    """``64 MiB``, ``1 KiB``, ``300 bytes``: a bound for a message."""
+    for shift, unit in ((20, "MiB"), (10, "KiB")):
+        if limit >= 1 << shift and limit % (1 << shift) == 0:
+            return f"{limit >> shift} {unit}"
+    return f"{limit} bytes"

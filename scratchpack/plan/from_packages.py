@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from scratchpack.errors import InputError
 from scratchpack.ld.rootfs import RootFS
-from scratchpack.packages.deb import source_name
+from scratchpack.packages.deb import paragraph_fields, source_name
 from scratchpack.packages.root import PackageRoot, UnpackedPackage
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.rootplan import RootPlan
@@ -32,6 +32,8 @@ from scratchpack.plan.rootplan import RootPlan
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 STATUS_D = "/var/lib/dpkg/status.d"
 OS_RELEASE = ("/usr/lib/os-release", "/etc/os-release")
+# What a Packages index says and a dpkg status does not (download bookkeeping), and
+# the fields status.d writes itself.
 _SUPPORT = ("-doc", "-dbg", "-dbgsym", "-dev", "-tests")
 _NOT_NEEDED = (
     "/usr/share/doc/", "/usr/share/doc-base/", "/usr/share/man/", "/usr/share/info/",
@@ -50,6 +52,9 @@ class PackageSelection:
 def select(root: PackageRoot, named: Iterable[str]) -> PackageSelection:
     """The named packages and their same-source siblings; their paths, docs left out.
 
+    Siblings are what the archive says (:func:`archive_source`): a dependency
+    whose control file claims ``Source: curl`` is not one of curl's.
+
     A directory among the paths is planned as a directory only (``/usr`` adds
     no files); the files and links listed under it are planned one by one.
     """
@@ -58,10 +63,10 @@ def select(root: PackageRoot, named: Iterable[str]) -> PackageSelection:
     missing = sorted(set(named) - {package.ref.name for package in chosen})
     if missing:
         raise InputError(f"--package {', '.join(missing)}: not among the resolved packages")
-    sources = {source_name(package.control.fields) or package.ref.name for package in chosen}
+    sources = {archive_source(package) for package in chosen}
     for package in root.packages:
-        source = source_name(package.control.fields) or package.ref.name
-        if package not in chosen and source in sources and not package.ref.name.endswith(_SUPPORT):
+        sibling = archive_source(package) in sources and not package.ref.name.endswith(_SUPPORT)
+        if package not in chosen and sibling:
             chosen.append(package)
     paths = [
         path
@@ -131,17 +136,40 @@ def add_status_d(plan: RootPlan, root: PackageRoot) -> list[UnpackedPackage]:
             held.append(package)
             plan.add_generated(
                 f"{STATUS_D}/{package.ref.name}",
-                package.control.paragraph.encode(),
+                status_paragraph(package).encode("utf-8", "surrogateescape"),
                 Reason.PACKAGE,
                 "dpkg status",
             )
     return held
 
 
+def status_paragraph(package: UnpackedPackage) -> str:
+    """The one paragraph ``status.d/PKG`` holds: the root's dpkg status entry for it, made
+    from the archive's index (:func:`scratchpack.packages.root.status_paragraph`)."""
+    return package.status
+
+
+def archive_source(package: UnpackedPackage) -> str:
+    """The source package the archive's index names; the package's own name without one.
+
+    Debian's Packages files omit Source when it equals the package name. A ref
+    without an index paragraph (made by hand) is its own source: the .deb's
+    word about itself never makes siblings.
+    """
+    if not package.ref.index:
+        return package.ref.name
+    return source_name(paragraph_fields(package.ref.index)) or package.ref.name
+
+
 def own_homes(plan: RootPlan, root: PackageRoot) -> None:
-    """A user's home that the image holds belongs to that user, as adduser leaves it."""
-    fs = RootFS(str(root.top))
-    passwd = fs.read_text("/etc/passwd") or ""
+    """A user's home that the image holds belongs to that user, as adduser leaves it.
+
+    Only users the image's own ``/etc/passwd`` names (those of the kept packages
+    and the ones the image's files name): a package left out does not get to own
+    a directory of the image by calling ``/usr/bin`` its user's home.
+    """
+    entry = plan.entries.get("/etc/passwd")
+    passwd = entry.data.decode("utf-8", "surrogateescape") if entry and entry.data else ""
     created = {account.name for account in root.accounts if account.is_user}
     for line in passwd.splitlines():
         fields = line.split(":")
