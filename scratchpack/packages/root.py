@@ -169,10 +169,13 @@ def _unpack_files(
 
     def seen(where: str, member: tarfile.TarInfo) -> None:
         current[0] = where
-        name = "/" + member.name.removeprefix("./").strip("/")
-        paths[where_to_name[where]].append("/." if name == "/" else name)
         if member.ischr() or member.isblk() or member.isfifo():
             warnings.append(f"{where}: skipped {member.name!r}: devices and fifos are not made")
+            return
+        parts = [part for part in member.name.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            return  # refused by the unpacker (its warning says so): not the package's path
+        paths[where_to_name[where]].append("/" + "/".join(parts) if parts else "/.")
 
     try:
         report = unpack_tars(

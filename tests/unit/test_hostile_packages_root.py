@@ -311,3 +311,14 @@ def test_a_flood_of_account_commands_is_refused_quickly() -> None:
     with pytest.raises(PackageError, match=r"evil: .*more than 1000 account commands"):
         script_accounts(script, "evil")
     assert time.monotonic() - started < 5
+
+
+def test_a_package_lists_only_the_paths_the_unpacker_placed(tmp_path: Path) -> None:
+    """``..`` entries are refused by the unpacker; they never become the package's paths
+    (a plan of ``/..`` found no steps and ended in an IndexError)."""
+    deb = Deb("climber", files={"../../x": b"out", "usr/./bin//ok": b"in"})
+    root = _unpack(tmp_path, deb)
+    (package,) = root.packages
+    assert all(".." not in item.split("/") for item in package.paths), package.paths
+    assert "/usr/bin/ok" in package.paths
+    assert any("climbs out of the root" in warning for warning in root.warnings)
