@@ -16,18 +16,19 @@ def canonical_json(document: Any) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def parse_json(data: bytes, what: str) -> Any:
-    """A JSON document from someone else's image; one clear :class:`InputError` if it is not.
+def parse_json(data: bytes, what: str, kind: str = "image metadata") -> Any:
+    """A JSON document from someone else (an image, a registry); one clear :class:`InputError`
+    if it is not one. ``kind`` names what it should be, for the message.
 
     Deep nesting (``[[[[...]]]]``) exhausts Python's recursion, not our memory:
     it is refused like any other malformed document.
     """
     if len(data) > MAX_DOCUMENT:
-        raise InputError(f"{what} is too large to be image metadata ({len(data)} bytes)")
+        raise InputError(f"{what} is too large to be {kind} ({len(data)} bytes)")
     try:
         return json.loads(data)
     except RecursionError:
-        raise InputError(f"{what} is nested too deeply to be image metadata") from None
+        raise InputError(f"{what} is nested too deeply to be {kind}") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{what} is not valid JSON ({_short(err)})") from None
 
