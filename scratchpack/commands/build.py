@@ -107,6 +107,7 @@ class BuildRequest:
     show_progress: bool = False
     platforms: tuple[Platform, ...] = ()  # --platform: one image each, an index over them
     lock: Path | None = None  # --lock FILE: written when absent, obeyed when present
+    repositories: tuple[str, ...] = ()  # --repository lines, added to Debian's sources
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,8 @@ def check_request(request: BuildRequest) -> None:
         raise InputError("missing -t/--tag NAME[:TAG]")
     if request.lock is not None and not request.options.packages:
         raise InputError("--lock pins the packages of --package: add --package PKG")
+    if request.repositories and not request.options.packages:
+        raise InputError("--repository is a source of --package: add --package PKG")
     if len(request.platforms) > 1:
         if not request.options.packages:
             raise InputError(
@@ -415,11 +418,19 @@ def _with_package_root(
     pinned = None
     if request.lock is not None and request.lock.exists():
         lock = read_lock(request.lock)
-        lock.check(suite, options.packages, name, request.lock)
+        lock.check(suite, options.packages, name, request.lock, request.repositories)
         pinned = list(lock.platforms[name].packages)
     root, refs, dates = package_root(
-        options.packages, staged.scratch() / "root", suite, architecture, pinned, say=progress
+        options.packages,
+        staged.scratch() / "root",
+        suite,
+        architecture,
+        pinned,
+        say=progress,
+        repositories=request.repositories,
     )
+    for message in root.warnings:  # entries the unpacker refused, scripts it did not read
+        warn(message)
     options = dataclasses.replace(options, root=str(root.top), package_root=root)
     return _PackagedPlatform(
         dataclasses.replace(request, options=options),
@@ -434,8 +445,13 @@ def _stage_lock(staged: Publication, target: Path, platforms: list[_PackagedPlat
     """A new lock of what these platforms used, moved to ``target`` with the other outputs."""
     from scratchpack.packages.lock import Lock
 
-    first = platforms[0].request.options
-    lock = Lock(platforms[0].suite, first.packages, {one.platform: one.locked for one in platforms})
+    first = platforms[0].request
+    lock = Lock(
+        platforms[0].suite,
+        first.options.packages,
+        {one.platform: one.locked for one in platforms},
+        first.repositories,
+    )
     path = staged.file(target)
     with writing(path, f"the lock file {target}"):
         path.write_bytes(lock.to_bytes())

@@ -7,21 +7,33 @@ architecture and set of sources, under the cache. The host's configuration
 (``/etc/apt/apt.conf.d``: proxies) and keyrings are read; the host's sources,
 pins, package lists and dpkg database are never used or touched.
 
-Which sources: the host's own ``deb`` sources for its Debian suite and that
-suite's siblings (``bookworm``, ``bookworm-updates``, ``bookworm-security``),
-with ``--suite`` replacing the codename in them; other repositories the host
-lists (third-party, ``nodistro``) are left out.
+Which sources: the host's own ``deb`` sources of Debian's archive (by URI:
+``deb.debian.org``, ``security.debian.org``, ``ftp.*.debian.org``,
+``snapshot.debian.org``; or a mirror under another name whose ``signed-by`` is
+Debian's archive keyring, so that only Debian's signatures are accepted from
+it) for its suite and that suite's siblings (``bookworm``, ``bookworm-updates``,
+``bookworm-security``), with ``--suite`` replacing the codename in them. Other
+repositories the host lists (Docker's ``bookworm``, ``bookworm-pgdg``,
+``nodistro``) are left out whatever their suite. ``--repository`` adds a
+source the user trusts, always with its own ``signed-by`` key.
+
+Every word that reaches apt's command line after its options (package names,
+versions, architectures) is checked against Debian's grammar first and comes
+after ``--``: a lock file or a ``scratchpack.yaml`` is another party's data and
+must never be able to hand apt an option.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import hashlib
 import os
 import re
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +45,79 @@ OS_RELEASE = Path("/etc/os-release")
 LISTS_MAX_AGE = 6 * 3600  # seconds before the package lists are fetched again
 _INST = re.compile(r"^Inst (\S+) (?:\[[^]]*\] )?\((\S+) .*\[([^]]+)\]\)")
 _ERROR = re.compile(r"^E: (.*)$", re.MULTILINE)
+_GPG_ERROR = re.compile(r"^W: GPG error: (\S+) (\S+) (?:In)?Release: (.*)$", re.MULTILINE)
 
 
 class PackageError(ScratchpackError):
     """A package that cannot be resolved or fetched: unknown, gone from the mirror, unsigned."""
+
+
+# Debian's grammar (policy 5.6.1, 5.6.7, 5.6.12): what a name, version or
+# architecture may be. A word outside it never reaches apt, a path or a source.
+NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_EPOCH = r"(?:[0-9]+:)?"
+VERSION = re.compile(
+    rf"{_EPOCH}[0-9][A-Za-z0-9.+~]*"  # no revision: no hyphen in the upstream part
+    rf"|{_EPOCH}[0-9][A-Za-z0-9.+~-]*-[A-Za-z0-9+.~]+"  # upstream-revision
+)
+ARCHITECTURES = frozenset({  # dpkg-architecture -L's Linux ports, release and unofficial
+    "all", "amd64", "arm64", "armel", "armhf", "i386", "mips64el", "mipsel", "ppc64el",
+    "riscv64", "s390x", "alpha", "arc", "hppa", "ia64", "loong64", "m68k", "mips", "mips64",
+    "powerpc", "ppc64", "sh4", "sparc64", "x32",
+})  # fmt: skip
+SUITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # bookworm, bookworm-security, stable
+_POOL_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+~%:/-]*")
+_RELEASE_DATE = re.compile(r"[A-Za-z0-9 ,:+.-]{1,64}")
+
+
+class Word(enum.Enum):
+    """The kinds of word that reach apt, a path or a source; the value names them in errors."""
+
+    NAME = "package name"
+    VERSION = "version"
+    ARCHITECTURE = "architecture"
+    SUITE = "suite"
+    POOL_PATH = "pool path"  # relative, inside the mirror: no "..", no leading "/" or "-"
+    RELEASE_DATE = "release date"
+
+    def matches(self, value: str) -> bool:
+        if self is Word.ARCHITECTURE:
+            return value in ARCHITECTURES
+        if self is Word.POOL_PATH:
+            parts = value.split("/")
+            return _POOL_PATH.fullmatch(value) is not None and not {"", ".", ".."} & set(parts)
+        pattern = {
+            Word.NAME: NAME,
+            Word.VERSION: VERSION,
+            Word.SUITE: SUITE,
+            Word.RELEASE_DATE: _RELEASE_DATE,
+        }[self]
+        return pattern.fullmatch(value) is not None
+
+
+def check_word(kind: Word, value: object, where: str) -> str:
+    """``value`` if it is a Debian word of ``kind``; else one line naming ``where``."""
+    if not isinstance(value, str) or not kind.matches(value):
+        raise PackageError(f"{where} is not a Debian {kind.value}: {quoted(value)}")
+    return value
+
+
+def quoted(value: object) -> str:
+    """A hostile value, quoted on one line and cut short for an error message."""
+    text = value if isinstance(value, str) else type(value).__name__
+    text = text.encode("unicode_escape").decode("ascii")
+    return f'"{text[:80]}…"' if len(text) > 80 else f'"{text}"'
+
+
+def check_request(request: str, where: str) -> str:
+    """``NAME[=VERSION]``, as ``--package`` takes it, in Debian's grammar; else one line."""
+    name, equals, version = request.partition("=")
+    if NAME.fullmatch(name) is None or (equals and VERSION.fullmatch(version) is None):
+        raise PackageError(
+            f"{where} {quoted(request)}: not a Debian package NAME[=VERSION] "
+            "(lowercase letters, digits, + . -; a version as Debian writes it)"
+        )
+    return request
 
 
 @dataclass(frozen=True)
@@ -55,9 +136,16 @@ class Source:
             f"Suites: {' '.join(self.suites)}",
             f"Components: {' '.join(self.components)}",
         ]
-        if self.signed_by:
-            lines.append(f"Signed-By: {self.signed_by}")
+        if self.signed_by:  # an inline key's lines continue the field
+            lines.append(f"Signed-By: {self.signed_by}".replace("\n", "\n "))
         return "\n".join(lines) + "\n"
+
+    def one_line(self) -> str:
+        """``deb [signed-by=KEYRING] URI SUITE COMPONENT…``: how a lock records a repository."""
+        options = f"[signed-by={self.signed_by}] " if self.signed_by else ""
+        return f"deb {options}{' '.join(self.uris)} {' '.join(self.suites)} " + " ".join(
+            self.components
+        )
 
 
 @dataclass(frozen=True)
@@ -162,8 +250,48 @@ def _deb822_sources(text: str) -> list[Source]:
     return found
 
 
-def sources_for(sources: Iterable[Source], host: str, suite: str) -> list[Source]:
-    """The host's sources of its own suite family, with ``host`` replaced by ``suite``."""
+# Debian's archive, by URI: its hosts and, on them, the archive's paths.
+_DEBIAN_HOST = re.compile(
+    r"(?:deb|security|ftp|snapshot|cdn-aws\.deb|cdn-fastly\.deb|ftp\.[a-z]{2})\.debian\.org"
+)
+_DEBIAN_PATH = re.compile(r"/debian(?:-security)?|/archive/debian(?:-security)?/[0-9]{8}T[0-9]{6}Z")
+# A source signed by Debian's archive keys alone serves Debian's archive, whatever its name.
+DEBIAN_KEYRINGS = frozenset(
+    {
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+        "/usr/share/keyrings/debian-archive-keyring.pgp",
+    }
+)
+
+
+def is_debian_archive(source: Source) -> bool:
+    """Debian's own archive: a Debian URI, or a mirror apt checks against Debian's keys only."""
+    if source.signed_by in DEBIAN_KEYRINGS:
+        return True
+    return bool(source.uris) and all(_is_debian_uri(uri) for uri in source.uris)
+
+
+def _is_debian_uri(uri: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and port is None
+        and not parts.username
+        and _DEBIAN_HOST.fullmatch(parts.hostname or "") is not None
+        and _DEBIAN_PATH.fullmatch(parts.path.rstrip("/")) is not None
+    )
+
+
+def sources_for(
+    sources: Iterable[Source], host: str, suite: str, repositories: Iterable[Source] = ()
+) -> list[Source]:
+    """The host's Debian sources of its own suite family, with ``host`` replaced by ``suite``;
+    then the user's ``repositories``, as given."""
+    check_word(Word.SUITE, suite, "--suite")
     chosen = []
     for source in sources:
         suites = tuple(
@@ -171,14 +299,92 @@ def sources_for(sources: Iterable[Source], host: str, suite: str) -> list[Source
             for name in source.suites
             if name == host or name.startswith(host + "-")
         )
-        if suites and source.uris:
+        if suites and is_debian_archive(source):
             chosen.append(Source(source.uris, suites, source.components, source.signed_by))
-    if not chosen:
+    repositories = [_for_apt(one) for one in repositories]
+    if not chosen and not repositories:
         raise PackageError(
-            f"no apt source of this machine serves Debian {host}: "
-            "add one to /etc/apt/sources.list.d"
+            f"no apt source of this machine is Debian's archive for {host}: add one to "
+            "/etc/apt/sources.list.d, or give --repository 'deb [signed-by=KEYRING] URI SUITE "
+            "COMPONENT'"
         )
-    return chosen
+    return [*chosen, *repositories]
+
+
+def _for_apt(repository: Source) -> Source:
+    """A ``--repository`` as apt reads it: its keyring by absolute path; ``file:`` as apt's
+    ``copy:``, so that its packages land in our archives like a mirror's."""
+    uris = tuple(
+        "copy:" + uri[len("file:") :] if uri.startswith("file:") else uri for uri in repository.uris
+    )
+    return Source(
+        uris, repository.suites, repository.components, os.path.abspath(repository.signed_by or "")
+    )
+
+
+_URI = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[^\s\[\]]*)?|file:/[^\s\[\]]*")
+_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def parse_repository(
+    line: str, where: str = "--repository", keyring_must_exist: bool = True
+) -> Source:
+    """``deb [signed-by=KEYRING] URI SUITE COMPONENT…``, strictly: one line on anything else.
+
+    ``signed-by`` is required: apt then checks the repository against that key
+    alone, as it checks Debian's against Debian's.
+    """
+    if not isinstance(line, str) or not line.isprintable():
+        raise PackageError(f"{where} {quoted(line)}: must be one line of text")
+    words = line.split()
+    if not words or words[0] != "deb":
+        raise PackageError(f"{where} {quoted(line)}: must start with deb (binary packages)")
+    options, words = _bracketed(words[1:], line, where)
+    signed_by = _signed_by(options, line, where)
+    if len(words) < 3:
+        raise PackageError(
+            f"{where} {quoted(line)}: needs URI SUITE COMPONENT… after the options "
+            "(a flat repository without a component is not supported)"
+        )
+    uri, suite, components = words[0], words[1], words[2:]
+    if _URI.fullmatch(uri) is None:
+        raise PackageError(f"{where} {quoted(line)}: the URI must be http://, https:// or file:/")
+    check_word(Word.SUITE, suite, f"{where} {quoted(line)}: the suite")
+    for component in components:
+        if _COMPONENT.fullmatch(component) is None:
+            raise PackageError(f"{where} {quoted(line)}: not a component: {quoted(component)}")
+    if keyring_must_exist and not os.path.isfile(signed_by):
+        raise PackageError(f"{where}: the signed-by keyring {signed_by} is not a file")
+    return Source((uri,), (suite,), tuple(components), signed_by)
+
+
+def _bracketed(words: list[str], line: str, where: str) -> tuple[list[str], list[str]]:
+    """The options of ``[ … ]`` (which may be split over words), and the words after it."""
+    if not words or not words[0].startswith("["):
+        return [], words
+    for end, word in enumerate(words):
+        if word.endswith("]"):
+            inside = " ".join(words[: end + 1])[1:-1]
+            return inside.split(), words[end + 1 :]
+    raise PackageError(f"{where} {quoted(line)}: the options' [ has no closing ]")
+
+
+def _signed_by(options: list[str], line: str, where: str) -> str:
+    signed_by = None
+    for option in options:
+        key, equals, value = option.partition("=")
+        if key != "signed-by" or not equals:
+            raise PackageError(
+                f"{where} {quoted(line)}: option {quoted(option)} is not accepted "
+                "(only signed-by=KEYRING)"
+            )
+        signed_by = value
+    if not signed_by or "," in signed_by:
+        raise PackageError(
+            f"{where} {quoted(line)}: needs [signed-by=KEYRING], one keyring file that apt "
+            "checks the repository's signature against"
+        )
+    return signed_by
 
 
 def cache_dir() -> Path:
@@ -200,8 +406,8 @@ class Apt:
         cache: Path | None = None,
         say: Callable[[str], None] | None = None,
     ) -> None:
-        self.suite = suite
-        self.architecture = architecture
+        self.suite = check_word(Word.SUITE, suite, "the suite")
+        self.architecture = check_word(Word.ARCHITECTURE, architecture, "the architecture")
         self.sources = sources
         text = "\n".join(source.deb822() for source in sources)
         key = hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -259,22 +465,29 @@ class Apt:
 
     def resolve(self, requests: Iterable[str]) -> list[PackageRef]:
         """The packages apt would install on a bare system for ``requests`` (NAME[=VERSION])."""
-        requests = list(requests)
+        requests = [_apt_request(request) for request in requests]
         output = self._run(
-            "apt-get", "install", "-s", *requests, what="resolve " + " ".join(requests)
+            "apt-get", "install", "-s", "--", *requests, what="resolve " + " ".join(requests)
         )
         chosen = [
-            match.groups()[:2] for line in output.splitlines() if (match := _INST.match(line))
+            (
+                check_word(Word.NAME, match.group(1), "apt's choice"),
+                check_word(Word.VERSION, match.group(2), f"apt's choice of {match.group(1)}"),
+            )
+            for line in output.splitlines()
+            if (match := _INST.match(line))
         ]
         if not chosen:
             raise PackageError(f"apt chose no package for {' '.join(requests)}")
         pinned = [f"{name}={version}" for name, version in chosen]
-        shown = self._run("apt-cache", "show", "--no-all-versions", *pinned, what="describe")
+        shown = self._run("apt-cache", "show", "--no-all-versions", "--", *pinned, what="describe")
         return _refs(shown, chosen, self.architecture)
 
     def download(self, refs: Iterable[PackageRef]) -> dict[str, Path]:
         """The ``.deb`` of each package, from the cache or the mirror, checked by SHA-256."""
         refs = list(refs)
+        for ref in refs:
+            _apt_request(ref.pinned)
         archives = self.state / "archives"
         wanted = [ref for ref in refs if not _matches(archives / ref.archive_name, ref.sha256)]
         if wanted:
@@ -284,6 +497,7 @@ class Apt:
                 "apt-get",
                 "install",
                 "--download-only",
+                "--",
                 *[ref.pinned for ref in wanted],
                 what="download",
             )
@@ -308,7 +522,9 @@ class Apt:
             date = re.search(r"^Date: (.+)$", text, re.MULTILINE)
             if date and (codename or suite):
                 name = path.name.split("_dists_", 1)[-1].split("_", 1)[0]
-                dates[name] = date.group(1).strip()
+                when = date.group(1).strip()
+                if Word.SUITE.matches(name) and Word.RELEASE_DATE.matches(when):
+                    dates[name] = when
         return dates
 
     def _run(self, tool: str, *args: str, what: str) -> str:
@@ -324,18 +540,33 @@ class Apt:
             )
         except FileNotFoundError as err:
             raise PackageError(f"--package needs {tool} (Debian's apt) on this machine") from err
-        if completed.returncode != 0:
-            errors = _ERROR.findall(completed.stderr) or completed.stderr.strip().splitlines()[-1:]
-            detail = "; ".join(error.strip() for error in errors) or f"exit {completed.returncode}"
+        # A signature that does not verify fails the step, even where apt would only warn
+        # and go on with the lists it had.
+        if completed.returncode != 0 or _GPG_ERROR.search(completed.stderr):
+            detail = _failure(completed.stderr) or f"exit {completed.returncode}"
             raise PackageError(
                 f"apt could not {what} ({self.suite}, {self.architecture}): {detail}"
             )
         return completed.stdout
 
 
+def _failure(stderr: str) -> str:
+    """apt's reason, on one line: a signature that does not verify is said as such."""
+    unsigned = _GPG_ERROR.findall(stderr)
+    if unsigned:
+        reasons = [
+            f"the repository {uri} {suite} is not signed by its signed-by key ({why.strip()})"
+            for uri, suite, why in unsigned
+        ]
+    else:
+        reasons = _ERROR.findall(stderr) or stderr.strip().splitlines()[-1:]
+    text = "; ".join(reason.strip() for reason in reasons)
+    return text.replace("copy:/", "file:/")  # a --repository's file: is apt's copy: (_for_apt)
+
+
 def _refs(shown: str, chosen: list[tuple[str, str]], architecture: str) -> list[PackageRef]:
     """Match ``apt-cache show`` paragraphs to the chosen (name, version), in apt's order."""
-    found: dict[tuple[str, str], PackageRef] = {}
+    found: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
     for paragraph in shown.split("\n\n"):
         fields = dict(
             (key.strip(), value.strip())
@@ -344,23 +575,46 @@ def _refs(shown: str, chosen: list[tuple[str, str]], architecture: str) -> list[
             for key, value in [line.split(":", 1)]
         )
         if {"Package", "Version", "Filename", "SHA256", "Size"} <= fields.keys():
-            ref = PackageRef(
-                fields["Package"],
-                fields["Version"],
-                fields.get("Architecture", architecture),
-                fields["Filename"],
-                int(fields["Size"]),
-                fields["SHA256"],
-                paragraph.strip("\n") + "\n",
-            )
-            found.setdefault((ref.name, ref.version), ref)
+            key = (fields["Package"], fields["Version"])
+            found.setdefault(key, (fields, paragraph.strip("\n") + "\n"))
     refs = []
     for name, version in chosen:
-        ref = found.get((name, version))
-        if ref is None:
+        if (name, version) not in found:
             raise PackageError(f"{name} {version}: the package list has no SHA-256 for it")
-        refs.append(ref)
+        refs.append(_index_ref(*found[(name, version)], architecture))
     return refs
+
+
+def _index_ref(fields: dict[str, str], paragraph: str, architecture: str) -> PackageRef:
+    """A package list's entry, its fields checked: the index may be a repository's own."""
+    at = f"the package list's entry for {quoted(fields['Package'])}:"
+    size, sha256 = fields["Size"], fields["SHA256"]
+    if not size.isdigit() or re.fullmatch(r"[0-9a-f]{64}", sha256) is None:
+        raise PackageError(f"{at} Size or SHA256 is malformed")
+    return PackageRef(
+        fields["Package"],
+        fields["Version"],
+        check_word(
+            Word.ARCHITECTURE, fields.get("Architecture", architecture), f"{at} Architecture"
+        ),
+        check_word(Word.POOL_PATH, fields["Filename"], f"{at} Filename"),
+        int(size),
+        sha256,
+        paragraph,
+    )
+
+
+def _apt_request(word: str) -> str:
+    """``NAME[:ARCH][=VERSION]`` in Debian's grammar: the only words apt gets, after ``--``."""
+    name_arch, equals, version = word.partition("=")
+    name, colon, arch = name_arch.partition(":")
+    if not (
+        NAME.fullmatch(name)
+        and (not colon or arch in ARCHITECTURES)
+        and (not equals or VERSION.fullmatch(version))
+    ):
+        raise PackageError(f"{quoted(word)} is not a Debian package NAME[:ARCH][=VERSION]")
+    return word
 
 
 def _matches(path: Path, sha256: str) -> bool:

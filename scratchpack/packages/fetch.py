@@ -8,7 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from scratchpack.packages.apt import Apt, PackageRef, host_sources, host_suite, sources_for
+from scratchpack.packages.apt import (
+    Apt,
+    PackageError,
+    PackageRef,
+    Source,
+    check_request,
+    host_sources,
+    host_suite,
+    parse_repository,
+    sources_for,
+)
 from scratchpack.packages.lock import Lock, PlatformLock
 from scratchpack.packages.root import SYSTEM_PACKAGES, PackageRoot, unpack_packages
 
@@ -20,16 +30,16 @@ def package_root(
     architecture: str = "amd64",
     pinned: list[PackageRef] | None = None,
     say: Callable[[str], None] | None = None,
+    repositories: tuple[str, ...] = (),
 ) -> tuple[PackageRoot, list[PackageRef], dict[str, str]]:
     """Resolve ``requests`` (NAME[=VERSION]) for ``suite``/``architecture`` and unpack them.
 
     ``pinned``: a lock's packages, installed exactly instead of resolving.
+    ``repositories``: ``--repository`` lines, added to Debian's sources.
     Returns the root, the packages used (apt's order) and each suite's Release date.
     """
-    host = host_suite()
-    apt = Apt(
-        suite or host, architecture, sources_for(host_sources(), host, suite or host), say=say
-    )
+    requests = [check_request(request, "--package") for request in requests]
+    apt = Apt(suite or host_suite(), architecture, _sources(suite, repositories), say=say)
     with apt.locked():
         apt.update()
         wanted = [*requests, *(name for name in SYSTEM_PACKAGES if name not in requests)]
@@ -44,16 +54,32 @@ def package_root(
     return root, refs, dates
 
 
-def _check_pinned(refs: list[PackageRef], pinned: list[PackageRef]) -> None:
-    from scratchpack.packages.apt import PackageError
+def _sources(suite: str | None, repositories: tuple[str, ...]) -> list[Source]:
+    """Debian's sources of this machine for ``suite``, then the user's repositories."""
+    host = host_suite()
+    users = [parse_repository(line) for line in repositories]
+    return sources_for(host_sources(), host, suite or host, users)
 
-    got = {(ref.name, ref.version, ref.sha256) for ref in refs}
+
+def _check_pinned(refs: list[PackageRef], pinned: list[PackageRef]) -> None:
+    """What apt resolved is exactly what the lock names: file, size and digest included."""
+    got = {_identity(ref) for ref in refs}
     for ref in pinned:
-        if (ref.name, ref.version, ref.sha256) not in got:
+        if _identity(ref) not in got:
             raise PackageError(
                 f"{ref.name} {ref.version}: the mirror no longer offers the locked file "
-                f"(sha256 {ref.sha256[:12]}…); refresh the lock with scratchpack lock"
+                f"{ref.filename} (sha256 {ref.sha256[:12]}…); refresh the lock with "
+                "scratchpack lock"
             )
+    if len(refs) != len(pinned):
+        raise PackageError(
+            "apt resolved other packages than the lock names; refresh the lock with "
+            "scratchpack lock"
+        )
+
+
+def _identity(ref: PackageRef) -> tuple[str, str, str, str, int, str]:
+    return (ref.name, ref.version, ref.architecture, ref.filename, ref.size, ref.sha256)
 
 
 def resolve_lock(
@@ -61,17 +87,20 @@ def resolve_lock(
     platforms: list[tuple[str, str]],
     suite: str | None = None,
     say: Callable[[str], None] | None = None,
+    repositories: tuple[str, ...] = (),
 ) -> Lock:
     """A new lock: ``requests`` resolved afresh for each (platform name, Debian architecture)."""
-    host = host_suite()
-    chosen = suite or host
+    for request in requests:
+        check_request(request, "--package")
+    chosen = suite or host_suite()
+    recorded = tuple(parse_repository(line).one_line() for line in repositories)
     locked: dict[str, PlatformLock] = {}
     for name, architecture in platforms:
-        apt = Apt(chosen, architecture, sources_for(host_sources(), host, chosen), say=say)
+        apt = Apt(chosen, architecture, _sources(suite, repositories), say=say)
         with apt.locked():
             apt.update(force=True)  # a refresh asks the mirror, not the cache
             wanted = [*requests, *(pkg for pkg in SYSTEM_PACKAGES if pkg not in requests)]
             locked[name] = PlatformLock(
                 architecture, tuple(apt.resolve(wanted)), apt.release_dates()
             )
-    return Lock(chosen, requests, locked)
+    return Lock(chosen, requests, locked, recorded)

@@ -11,18 +11,33 @@ A lock is JSON, sorted and indented, meant to be committed::
 
 With a lock, apt installs exactly those versions and every file must have the
 locked SHA-256, so builds are byte-identical across machines and days for as
-long as the mirror (or the cache) has the files.
+long as the mirror (or the cache) has the files. A ``repositories`` list holds
+the ``--repository`` lines the lock was made with; a build must give the same.
+
+A lock is another party's data (it is reviewed in pull requests): every name,
+version, architecture, pool path, suite and date in it is checked against
+Debian's grammar here, before apt or a path sees it, and it can only narrow
+what the build's own sources offer, never add a source.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scratchpack.image.documents import parse_json
-from scratchpack.packages.apt import PackageError, PackageRef
+from scratchpack.packages.apt import (
+    PackageError,
+    PackageRef,
+    Word,
+    check_request,
+    check_word,
+    parse_repository,
+    quoted,
+)
 
 LOCK_VERSION = 1
 MAX_LOCK = 16 << 20  # bytes
@@ -40,9 +55,10 @@ class Lock:
     suite: str
     requests: tuple[str, ...]
     platforms: dict[str, PlatformLock]  # "linux/amd64" -> its packages
+    repositories: tuple[str, ...] = ()  # --repository lines, as one_line() writes them
 
     def to_bytes(self) -> bytes:
-        document = {
+        document: dict[str, Any] = {
             "lockVersion": LOCK_VERSION,
             "suite": self.suite,
             "requests": list(self.requests),
@@ -65,14 +81,29 @@ class Lock:
                 for name, locked in sorted(self.platforms.items())
             },
         }
+        if self.repositories:  # absent from the locks of Debian's sources alone
+            document["repositories"] = list(self.repositories)
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
-    def check(self, suite: str, requests: tuple[str, ...], platform: str, path: Path) -> None:
-        """The lock was made for this build: same suite, packages and platform."""
+    def check(
+        self,
+        suite: str,
+        requests: tuple[str, ...],
+        platform: str,
+        path: Path,
+        repositories: tuple[str, ...] = (),
+    ) -> None:
+        """The lock was made for this build: same suite, packages, repositories and platform."""
         if suite != self.suite or sorted(requests) != sorted(self.requests):
             raise PackageError(
                 f"{path} was made for --suite {self.suite} and --package "
                 f"{' '.join(self.requests)}, not this build; run scratchpack lock to refresh it"
+            )
+        if sorted(repositories) != sorted(self.repositories):
+            made = "; ".join(self.repositories) or "none"
+            raise PackageError(
+                f"{path} was made with other repositories (--repository: {made}); "
+                "give the same, or run scratchpack lock to refresh it"
             )
         if platform not in self.platforms:
             raise PackageError(
@@ -93,27 +124,48 @@ def read_lock(path: Path) -> Lock:
     where = str(path)
     if not isinstance(document, dict) or document.get("lockVersion") != LOCK_VERSION:
         raise PackageError(f"{where}: not a scratchpack lock (lockVersion {LOCK_VERSION})")
-    suite = _text(document.get("suite"), f"{where}: suite")
-    requests = _texts(document.get("requests"), f"{where}: requests")
+    suite = check_word(Word.SUITE, document.get("suite"), f"{where}: suite")
+    requests = [
+        check_request(item, f"{where}: requests") for item in _texts(document, "requests", where)
+    ]
+    repositories = [
+        parse_repository(line, f"{where}: repositories[{i}]", keyring_must_exist=False).one_line()
+        for i, line in enumerate(_texts(document, "repositories", where))
+    ]
     platforms_doc = document.get("platforms")
     if not isinstance(platforms_doc, dict):
         raise PackageError(f"{where}: platforms must be an object")
-    platforms = {}
-    for name, entry in platforms_doc.items():
-        at = f"{where}: platforms.{name}"
-        if not isinstance(entry, dict):
-            raise PackageError(f"{at} must be an object")
-        releases = entry.get("releases") or {}
-        if not isinstance(releases, dict) or not all(isinstance(v, str) for v in releases.values()):
-            raise PackageError(f"{at}.releases must map suites to dates")
-        packages_doc = entry.get("packages")
-        if not isinstance(packages_doc, list):
-            raise PackageError(f"{at}.packages must be a list")
-        refs = tuple(_ref(item, f"{at}.packages[{i}]") for i, item in enumerate(packages_doc))
-        platforms[name] = PlatformLock(
-            _text(entry.get("architecture"), f"{at}.architecture"), refs, dict(releases)
-        )
-    return Lock(suite, tuple(requests), platforms)
+    platforms = {
+        _platform_name(name, where): _platform(entry, f"{where}: platforms.{name}")
+        for name, entry in platforms_doc.items()
+    }
+    return Lock(suite, tuple(requests), platforms, tuple(repositories))
+
+
+def _platform_name(name: str, where: str) -> str:
+    if re.fullmatch(r"[a-z0-9]+/[a-z0-9]+(?:/[a-z0-9]+)?", name) is None:
+        raise PackageError(f"{where}: platforms: {quoted(name)} is not an OS/ARCH[/VARIANT]")
+    return name
+
+
+def _platform(entry: Any, at: str) -> PlatformLock:
+    if not isinstance(entry, dict):
+        raise PackageError(f"{at} must be an object")
+    architecture = check_word(Word.ARCHITECTURE, entry.get("architecture"), f"{at}.architecture")
+    releases = entry.get("releases") or {}
+    if not isinstance(releases, dict):
+        raise PackageError(f"{at}.releases must map suites to dates")
+    for suite, date in releases.items():
+        check_word(Word.SUITE, suite, f"{at}.releases")
+        check_word(Word.RELEASE_DATE, date, f"{at}.releases.{suite}")
+    packages_doc = entry.get("packages")
+    if not isinstance(packages_doc, list):
+        raise PackageError(f"{at}.packages must be a list")
+    refs = tuple(_ref(item, f"{at}.packages[{i}]") for i, item in enumerate(packages_doc))
+    for i, ref in enumerate(refs):
+        if ref.architecture not in (architecture, "all"):
+            raise PackageError(f"{at}.packages[{i}].architecture is not {architecture} or all")
+    return PlatformLock(architecture, refs, dict(releases))
 
 
 def _ref(item: Any, at: str) -> PackageRef:
@@ -122,26 +174,22 @@ def _ref(item: Any, at: str) -> PackageRef:
     size = item.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise PackageError(f"{at}.size must be a number of bytes")
-    sha256 = _text(item.get("sha256"), f"{at}.sha256")
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+    sha256 = item.get("sha256")
+    if not isinstance(sha256, str) or re.fullmatch(r"[0-9a-f]{64}", sha256) is None:
         raise PackageError(f"{at}.sha256 must be 64 hex digits")
     return PackageRef(
-        _text(item.get("name"), f"{at}.name"),
-        _text(item.get("version"), f"{at}.version"),
-        _text(item.get("architecture"), f"{at}.architecture"),
-        _text(item.get("filename"), f"{at}.filename"),
+        check_word(Word.NAME, item.get("name"), f"{at}.name"),
+        check_word(Word.VERSION, item.get("version"), f"{at}.version"),
+        check_word(Word.ARCHITECTURE, item.get("architecture"), f"{at}.architecture"),
+        check_word(Word.POOL_PATH, item.get("filename"), f"{at}.filename"),
         size,
         sha256,
     )
 
 
-def _text(value: Any, at: str) -> str:
-    if not isinstance(value, str) or not value or any(c in value for c in "\n\0 "):
-        raise PackageError(f"{at} must be a word of text")
+def _texts(document: dict[str, Any], key: str, where: str) -> list[str]:
+    """``document[key]``, a list of strings (absent: empty)."""
+    value = document.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise PackageError(f"{where}: {key} must be a list of strings")
     return value
-
-
-def _texts(value: Any, at: str) -> list[str]:
-    if not isinstance(value, list):
-        raise PackageError(f"{at} must be a list")
-    return [_text(item, at) for item in value]
