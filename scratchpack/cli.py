@@ -146,13 +146,42 @@ def max_unpacked_option(command: F) -> F:
     )(command)
 
 
-def _size_bytes(text: str | None) -> int | None:
+def run_limit_options(command: F) -> F:
+    """--run-memory, --run-pids: the bounds of a container that runs the image's program."""
+    command = click.option(
+        "--run-pids",
+        type=click.IntRange(min=16, max=1 << 22),
+        default=1024,
+        show_default=True,
+        metavar="N",
+        help="Processes and threads the image's program may have at once when it runs.",
+    )(command)
+    return click.option(
+        "--run-memory",
+        default="2G",
+        show_default=True,
+        metavar="SIZE",
+        help="Memory (swap included) the image's program may use when it runs (at least 16M).",
+    )(command)
+
+
+def _confinement(memory: str, pids: int) -> Any:
+    from scratchpack.engine.client import Confinement
+
+    size = _size_bytes(memory, "--run-memory")
+    assert size is not None
+    if size < 16 << 20:
+        raise InputError(f"--run-memory {memory}: at least 16M")
+    return Confinement(memory=size, pids=pids)
+
+
+def _size_bytes(text: str | None, option: str = "--max-unpacked-size") -> int | None:
     """``20G``, ``500M``, ``1.5T`` or plain bytes (powers of 1024)."""
     if text is None:
         return None
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
     if match is None:
-        raise InputError(f"--max-unpacked-size {text!r}: expected a size such as 20G or 500M")
+        raise InputError(f"{option} {text!r}: expected a size such as 20G or 500M")
     power = " kmgt".index(match.group(2).lower() or " ")
     return int(float(match.group(1)) * 1024**power)
 
@@ -299,6 +328,14 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     "--suite", metavar="CODENAME", help="The Debian suite of --package (default: this machine's)."
 )
 @click.option(
+    "--repository",
+    "repositories",
+    multiple=True,
+    metavar="'deb [signed-by=KEYRING] URI SUITE COMPONENT…'",
+    help="Also take --package from this apt repository, checked against its key "
+    "(repeatable; recorded in --lock).",
+)
+@click.option(
     "--platform",
     "platforms",
     multiple=True,
@@ -421,6 +458,7 @@ def build(
     tag: str | None,
     packages: tuple[str, ...],
     suite: str | None,
+    repositories: tuple[str, ...],
     platforms: tuple[str, ...],
     lock: str | None,
     entrypoint: str | None,
@@ -493,6 +531,7 @@ def build(
         raise InputError("--suite chooses the Debian suite of --package: add --package PKG")
     if packages and root:
         raise InputError("--package makes its own root: drop --root")
+    repositories = _package_sources(packages, suite, repositories)
     request = BuildRequest(
         options=BuildOptions(
             binaries=binaries,
@@ -543,6 +582,7 @@ def build(
         show_progress=not as_json,
         platforms=_platforms(platforms),
         lock=Path(lock) if lock else None,
+        repositories=repositories,
     )
     check_request(request)
     if push:
@@ -552,6 +592,22 @@ def build(
 
 
 config_option(build)
+
+
+def _package_sources(
+    packages: tuple[str, ...], suite: str | None, repositories: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Check --package, --suite and --repository (from flags or a YAML file) before apt runs;
+    the repositories as a lock records them."""
+    from scratchpack.packages.apt import Word, check_request, check_word, parse_repository
+
+    if repositories and not packages:
+        raise InputError("--repository is a source of --package: add --package PKG")
+    for package in packages:
+        check_request(package, "--package")
+    if suite is not None:
+        check_word(Word.SUITE, suite, "--suite")
+    return tuple(parse_repository(line).one_line() for line in repositories)
 
 
 def terminal_progress_or_none(as_json: bool) -> Callable[[str], None] | None:
@@ -683,6 +739,7 @@ def _report(result: dict[str, Any], as_json: bool, no_build: bool) -> None:
 @click.option("--allow-missing", is_flag=True, help="Build even if a library is not found.")
 @image_output_options
 @max_unpacked_option
+@run_limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @clear_errors
 def shrink(
@@ -702,6 +759,8 @@ def shrink(
     engine_mode: str,
     output: str | None,
     max_unpacked: str | None,
+    run_memory: str,
+    run_pids: int,
     as_json: bool,
 ) -> None:
     """Keep only what IMAGE's program needs, with IMAGE's configuration.
@@ -732,6 +791,7 @@ def shrink(
             allow_missing=allow_missing,
             show_progress=not as_json,
             max_unpacked=_size_bytes(max_unpacked),
+            confinement=_confinement(run_memory, run_pids),
         )
     )
     if as_json:
@@ -756,6 +816,12 @@ def shrink(
     metavar="IMAGE",
     help="With --attach: the tools image (default: one made from the host's static busybox).",
 )
+@click.option(
+    "--allow-host-access",
+    is_flag=True,
+    help="With --attach: attach even to a container that shares the host's pid, network or "
+    "IPC namespace or is privileged; the shell can then read and write the host's files.",
+)
 @max_unpacked_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
@@ -767,6 +833,7 @@ def debug(
     busybox_path: str,
     container: str | None,
     tools_image: str | None,
+    allow_host_access: bool,
     max_unpacked: str | None,
     as_json: bool,
 ) -> None:
@@ -800,10 +867,18 @@ def debug(
             )
         if not container.strip():
             raise InputError("--attach needs the name or ID of a running container")
-        outcome = run_attach(Engine.connect(), container, tools_image, list(args) or None)
+        outcome = run_attach(
+            Engine.connect(),
+            container,
+            tools_image,
+            list(args) or None,
+            allow_host_access=allow_host_access,
+        )
         if outcome.output is not None:
             click.echo(outcome.output, nl=False)
         sys.exit(outcome.exit_code)
+    if allow_host_access:
+        raise InputError("--allow-host-access goes with --attach CONTAINER")
     if len(args) != 1:
         raise InputError("debug takes one IMAGE (or --attach CONTAINER)")
     image = args[0]
@@ -841,6 +916,13 @@ def debug(
 )
 @click.option("--suite", metavar="CODENAME", help="The Debian suite (default: this machine's).")
 @click.option(
+    "--repository",
+    "repositories",
+    multiple=True,
+    metavar="'deb [signed-by=KEYRING] URI SUITE COMPONENT…'",
+    help="Also resolve from this apt repository, checked against its key (repeatable).",
+)
+@click.option(
     "--platform", "platforms", multiple=True, metavar="OS/ARCH[,...]", help="Pin these platforms."
 )
 @click.option(
@@ -856,6 +938,7 @@ def debug(
 def lock(
     packages: tuple[str, ...],
     suite: str | None,
+    repositories: tuple[str, ...],
     platforms: tuple[str, ...],
     lock: str,
     as_json: bool,
@@ -872,10 +955,15 @@ def lock(
 
     if not packages:
         raise InputError("lock needs --package PKG (or package: in scratchpack.yaml)")
+    repositories = _package_sources(packages, suite, repositories)
     chosen = _platforms(platforms) or (Platform.from_debian(host_architecture()),)
     say = terminal_progress_or_none(as_json)
     resolved = resolve_lock(
-        packages, [(str(p), p.debian_architecture) for p in chosen], suite, say=say
+        packages,
+        [(str(p), p.debian_architecture) for p in chosen],
+        suite,
+        say=say,
+        repositories=repositories,
     )
     with publication() as staged:
         path = staged.file(Path(lock))

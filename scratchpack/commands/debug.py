@@ -197,11 +197,13 @@ def run_attach(
     tools_image: str | None = None,
     command: list[str] | None = None,
     interactive: bool | None = None,
+    allow_host_access: bool = False,
 ) -> AttachResult:
     """A shell (or ``command``) in a sidecar beside ``container``, with tools from an image.
 
     The tools are :data:`TOOLS_IMAGE` (made once from the host's static busybox)
-    unless ``tools_image`` names a local image.
+    unless ``tools_image`` names a local image. A container that shares a host
+    namespace or is privileged is refused unless ``allow_host_access``.
     """
     from scratchpack.engine.attach import attach
     from scratchpack.errors import EngineError, NoSuchImage
@@ -218,4 +220,4 @@ def run_attach(
                 f"no image {tools_image} in the local engine; "
                 "build one or omit --image for scratchpack's busybox tools"
             ) from err
-    return attach(engine, container, tools, shown, command, interactive)
+    return attach(engine, container, tools, shown, command, interactive, allow_host_access)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.commands.build import EngineMode, default_archive
+from scratchpack.engine.client import Confinement
 from scratchpack.errors import EngineUnreachable, InputError, VerifyError
 from scratchpack.image.config import history_entry, source_date_epoch
 from scratchpack.image.readers import SourceFormat, SourceImage
@@ -69,6 +70,7 @@ class ShrinkRequest:
     allow_missing: bool = False
     show_progress: bool = False
     max_unpacked: int | None = None  # bytes the source may unpack to (default: free space)
+    confinement: Confinement = field(default_factory=Confinement)  # --run-memory, --run-pids
 
 
 MAX_FIX_ROUNDS = 8  # --fix gives up after this many rounds, whatever is left
@@ -210,6 +212,8 @@ def _check(request: ShrinkRequest) -> Path | None:
         for given_flag, option in (
             (request.trace_network is not TraceNetwork.BRIDGE, "--trace-network"),
             (request.allow_probe_failure, "--allow-probe-failure"),
+            (request.confinement.memory != Confinement.memory, "--run-memory"),
+            (request.confinement.pids != Confinement.pids, "--run-pids"),
         ):
             if given_flag:
                 raise InputError(
@@ -543,4 +547,5 @@ class _Tracing:
             timeout=request.trace_timeout,
             progress=self.say,
             network=request.trace_network,
+            confinement=request.confinement,
         )

@@ -15,7 +15,12 @@ Decisions, with what was measured (Docker 20.10, Debian 12, kernel 6.x):
   another user (``--user 1000``), with added capabilities (``--cap-add NET_ADMIN``)
   or non-dumpable gives "Permission denied" unless the sidecar has
   ``CAP_SYS_PTRACE``, so the sidecar always gets it (it also lets ``strace``-like
-  tools in a custom ``--image`` work). It gives the sidecar no power over the host.
+  tools in a custom ``--image`` work). It gives the sidecar no power over the host
+  as long as the target's namespaces are its own: next to a ``--pid=host`` target
+  the sidecar read and wrote, through ``/proc/<host pid>/root``, host files the
+  target could not. So a target that shares the host's pid, network or IPC
+  namespace (directly or through ``container:ID``), or is privileged, is refused
+  unless the user passes ``--allow-host-access`` (:func:`host_access`).
 - IPC: the engine refuses to join a ``private`` IPC namespace (the default:
   "non-shareable IPC"), so the sidecar joins the target's only when the target's
   ``IpcMode`` is ``shareable``, ``host`` or ``container:...``. POSIX shared memory
@@ -63,7 +68,7 @@ import requests.exceptions
 from elftools.elf.enums import ENUM_E_MACHINE
 
 from scratchpack.engine.client import Engine, short
-from scratchpack.errors import EngineError, EngineLost, Terminated
+from scratchpack.errors import EngineError, EngineLost, InputError, Terminated
 from scratchpack.owner import OWNER_LABEL, owner
 
 # Sidecars carry the ID of the container they debug.
@@ -120,6 +125,7 @@ def attach(
     shown: str,
     command: Sequence[str] | None = None,
     interactive: bool | None = None,
+    allow_host_access: bool = False,
 ) -> AttachResult:
     """Run ``command`` (default: a shell) in a sidecar next to a running ``container``.
 
@@ -128,10 +134,14 @@ def attach(
     terminal) relays the terminal to a shell on a TTY and returns its exit status
     with ``output=None``. Otherwise the command runs to completion and its combined
     output is returned; with no command, stdin is the shell's script
-    (``scratchpack debug --attach C < script.sh``).
+    (``scratchpack debug --attach C < script.sh``). A target that shares one of
+    the host's namespaces, or is privileged, is an :class:`InputError` unless
+    ``allow_host_access`` (see :func:`host_access`).
     """
     try:
-        return _attach(engine.client, container, tools, shown, command, interactive)
+        return _attach(
+            engine.client, container, tools, shown, command, interactive, allow_host_access
+        )
     except requests.exceptions.RequestException as err:
         raise EngineLost(f"lost the Docker engine: {short(err)}") from err
 
@@ -143,8 +153,17 @@ def _attach(
     shown: str,
     command: Sequence[str] | None,
     interactive: bool | None,
+    allow_host_access: bool,
 ) -> AttachResult:
     target = _running_target(client, container)
+    if not allow_host_access:
+        shared = host_access(client, target.attrs)
+        if shared is not None:
+            raise InputError(
+                f"container {container} {shared}: a sidecar there, with CAP_SYS_PTRACE, "
+                "could read and write the host's files (through /proc/PID/root) or take over "
+                "its processes; give --allow-host-access to attach anyway"
+            )
     _check_architecture(client, image_ref, target)
 
     in_fd = _fileno(sys.stdin)
@@ -227,6 +246,46 @@ def _running_target(client: docker.DockerClient, container: str) -> Any:
             "a sidecar needs a running process"
         )
     return target
+
+
+_HOST_NAMESPACES = (("PidMode", "pid"), ("NetworkMode", "network"), ("IpcMode", "IPC"))
+_JOIN_LIMIT = 16  # containers followed through "container:ID" modes
+
+
+def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | None:
+    """Why a sidecar beside this container would reach the host, or None.
+
+    The sidecar joins the target's pid, network and IPC namespaces with
+    ``CAP_SYS_PTRACE``: in the host's pid namespace ``/proc/PID/root`` is every
+    host process's root (measured: host files read and written that the target
+    itself could not), in the host's network namespace every host-only service
+    is at hand. A mode ``container:ID`` is followed to the container it names.
+    A privileged container has every capability and the host's devices, which
+    ``CAP_SYS_PTRACE`` would let the sidecar take over.
+    """
+    pending = [attrs]
+    seen: set[str] = set()
+    while pending:
+        config = pending.pop().get("HostConfig") or {}
+        if config.get("Privileged") is True:
+            return "is privileged (--privileged), or joins one that is"
+        for key, name in _HOST_NAMESPACES:
+            mode = str(config.get(key) or "")
+            if mode == "host":
+                return f"shares the host's {name} namespace (--{key[:-4].lower()}=host)"
+            joined = mode.partition(":")[2] if mode.startswith("container:") else ""
+            if not joined or joined in seen:
+                continue
+            if len(seen) >= _JOIN_LIMIT:
+                return "joins namespaces through too many containers to follow"
+            seen.add(joined)
+            try:
+                pending.append(client.api.inspect_container(joined))
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as err:
+                raise EngineError(f"cannot inspect container {joined}: {short(err)}") from err
+    return None
 
 
 def _check_architecture(client: docker.DockerClient, image_ref: str, target: Any) -> None:

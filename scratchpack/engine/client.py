@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from scratchpack.engine.direct import DirectAPI, engine_timeout, unix_socket
+from scratchpack.engine.direct import (
+    DirectAPI,
+    engine_timeout,
+    exception_chain,
+    transport_words,
+    unix_socket,
+)
 from scratchpack.errors import (
     ContainerTimeout,
     EngineError,
@@ -57,6 +63,55 @@ class ImageInfo:
     diff_ids: tuple[str, ...] = ()  # RootFS.Layers: the layers' digests, in order
 
 
+DEFAULT_RUN_MEMORY = 2 << 30  # bytes of memory (swap included) a run of an image may use
+DEFAULT_RUN_PIDS = 1024  # processes and threads a run of an image may have at once
+# What servers started as root need and nothing more: a root entrypoint that
+# chowns its data directory and drops to its own user (postgres, redis), or
+# binds a low port and signals its workers (nginx). MKNOD, NET_RAW, SETFCAP,
+# SETPCAP, FSETID, SYS_CHROOT and AUDIT_WRITE of Docker's default set are left out.
+ROOT_CAPABILITIES = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "NET_BIND_SERVICE",
+    "KILL",
+)
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What a container that runs someone else's program may do: the same for every such run.
+
+    No privilege is gained on exec (``no-new-privileges``: setuid files and file
+    capabilities give nothing), every capability is dropped and a program
+    configured to start as root gets back only :data:`ROOT_CAPABILITIES` (one
+    started as another user needs none), and processes and memory are bounded,
+    so a fork bomb or a memory hog stays in its container.
+    """
+
+    memory: int = DEFAULT_RUN_MEMORY  # bytes, swap included
+    pids: int = DEFAULT_RUN_PIDS
+
+    def options(self, user: str | None) -> dict[str, Any]:
+        """``containers.create`` options for a program configured to run as ``user``."""
+        return {
+            "security_opt": ["no-new-privileges:true"],
+            "cap_drop": ["ALL"],
+            "cap_add": list(ROOT_CAPABILITIES) if starts_as_root(user) else [],
+            "pids_limit": self.pids,
+            "mem_limit": self.memory,
+            "memswap_limit": self.memory,
+        }
+
+
+def starts_as_root(user: str | None) -> bool:
+    """Whether an image's ``User`` starts its program as root (unset, ``root`` or uid 0)."""
+    name = (user or "").partition(":")[0].strip()
+    return name in ("", "root", "0")
+
+
 @dataclass(frozen=True)
 class RunResult:
     """How a run ended: its exit status, or ``None`` when it was still running at the timeout."""
@@ -75,10 +130,29 @@ def where() -> str:
 
 
 def short(err: BaseException) -> str:
-    """The useful part of an SDK exception, on one line."""
+    """The useful part of an SDK exception, on one line, in words.
+
+    A failure of the connection itself (requests and urllib3 wrap the socket's
+    error in tuples whose ``str`` is a Python repr) is said in words instead.
+    """
     explanation = getattr(err, "explanation", None)
+    if not explanation and connection_failure(err):
+        return transport_words(err)
     text = str(explanation or err)
     return " ".join(text.split())[:300]
+
+
+def connection_failure(err: BaseException) -> bool:
+    """Whether ``err`` (or what it wraps) is the transport failing, not the engine refusing."""
+    import requests.exceptions
+
+    transport = (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        OSError,
+    )
+    return any(isinstance(cause, transport) for cause in exception_chain(err))
 
 
 @contextlib.contextmanager
@@ -90,6 +164,10 @@ def _translated(doing: str) -> Iterator[None]:
     try:
         yield
     except docker.errors.DockerException as err:
+        if not isinstance(err, docker.errors.APIError) and connection_failure(err):
+            raise EngineLost(
+                f"lost the Docker engine at {where()} {doing}: {transport_words(err)}"
+            ) from err
         raise EngineError(f"the engine refused {doing}: {short(err)}") from err
     except requests.exceptions.Timeout as err:
         raise EngineTimeout(f"the Docker engine at {where()} did not answer {doing}") from err
@@ -438,18 +516,21 @@ class Engine:
         command: Sequence[str] | None = None,
         network: bool = False,
         timeout: float = 120,
+        confinement: Confinement | None = None,
     ) -> RunResult:
-        """Run a local image to completion: its exit code and output.
+        """Run a local image to completion, confined: its exit code and output.
 
         A run still going after ``timeout`` seconds (a server) is stopped; its
         result has no exit code and the output it had written so far.
         """
-        self.image(image)  # fails clearly instead of letting the engine pull
+        info = self.image(image)  # fails clearly instead of letting the engine pull
+        confined = (confinement or Confinement()).options(str(info.config.get("User") or ""))
         with self.container(
             image,
             command=list(command) if command is not None else None,
             # network_disabled would also leave /etc/hosts empty (no localhost).
             network_mode=None if network else "none",
+            **confined,
         ) as container:
             container.start()
             try:

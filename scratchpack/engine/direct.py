@@ -45,6 +45,53 @@ def call_timeout() -> float:
 
 
 _DECODER = json.JSONDecoder()
+_CHAIN_LIMIT = 16  # exceptions looked at in what one failure wraps
+
+
+def exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and what it wraps: causes, contexts, exceptions among its arguments, ``reason``.
+
+    requests wraps urllib3's error, which wraps the socket's in a tuple: the
+    words are at the bottom, the reprs on top.
+    """
+    found: list[BaseException] = []
+    pending = [err]
+    while pending and len(found) < _CHAIN_LIMIT:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        wrapped = [*current.args, getattr(current, "reason", None)]
+        wrapped += [current.__cause__, current.__context__]
+        pending += [item for item in wrapped if isinstance(item, BaseException)]
+    return found
+
+
+def transport_words(err: BaseException) -> str:
+    """What happened to a connection to the engine, in words (never an exception's repr)."""
+    chain = exception_chain(err)
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (http.client.RemoteDisconnected, "it closed the connection without answering"),
+        (ConnectionRefusedError, "it refused the connection"),
+        (ConnectionResetError, "it reset the connection"),
+        (BrokenPipeError, "it closed the connection while we were sending"),
+        (FileNotFoundError, "its socket is gone"),
+        (PermissionError, "permission denied on its socket"),
+        (http.client.IncompleteRead, "its answer ended in the middle"),
+        (TimeoutError, "it did not answer in time"),
+    )
+    for kind, words in kinds:
+        if any(isinstance(item, kind) for item in chain):
+            return words
+    names = " ".join(type(item).__name__ for item in chain)
+    if "Timeout" in names:
+        return "it did not answer in time"
+    if "ChunkedEncoding" in names or "ProtocolError" in names or "IncompleteRead" in names:
+        return "its answer ended in the middle"
+    for item in reversed(chain):
+        if isinstance(item, OSError) and item.strerror:
+            return item.strerror[0].lower() + item.strerror[1:]
+    return "the connection failed"
 
 
 def unix_socket() -> str | None:
@@ -89,7 +136,7 @@ class DirectAPI:
                 f"cannot reach a Docker engine at {where} ({err.strerror or err}); start "
                 "dockerd or point DOCKER_HOST at a running engine (e.g. unix:///run/docker.sock)"
             )
-        return EngineLost(f"lost the Docker engine at {where} {doing}: {err.strerror or err}")
+        return EngineLost(f"lost the Docker engine at {where} {doing}: {transport_words(err)}")
 
     def request(
         self,
@@ -112,7 +159,9 @@ class DirectAPI:
             raise self._failure(err, doing) from err
         except http.client.HTTPException as err:
             connection.close()
-            raise EngineLost(f"the Docker engine answered {doing} with {err!r}") from err
+            raise EngineLost(
+                f"lost the Docker engine at unix://{self.path} {doing}: {transport_words(err)}"
+            ) from err
         self.answered = True
 
         def chunks() -> Iterator[bytes]:
@@ -122,7 +171,9 @@ class DirectAPI:
             except OSError as err:
                 raise self._failure(err, doing) from err
             except http.client.HTTPException as err:
-                raise EngineLost(f"lost the Docker engine {doing}: {err!r}") from err
+                raise EngineLost(
+                    f"lost the Docker engine at unix://{self.path} {doing}: {transport_words(err)}"
+                ) from err
             finally:
                 connection.close()
 
@@ -229,7 +280,7 @@ def json_messages(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             if isinstance(document, dict):
                 yield document
     if buffered.strip():
-        raise EngineLost(f"the Docker engine's answer ended in the middle: {buffered[:80]!r}")
+        raise EngineLost("the Docker engine's answer ended in the middle of a message")
 
 
 def _message(document: Any) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from scratchpack.engine.client import Confinement
 from scratchpack.errors import ContainerTimeout, EngineError, EngineLost, EngineTimeout
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.image.media import Platform
@@ -63,7 +64,18 @@ _BIND_SCAN_LIMIT = 64 << 20  # a log longer than this is not scanned while runni
 
 
 class TraceNetwork(str, Enum):
-    """``--trace-network``: where the traced container is attached."""
+    """``--trace-network``: where the traced container is attached.
+
+    On ``bridge`` the program reaches what any container on the default bridge
+    reaches: other networks, and the host's services listening on its bridge
+    address (172.17.0.1) or on any other host address; not the host's 127.0.0.1.
+    Docker 20.10 offers nothing narrower that the probes can still reach
+    (measured): an ``internal`` network ignores published ports and filters only
+    forwarded traffic, so the host's services stay reachable at its gateway
+    address, which is the host's own; with ``inhibit_ipv4`` the host has no
+    route to the container at all. Only a host firewall rule could let the host
+    in and keep the program out, and scratchpack does not touch the firewall.
+    """
 
     BRIDGE = "bridge"  # the default bridge, exposed ports published on 127.0.0.1
     HOST = "host"  # the host's network: ports probed on 127.0.0.1 as they are
@@ -164,6 +176,7 @@ def trace_image(
     timeout: float = 60,
     progress: Callable[[str], None] | None = None,
     network: TraceNetwork = TraceNetwork.BRIDGE,
+    confinement: Confinement | None = None,
 ) -> TraceResult:
     """Run ``image`` as configured, under strace, and return the paths its programs used.
 
@@ -182,6 +195,12 @@ def trace_image(
     ``$SCRATCHPACK_PROBE_HOST`` and ``$SCRATCHPACK_PROBE_PORT``). Then the
     container is stopped as ``docker stop`` would (its StopSignal, SIGKILL
     after 10 s).
+
+    The container is confined (``confinement``, by default
+    :class:`~scratchpack.engine.client.Confinement`'s limits): no new privileges,
+    only the capabilities a root program needs, bounded processes and memory.
+    strace needs nothing more: it traces its own children, which the engine's
+    seccomp profile allows without ``CAP_SYS_PTRACE``.
 
     ``timeout`` bounds the run until the program exits or its probes are done:
     past it the container is removed and :class:`TraceTimeout` raised. The
@@ -213,6 +232,7 @@ def trace_image(
         "volumes": {str(tracer.root): {"bind": tracer.mount, "mode": "ro"}},
         "detach": True,
         "labels": {"scratchpack.trace": image},
+        **(confinement or Confinement()).options(config.user),
     }
     if config.working_dir:
         create["working_dir"] = config.working_dir

@@ -33,7 +33,7 @@ import pytest
 
 from scratchpack.commands import debug as debug_command
 from scratchpack.commands.debug import BUSYBOX_LABEL, TOOLS_IMAGE, run_attach
-from scratchpack.engine.attach import TARGET_LABEL, AttachResult
+from scratchpack.engine.attach import TARGET_LABEL, AttachResult, host_access
 from scratchpack.engine.client import Engine
 from scratchpack.errors import EngineError, InputError
 from scratchpack.plan.busybox import busybox_applets
@@ -77,8 +77,9 @@ def attach(
     image: str | None = None,
     command: list[str] | None = None,
     interactive: bool | None = None,
+    **options: Any,
 ) -> AttachResult:
-    return run_attach(Engine.from_client(client), container, image, command, interactive)
+    return run_attach(Engine.from_client(client), container, image, command, interactive, **options)
 
 
 def ensure_tools_image(client: Any, busybox: str) -> str:
@@ -144,11 +145,9 @@ def start_target(
     started: list[Any] = []
 
     def start(wait_for_marker: bool = True, **options: Any) -> Any:
+        options.setdefault("network_mode", "none")
         container = docker_client.containers.create(
-            target_image,
-            name=f"scratchpack-attach-target-{uuid.uuid4().hex[:8]}",
-            network_mode="none",
-            **options,
+            target_image, name=f"scratchpack-attach-target-{uuid.uuid4().hex[:8]}", **options
         )
         started.append(container)
         container.start()
@@ -581,4 +580,105 @@ def test_tools_image_of_another_architecture(docker_client, target) -> None:
             attach(docker_client, target.name, image=tag, command=["ps"])
     finally:
         docker_client.images.remove(tag, force=True)
+    _no_sidecars(docker_client, target)
+
+
+# --------------------------------------------------------------------------- host access
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"pid_mode": "host"}, "shares the host's pid namespace (--pid=host)"),
+        ({"network_mode": "host"}, "shares the host's network namespace (--network=host)"),
+        ({"ipc_mode": "host"}, "shares the host's IPC namespace (--ipc=host)"),
+    ],
+    ids=["pid", "network", "ipc"],
+)
+def test_a_target_with_host_access_is_refused(
+    docker_client, start_target, tmp_path, options, words
+) -> None:
+    secret = tmp_path / "host-only"
+    secret.write_text("a host file\n")
+    secret.chmod(0o600)
+    target = start_target(**options)
+    with pytest.raises(InputError) as caught:
+        attach(docker_client, target.name, command=["cat", f"/proc/{os.getpid()}/root{secret}"])
+    text = str(caught.value)
+    assert caught.value.exit_code == 2 and "\n" not in text
+    assert words in text and "--allow-host-access" in text, text
+    _no_sidecars(docker_client, target)
+
+
+class _Inspector:
+    """The engine's answers about other containers, for ``host_access`` (no engine here)."""
+
+    def __init__(self, containers: dict[str, dict[str, Any]]) -> None:
+        self.api = self
+        self.containers = containers
+
+    def inspect_container(self, name: str) -> dict[str, Any]:
+        if name not in self.containers:
+            raise docker.errors.NotFound(name)
+        return self.containers[name]
+
+
+def test_a_privileged_target_or_one_joined_to_it_is_refused() -> None:
+    # This engine cannot start privileged containers (its own capabilities are
+    # bounded), so what the engine says about one is given here.
+    privileged = {"HostConfig": {"Privileged": True, "PidMode": ""}}
+    joined = {"HostConfig": {"PidMode": "container:p", "NetworkMode": "container:gone"}}
+    client = _Inspector({"p": privileged})
+    assert "is privileged" in str(host_access(client, privileged))  # type: ignore[arg-type]
+    assert "is privileged" in str(host_access(client, joined))  # type: ignore[arg-type]
+    cycle = _Inspector({"a": {"HostConfig": {"IpcMode": "container:b"}},
+                        "b": {"HostConfig": {"IpcMode": "container:a"}}})  # fmt: skip
+    assert host_access(cycle, {"HostConfig": {"IpcMode": "container:a"}}) is None  # type: ignore[arg-type]
+    plain = {"HostConfig": {"PidMode": "", "NetworkMode": "none", "IpcMode": "private"}}
+    assert host_access(client, plain) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.engine
+def test_a_target_joined_to_a_host_pid_container_is_refused(docker_client, start_target) -> None:
+    on_host = start_target(pid_mode="host")
+    joined = start_target(wait_for_marker=False, pid_mode=f"container:{on_host.id}")
+    with pytest.raises(InputError, match="shares the host's pid namespace"):
+        attach(docker_client, joined.name, command=["true"])
+    _no_sidecars(docker_client, joined)
+
+
+@pytest.mark.engine
+def test_host_access_when_asked_for(docker_client, start_target, tmp_path) -> None:
+    """What the refusal protects: with --pid=host the sidecar reads a root-only host file."""
+    secret = tmp_path / "host-only"
+    secret.write_text("a host file\n")
+    secret.chmod(0o600)
+    target = start_target(pid_mode="host")
+    result = attach(
+        docker_client,
+        target.name,
+        command=["cat", f"/proc/{os.getpid()}/root{secret}"],
+        allow_host_access=True,
+    )
+    assert (result.exit_code, result.output) == (0, "a host file\n")
+    _no_sidecars(docker_client, target)
+
+
+@pytest.mark.engine
+def test_host_access_on_the_command_line(docker_client, start_target) -> None:
+    target = start_target(pid_mode="host")
+    command = [sys.executable, "-m", "scratchpack", "debug", "--attach", target.name]
+    refused = subprocess.run(
+        [*command, "--", "true"], capture_output=True, text=True, timeout=120,
+        env=_child_env(), cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "--allow-host-access" in lines[0] and "Traceback" not in refused.stderr
+    allowed = subprocess.run(
+        [*command, "--allow-host-access", "--", "true"], capture_output=True, text=True,
+        timeout=120, env=_child_env(), cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
     _no_sidecars(docker_client, target)
