@@ -165,6 +165,14 @@ def run_limit_options(command: F) -> F:
     )(command)
 
 
+def _no_run_limits(memory: str, pids: int) -> None:
+    """Without a run (``--verify``), the bounds of one are a mistake worth saying."""
+    from scratchpack.engine.client import DEFAULT_RUN_MEMORY, DEFAULT_RUN_PIDS
+
+    if pids != DEFAULT_RUN_PIDS or _size_bytes(memory, "--run-memory") != DEFAULT_RUN_MEMORY:
+        raise InputError("--run-memory and --run-pids bound the run of --verify: add --verify")
+
+
 def _confinement(memory: str, pids: int) -> Any:
     from scratchpack.engine.client import Confinement
 
@@ -451,6 +459,7 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 @click.option("--debug", is_flag=True, help="Also make TAG-debug: the same image with a shell.")
 @click.option("--debug-suffix", default="-debug", show_default=True, help="Tag suffix of it.")
 @debug_variant_options
+@run_limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
 def build(
@@ -485,6 +494,8 @@ def build(
     template: str | None,
     verify: str | None,
     verify_timeout: float,
+    run_memory: str,
+    run_pids: int,
     engine_mode: str,
     output: str | None,
     layers: str,
@@ -568,9 +579,11 @@ def build(
         context_dir=Path(context_dir) if context_dir else None,
         no_build=no_build,
         template=Path(template) if template else None,
-        verify=VerifyRequest(_args(verify, "--verify"), verify_timeout)
+        verify=VerifyRequest(
+            _args(verify, "--verify"), verify_timeout, _confinement(run_memory, run_pids)
+        )
         if verify is not None
-        else None,
+        else _no_run_limits(run_memory, run_pids),
         push=push,
         insecure=insecure,
         push_retries=retries,

@@ -54,7 +54,7 @@ from scratchpack.publish import (
 )
 
 if TYPE_CHECKING:
-    from scratchpack.engine.client import Engine
+    from scratchpack.engine.client import Confinement, Engine
     from scratchpack.image.config import ImageConfig
     from scratchpack.image.model import Image
     from scratchpack.image.registry import Credentials, PushResult
@@ -116,6 +116,7 @@ class VerifyRequest:
 
     args: tuple[str, ...]
     timeout: float = DEFAULT_VERIFY_TIMEOUT
+    confinement: Confinement | None = None  # --run-memory, --run-pids; None: the defaults
 
 
 @dataclass(frozen=True)
@@ -635,7 +636,9 @@ def verify_image(
     outcome = "nothing written" if loaded else "image removed"
     command = f"--verify {shlex.join(verify.args)!r}"
     try:
-        run = engine.run(reference, verify.args, timeout=verify.timeout)
+        run = engine.run(
+            reference, verify.args, timeout=verify.timeout, confinement=verify.confinement
+        )
     except (EngineLost, EngineUnreachable, EngineTimeout) as err:
         raise type(err)(f"{err}, which ran --verify of {tag}") from err
     except EngineError as err:  # it could not even start

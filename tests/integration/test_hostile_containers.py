@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -388,3 +389,33 @@ def test_an_engine_killed_as_the_trace_starts_is_said_in_words(
         assert not re.search(r"\(\'|Error\(|\w+\(\d", lines[0]), lines[0]  # no Python repr
     finally:
         engine.stop()
+
+
+def test_build_run_limits_need_verify() -> None:
+    done = scratchpack("build", "/bin/true", "-t", "x:1", "-o", "x.tar", "--run-pids", "64")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "--run-pids bound the run of --verify" in lines[0]
+
+
+@pytest.mark.engine
+def test_build_passes_its_run_limits_to_the_verify_run(
+    docker_client: Any, static_busybox: Path, tmp_path: Path
+) -> None:
+    """``build --verify --run-pids 64 --run-memory 64M``: the check runs within those bounds."""
+    check = (
+        "p=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max); "
+        "m=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null "
+        "|| cat /sys/fs/cgroup/memory.max); "
+        'echo "pids=$p memory=$m"; test "$p" = 64 && test "$m" = 67108864'
+    )
+    tag = "scratchpack-test/verify-limits:1"
+    done = scratchpack(
+        "build", str(static_busybox), "-t", tag, "--json", "--run-pids", "64",
+        "--run-memory", "64M", "--verify", shlex.join(["sh", "-c", check]),
+    )  # fmt: skip
+    try:
+        assert done.returncode == 0, done.stderr
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(tag, force=True)
