@@ -157,13 +157,7 @@ def _attach(
 ) -> AttachResult:
     target = _running_target(client, container)
     if not allow_host_access:
-        shared = host_access(client, target.attrs)
-        if shared is not None:
-            raise InputError(
-                f"container {container} {shared}: a sidecar there, with CAP_SYS_PTRACE, "
-                "could read and write the host's files (through /proc/PID/root) or take over "
-                "its processes; give --allow-host-access to attach anyway"
-            )
+        _refuse_host_access(client, container, target)
     _check_architecture(client, image_ref, target)
 
     in_fd = _fileno(sys.stdin)
@@ -175,29 +169,12 @@ def _attach(
     # `while read` loop keeps its input.
     feed = in_fd if (interactive or command is None) else None  # StdinOnce follows OpenStdin
 
-    ipc = str(target.attrs["HostConfig"].get("IpcMode") or "")
-    shareable_ipc = ipc in ("shareable", "host") or ipc.startswith("container:")
-    name = f"scratchpack-debug-{target.name}-{uuid.uuid4().hex[:8]}"
     sidecar: str | None = None
     waiter = None
     sock = None
     with _exit_on_signals():
         try:
-            sidecar = client.api.create_container(
-                image_ref,
-                entrypoint=argv,
-                name=name,
-                labels={TARGET_LABEL: target.id, OWNER_LABEL: owner()},
-                tty=interactive,
-                stdin_open=feed is not None,
-                host_config=client.api.create_host_config(
-                    pid_mode=f"container:{target.id}",
-                    network_mode=f"container:{target.id}",
-                    ipc_mode=f"container:{target.id}" if shareable_ipc else None,
-                    cap_add=["SYS_PTRACE"],
-                    auto_remove=True,
-                ),
-            )["Id"]
+            sidecar = _create_sidecar(client, image_ref, target, argv, interactive, feed)
             waiter = _register_wait(client.api, sidecar)
             sock = client.api.attach_socket(
                 sidecar,
@@ -230,6 +207,45 @@ def _attach(
                     client.api.remove_container(sidecar, force=True)
             if waiter is not None:
                 waiter.close()
+
+
+def _refuse_host_access(client: docker.DockerClient, container: str, target: Any) -> None:
+    """A target in the host's namespaces (or privileged) would lend the sidecar the host."""
+    shared = host_access(client, target.attrs)
+    if shared is not None:
+        raise InputError(
+            f"container {container} {shared}: a sidecar there, with CAP_SYS_PTRACE, "
+            "could read and write the host's files (through /proc/PID/root) or take over "
+            "its processes; give --allow-host-access to attach anyway"
+        )
+
+
+def _create_sidecar(
+    client: docker.DockerClient,
+    image_ref: str,
+    target: Any,
+    argv: list[str],
+    interactive: bool,
+    feed: int | None,
+) -> str:
+    """The sidecar in the target's pid and network namespaces (IPC where it is shareable)."""
+    ipc = str(target.attrs["HostConfig"].get("IpcMode") or "")
+    shareable_ipc = ipc in ("shareable", "host") or ipc.startswith("container:")
+    return client.api.create_container(
+        image_ref,
+        entrypoint=argv,
+        name=f"scratchpack-debug-{target.name}-{uuid.uuid4().hex[:8]}",
+        labels={TARGET_LABEL: target.id, OWNER_LABEL: owner()},
+        tty=interactive,
+        stdin_open=feed is not None,
+        host_config=client.api.create_host_config(
+            pid_mode=f"container:{target.id}",
+            network_mode=f"container:{target.id}",
+            ipc_mode=f"container:{target.id}" if shareable_ipc else None,
+            cap_add=["SYS_PTRACE"],
+            auto_remove=True,
+        ),
+    )["Id"]
 
 
 def _running_target(client: docker.DockerClient, container: str) -> Any:

@@ -222,11 +222,30 @@ def trace_image(
     if probe_cmd is not None and not ports and any("{port" in arg for arg in probe_cmd):
         raise TraceError(f"the probe command uses {{port}} but {image} exposes no TCP port")
     workdir = config.working_dir or "/"
-    environment, restore = _environment(config.env)
     log = f"{LOG_DIR}/{LOG_NAME}"
-    entrypoint = [*tracer.command, *tracer.options(log, restore), "--", *argv]
+    create = _create_options(image, config, tracer, argv, ports, log, network, confinement)
+    say(f"tracing {image}: {shlex.join(argv)}")
+    try:
+        return _run_traced(engine, image, info.id, create, config, tracer, argv, ports,
+                           probe_cmd, timeout, workdir, log, say, network)  # fmt: skip
+    except (EngineLost, EngineTimeout) as err:
+        raise type(err)(f"{err}, which traced {image}") from err
+
+
+def _create_options(
+    image: str,
+    config: RuntimeConfig,
+    tracer: TracerTree,
+    argv: list[str],
+    ports: list[int],
+    log: str,
+    network: TraceNetwork,
+    confinement: Confinement | None,
+) -> dict[str, Any]:
+    """The traced container: the image's own settings, strace in front, confined."""
+    environment, restore = _environment(config.env)
     create: dict[str, Any] = {
-        "entrypoint": entrypoint,
+        "entrypoint": [*tracer.command, *tracer.options(log, restore), "--", *argv],
         "environment": environment,
         # The tracer comes in read-only; nothing of the host is writable in there.
         "volumes": {str(tracer.root): {"bind": tracer.mount, "mode": "ro"}},
@@ -240,17 +259,11 @@ def trace_image(
         create["user"] = config.user
     if config.stop_signal:
         create["stop_signal"] = config.stop_signal
-    if network is TraceNetwork.BRIDGE:
-        if ports:
-            create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
-    else:
+    if network is not TraceNetwork.BRIDGE:
         create["network_mode"] = network.value
-    say(f"tracing {image}: {shlex.join(argv)}")
-    try:
-        return _run_traced(engine, image, info.id, create, config, tracer, argv, ports,
-                           probe_cmd, timeout, workdir, log, say, network)  # fmt: skip
-    except (EngineLost, EngineTimeout) as err:
-        raise type(err)(f"{err}, which traced {image}") from err
+    elif ports:
+        create["ports"] = {f"{port}/tcp": (PROBE_HOST, None) for port in ports}
+    return create
 
 
 def _run_traced(
