@@ -94,6 +94,19 @@ def static_busybox() -> Path:
     return STATIC_BUSYBOX
 
 
+@pytest.fixture(scope="module")
+def tracer() -> Iterator[object]:
+    """The host's strace packaged with its own closure, as ``shrink --trace`` brings it."""
+    import shutil
+
+    from scratchpack.trace.tracer import packaged_tracer
+
+    if shutil.which("strace") is None:
+        unavailable("strace is missing: apt-get install strace")
+    with packaged_tracer() as tree:
+        yield tree
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository's top directory (the one holding ``pyproject.toml``)."""

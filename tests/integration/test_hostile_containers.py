@@ -37,7 +37,7 @@ from scratchpack.errors import EngineLost
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.trace.run import TraceNetwork, trace_image
-from scratchpack.trace.tracer import TracerTree, packaged_tracer
+from scratchpack.trace.tracer import TracerTree
 from tests.cfixtures import REPO_ROOT
 from tests.conftest import unavailable
 from tests.imagekit import busybox_entries, load_source
@@ -177,14 +177,6 @@ def test_run_limits_are_checked_before_anything_runs(args: list[str], words: str
 
 
 # --------------------------------------------------------------------------- engine
-
-
-@pytest.fixture(scope="module")
-def tracer() -> Iterator[TracerTree]:
-    if shutil.which("strace") is None:
-        unavailable("strace is missing: apt-get install strace")
-    with packaged_tracer() as tree:
-        yield tree
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ tool must not hang, and the container and its volumes must go.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import stat
 import uuid
 from collections.abc import Iterator
@@ -24,8 +23,7 @@ from scratchpack.engine.client import Engine
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.trace import run as trace_run
 from scratchpack.trace.run import trace_image
-from scratchpack.trace.tracer import LOG_DIR, TRACER_MOUNT, TraceError, TracerTree, packaged_tracer
-from tests.conftest import unavailable
+from scratchpack.trace.tracer import LOG_DIR, TRACER_MOUNT, TraceError, TracerTree
 from tests.imagekit import busybox_entries, load_source
 
 pytestmark = pytest.mark.engine
@@ -37,14 +35,6 @@ cp /bin/busybox {TRACER_MOUNT}/suid 2>/dev/null
 mknod {TRACER_MOUNT}/null c 1 3 2>/dev/null
 echo planted
 """
-
-
-@pytest.fixture(scope="module")
-def tracer() -> Iterator[TracerTree]:
-    if shutil.which("strace") is None:
-        unavailable("strace is missing: apt-get install strace")
-    with packaged_tracer() as tree:
-        yield tree
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -25,18 +23,9 @@ import pytest
 
 from tests.conftest import unavailable
 from tests.debkit import Deb, File, Repository, signed_repository
+from tests.integration.test_packages import scratchpack
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("SCRATCHPACK_TEST_CACHE", "/var/cache/scratchpack-tests"))
 BUSYBOX = Path("/bin/busybox")
-
-
-def scratchpack(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SCRATCHPACK_CACHE": str(CACHE / "packages")}
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args],
-        capture_output=True, text=True, cwd=cwd or REPO_ROOT, env=env, timeout=900, check=False,
-    )  # fmt: skip
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> dict:

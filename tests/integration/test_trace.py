@@ -39,7 +39,6 @@ from scratchpack.trace.tracer import (
     TraceError,
     TracerTree,
     TraceTimeout,
-    packaged_tracer,
 )
 from tests.conftest import unavailable
 
@@ -51,14 +50,6 @@ MUSL_LOADER = "/lib/x86_64-linux-musl/libc.so"
 
 def runtime(config: dict[str, Any]) -> RuntimeConfig:
     return RuntimeConfig.from_json(config, "test")
-
-
-@pytest.fixture(scope="module")
-def tracer() -> Iterator[TracerTree]:
-    if shutil.which("strace") is None:
-        unavailable("strace is missing: apt-get install strace")
-    with packaged_tracer() as tree:
-        yield tree
 
 
 # -- engine tests -------------------------------------------------------------------

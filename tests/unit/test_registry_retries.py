@@ -16,7 +16,13 @@ import pytest
 
 from scratchpack.image import registry as registry_module
 from scratchpack.image.registry import PushError, push_image
-from tests.unit.test_hostile_registry import Recorder, image, serve, servers  # noqa: F401
+from tests.unit.test_hostile_registry import (  # noqa: F401
+    Recorder,
+    image,
+    registry_flow,
+    serve,
+    servers,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -38,14 +44,7 @@ def flaky(failures: dict[tuple[str, str], list[Any]]) -> Any:
                 status, headers = how
                 request.reply(status, headers)
                 return
-        if request.command == "GET":
-            request.reply(200, {"Content-Type": "application/json"}, b"{}")
-        elif request.command == "HEAD":
-            request.reply(404)
-        elif request.command == "POST":
-            request.reply(202, {"Location": "/upload"})
-        else:
-            request.reply(201)
+        registry_flow(request)
 
     return answer
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from scratchpack.trace.tracer import (
     TraceError,
     TracerTree,
     package_tracer,
-    packaged_tracer,
 )
 from tests.conftest import unavailable
 
@@ -305,14 +303,6 @@ def test_options_follow_the_strace_version() -> None:
 
 
 # -- the tracer tree ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tracer() -> Iterator[TracerTree]:
-    if shutil.which("strace") is None:
-        unavailable("strace is missing: apt-get install strace")
-    with packaged_tracer() as tree:
-        yield tree
 
 
 def test_tracer_tree_runs_through_its_own_loader(tracer: TracerTree) -> None:
