@@ -268,6 +268,10 @@ _HOST_NAMESPACES = (("PidMode", "pid"), ("NetworkMode", "network"), ("IpcMode", 
 _JOIN_LIMIT = 16  # containers followed through "container:ID" modes
 
 
+# Capabilities with which a container reaches past its namespaces (mounts, modules).
+_HOST_CAPABILITIES = frozenset({"ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO"})
+
+
 def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | None:
     """Why a sidecar beside this container would reach the host, or None.
 
@@ -277,7 +281,10 @@ def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | Non
     itself could not), in the host's network namespace every host-only service
     is at hand. A mode ``container:ID`` is followed to the container it names.
     A privileged container has every capability and the host's devices, which
-    ``CAP_SYS_PTRACE`` would let the sidecar take over.
+    ``CAP_SYS_PTRACE`` would let the sidecar take over; so does one given
+    ``SYS_ADMIN``, ``SYS_MODULE`` or ``ALL``. A joined container that is gone
+    cannot be checked, yet the target still holds its namespaces: that refuses
+    too (fail closed).
     """
     pending = [attrs]
     seen: set[str] = set()
@@ -285,6 +292,9 @@ def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | Non
         config = pending.pop().get("HostConfig") or {}
         if config.get("Privileged") is True:
             return "is privileged (--privileged), or joins one that is"
+        added = {str(cap).upper().removeprefix("CAP_") for cap in config.get("CapAdd") or ()}
+        if added & _HOST_CAPABILITIES:
+            return f"has {', '.join(sorted(added & _HOST_CAPABILITIES))} (--cap-add), or joins one"
         for key, name in _HOST_NAMESPACES:
             mode = str(config.get(key) or "")
             if mode == "host":
@@ -298,7 +308,7 @@ def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | Non
             try:
                 pending.append(client.api.inspect_container(joined))
             except docker.errors.NotFound:
-                continue
+                return f"joins the namespaces of container {joined}, which is gone: unknowable"
             except docker.errors.APIError as err:
                 raise EngineError(f"cannot inspect container {joined}: {short(err)}") from err
     return None

@@ -628,7 +628,7 @@ def test_a_privileged_target_or_one_joined_to_it_is_refused() -> None:
     # This engine cannot start privileged containers (its own capabilities are
     # bounded), so what the engine says about one is given here.
     privileged = {"HostConfig": {"Privileged": True, "PidMode": ""}}
-    joined = {"HostConfig": {"PidMode": "container:p", "NetworkMode": "container:gone"}}
+    joined = {"HostConfig": {"PidMode": "container:p", "NetworkMode": "none"}}
     client = _Inspector({"p": privileged})
     assert "is privileged" in str(host_access(client, privileged))  # type: ignore[arg-type]
     assert "is privileged" in str(host_access(client, joined))  # type: ignore[arg-type]
@@ -637,6 +637,21 @@ def test_a_privileged_target_or_one_joined_to_it_is_refused() -> None:
     assert host_access(cycle, {"HostConfig": {"IpcMode": "container:a"}}) is None  # type: ignore[arg-type]
     plain = {"HostConfig": {"PidMode": "", "NetworkMode": "none", "IpcMode": "private"}}
     assert host_access(client, plain) is None  # type: ignore[arg-type]
+
+
+def test_a_target_joined_to_a_container_that_is_gone_or_given_host_capabilities_is_refused() -> (
+    None
+):
+    """A joined container that is gone leaves its namespaces with the target: they cannot be
+    checked, so the attach is refused (fail closed); so is a target with SYS_ADMIN or ALL."""
+    client = _Inspector({})
+    gone = {"HostConfig": {"PidMode": "container:gone"}}
+    assert "which is gone" in str(host_access(client, gone))  # type: ignore[arg-type]
+    for caps in (["SYS_ADMIN"], ["CAP_SYS_MODULE"], ["all"]):
+        target = {"HostConfig": {"CapAdd": caps}}
+        assert "--cap-add" in str(host_access(client, target))  # type: ignore[arg-type]
+    harmless = {"HostConfig": {"CapAdd": ["NET_ADMIN"]}}
+    assert host_access(client, harmless) is None  # type: ignore[arg-type]
 
 
 @pytest.mark.engine
