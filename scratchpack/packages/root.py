@@ -74,7 +74,9 @@ _ASSIGNMENT = re.compile(
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
 _ACCOUNT_TOOL = re.compile(r"add(?:user|group)|(?:user|group)add")
 _REDIRECTION = re.compile(r"(?:[0-9]*|&)(?:>>?|<<?|>&|<&|<>)(.*)", re.DOTALL)
-_ACCOUNT_NAME = re.compile(r"[a-z_][-a-z0-9_]*\$?")  # adduser's SYS_NAME_REGEX
+# adduser's SYS_NAME_REGEX widened as --force-badname allows (Debian-exim, Debian-snmp):
+# never a ':', a space, a newline or a leading '-'.
+_ACCOUNT_NAME = re.compile(r"[A-Za-z_][-.A-Za-z0-9_]*\$?")
 MAX_ACCOUNT_NAME = 32
 # Homes and shells: plain absolute paths. They land in /etc/passwd and a home in the plan.
 _ACCOUNT_PATH = re.compile(r"/[A-Za-z0-9._+@,=~/-]{0,4095}")

@@ -245,7 +245,8 @@ def test_substitution_keeps_the_first_literal_and_leaves_others() -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        "adduser --system Root",  # capitals
+        "adduser --system 'ro:ot'",
+        "adduser --system -- -oops",
         "adduser --system 9lives",
         "adduser --system " + "a" * 33,
         "adduser --system 'a b'",
@@ -262,12 +263,16 @@ def test_hostile_names_homes_and_shells_are_skipped(line: str) -> None:
 
 
 def test_valid_names_are_kept() -> None:
-    script = "adduser --system --force-badname _apt\nadduser --system systemd-network\n"
-    assert [a.name for a in script_accounts(script, "pkg")] == ["_apt", "systemd-network"]
+    script = (
+        "adduser --system --force-badname _apt\nadduser --system systemd-network\n"
+        "adduser --system --force-badname Debian-exim\n"  # exim4's, snmpd's: capitals
+    )
+    names = [a.name for a in script_accounts(script, "pkg")]
+    assert names == ["_apt", "systemd-network", "Debian-exim"]
 
 
 def test_a_hostile_sysusers_file_is_skipped(tmp_path: Path) -> None:
-    text = 'u app - "x" "/srv/ .\\nLABEL x=y" -\nu Bad - "x" /srv -\nu ok - "x" /srv/ok -\n'
+    text = 'u app - "x" "/srv/ .\\nLABEL x=y" -\nu B:ad - "x" /srv -\nu ok - "x" /srv/ok -\n'
     deb = Deb("evil", files={"usr/lib/sysusers.d/evil.conf": text})
     root = _unpack(tmp_path, deb)
     assert [a.name for a in root.accounts] == ["ok"]
