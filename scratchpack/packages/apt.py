@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scratchpack.errors import ScratchpackError
+from scratchpack.notes import warn
 
 APT_ETC = Path("/etc/apt")
 OS_RELEASE = Path("/etc/os-release")
@@ -301,6 +302,13 @@ def sources_for(
         )
         if suites and is_debian_archive(source):
             chosen.append(Source(source.uris, suites, source.components, source.signed_by))
+        elif suites:  # a mirror under another name, a cache, or a third party: said, not used
+            warn(
+                f"left out this machine's apt source {' '.join(source.uris)} "
+                f"{' '.join(source.suites)}: not Debian's archive (a mirror or cache of it is "
+                "used through --repository 'deb [signed-by=/usr/share/keyrings/"
+                "debian-archive-keyring.gpg] URI SUITE COMPONENT')"
+            )
     repositories = [_for_apt(one) for one in repositories]
     if not chosen and not repositories:
         raise PackageError(

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from scratchpack.cli import cli
+from scratchpack.notes import collecting
 from scratchpack.packages.apt import (
     Apt,
     PackageError,
@@ -254,7 +255,11 @@ Components: main
 
 def test_only_debians_archive_is_used_of_the_hosts_sources(tmp_path: Path) -> None:
     sources = _one_line_sources(SOURCES_LIST) + _deb822_sources(DEB822)
-    chosen = sources_for(sources, "bookworm", "bookworm")
+    with collecting() as warnings:
+        chosen = sources_for(sources, "bookworm", "bookworm")
+    left_out = [message for message in warnings.messages if "left out" in message]
+    assert any("download.docker.com" in message for message in left_out), left_out
+    assert not any("source http://deb.debian.org/debian " in message for message in left_out)
     assert [source.uris[0] for source in chosen] == [
         "http://deb.debian.org/debian",
         "http://security.debian.org/debian-security",
