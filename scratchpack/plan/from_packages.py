@@ -32,8 +32,15 @@ from scratchpack.plan.rootplan import RootPlan
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 STATUS_D = "/var/lib/dpkg/status.d"
 OS_RELEASE = ("/usr/lib/os-release", "/etc/os-release")
-# What a Packages index says and a dpkg status does not (download bookkeeping), and
-# the fields status.d writes itself.
+# Directories of the system's layout: never one user's home, whatever a script says.
+SYSTEM_DIRS = frozenset(
+    {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+     "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp",
+     "/usr", "/usr/bin", "/usr/games", "/usr/include", "/usr/lib", "/usr/lib32",
+     "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/usr/src",
+     "/var", "/var/backups", "/var/cache", "/var/lib", "/var/local", "/var/lock",
+     "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool", "/var/tmp"}
+)  # fmt: skip
 _SUPPORT = ("-doc", "-dbg", "-dbgsym", "-dev", "-tests")
 _NOT_NEEDED = (
     "/usr/share/doc/", "/usr/share/doc-base/", "/usr/share/man/", "/usr/share/info/",
@@ -136,17 +143,11 @@ def add_status_d(plan: RootPlan, root: PackageRoot) -> list[UnpackedPackage]:
             held.append(package)
             plan.add_generated(
                 f"{STATUS_D}/{package.ref.name}",
-                status_paragraph(package).encode("utf-8", "surrogateescape"),
+                package.status.encode("utf-8", "surrogateescape"),  # the archive's paragraph
                 Reason.PACKAGE,
                 "dpkg status",
             )
     return held
-
-
-def status_paragraph(package: UnpackedPackage) -> str:
-    """The one paragraph ``status.d/PKG`` holds: the root's dpkg status entry for it, made
-    from the archive's index (:func:`scratchpack.packages.root.status_paragraph`)."""
-    return package.status
 
 
 def archive_source(package: UnpackedPackage) -> str:
@@ -165,22 +166,25 @@ def own_homes(plan: RootPlan, root: PackageRoot) -> None:
     """A user's home that the image holds belongs to that user, as adduser leaves it.
 
     Only users the image's own ``/etc/passwd`` names (those of the kept packages
-    and the ones the image's files name): a package left out does not get to own
-    a directory of the image by calling ``/usr/bin`` its user's home.
+    and the ones the image's files name), and only a home that is the user's
+    own: no system directory (``/usr/sbin``, ``/var/lib``), and none that a
+    package other than the one creating the user lists. A package does not get
+    to own a directory of the image by calling it its user's home.
     """
     entry = plan.entries.get("/etc/passwd")
     passwd = entry.data.decode("utf-8", "surrogateescape") if entry and entry.data else ""
-    created = {account.name for account in root.accounts if account.is_user}
+    creators = {account.name: account.package for account in root.accounts if account.is_user}
     for line in passwd.splitlines():
         fields = line.split(":")
-        if len(fields) < 7 or fields[0] not in created or not fields[2].isdigit():
+        if len(fields) < 7 or fields[0] not in creators or not fields[2].isdigit():
             continue
         home = plan.through_links(fields[5])
         entry = plan.entries.get(home)
-        if entry is not None and entry.kind is EntryKind.DIR and home != "/":
-            plan.add_dir(
-                home, entry.mode, entry.reason, entry.detail, int(fields[2]), int(fields[3])
-            )
+        if entry is None or entry.kind is not EntryKind.DIR or home in SYSTEM_DIRS:
+            continue
+        if any(home in p.paths for p in root.packages if p.ref.name != creators[fields[0]]):
+            continue
+        plan.add_dir(home, entry.mode, entry.reason, entry.detail, int(fields[2]), int(fields[3]))
 
 
 def created_accounts(root: PackageRoot, packages: Iterable[UnpackedPackage]) -> set[str]:

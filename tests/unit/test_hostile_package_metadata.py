@@ -30,7 +30,7 @@ from scratchpack.plan.from_packages import (
     select,
 )
 from scratchpack.plan.rootplan import RootPlan
-from tests.debkit import ARCHITECTURE, Deb, File, build_deb
+from tests.debkit import ARCHITECTURE, Deb, Dir, File, build_deb
 
 FORGED = "Package: base-files\nStatus: install ok installed\nVersion: 99.0-forged\n"
 FORGED += f"Architecture: {ARCHITECTURE}\nMaintainer: attacker <a@example.invalid>\n"
@@ -257,6 +257,38 @@ def test_a_non_selected_packages_user_owns_no_directory_of_the_image(tmp_path: P
     own_homes(plan, root)
     usr_bin = plan.entries["/usr/bin"]
     assert (usr_bin.uid, usr_bin.gid) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("home", "owned"),
+    [
+        ("/usr/sbin", False),  # a system directory, whoever lists it
+        ("/var/lib/shared", False),  # another package lists it too
+        ("/var/lib/own", True),  # the creating package's own directory
+    ],
+)
+def test_a_kept_packages_user_owns_only_a_home_of_its_own(
+    tmp_path: Path, home: str, owned: bool
+) -> None:
+    """A kept package's script cannot hand a system or shared directory to its user."""
+    debs = [
+        Deb("other", files={"/var/lib/shared/": Dir(), "/usr/sbin/other": b"x"}),
+        Deb(
+            "app",
+            files={"/usr/sbin/app": b"x", "/var/lib/shared/": Dir(), "/var/lib/own/": Dir()},
+            scripts={"postinst": f"#!/bin/sh\nadduser --system --home {home} appuser\n"},
+        ),
+    ]
+    root = _root(tmp_path, debs, {"app": {}, "other": {}})
+    plan = RootPlan(source_parent_modes=False)
+    fs = RootFS(str(root.top))
+    for path in ("/usr/sbin/app", "/var/lib/shared", "/var/lib/own"):
+        plan.add_path(fs, path, Reason.PACKAGE)
+    passwd = (root.top / "etc/passwd").read_bytes()
+    plan.add_generated("/etc/passwd", passwd, Reason.ESSENTIAL)
+    own_homes(plan, root)
+    entry = plan.entries[home]
+    assert (entry.uid != 0) is owned, (home, entry)
 
 
 # -- 3. a hostile dpkg database is read bounded ---------------------------------------------
