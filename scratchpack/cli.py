@@ -543,6 +543,8 @@ def build(
     if packages and root:
         raise InputError("--package makes its own root: drop --root")
     repositories = _package_sources(packages, suite, repositories)
+    if verify is None:
+        _no_run_limits(run_memory, run_pids)
     request = BuildRequest(
         options=BuildOptions(
             binaries=binaries,
@@ -583,7 +585,7 @@ def build(
             _args(verify, "--verify"), verify_timeout, _confinement(run_memory, run_pids)
         )
         if verify is not None
-        else _no_run_limits(run_memory, run_pids),
+        else None,
         push=push,
         insecure=insecure,
         push_retries=retries,

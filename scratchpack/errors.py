@@ -77,3 +77,25 @@ class ContainerTimeout(EngineError):
 
 class NoSuchImage(EngineError):
     """The engine has no image of that name (and scratchpack never pulls one)."""
+
+
+_CHAIN_LIMIT = 16  # exceptions looked at in what one failure wraps
+
+
+def exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and what it wraps: causes, contexts, exceptions among its arguments, ``reason``.
+
+    requests wraps urllib3's error, which wraps the socket's in a tuple: the
+    words are at the bottom, the reprs on top.
+    """
+    found: list[BaseException] = []
+    pending = [err]
+    while pending and len(found) < _CHAIN_LIMIT:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        wrapped = [*current.args, getattr(current, "reason", None)]
+        wrapped += [current.__cause__, current.__context__]
+        pending += [item for item in wrapped if isinstance(item, BaseException)]
+    return found

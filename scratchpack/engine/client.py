@@ -26,7 +26,6 @@ from typing import IO, TYPE_CHECKING, Any
 from scratchpack.engine.direct import (
     DirectAPI,
     engine_timeout,
-    exception_chain,
     transport_words,
     unix_socket,
 )
@@ -38,6 +37,7 @@ from scratchpack.errors import (
     EngineUnreachable,
     InputError,
     NoSuchImage,
+    exception_chain,
 )
 from scratchpack.owner import OWNER_LABEL, TAG_REPOSITORIES, owner, owner_of, prefix
 from scratchpack.publish import deferred_signals, leftover

@@ -20,7 +20,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from scratchpack.errors import EngineError, EngineLost, EngineTimeout, EngineUnreachable
+from scratchpack.errors import (
+    EngineError,
+    EngineLost,
+    EngineTimeout,
+    EngineUnreachable,
+    exception_chain,
+)
 
 _CALL_TIMEOUT = 60.0  # a plain request that gets no byte back for this long: the engine hangs
 
@@ -45,26 +51,6 @@ def call_timeout() -> float:
 
 
 _DECODER = json.JSONDecoder()
-_CHAIN_LIMIT = 16  # exceptions looked at in what one failure wraps
-
-
-def exception_chain(err: BaseException) -> list[BaseException]:
-    """``err`` and what it wraps: causes, contexts, exceptions among its arguments, ``reason``.
-
-    requests wraps urllib3's error, which wraps the socket's in a tuple: the
-    words are at the bottom, the reprs on top.
-    """
-    found: list[BaseException] = []
-    pending = [err]
-    while pending and len(found) < _CHAIN_LIMIT:
-        current = pending.pop(0)
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        wrapped = [*current.args, getattr(current, "reason", None)]
-        wrapped += [current.__cause__, current.__context__]
-        pending += [item for item in wrapped if isinstance(item, BaseException)]
-    return found
 
 
 def transport_words(err: BaseException) -> str:

@@ -60,7 +60,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InsecureRequestWarning
 
 from scratchpack import __version__
-from scratchpack.errors import EXIT_PUSH, InputError, ScratchpackError
+from scratchpack.errors import EXIT_PUSH, InputError, ScratchpackError, exception_chain
 from scratchpack.image.digest import Digest, HashingReader
 from scratchpack.image.documents import parse_json
 from scratchpack.image.model import Blob, BytesBlob, Image, ImageIndex
@@ -531,23 +531,9 @@ class _Failure:
     detail: str = ""
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and everything it wraps: requests wraps urllib3, which wraps the socket's."""
-    found: list[BaseException] = []
-    pending = [exc]
-    while pending:
-        one = pending.pop(0)
-        if any(one is seen for seen in found):
-            continue
-        found.append(one)
-        inner = (getattr(one, "reason", None), one.__cause__, one.__context__, *one.args)
-        pending += [item for item in inner if isinstance(item, BaseException)]
-    return found
-
-
 def transport_failure(exc: BaseException) -> _Failure:
     """What a requests/urllib3/socket exception means, in words, whatever wraps it."""
-    causes = _causes(exc)
+    causes = exception_chain(exc)
     for kinds, breakage in _BREAKAGE_RULES:
         if any(isinstance(cause, kinds) for cause in causes):
             return _Failure(breakage, _tls_detail(causes) if breakage is _Breakage.TLS else "")
