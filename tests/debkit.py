@@ -16,9 +16,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import subprocess
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,17 +172,35 @@ class Repository:
         return f"deb [signed-by={self.keyring}] {self.uri} {self.suite} {self.component}"
 
 
+def _gpg(home: Path, *args: str) -> bytes:
+    """Run gpg in ``home``, then stop its agent: none outlives the call (a test's
+    temporary file system can then be unmounted).
+
+    gpg-agent's socket lives in the home, and a socket path is at most 107
+    bytes: a long home is reached through a short link in the temporary
+    directory, whose name is what gpg sees.
+    """
+    short = Path(tempfile.gettempdir()) / f"gpg-{hashlib.sha256(bytes(home)).hexdigest()[:12]}"
+    if not short.is_symlink():
+        short.symlink_to(home)
+    base = ["--batch", "--homedir", str(short)]
+    try:
+        done = subprocess.run(
+            ["gpg", *base, "--passphrase", "", "--pinentry-mode=loopback", *args],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(short), "--kill", "all"], check=False)
+    return done.stdout
+
+
 def make_key(home: Path) -> Path:
     """A fresh signing key in the GnuPG home ``home``; its public keyring file."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    gpg = ["gpg", "--batch", "--homedir", str(home), "--passphrase", "", "--pinentry-mode=loopback"]
-    subprocess.run(
-        [*gpg, "--quick-gen-key", "tests <repo@example.invalid>", "ed25519", "sign", "1y"],
-        check=True,
-        capture_output=True,
-    )
+    _gpg(home, "--quick-gen-key", "tests <repo@example.invalid>", "ed25519", "sign", "1y")
     keyring = home / "repository.gpg"
-    keyring.write_bytes(subprocess.run([*gpg, "--export"], check=True, capture_output=True).stdout)
+    keyring.write_bytes(_gpg(home, "--export"))
     return keyring
 
 
@@ -248,12 +266,6 @@ def signed_repository(
         )
     )
     (dists / "Release").write_text(release)
-    gpg = ["gpg", "--batch", "--homedir", str(home), "--passphrase", "", "--pinentry-mode=loopback"]
     (dists / "InRelease").unlink(missing_ok=True)
-    subprocess.run(
-        [*gpg, "--clearsign", "-o", str(dists / "InRelease"), str(dists / "Release")],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "GNUPGHOME": str(home)},
-    )
+    _gpg(home, "--clearsign", "-o", str(dists / "InRelease"), str(dists / "Release"))
     return Repository(top, suite, component, keyring)

@@ -51,8 +51,9 @@ pkg_installed libc6-dev || missing+=(libc6-dev)
 pkg_installed busybox-static || missing+=(busybox-static)
 # The image writer's consumers and a real registry for the push tests.
 # qemu-user-static runs the arm64 images of build --platform (test_packages.py).
+# gnupg signs the tests' own apt repository (tests/debkit.py); a fresh machine has gpgv only.
 for package in skopeo umoci docker-registry openssl make strace musl-tools g++ debootstrap \
-    qemu-user-static; do
+    qemu-user-static gnupg; do
     pkg_installed "$package" || missing+=("$package")
 done
 # The README's recipes (tests/integration/test_recipes.py): the programs they package
