@@ -69,7 +69,8 @@ def serve(
     server = ThreadingHTTPServer((host, 0), handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # A short poll: shutdown() waits for it, at every test's teardown.
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     return f"{host}:{server.server_address[1]}", handler, server
 
 
