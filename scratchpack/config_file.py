@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from scratchpack.bounded import read_bounded
 from scratchpack.errors import InputError
 
 DEFAULT_FILE = "scratchpack.yaml"
@@ -48,13 +49,7 @@ def read_config(path: Path, command: click.Command) -> dict[str, Any]:
     """The options ``path`` declares, by parameter name, as click's ``default_map`` takes them."""
     import yaml
 
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read(MAX_FILE + 1)
-    except OSError as err:
-        raise InputError(f"{path}: {err.strerror or err}") from err
-    if len(data) > MAX_FILE:
-        raise InputError(f"{path}: more than 1 MiB: not an options file")
+    data = read_bounded(path, MAX_FILE, "an options file")
     try:
         text = data.decode("utf-8")
         _check_shape(text, path)

@@ -28,15 +28,15 @@ import shutil
 import socket
 import subprocess
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+
+from tests.fake_registry import Recorder, Servers, json_answer
 
 DOCKER_REGISTRY = Path("/usr/bin/docker-registry")  # Debian package docker-registry
 SKOPEO = Path("/usr/bin/skopeo")
@@ -168,59 +168,43 @@ class TokenServer:
     token_key: str = "token"
     requests: int = 0
     url: str = ""
-    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+    _servers: Servers = field(default_factory=Servers, repr=False)
 
     def start(self) -> TokenServer:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                if parts.path != "/token":
-                    self._answer(
-                        404, {"errors": [{"code": "NOT_FOUND", "message": "no such page"}]}
-                    )
-                    return
-                owner.requests += 1
-                query = parse_qs(parts.query)
-                auth = self.headers.get("Authorization", "")
-                granted: list[str] = []
-                subject = ""
-                if auth:
-                    expected = base64.b64encode(f"{owner.user}:{owner.password}".encode()).decode()
-                    if auth != f"Basic {expected}":
-                        self._answer(401, {"details": "wrong user name or password"})
-                        return
-                    granted, subject = ["pull", "push"], owner.user
-                access = []
-                for scope in query.get("scope", []):
-                    kind, _, rest = scope.partition(":")
-                    name, _, actions = rest.rpartition(":")
-                    wanted = [a for a in actions.split(",") if a in granted]
-                    access.append({"type": kind, "name": name, "actions": wanted})
-                service = query.get("service", [""])[0]
-                self._answer(200, {owner.token_key: owner.issue(subject, service, access)})
-
-            def _answer(self, status: int, body: dict[str, object]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        address, _handler = self._servers.serve("127.0.0.1", self._answer)
+        self.url = f"http://{address}/token"
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._servers.stop()
+
+    def _answer(self, request: Recorder) -> None:
+        parts = urlsplit(request.path)
+        if request.command != "GET" or parts.path != "/token":
+            json_answer(404, {"errors": [{"code": "NOT_FOUND", "message": "no such page"}]})(
+                request
+            )
+            return
+        self.requests += 1
+        auth = request.headers.get("Authorization", "")
+        granted: list[str] = []
+        subject = ""
+        if auth:
+            expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            if auth != f"Basic {expected}":
+                json_answer(401, {"details": "wrong user name or password"})(request)
+                return
+            granted, subject = ["pull", "push"], self.user
+        query = parse_qs(parts.query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            wanted = [a for a in actions.split(",") if a in granted]
+            access.append({"type": kind, "name": name, "actions": wanted})
+        service = query.get("service", [""])[0]
+        token = self.issue(subject, service, access)
+        json_answer(200, {self.token_key: token})(request)
 
     def issue(self, subject: str, audience: str, access: list[dict[str, object]]) -> str:
         now = int(time.time())

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scratchpack.bounded import read_bounded
 from scratchpack.image.documents import parse_json
 from scratchpack.packages.apt import (
     PackageError,
@@ -113,13 +114,7 @@ class Lock:
 
 def read_lock(path: Path) -> Lock:
     """A lock file, every field checked: one line naming what is wrong."""
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read(MAX_LOCK + 1)
-    except OSError as err:
-        raise PackageError(f"{path}: {err.strerror or err}") from err
-    if len(data) > MAX_LOCK:
-        raise PackageError(f"{path}: more than {MAX_LOCK >> 20} MiB: not a lock file")
+    data = read_bounded(path, MAX_LOCK, "a lock file", PackageError)
     document = parse_json(data, str(path))
     where = str(path)
     if not isinstance(document, dict) or document.get("lockVersion") != LOCK_VERSION:

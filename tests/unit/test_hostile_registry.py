@@ -9,17 +9,14 @@ certificate nobody trusts, and an error message that echoes the request's
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -28,124 +25,50 @@ from scratchpack.image.media import Platform
 from scratchpack.image.registry import Credentials, PushError, push_image
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.plan.entries import Entry, EntryKind, Reason
+from tests.fake_registry import (
+    BASIC,
+    GOOD_TOKEN,
+    PASSWORD,
+    USER,
+    Recorder,
+    Servers,
+    basic_registry,
+    bearer_flow,
+    image_fixture,  # noqa: F401 (a fixture)
+    json_answer,
+    registry_flow,
+    servers_fixture,  # noqa: F401 (a fixture)
+)
 
-USER, PASSWORD = "alice", "s3cr3t-pass"
-BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 CREDENTIALS = Credentials(USER, PASSWORD)
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """Records every request's method, path and Authorization header."""
-
-    seen: ClassVar[list[tuple[str, str, str | None]]]
-    behaviour: ClassVar[dict[str, Any]]
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def handle_any(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length and self.behaviour.get("read_body", True):
-            self.rfile.read(length)
-        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
-        self.behaviour["answer"](self)
-
-    do_GET = do_HEAD = do_POST = do_PUT = handle_any
-
-
-def serve(
-    host: str, answer: Any, tls: ssl.SSLContext | None = None, read_body: bool = True
-) -> tuple[str, Any, Any]:
-    behaviour = {"answer": answer, "read_body": read_body}
-    handler = type("Handler", (Recorder,), {"seen": [], "behaviour": behaviour})
-    server = ThreadingHTTPServer((host, 0), handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    # A short poll: shutdown() waits for it, at every test's teardown.
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-    return f"{host}:{server.server_address[1]}", handler, server
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for server in started:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> Any:
-    store = BlobStore(tmp_path / "store")
-    layer = store.write_layer([Entry("/a", EntryKind.FILE, 0o644, Reason.INCLUDE, data=b"a")], 0)
-    return assemble(store, [layer], {}, Platform("amd64"), 0)
-
-
-def registry_answer(upload_location: str, echo: bool = False) -> Any:
-    """A registry that wants Basic auth and sends uploads to ``upload_location``."""
-
-    def answer(request: Recorder) -> None:
-        authorized = request.headers.get("Authorization") == BASIC
-        if not authorized:
-            request.reply(401, {"WWW-Authenticate": 'Basic realm="registry"'})
-        elif request.command == "GET":
-            request.reply(200, {"Content-Type": "application/json"}, b"{}")
-        elif request.command == "HEAD":
-            request.reply(404)
-        elif request.command == "POST":
-            request.reply(202, {"Location": upload_location})
-        elif echo:
-            message = f"denied for {request.headers.get('Authorization')} ({PASSWORD})"
-            body = json.dumps({"errors": [{"code": "DENIED", "message": message}]}).encode()
-            request.reply(403, {"Content-Type": "application/json"}, body)
-        else:
-            request.reply(201, {})
-
-    return answer
-
-
 def test_an_upload_location_on_another_origin_gets_no_credentials(
-    servers: list[Any], image: Any
+    servers: Servers, image: Any
 ) -> None:
-    other, other_handler, other_server = serve("127.0.0.2", lambda r: r.reply(201))
-    servers.append(other_server)
-    address, handler, server = serve("127.0.0.1", registry_answer(f"http://{other}/upload"))
-    servers.append(server)
+    other, other_handler = servers.serve("127.0.0.2", lambda r: r.reply(201))
+    address, handler = servers.serve("127.0.0.1", basic_registry(f"http://{other}/upload"))
     push_image(image, f"{address}/app:1", CREDENTIALS)
     assert other_handler.seen and all(auth is None for _m, _p, auth in other_handler.seen)
     assert any(auth == BASIC for _m, _p, auth in handler.seen)
 
 
 def test_a_challenge_from_another_origin_is_an_error_not_an_answer(
-    servers: list[Any], image: Any
+    servers: Servers, image: Any
 ) -> None:
     def challenge(request: Recorder) -> None:
         request.reply(401, {"WWW-Authenticate": 'Basic realm="elsewhere"'})
 
-    other, other_handler, other_server = serve("127.0.0.2", challenge)
-    servers.append(other_server)
-    address, _handler, server = serve("127.0.0.1", registry_answer(f"http://{other}/upload"))
-    servers.append(server)
+    other, other_handler = servers.serve("127.0.0.2", challenge)
+    address, _handler = servers.serve("127.0.0.1", basic_registry(f"http://{other}/upload"))
     with pytest.raises(PushError) as error:
         push_image(image, f"{address}/app:1", CREDENTIALS)
     assert other in str(error.value) and error.value.exit_code == EXIT_PUSH
     assert all(auth is None for _m, _p, auth in other_handler.seen)
 
 
-def test_registry_text_that_echoes_credentials_is_not_printed(
-    servers: list[Any], image: Any
-) -> None:
-    address, _handler, server = serve("127.0.0.1", registry_answer("/upload", echo=True))
-    servers.append(server)
+def test_registry_text_that_echoes_credentials_is_not_printed(servers: Servers, image: Any) -> None:
+    address, _handler = servers.serve("127.0.0.1", basic_registry("/upload", echo=True))
     with pytest.raises(PushError) as error:
         push_image(image, f"{address}/app:1", CREDENTIALS)
     message = str(error.value)
@@ -160,18 +83,16 @@ def bearer_registry(realm: str) -> Any:
     return answer
 
 
-def test_a_plain_http_realm_on_another_origin_gets_nothing(servers: list[Any], image: Any) -> None:
-    realm, realm_handler, realm_server = serve("127.0.0.2", lambda r: r.reply(200, {}, b"{}"))
-    servers.append(realm_server)
-    address, _handler, server = serve("127.0.0.1", bearer_registry(f"http://{realm}/token"))
-    servers.append(server)
+def test_a_plain_http_realm_on_another_origin_gets_nothing(servers: Servers, image: Any) -> None:
+    realm, realm_handler = servers.serve("127.0.0.2", lambda r: r.reply(200, {}, b"{}"))
+    address, _handler = servers.serve("127.0.0.1", bearer_registry(f"http://{realm}/token"))
     with pytest.raises(PushError, match="plain HTTP"):
         push_image(image, f"{address}/app:1", CREDENTIALS)
     assert realm_handler.seen == []
 
 
 def test_a_realm_keeps_strict_tls_when_the_registry_is_loopback(
-    servers: list[Any], image: Any, tmp_path: Path
+    servers: Servers, image: Any, tmp_path: Path
 ) -> None:
     from tests.registry_fixture import Unavailable, make_keypair
 
@@ -181,16 +102,14 @@ def test_a_realm_keeps_strict_tls_when_the_registry_is_loopback(
         pytest.skip(str(missing))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(keys.cert), str(keys.key))
-    realm, realm_handler, realm_server = serve(
+    realm, realm_handler = servers.serve(
         "127.0.0.2", lambda r: r.reply(200, {}, b'{"token":"t"}'), tls=context
     )
-    servers.append(realm_server)
     # The registry itself is loopback with a self-signed certificate, so its own TLS
     # check is relaxed (docker's rule); the realm on another host keeps the strict one.
-    address, _handler, server = serve(
+    address, _handler = servers.serve(
         "127.0.0.1", bearer_registry(f"https://{realm}/token"), tls=context
     )
-    servers.append(server)
     with pytest.raises(PushError, match=r"TLS|certificate"):
         push_image(image, f"{address}/app:1", CREDENTIALS)
     assert realm_handler.seen == []
@@ -198,47 +117,13 @@ def test_a_realm_keeps_strict_tls_when_the_registry_is_loopback(
 
 # --- hostile bodies: tokens, nesting, endless and dripping answers, dropped uploads ------
 
-GOOD_TOKEN = "good.token-value_1"
 ENDLESS_CAP = 96 << 20  # what an "endless" body sends at most, so the test ends by itself
 DRIP_INTERVAL = 0.25  # seconds between the bytes of a dripping answer (40 bytes: 10 s)
 
 
-def registry_flow(request: Recorder) -> None:
-    """The push flow of a registry that has nothing and accepts everything."""
-    if request.command == "GET":
-        request.reply(200, {"Content-Type": "application/json"}, b"{}")
-    elif request.command == "HEAD":
-        request.reply(404)
-    elif request.command == "POST":
-        request.reply(202, {"Location": "/upload"})
-    else:
-        request.reply(201)
-
-
-def bearer_flow(token_answer: Any, registry_answer: Any = registry_flow) -> Any:
-    """A registry wanting ``Bearer GOOD_TOKEN`` whose token service is on its own host."""
-
-    def answer(request: Recorder) -> None:
-        if request.path.startswith("/token"):
-            token_answer(request)
-        elif request.headers.get("Authorization") != f"Bearer {GOOD_TOKEN}":
-            realm = f"http://{request.headers['Host']}/token"
-            request.reply(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="r"'})
-        else:
-            registry_answer(request)
-
-    return answer
-
-
-def json_answer(status: int, document: Any) -> Any:
-    body = json.dumps(document).encode()
-    return lambda request: request.reply(status, {"Content-Type": "application/json"}, body)
-
-
-def push_to(servers: list[Any], answer: Any, image: Any, **kwargs: Any) -> str:
+def push_to(servers: Servers, answer: Any, image: Any, **kwargs: Any) -> str:
     """Push ``image`` to a fake registry answering ``answer``; the PushError's one line."""
-    address, _handler, server = serve("127.0.0.1", answer, read_body=kwargs.pop("read", True))
-    servers.append(server)
+    address, _handler = servers.serve("127.0.0.1", answer, read_body=kwargs.pop("read", True))
     with pytest.raises(PushError) as error:
         push_image(image, f"{address}/app:1", retries=0, **kwargs)
     message = str(error.value)
@@ -253,7 +138,7 @@ def push_to(servers: list[Any], answer: Any, image: Any, **kwargs: Any) -> str:
     ids=["crlf", "space", "too-long", "non-ascii", "tab"],
 )
 def test_a_token_that_is_not_a_bearer_token_is_refused_and_not_printed(
-    servers: list[Any], image: Any, token: str
+    servers: Servers, image: Any, token: str
 ) -> None:
     message = push_to(servers, bearer_flow(json_answer(200, {"token": token})), image)
     assert "is not a bearer token" in message
@@ -261,7 +146,7 @@ def test_a_token_that_is_not_a_bearer_token_is_refused_and_not_printed(
         assert part not in message
 
 
-def test_credentials_a_token_service_echoes_are_not_printed(servers: list[Any], image: Any) -> None:
+def test_credentials_a_token_service_echoes_are_not_printed(servers: Servers, image: Any) -> None:
     def echo(request: Recorder) -> None:
         said = f"no token for {request.headers.get('Authorization')} ({PASSWORD})"
         json_answer(400, {"errors": [{"code": "DENIED", "message": said}]})(request)
@@ -270,7 +155,7 @@ def test_credentials_a_token_service_echoes_are_not_printed(servers: list[Any], 
     assert PASSWORD not in message and BASIC.split()[1] not in message
 
 
-def test_a_token_the_registry_echoes_is_not_printed(servers: list[Any], image: Any) -> None:
+def test_a_token_the_registry_echoes_is_not_printed(servers: Servers, image: Any) -> None:
     def echo(request: Recorder) -> None:
         said = f"{request.headers.get('Authorization')} may not push"
         json_answer(403, {"errors": [{"code": "DENIED", "message": said}]})(request)
@@ -280,13 +165,13 @@ def test_a_token_the_registry_echoes_is_not_printed(servers: list[Any], image: A
     assert GOOD_TOKEN not in message and "may not push" in message
 
 
-def test_a_secret_cut_by_the_display_limit_is_still_hidden(servers: list[Any], image: Any) -> None:
+def test_a_secret_cut_by_the_display_limit_is_still_hidden(servers: Servers, image: Any) -> None:
     def echo(request: Recorder) -> None:
         if request.command == "POST":
             body = f"denied {'.' * 146}{PASSWORD} and more".encode()
             request.reply(403, {"Content-Type": "text/plain"}, body)
         else:
-            registry_answer("/upload")(request)
+            basic_registry("/upload")(request)
 
     message = push_to(servers, echo, image, credentials=CREDENTIALS)
     assert PASSWORD[:5] not in message, message
@@ -296,7 +181,7 @@ NESTED = b"[" * 30000 + b"]" * 30000  # deep, and under the 64 KiB a token answe
 
 
 @pytest.mark.parametrize("where", ["token", "error"])
-def test_deeply_nested_json_is_one_line(servers: list[Any], image: Any, where: str) -> None:
+def test_deeply_nested_json_is_one_line(servers: Servers, image: Any, where: str) -> None:
     def nested(status: int) -> Any:
         body = b'{"token":' + NESTED + b"}" if status == 200 else b'{"errors":' + NESTED + b"}"
         return lambda request: request.reply(status, {"Content-Type": "application/json"}, body)
@@ -332,7 +217,7 @@ def endless(status: int, seen: dict[str, Any], headers: dict[str, str] | None = 
 
 
 @pytest.mark.parametrize("where", ["token", "error", "success", "redirect"])
-def test_an_endless_body_is_not_read_whole(servers: list[Any], image: Any, where: str) -> None:
+def test_an_endless_body_is_not_read_whole(servers: Servers, image: Any, where: str) -> None:
     seen: dict[str, Any] = {"done": threading.Event()}
     token_service = json_answer(200, {"token": GOOD_TOKEN})
     if where == "token":
@@ -343,8 +228,7 @@ def test_an_endless_body_is_not_read_whole(servers: list[Any], image: Any, where
         answer = bearer_flow(token_service, endless(200, seen))
     else:
         answer = bearer_flow(token_service, endless(307, seen, {"Location": "/elsewhere"}))
-    address, _handler, server = serve("127.0.0.1", answer)
-    servers.append(server)
+    address, _handler = servers.serve("127.0.0.1", answer)
     with pytest.raises(PushError) as error:
         push_image(image, f"{address}/app:1", retries=0)
     assert error.value.exit_code == EXIT_PUSH and "\n" not in str(error.value)
@@ -375,11 +259,11 @@ DRIPPED_HEADERS = (
 
 @pytest.mark.parametrize("where", ["headers", "token", "upload"])
 def test_a_dripping_answer_ends_at_the_deadline(
-    servers: list[Any], image: Any, where: str, monkeypatch: pytest.MonkeyPatch
+    servers: Servers, image: Any, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scratchpack.image import registry as registry_module
+    from scratchpack.image import registry_transport as registry_module
 
-    monkeypatch.setattr(registry_module, "REQUEST_DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(registry_module, "REQUEST_DEADLINE", 1.0)
     token = json.dumps({"token": GOOD_TOKEN}).encode()
     token_service = json_answer(200, {"token": GOOD_TOKEN})
     if where == "headers":
@@ -412,7 +296,7 @@ def big_image(tmp_path: Path) -> Any:
 
 @pytest.mark.parametrize("size", ["small", "big"])
 def test_a_connection_dropped_during_an_upload_is_told_in_words(
-    servers: list[Any], image: Any, big_image: Any, size: str
+    servers: Servers, image: Any, big_image: Any, size: str
 ) -> None:
     def answer(request: Recorder) -> None:
         if request.command == "PUT" and request.path.startswith("/upload"):
@@ -431,7 +315,7 @@ def test_a_connection_dropped_during_an_upload_is_told_in_words(
 
 
 def test_the_deadline_of_an_upload_grows_with_its_size() -> None:
-    from scratchpack.image import registry as registry_module
+    from scratchpack.image import registry_transport as registry_module
 
     base = registry_module.REQUEST_DEADLINE
     rate = registry_module.UPLOAD_THROUGHPUT
@@ -440,7 +324,7 @@ def test_the_deadline_of_an_upload_grows_with_its_size() -> None:
 
 
 @pytest.mark.parametrize("where", ["upload", "realm"])
-def test_an_address_that_is_no_url_is_one_line(servers: list[Any], image: Any, where: str) -> None:
+def test_an_address_that_is_no_url_is_one_line(servers: Servers, image: Any, where: str) -> None:
     def answer(request: Recorder) -> None:
         if where == "realm":
             request.reply(401, {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:99999/t"'})

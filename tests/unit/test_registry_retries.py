@@ -14,20 +14,20 @@ from typing import Any
 
 import pytest
 
-from scratchpack.image import registry as registry_module
+from scratchpack.image import registry_transport
 from scratchpack.image.registry import PushError, push_image
-from tests.unit.test_hostile_registry import (  # noqa: F401
+from tests.fake_registry import (
     Recorder,
-    image,
+    Servers,
+    image_fixture,  # noqa: F401 (a fixture)
     registry_flow,
-    serve,
-    servers,
+    servers_fixture,  # noqa: F401 (a fixture)
 )
 
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_BACKOFF", 0.05)
+    monkeypatch.setattr(registry_transport, "_BACKOFF", 0.05)
 
 
 def flaky(failures: dict[tuple[str, str], list[Any]]) -> Any:
@@ -49,15 +49,14 @@ def flaky(failures: dict[tuple[str, str], list[Any]]) -> Any:
     return answer
 
 
-def test_busy_and_broken_answers_are_retried(servers: list[Any], image: Any) -> None:  # noqa: F811
+def test_busy_and_broken_answers_are_retried(servers: Servers, image: Any) -> None:
     failures: dict[tuple[str, str], list[Any]] = {
         ("GET", "/v2/"): [(503, {})],
         ("POST", "/v2/"): [(429, {"Retry-After": "1"}), (502, {})],
         ("PUT", "/upload"): [(500, {}), "reset", (504, {})],
         ("PUT", "/v2/"): [(503, {"Retry-After": "0"})],
     }
-    address, _handler, server = serve("127.0.0.1", flaky(failures))
-    servers.append(server)
+    address, _handler = servers.serve("127.0.0.1", flaky(failures))
     lines: list[str] = []
     started = time.monotonic()
     result = push_image(image, f"{address}/team/app:1", progress=lines.append)
@@ -70,12 +69,11 @@ def test_busy_and_broken_answers_are_retried(servers: list[Any], image: Any) -> 
 
 
 def test_a_registry_that_keeps_failing_is_named_with_its_step(
-    servers: list[Any],  # noqa: F811
-    image: Any,  # noqa: F811
+    servers: Servers,
+    image: Any,
 ) -> None:
     failures: dict[tuple[str, str], list[Any]] = {("PUT", "/upload"): [(503, {})] * 10}
-    address, _handler, server = serve("127.0.0.1", flaky(failures))
-    servers.append(server)
+    address, _handler = servers.serve("127.0.0.1", flaky(failures))
     with pytest.raises(PushError) as error:
         push_image(image, f"{address}/team/app:1", retries=2)
     message = str(error.value)
