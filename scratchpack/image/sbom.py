@@ -28,6 +28,7 @@ from scratchpack.plan.entries import Entry, EntryKind
 FORMATS = ("spdx", "cyclonedx")
 NAMESPACE_BASE = "https://scratchpack.invalid"
 NOASSERTION = "NOASSERTION"
+_SPDX_IMAGE_ID = "SPDXRef-Image"
 _CHUNK = 1 << 20
 
 
@@ -99,68 +100,19 @@ def render_spdx(
     packages = _packages(files)
     package_ids = _unique_ids("SPDXRef-Package-deb-", {_package_key(p): p for p in packages})
     file_ids = _unique_ids("SPDXRef-File-", {file.path: file for file in files})
-    image_id = "SPDXRef-Image"
-    digest_hex = _digest_hex(image_digest, files)
-
-    image_package: dict[str, Any] = {
-        "SPDXID": image_id,
-        "name": image_name,
-        "downloadLocation": NOASSERTION,
-        "supplier": NOASSERTION,
-        "filesAnalyzed": True,  # it contains files (SPDX: a package with files analyzed them)
-        "licenseConcluded": NOASSERTION,
-        "licenseDeclared": NOASSERTION,
-        "copyrightText": NOASSERTION,
-        "primaryPackagePurpose": "CONTAINER",
-    }
-    if image_digest:
-        image_package["versionInfo"] = image_digest
-    spdx_packages = [image_package]
-    relationships = [_relationship("SPDXRef-DOCUMENT", "DESCRIBES", image_id)]
+    spdx_packages = [_spdx_image(image_name, image_digest)]
+    relationships = [_relationship("SPDXRef-DOCUMENT", "DESCRIBES", _SPDX_IMAGE_ID)]
     for package in packages:
         spdx_id = package_ids[_package_key(package)]
-        entry: dict[str, Any] = {
-            "SPDXID": spdx_id,
-            "name": package.name,
-            "versionInfo": package.version,
-            "supplier": "Organization: Debian" if package.vendor == "debian" else NOASSERTION,
-            "downloadLocation": NOASSERTION,
-            # Its files in the image are listed and hashed; a package that
-            # CONTAINS files must not say filesAnalyzed false (SPDX 2.3 §7.8).
-            "filesAnalyzed": True,
-            "licenseConcluded": NOASSERTION,
-            "licenseDeclared": NOASSERTION,
-            "copyrightText": NOASSERTION,
-            "externalRefs": [
-                {
-                    "referenceCategory": "PACKAGE-MANAGER",
-                    "referenceType": "purl",
-                    "referenceLocator": package.purl,
-                }
-            ],
-        }
-        if package.source and package.source != package.name:
-            entry["sourceInfo"] = f"built from the {package.vendor} source package {package.source}"
-        spdx_packages.append(entry)
-        relationships.append(_relationship(image_id, "CONTAINS", spdx_id))
+        spdx_packages.append(_spdx_package(package, spdx_id))
+        relationships.append(_relationship(_SPDX_IMAGE_ID, "CONTAINS", spdx_id))
     spdx_files = []
     for file in files:
         spdx_id = file_ids[file.path]
-        spdx_files.append(
-            {
-                "SPDXID": spdx_id,
-                "fileName": "." + file.path,
-                "checksums": [
-                    {"algorithm": "SHA1", "checksumValue": file.sha1},
-                    {"algorithm": "SHA256", "checksumValue": file.sha256},
-                ],
-                "licenseConcluded": NOASSERTION,
-                "copyrightText": NOASSERTION,
-            }
-        )
-        owner = image_id if file.package is None else package_ids[_package_key(file.package)]
+        spdx_files.append(_spdx_file(file, spdx_id))
+        owner = _SPDX_IMAGE_ID if file.package is None else package_ids[_package_key(file.package)]
         relationships.append(_relationship(owner, "CONTAINS", spdx_id))
-
+    digest_hex = _digest_hex(image_digest, files)
     document = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -181,6 +133,64 @@ def render_spdx(
     return _dump(document)
 
 
+def _spdx_image(image_name: str, image_digest: str) -> dict[str, Any]:
+    """The image as an SPDX package, its digest as the version when it has one."""
+    image_package: dict[str, Any] = {
+        "SPDXID": _SPDX_IMAGE_ID,
+        "name": image_name,
+        "downloadLocation": NOASSERTION,
+        "supplier": NOASSERTION,
+        "filesAnalyzed": True,  # it contains files (SPDX: a package with files analyzed them)
+        "licenseConcluded": NOASSERTION,
+        "licenseDeclared": NOASSERTION,
+        "copyrightText": NOASSERTION,
+        "primaryPackagePurpose": "CONTAINER",
+    }
+    if image_digest:
+        image_package["versionInfo"] = image_digest
+    return image_package
+
+
+def _spdx_package(package: Package, spdx_id: str) -> dict[str, Any]:
+    """A Debian package as an SPDX package, with its purl."""
+    entry: dict[str, Any] = {
+        "SPDXID": spdx_id,
+        "name": package.name,
+        "versionInfo": package.version,
+        "supplier": "Organization: Debian" if package.vendor == "debian" else NOASSERTION,
+        "downloadLocation": NOASSERTION,
+        # Its files in the image are listed and hashed; a package that
+        # CONTAINS files must not say filesAnalyzed false (SPDX 2.3 §7.8).
+        "filesAnalyzed": True,
+        "licenseConcluded": NOASSERTION,
+        "licenseDeclared": NOASSERTION,
+        "copyrightText": NOASSERTION,
+        "externalRefs": [
+            {
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": package.purl,
+            }
+        ],
+    }
+    if package.source and package.source != package.name:
+        entry["sourceInfo"] = f"built from the {package.vendor} source package {package.source}"
+    return entry
+
+
+def _spdx_file(file: SbomFile, spdx_id: str) -> dict[str, Any]:
+    return {
+        "SPDXID": spdx_id,
+        "fileName": "." + file.path,
+        "checksums": [
+            {"algorithm": "SHA1", "checksumValue": file.sha1},
+            {"algorithm": "SHA256", "checksumValue": file.sha256},
+        ],
+        "licenseConcluded": NOASSERTION,
+        "copyrightText": NOASSERTION,
+    }
+
+
 def render_cyclonedx(
     files: list[SbomFile], image_name: str, image_digest: str, created_epoch: int
 ) -> bytes:
@@ -192,31 +202,13 @@ def render_cyclonedx(
     by_package: dict[tuple[str, str], list[dict[str, Any]]] = {}
     components: list[dict[str, Any]] = []
     for file in files:
-        component = {
-            "type": "file",
-            "bom-ref": f"file:{file.path}",
-            "name": file.path,
-            "hashes": [
-                {"alg": "SHA-1", "content": file.sha1},
-                {"alg": "SHA-256", "content": file.sha256},
-            ],
-        }
+        component = _cyclonedx_file(file)
         if file.package is None:
             components.append(component)
         else:
             by_package.setdefault(_package_key(file.package), []).append(component)
     for package in _packages(files):
-        library: dict[str, Any] = {
-            "type": "library",
-            "bom-ref": package.purl,
-            "name": package.name,
-            "version": package.version,
-            "purl": package.purl,
-            "components": by_package[_package_key(package)],
-        }
-        if package.vendor == "debian":
-            library["supplier"] = {"name": "Debian"}
-        components.append(library)
+        components.append(_cyclonedx_library(package, by_package[_package_key(package)]))
 
     image: dict[str, Any] = {"type": "container", "bom-ref": "image", "name": image_name}
     if image_digest:
@@ -247,6 +239,33 @@ def render_cyclonedx(
         ],
     }
     return _dump(document)
+
+
+def _cyclonedx_file(file: SbomFile) -> dict[str, Any]:
+    return {
+        "type": "file",
+        "bom-ref": f"file:{file.path}",
+        "name": file.path,
+        "hashes": [
+            {"alg": "SHA-1", "content": file.sha1},
+            {"alg": "SHA-256", "content": file.sha256},
+        ],
+    }
+
+
+def _cyclonedx_library(package: Package, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Debian package as a ``library`` component, its files nested in it."""
+    library: dict[str, Any] = {
+        "type": "library",
+        "bom-ref": package.purl,
+        "name": package.name,
+        "version": package.version,
+        "purl": package.purl,
+        "components": files,
+    }
+    if package.vendor == "debian":
+        library["supplier"] = {"name": "Debian"}
+    return library
 
 
 def _packages(files: list[SbomFile]) -> list[Package]:

@@ -215,93 +215,24 @@ def _parse(fd: int, size: int) -> ElfInfo:
 
 
 def _parse_tables(fd: int, size: int, header: _Header) -> ElfInfo:
-    ident, endian, is64 = header.ident, header.endian, header.is64
-    elf_class, data = ident[4], ident[5]
-    elf_type, machine, flags = header.elf_type, header.machine, header.flags
-    phoff, phentsize, phnum = header.phoff, header.phentsize, header.phnum
-
-    phdr_size = 56 if is64 else 32
-    # What Linux's binfmt_elf (load_elf_phdrs) and ld.so accept: no extended
-    # numbering (PN_XNUM is for core dumps), the ABI's header size, a table of at
-    # most 64 KiB, and at least one header for anything that is loaded.
-    if phnum == PN_XNUM:
-        raise ElfError("corrupt: e_phnum is 0xffff (PN_XNUM), which the kernel refuses to load")
-    if phnum and phentsize != phdr_size:
-        raise ElfError(f"corrupt: program header size {phentsize}, expected {phdr_size}")
-    if phnum * phdr_size > _MAX_PHDR_BYTES:
-        raise ElfError(f"corrupt: {phnum} program headers, more than the kernel loads")
-    if phnum == 0 and elf_type in (ET_EXEC, ET_DYN):
-        raise ElfError("corrupt: no program headers, so the kernel cannot load it")
-
-    interpreter: str | None = None
-    dynamic: tuple[int, int] | None = None
-    loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
-    if phnum:
-        table = _read(fd, phoff, phnum * phdr_size, size, "program header table")
-        if is64:
-            records = struct.iter_unpack(endian + "IIQQQQQQ", table)
-            segments = ((r[0], r[2], r[3], r[5]) for r in records)
-        else:
-            records = struct.iter_unpack(endian + "IIIIIIII", table)
-            segments = ((r[0], r[1], r[2], r[4]) for r in records)
-        for p_type, p_offset, p_vaddr, p_filesz in segments:
-            if p_type == PT_LOAD:
-                loads.append((p_vaddr, p_filesz, p_offset))
-            elif p_type == PT_DYNAMIC:
-                dynamic = (p_offset, p_filesz)
-            elif p_type == PT_INTERP:
-                raw = _read(fd, p_offset, p_filesz, size, "PT_INTERP")
-                interpreter = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-    dependencies: list[Dependency] = []
-    soname = rpath = runpath = None
-    flags_1 = 0
-    if dynamic is not None:
-        offset, length = dynamic
-        if length > _MAX_DYNAMIC_BYTES:
-            raise ElfError("corrupt: dynamic segment is implausibly large")
-        raw = _read(fd, offset, length, size, "dynamic segment")
-        entry_size = 16 if is64 else 8
-        raw = raw[: len(raw) - len(raw) % entry_size]
-        string_refs: list[tuple[int, int]] = []
-        strtab = strsz = None
-        for tag, value in struct.iter_unpack(endian + ("qQ" if is64 else "iI"), raw):
-            if tag == DT_NULL:
-                break
-            if tag in _STRING_TAGS:
-                string_refs.append((tag, value))
-            elif tag == DT_STRTAB:
-                strtab = value
-            elif tag == DT_STRSZ:
-                strsz = value
-            elif tag == DT_FLAGS_1:
-                flags_1 = value
-        if string_refs:
-            strings = _read_strtab(fd, size, strtab, strsz, loads)
-            for tag, value in string_refs:
-                text = _string_at(strings, value)
-                kind = _DEPENDENCY_KINDS.get(tag)
-                if kind is not None:
-                    dependencies.append(Dependency(text, kind))
-                elif tag == DT_SONAME:
-                    soname = text
-                elif tag == DT_RPATH:
-                    rpath = text if rpath is None else rpath + ":" + text
-                elif tag == DT_RUNPATH:
-                    runpath = text if runpath is None else runpath + ":" + text
-
+    _check_program_headers(header)
+    interpreter, dynamic, loads = _segments(fd, size, header)
+    dependencies, soname, rpath, runpath, flags_1 = (
+        _NO_DYNAMIC if dynamic is None else _dynamic_entries(fd, size, header, dynamic, loads)
+    )
+    ident = header.ident
     return ElfInfo(
-        elf_class=elf_class,
-        data=data,
+        elf_class=ident[4],
+        data=ident[5],
         osabi=ident[7],
         abiversion=ident[8],
         ident_padding_zero=not any(ident[9:16]),
-        elf_type=elf_type,
-        machine=machine,
-        flags=flags,
+        elf_type=header.elf_type,
+        machine=header.machine,
+        flags=header.flags,
         interpreter=interpreter,
         has_dynamic=dynamic is not None,
-        dependencies=tuple(dependencies),
+        dependencies=dependencies,
         soname=soname,
         rpath=rpath,
         runpath=runpath,
@@ -309,8 +240,110 @@ def _parse_tables(fd: int, size: int, header: _Header) -> ElfInfo:
     )
 
 
+def _check_program_headers(header: _Header) -> None:
+    """Refuse what Linux's binfmt_elf (load_elf_phdrs) and ld.so refuse.
+
+    No extended numbering (PN_XNUM is for core dumps), the ABI's header size, a
+    table of at most 64 KiB, and at least one header for anything that is loaded.
+    """
+    phnum, phentsize = header.phnum, header.phentsize
+    phdr_size = 56 if header.is64 else 32
+    if phnum == PN_XNUM:
+        raise ElfError("corrupt: e_phnum is 0xffff (PN_XNUM), which the kernel refuses to load")
+    if phnum and phentsize != phdr_size:
+        raise ElfError(f"corrupt: program header size {phentsize}, expected {phdr_size}")
+    if phnum * phdr_size > _MAX_PHDR_BYTES:
+        raise ElfError(f"corrupt: {phnum} program headers, more than the kernel loads")
+    if phnum == 0 and header.elf_type in (ET_EXEC, ET_DYN):
+        raise ElfError("corrupt: no program headers, so the kernel cannot load it")
+
+
+# The steps below return plain tuples, unpacked into names at once: building a
+# NamedTuple costs ten times as much, about 2% of a file's parse each.
+_Load = tuple[int, int, int]  # a PT_LOAD segment: (vaddr, filesz, offset)
+_SegmentFacts = tuple[str | None, tuple[int, int] | None, list[_Load]]
+_DynamicFacts = tuple[tuple[Dependency, ...], str | None, str | None, str | None, int]
+_NO_DYNAMIC: _DynamicFacts = ((), None, None, None, 0)
+
+
+def _segments(fd: int, size: int, header: _Header) -> _SegmentFacts:
+    """The interpreter, the dynamic segment's (offset, filesz) and the PT_LOAD segments."""
+    interpreter: str | None = None
+    dynamic: tuple[int, int] | None = None
+    loads: list[_Load] = []
+    if not header.phnum:
+        return interpreter, dynamic, loads
+    phdr_size = 56 if header.is64 else 32
+    table = _read(fd, header.phoff, header.phnum * phdr_size, size, "program header table")
+    if header.is64:
+        records = struct.iter_unpack(header.endian + "IIQQQQQQ", table)
+        segments = ((r[0], r[2], r[3], r[5]) for r in records)
+    else:
+        records = struct.iter_unpack(header.endian + "IIIIIIII", table)
+        segments = ((r[0], r[1], r[2], r[4]) for r in records)
+    for p_type, p_offset, p_vaddr, p_filesz in segments:
+        if p_type == PT_LOAD:
+            loads.append((p_vaddr, p_filesz, p_offset))
+        elif p_type == PT_DYNAMIC:
+            dynamic = (p_offset, p_filesz)
+        elif p_type == PT_INTERP:
+            raw = _read(fd, p_offset, p_filesz, size, "PT_INTERP")
+            interpreter = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return interpreter, dynamic, loads
+
+
+def _dynamic_entries(
+    fd: int, size: int, header: _Header, dynamic: tuple[int, int], loads: list[_Load]
+) -> _DynamicFacts:
+    """Dependencies, DT_SONAME, DT_RPATH, DT_RUNPATH and DT_FLAGS_1, up to DT_NULL."""
+    offset, length = dynamic
+    if length > _MAX_DYNAMIC_BYTES:
+        raise ElfError("corrupt: dynamic segment is implausibly large")
+    raw = _read(fd, offset, length, size, "dynamic segment")
+    entry_size = 16 if header.is64 else 8
+    raw = raw[: len(raw) - len(raw) % entry_size]
+    string_refs: list[tuple[int, int]] = []
+    strtab = strsz = None
+    flags_1 = 0
+    for tag, value in struct.iter_unpack(header.endian + ("qQ" if header.is64 else "iI"), raw):
+        if tag == DT_NULL:
+            break
+        if tag in _STRING_TAGS:
+            string_refs.append((tag, value))
+        elif tag == DT_STRTAB:
+            strtab = value
+        elif tag == DT_STRSZ:
+            strsz = value
+        elif tag == DT_FLAGS_1:
+            flags_1 = value
+    if not string_refs:
+        return (), None, None, None, flags_1
+    strings = _read_strtab(fd, size, strtab, strsz, loads)
+    return (*_dynamic_strings(strings, string_refs), flags_1)
+
+
+def _dynamic_strings(
+    strings: bytes, string_refs: list[tuple[int, int]]
+) -> tuple[tuple[Dependency, ...], str | None, str | None, str | None]:
+    """Dependencies in their order, the soname; DT_RPATH and DT_RUNPATH joined with ':'."""
+    dependencies: list[Dependency] = []
+    soname = rpath = runpath = None
+    for tag, value in string_refs:
+        text = _string_at(strings, value)
+        kind = _DEPENDENCY_KINDS.get(tag)
+        if kind is not None:
+            dependencies.append(Dependency(text, kind))
+        elif tag == DT_SONAME:
+            soname = text
+        elif tag == DT_RPATH:
+            rpath = text if rpath is None else rpath + ":" + text
+        elif tag == DT_RUNPATH:
+            runpath = text if runpath is None else runpath + ":" + text
+    return tuple(dependencies), soname, rpath, runpath
+
+
 def _read_strtab(
-    fd: int, size: int, strtab: int | None, strsz: int | None, loads: list[tuple[int, int, int]]
+    fd: int, size: int, strtab: int | None, strsz: int | None, loads: list[_Load]
 ) -> bytes:
     """Map DT_STRTAB (a virtual address) to its bytes through the PT_LOAD segments."""
     if strtab is None or strsz is None:

@@ -46,6 +46,7 @@ from scratchpack.plan.essentials import (
 )
 from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.from_packages import (
+    PackageSelection,
     add_status_d,
     add_system_files,
     created_accounts,
@@ -148,50 +149,18 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     # The host's directory modes are not the image's.
     plan = RootPlan(source_parent_modes=False, excludes=Excludes(options.excludes))
     selection = None
-    binaries = options.binaries
     if options.package_root is not None:
         selection = select(options.package_root, options.package_names)
-        if not binaries:
-            first = config.entrypoint[0] if config.entrypoint else None
-            binaries = (
-                entry_program(options.package_root, selection, options.package_names, first),
-            )
     programs = [
         _binary(root, binary, env["PATH"], bool(options.includes or selection))
-        for binary in binaries
+        for binary in _binaries(options, config, selection)
     ]
-
-    closures: list[Closure] = []
-    for found in programs:
-        plan.add_path(root, found.path, Reason.PROGRAM)
-        for target in found.runs:
-            closure = resolve_for_image(resolver, target, options.essentials)
-            plan.add_path(root, closure.path, Reason.PROGRAM)
-            closures.append(closure)
+    closures = _program_closures(plan, resolver, programs, options.essentials)
     if selection is not None:
-        for path in selection.paths:
-            kept = plan.add_path(root, path, Reason.PACKAGE)
-            if kept and root.is_elf(kept) and resolver.read_loadable(kept) is not None:
-                closures.append(resolve_for_image(resolver, kept, options.essentials))
-    for include in options.includes:
-        for image_path, source in add_include(plan, root, include):
-            if not root.is_elf(source) or resolver.read_loadable(source) is None:
-                continue  # data, object files and core dumps included
-            closure = resolve_for_image(resolver, source, options.essentials)
-            if image_path != source:
-                _warn_if_origin_relative(closure, image_path)
-            closures.append(closure)  # the include placed the file; its libraries follow
+        closures += _package_closures(plan, resolver, selection.paths, options.essentials)
+    closures += _include_closures(plan, resolver, options.includes, options.essentials)
     loaded_first = satisfy_from_image(resolver, closures)
-    cache_records: list[CacheRecord] = []
-    for closure in closures:
-        check_complete(closure, options.allow_missing)
-        cache_records += add_closure(plan, root, closure)
-    if cache_records:
-        # A scratch image has no ld.so.cache: libraries the host found only through
-        # it would not load. A cache of our own maps them to the same paths.
-        plan.add_generated(
-            "/etc/ld.so.cache", render_cache(cache_records), Reason.ESSENTIAL, "ld.so.cache"
-        )
+    _add_closures(plan, root, closures, options.allow_missing)
     accounts: set[str] = set()
     if options.package_root is not None and selection is not None:
         accounts = created_accounts(options.package_root, selection.packages)
@@ -201,14 +170,8 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         own_homes(plan, options.package_root)
         add_status_d(plan, options.package_root)
     warn_unused_excludes(plan.excludes)
-    included = _included(plan)
     _warn_about_closed_directories(plan, config.user)
-    no_passwd = not options.essentials.users and "/etc/passwd" not in included
-    if config.user and not user_known(config.user) and no_passwd:
-        raise InputError(
-            f"--user {config.user}: the image has no /etc/passwd to name it; "
-            "use a numeric uid[:gid] or --include your own /etc/passwd"
-        )
+    _check_user_named(plan, options.essentials, config.user)
     first = resolver.read_input(programs[0].runs[0])
     platform = Platform.from_elf(first.machine, first.bits)
     if options.essentials.shell:
@@ -226,6 +189,89 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         tuple(closures),
         tuple(loaded_first),
     )
+
+
+def _binaries(
+    options: BuildOptions, config: ImageConfig, selection: PackageSelection | None
+) -> tuple[str, ...]:
+    """The BINARY arguments; with ``--package`` and none, the packages' entry program."""
+    if options.binaries or options.package_root is None or selection is None:
+        return options.binaries
+    first = config.entrypoint[0] if config.entrypoint else None
+    return (entry_program(options.package_root, selection, options.package_names, first),)
+
+
+def _program_closures(
+    plan: RootPlan, resolver: Resolver, programs: list[Program], essentials: Essentials
+) -> list[Closure]:
+    """Each program, and what it runs (a script's interpreter), with their closures."""
+    closures: list[Closure] = []
+    for found in programs:
+        plan.add_path(resolver.root, found.path, Reason.PROGRAM)
+        for target in found.runs:
+            closure = resolve_for_image(resolver, target, essentials)
+            plan.add_path(resolver.root, closure.path, Reason.PROGRAM)
+            closures.append(closure)
+    return closures
+
+
+def _package_closures(
+    plan: RootPlan, resolver: Resolver, paths: Iterable[str], essentials: Essentials
+) -> list[Closure]:
+    """``--package``: every path of the selection; the closures of its loadable ELF files."""
+    closures: list[Closure] = []
+    for path in paths:
+        kept = plan.add_path(resolver.root, path, Reason.PACKAGE)
+        if kept and _loadable(resolver, kept):
+            closures.append(resolve_for_image(resolver, kept, essentials))
+    return closures
+
+
+def _include_closures(
+    plan: RootPlan, resolver: Resolver, includes: Iterable[str], essentials: Essentials
+) -> list[Closure]:
+    """``--include``: the trees placed; the closures of the loadable ELF files among them."""
+    closures: list[Closure] = []
+    for include in includes:
+        for image_path, source in add_include(plan, resolver.root, include):
+            if not _loadable(resolver, source):
+                continue  # data, object files and core dumps included
+            closure = resolve_for_image(resolver, source, essentials)
+            if image_path != source:
+                _warn_if_origin_relative(closure, image_path)
+            closures.append(closure)  # the include placed the file; its libraries follow
+    return closures
+
+
+def _loadable(resolver: Resolver, path: str) -> bool:
+    """An ELF program or library, not an object file or core dump: one with a closure."""
+    return resolver.root.is_elf(path) and resolver.read_loadable(path) is not None
+
+
+def _add_closures(
+    plan: RootPlan, root: RootFS, closures: list[Closure], allow_missing: bool
+) -> None:
+    """Every closure's loader and libraries, refused when one is incomplete."""
+    cache_records: list[CacheRecord] = []
+    for closure in closures:
+        check_complete(closure, allow_missing)
+        cache_records += add_closure(plan, root, closure)
+    if cache_records:
+        # A scratch image has no ld.so.cache: libraries the host found only through
+        # it would not load. A cache of our own maps them to the same paths.
+        plan.add_generated(
+            "/etc/ld.so.cache", render_cache(cache_records), Reason.ESSENTIAL, "ld.so.cache"
+        )
+
+
+def _check_user_named(plan: RootPlan, essentials: Essentials, user: str | None) -> None:
+    """A USER name needs an /etc/passwd to name it; a numeric one does not."""
+    no_passwd = not essentials.users and "/etc/passwd" not in _included(plan)
+    if user and not user_known(user) and no_passwd:
+        raise InputError(
+            f"--user {user}: the image has no /etc/passwd to name it; "
+            "use a numeric uid[:gid] or --include your own /etc/passwd"
+        )
 
 
 def _warn_about_closed_directories(plan: RootPlan, user: str | None) -> None:
@@ -280,28 +326,30 @@ def _binary(root: RootFS, binary: str, search_path: str, includes: bool) -> Prog
     return found
 
 
-def add_closure(
-    plan: RootPlan, root: RootFS, closure: Closure, reason: Reason | None = None
-) -> list[CacheRecord]:
-    """The loader and libraries of ``closure``; the ld.so.cache records the image will need.
-
-    ``reason`` replaces the loader and library reasons (``shrink`` files them
-    all under its own reasons).
-    """
+def add_closure(plan: RootPlan, root: RootFS, closure: Closure) -> list[CacheRecord]:
+    """The loader and libraries of ``closure``; the ld.so.cache records the image will need."""
     if closure.static:
         return []
     records: list[CacheRecord] = []
-    missing = {item.soname for item in closure.missing}
-    if closure.interpreter and closure.interpreter not in missing:
-        plan.add_path(root, closure.interpreter, reason or Reason.INTERPRETER)
+    interpreter = planned_interpreter(closure)
+    if interpreter is not None:
+        plan.add_path(root, interpreter, Reason.INTERPRETER)
     rules = closure.rules
     assert rules is not None
     for library in closure.libraries:
-        plan.add_path(root, library.path, reason or Reason.LIBRARY, library.soname)
+        plan.add_path(root, library.path, Reason.LIBRARY, library.soname)
         if library.via == "cache" and not _in_default_dirs(library.path, rules):
             for flags in sorted(rules.cache_flags or {0x0003}):
                 records.append(CacheRecord(library.soname, library.path, flags))
     return records
+
+
+def planned_interpreter(closure: Closure) -> str | None:
+    """The closure's loader, unless it is missing (then one of ``missing``: nothing to plan)."""
+    missing = {item.soname for item in closure.missing}
+    if closure.interpreter and closure.interpreter not in missing:
+        return closure.interpreter
+    return None
 
 
 def resolve_for_image(resolver: Resolver, path: str, essentials: Essentials) -> Closure:

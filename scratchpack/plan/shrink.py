@@ -47,6 +47,7 @@ from scratchpack.plan.image_plan import (
     LoadedFirst,
     add_include,
     check_complete,
+    planned_interpreter,
     resolve_for_image,
     satisfy_from_image,
     warn_unused_excludes,
@@ -428,7 +429,6 @@ def plan_shrink(
     env = inputs.runtime.env_map
     workdir = inputs.runtime.working_dir or "/"
     resolver = Resolver(inputs.root_dir, library_path=env.get("LD_LIBRARY_PATH", ""), cwd=workdir)
-    essentials = Essentials(nss=True)
     kept = Kept()
     plan = RootPlan(excludes=Excludes(excludes))
     argv = program_argv(inputs.runtime, trace_args)
@@ -441,26 +441,64 @@ def plan_shrink(
             elf_paths.append(path)
     program_elves = set(elf_paths)
     if static:
-        index = DpkgIndex.load(root)
-        for path in programs:
-            paths, packages = package_files(index, root, path)
-            kept.packages.extend(name for name in packages if name not in kept.packages)
-            elf_paths += _keep_all(plan, root, paths, Reason.PACKAGE, kept)
-        paths, brought = local_files(index, root, kept.packages)
-        kept.packages.extend(brought)
+        elf_paths += _keep_packages(plan, root, programs, kept)
+    elf_paths += _keep_all(plan, root, _in_root(root, traced), Reason.TRACE, kept)
+    elf_paths += _keep_all(plan, root, _in_root(root, verified), Reason.VERIFY, kept)
+    elf_paths += _keep_includes(plan, root, includes, kept)
+
+    closures = _closures(resolver, elf_paths, program_elves)
+    loaded_first = satisfy_from_image(resolver, closures)
+    _keep_closures(plan, root, closures, allow_missing, kept)
+    _keep_runtime_files(plan, root, closures, inputs, kept)
+    plan.apply_owners(inputs.owners)
+    _generate_accounts(plan, root, inputs, kept)
+    plan.apply_xattrs(inputs.xattrs)  # file capabilities travel with their files
+    warn_unused_excludes(plan.excludes)
+    if not elf_paths:
+        raise InputError(f"{programs[0]}: not an ELF program, and no ELF program found to keep")
+    return ShrinkPlan(
+        plan,
+        _labelled_runtime(inputs),
+        _image_platform(inputs.platform, resolver, elf_paths[0]),
+        kept,
+        tuple(programs),
+        tuple(loaded_first),
+        tuple(partly_kept(root, plan)),
+    )
+
+
+def _keep_packages(plan: RootPlan, root: RootFS, programs: list[str], kept: Kept) -> list[str]:
+    """Static mode: keep the programs' packages and the local files they need; their ELFs."""
+    index = DpkgIndex.load(root)
+    elf_paths: list[str] = []
+    for path in programs:
+        paths, packages = package_files(index, root, path)
+        kept.packages.extend(name for name in packages if name not in kept.packages)
         elf_paths += _keep_all(plan, root, paths, Reason.PACKAGE, kept)
-    elf_paths += _keep_all(
-        plan, root, [p for p in traced if root.host_path(p) is not None], Reason.TRACE, kept
-    )
-    elf_paths += _keep_all(
-        plan, root, [p for p in verified if root.host_path(p) is not None], Reason.VERIFY, kept
-    )
+    paths, brought = local_files(index, root, kept.packages)
+    kept.packages.extend(brought)
+    return elf_paths + _keep_all(plan, root, paths, Reason.PACKAGE, kept)
+
+
+def _in_root(root: RootFS, paths: Iterable[str]) -> list[str]:
+    """The paths that exist in the root; the others are passed over without a word."""
+    return [path for path in paths if root.host_path(path) is not None]
+
+
+def _keep_includes(plan: RootPlan, root: RootFS, includes: Iterable[str], kept: Kept) -> list[str]:
+    """``--include``: keep each tree; the ELF files among the sources."""
+    elf_paths: list[str] = []
     for include in includes:
         for image_path, source in add_include(plan, root, include):
             kept.add(Reason.INCLUDE, image_path)
             if root.is_elf(source):
                 elf_paths.append(source)
+    return elf_paths
 
+
+def _closures(resolver: Resolver, elf_paths: list[str], programs: set[str]) -> list[Closure]:
+    """The closure of each dynamic ELF file, once; what glibc dlopens for ``programs`` only."""
+    essentials = Essentials(nss=True)
     closures: list[Closure] = []
     for path in dict.fromkeys(elf_paths):
         try:
@@ -470,19 +508,31 @@ def plan_shrink(
         if info.is_static:
             continue
         # What glibc dlopens (libgcc_s, NSS modules) is added for the programs only.
-        if path in program_elves:
+        if path in programs:
             closure = resolve_for_image(resolver, path, essentials)
         else:
             closure = resolver.resolve(path)
         closures.append(closure)
-    loaded_first = satisfy_from_image(resolver, closures)
+    return closures
+
+
+def _keep_closures(
+    plan: RootPlan, root: RootFS, closures: list[Closure], allow_missing: bool, kept: Kept
+) -> None:
+    """Each closure's loader and libraries, refused when one is incomplete."""
     for closure in closures:
         check_complete(closure, allow_missing)
-        missing = {item.soname for item in closure.missing}
-        if closure.interpreter and closure.interpreter not in missing:
-            _keep(plan, root, closure.interpreter, Reason.INTERPRETER, kept)
+        interpreter = planned_interpreter(closure)
+        if interpreter is not None:
+            _keep(plan, root, interpreter, Reason.INTERPRETER, kept)
         for library in closure.libraries:
             _keep(plan, root, library.path, Reason.LIBRARY, kept)
+
+
+def _keep_runtime_files(
+    plan: RootPlan, root: RootFS, closures: list[Closure], inputs: ShrinkInputs, kept: Kept
+) -> None:
+    """CA certificates for TLS, the run-time and USER directories, nsswitch.conf for glibc."""
     if any(lib.soname.startswith(_TLS_LIBRARIES) for c in closures for lib in c.libraries):
         for path in _CA_PATHS:
             if root.exists(path):
@@ -493,7 +543,10 @@ def plan_shrink(
         _keep_runtime_dir(plan, root, directory, kept)
     if root.exists("/etc/nsswitch.conf") and any(c.loader == "glibc" for c in closures):
         _keep(plan, root, "/etc/nsswitch.conf", Reason.RUNTIME, kept)
-    plan.apply_owners(inputs.owners)
+
+
+def _generate_accounts(plan: RootPlan, root: RootFS, inputs: ShrinkInputs, kept: Kept) -> None:
+    """``/etc/passwd`` and ``/etc/group`` of the needed users, in place of the source's."""
     passwd, group = users_needed(root, plan, inputs.runtime.user, inputs.owners)
     generated = {"/etc/passwd": passwd, "/etc/group": group}
     kept.forget(
@@ -503,35 +556,23 @@ def plan_shrink(
     for path, text in generated.items():
         plan.add_generated(path, text.encode(), Reason.RUNTIME)
         kept.add(Reason.RUNTIME, path)
-    plan.apply_xattrs(inputs.xattrs)  # file capabilities travel with their files
-    warn_unused_excludes(plan.excludes)
-    if not elf_paths:
-        raise InputError(f"{programs[0]}: not an ELF program, and no ELF program found to keep")
-    platform = inputs.platform
-    if not platform.architecture:  # a config that names none: the program's own
-        first = resolver.read_input(elf_paths[0])
-        platform = Platform.from_elf(first.machine, first.bits)
+
+
+def _image_platform(platform: Platform, resolver: Resolver, first_elf: str) -> Platform:
+    """The source config's platform; for a config that names none, the program's own."""
+    if platform.architecture:
+        return platform
+    first = resolver.read_input(first_elf)
+    return Platform.from_elf(first.machine, first.bits)
+
+
+def _labelled_runtime(inputs: ShrinkInputs) -> dict[str, object]:
+    """The source's configuration, copied, with the label naming the source's digest."""
     runtime = inputs.runtime.copy_json()
     labels = dict(runtime.get("Labels") or {})
     labels[SOURCE_LABEL] = inputs.source_digest
     runtime["Labels"] = labels
-    return ShrinkPlan(
-        plan,
-        runtime,
-        platform,
-        kept,
-        tuple(programs),
-        tuple(loaded_first),
-        tuple(partly_kept(root, plan)),
-    )
-
-
-def _closure_paths(closure: Closure) -> list[str]:
-    missing = {item.soname for item in closure.missing}
-    paths = (
-        [closure.interpreter] if closure.interpreter and closure.interpreter not in missing else []
-    )
-    return paths + [library.path for library in closure.libraries]
+    return runtime
 
 
 def _keep_all(
