@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -34,6 +34,9 @@ from scratchpack.errors import (
     Terminated,
 )
 
+if TYPE_CHECKING:
+    from scratchpack.engine.client import Engine
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -46,8 +49,8 @@ def clear_errors(command: F) -> F:
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from scratchpack.lifecycle import collecting_leftovers
         from scratchpack.notes import collecting
-        from scratchpack.publish import collecting_leftovers
 
         with collecting(_warn), collecting_leftovers() as left:
             try:
@@ -80,12 +83,10 @@ def clear_errors(command: F) -> F:
 
 def _prune_temporary() -> None:
     """What ended runs left in TMPDIR (a directory listing), removed before any work."""
-    from scratchpack.commands.prune import prune_files
-    from scratchpack.notes import warn
+    from scratchpack.lifecycle import report_removed
+    from scratchpack.publish import prune_files
 
-    removed = prune_files([Path(tempfile.gettempdir())])
-    if removed:
-        warn(f"removed what an ended run of scratchpack left: {', '.join(removed)}")
+    report_removed(prune_files([Path(tempfile.gettempdir())]))
 
 
 def _warn(message: str) -> None:
@@ -520,15 +521,8 @@ def build(
     Docker engine (DOCKER_HOST is respected). With --package, the files come
     from Debian packages fetched for the purpose, and BINARY is optional.
     """
-    from scratchpack.commands.build import (
-        BuildRequest,
-        DebugRequest,
-        DebugShell,
-        EngineMode,
-        VerifyRequest,
-        check_request,
-        run_build,
-    )
+    from scratchpack.commands.build import BuildRequest, DebugRequest, check_request, run_build
+    from scratchpack.commands.common import DebugShell, EngineMode, VerifyRequest
     from scratchpack.image.config import ImageConfig
     from scratchpack.ld.loaders import HwcapsChoice
     from scratchpack.plan.essentials import Essentials
@@ -783,7 +777,7 @@ def shrink(
     IMAGE is an image in the local engine or an archive file (docker save,
     OCI layout or archive). It is only read: the new image is TAG.
     """
-    from scratchpack.commands.build import EngineMode
+    from scratchpack.commands.common import EngineMode
     from scratchpack.commands.shrink import ShrinkRequest, render_report, run_shrink
     from scratchpack.trace.run import TraceNetwork
 
@@ -859,9 +853,8 @@ def debug(
       scratchpack debug --attach web               # a shell next to container web
       scratchpack debug --attach web -- ps         # one command instead
     """
-    from scratchpack.commands.build import DebugShell
+    from scratchpack.commands.common import DebugShell, connected_engine
     from scratchpack.commands.debug import DebugImageRequest, run_attach, run_debug
-    from scratchpack.engine.client import Engine
     from scratchpack.image.reference import check_tag
     from scratchpack.plan.debug import debug_tag
 
@@ -883,7 +876,7 @@ def debug(
         if not container.strip():
             raise InputError("--attach needs the name or ID of a running container")
         outcome = run_attach(
-            Engine.connect(),
+            connected_engine(),
             container,
             tools_image,
             list(args) or None,
@@ -900,9 +893,8 @@ def debug(
     if tag is None and re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", image):
         raise InputError(f"{image} is an image ID: name the debug variant with -t NAME[:TAG]")
     final_tag = check_tag(tag or debug_tag(image, "-debug"))
-    engine = Engine.connect()
     result = run_debug(
-        engine,
+        connected_engine(),
         DebugImageRequest(
             image=image,
             tag=final_tag,
@@ -1006,19 +998,16 @@ def prune(as_json: bool) -> None:
     run has ended, and, when an engine answers, the containers and throw-away
     tags those runs made. What belongs to a run still going is kept.
     """
-    from scratchpack.commands.prune import prune_engine, run_prune
+    from scratchpack.commands.prune import run_prune
     from scratchpack.engine.client import Engine
     from scratchpack.errors import EngineUnreachable
 
     engine: Engine | None
     try:
-        engine = Engine.connect(prune=False)
+        engine = Engine.connect()
     except EngineUnreachable:
         engine = None
-    result = run_prune(None, [Path(".")])
-    removed = list(result.removed)
-    if engine is not None:
-        removed += prune_engine(engine)
+    removed = list(run_prune(engine, [Path(".")]).removed)
     if as_json:
         click.echo(_json({"removed": removed}))
     elif removed:
@@ -1058,10 +1047,3 @@ def run() -> None:
     except ScratchpackError as err:  # while the options are read (-f FILE)
         click.echo(f"scratchpack: {err}", err=True)
         sys.exit(err.exit_code)
-
-
-def main() -> None:
-    """The console script (kept for ``python -m scratchpack`` and old entry points)."""
-    from scratchpack.entry import main as entry
-
-    entry()

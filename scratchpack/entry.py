@@ -14,13 +14,6 @@ from typing import Any
 
 from scratchpack.errors import Terminated
 
-_command = False  # True in the scratchpack command's own process, not when imported
-
-
-def running_as_command() -> bool:
-    """Whether this process is the ``scratchpack`` command (its outcome is the exit status)."""
-    return _command
-
 
 def _leave(signum: int, _frame: object) -> None:
     raise Terminated(signum)
@@ -61,8 +54,6 @@ def _raise_lost(_signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    global _command
-    _command = True
     # Ctrl-C raises KeyboardInterrupt from here on, where scratchpack/__init__.py held
     # it; an ignored SIGINT (a background job of a shell) stays ignored.
     import scratchpack
@@ -78,6 +69,9 @@ def main() -> None:
     signal.signal(signal.SIGALRM, _raise_lost)
     sys.unraisablehook = _unraisable
     try:
+        from scratchpack.lifecycle import mark_as_command
+
+        mark_as_command()  # publish's commit ignores a late Ctrl-C in this process only
         from scratchpack.cli import run
 
         run()

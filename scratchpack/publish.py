@@ -10,10 +10,12 @@ outputs through a :class:`Publication`:
   user had;
 - a failure removes what was staged; a failure *of that removal* (the engine
   went away) never replaces the original error: it is reported as what it
-  left behind (:func:`leftover`), with the command that removes it.
+  left behind (:func:`~scratchpack.lifecycle.leftover`), with the command that removes it.
 
 Signals that arrive while outputs are published or rolled back are held until
-that is finished (:func:`deferred_signals`), so neither is cut in half.
+that is finished (:func:`~scratchpack.lifecycle.deferred_signals`), so neither is
+cut in half. What an ended run staged is removed where the next one writes
+(:func:`prune_files`).
 """
 
 from __future__ import annotations
@@ -24,112 +26,26 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from scratchpack.errors import EngineError, InputError, Terminated
-from scratchpack.owner import owner, prefix
+from scratchpack.errors import InputError
+from scratchpack.lifecycle import (
+    HELD_SIGNALS,
+    deferred_signals,
+    leftover,
+    report_removed,
+    running_as_command,
+)
+from scratchpack.owner import gone, owner, owner_of, prefix
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import Engine
     from scratchpack.image.model import Image
 
 STAGING_REPOSITORY = "scratchpack-staging"
-
-
-# -- what a failed cleanup leaves behind --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Leftover:
-    what: str  # "the image scratchpack-staging/12-ab:0"
-    remedy: str  # "docker rmi scratchpack-staging/12-ab:0"
-
-    def __str__(self) -> str:
-        return f"left {self.what}; remove it with: {self.remedy}"
-
-
-_leftovers: ContextVar[list[Leftover] | None] = ContextVar("scratchpack_leftovers", default=None)
-_unclaimed: list[Leftover] = []
-
-
-def leftovers() -> list[Leftover]:
-    """What cleanups of this command could not remove (shown with its error)."""
-    found = _leftovers.get()
-    return list(found if found is not None else _unclaimed)
-
-
-@contextlib.contextmanager
-def collecting_leftovers() -> Iterator[list[Leftover]]:
-    found: list[Leftover] = []
-    token = _leftovers.set(found)
-    try:
-        yield found
-    finally:
-        _leftovers.reset(token)
-
-
-@contextlib.contextmanager
-def leftover(what: str, remedy: str) -> Iterator[None]:
-    """Run a cleanup step; if the engine or the disk fails it, remember what is left.
-
-    Used where another error is already on its way out: the cleanup's own
-    failure must not replace it.
-    """
-    with deferred_signals():
-        try:
-            yield
-        except (EngineError, OSError):
-            found = _leftovers.get()
-            (found if found is not None else _unclaimed).append(Leftover(what, remedy))
-
-
-# -- signals --------------------------------------------------------------------------------
-
-_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP during the block; act on the first one afterwards.
-
-    Cleanup and publishing run to their end whatever arrives meanwhile; then
-    the held signal ends the command as it would have (Ctrl-C: status 130).
-    Outside the main thread, or nested, it changes nothing.
-    """
-    if threading.current_thread() is not threading.main_thread() or _deferring.get():
-        yield
-        return
-    received: list[int] = []
-    previous: dict[int, Any] = {}
-
-    def hold(signum: int, _frame: object) -> None:
-        received.append(signum)
-
-    for signum in _HELD:
-        current = signal.getsignal(signum)
-        if current is signal.SIG_IGN:
-            continue
-        previous[signum] = current
-        signal.signal(signum, hold)
-    token = _deferring.set(True)
-    try:
-        yield
-    finally:
-        _deferring.reset(token)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-    if received:
-        first = received[0]
-        if first == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(first)
-
-
-_deferring: ContextVar[bool] = ContextVar("scratchpack_deferring", default=False)
 
 
 # -- staged outputs -------------------------------------------------------------------------
@@ -292,17 +208,10 @@ def _untag_when_done(engine: Engine, name: str) -> None:
 
 def _prune_beside(target: Path) -> None:
     """Staged outputs an ended run left where this one writes (one directory listing)."""
-    from scratchpack.commands.prune import prune_files
-    from scratchpack.notes import warn
-
-    removed = prune_files([target.parent])
-    if removed:
-        warn(f"removed what an ended run of scratchpack left: {', '.join(removed)}")
+    report_removed(prune_files([target.parent]))
 
 
 def _command_process() -> bool:
-    from scratchpack.entry import running_as_command
-
     return running_as_command() and threading.current_thread() is threading.main_thread()
 
 
@@ -315,7 +224,7 @@ def publication() -> Iterator[Publication]:
         if _command_process():
             # From the commit on, the command has succeeded: what is published stays
             # and the status is 0, so a late Ctrl-C is ignored until the process ends.
-            for signum in _HELD:
+            for signum in HELD_SIGNALS:
                 if signal.getsignal(signum) is not signal.SIG_IGN:
                     signal.signal(signum, signal.SIG_IGN)
             staged.commit()
@@ -373,6 +282,39 @@ def to_output(
         to_archive(staged, image, target, reference, epoch)
     else:
         to_layout(staged, image, target, reference)
+
+
+# -- what ended runs staged -----------------------------------------------------------------
+
+
+def stale_files(directories: Iterable[Path]) -> list[Path]:
+    """Our temporary and staged entries in ``directories`` whose owner has ended."""
+    found: list[Path] = []
+    for directory in directories:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            if not name.startswith(("scratchpack-", ".scratchpack-")):
+                continue
+            who = owner_of(name)
+            if who is not None and gone(who):
+                found.append(Path(directory) / name)
+    return found
+
+
+def prune_files(directories: Iterable[Path]) -> list[str]:
+    """Remove what :func:`stale_files` finds; what was removed, for the message."""
+    removed = []
+    for path in stale_files(directories):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(f"directory {path}" if not path.suffix else f"file {path}")
+    return removed
 
 
 # -- checks before any work -----------------------------------------------------------------

@@ -12,27 +12,27 @@ tag moves, unless every step succeeded.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scratchpack.errors import (
-    EngineError,
-    EngineLost,
-    EngineTimeout,
-    EngineUnreachable,
-    InputError,
-    VerifyError,
+from scratchpack.commands.common import (
+    DebugResult,
+    DebugShell,
+    EngineMode,
+    VerifyRequest,
+    VerifyResult,
+    connected_engine,
+    default_archive,
+    verify_image,
+    verify_written,
 )
+from scratchpack.errors import EngineUnreachable, InputError
 from scratchpack.image.config import source_date_epoch
 from scratchpack.image.media import Platform
-from scratchpack.image.reference import Reference, check_tag
+from scratchpack.image.reference import check_tag
 from scratchpack.notes import collected, warn
-from scratchpack.owner import owner
 from scratchpack.plan.image_plan import (
     BuildOptions,
     ImagePlan,
@@ -54,25 +54,11 @@ from scratchpack.publish import (
 )
 
 if TYPE_CHECKING:
-    from scratchpack.engine.client import Confinement, Engine
+    from scratchpack.engine.client import Engine
     from scratchpack.image.config import ImageConfig
     from scratchpack.image.model import Image
     from scratchpack.image.registry import Credentials, PushResult
     from scratchpack.image.writer import BlobStore
-
-DEFAULT_VERIFY_TIMEOUT = 120.0  # seconds
-VERIFY_TAIL_LINES = 20  # of a failed --verify's output, shown under the error
-
-
-class EngineMode(str, Enum):
-    AUTO = "auto"
-    DOCKER = "docker"
-    NONE = "none"
-
-
-class DebugShell(str, Enum):
-    BASE = "base"  # laid over a base image that has a shell
-    BUSYBOX = "busybox"  # a static busybox at /busybox
 
 
 @dataclass(frozen=True)
@@ -108,48 +94,6 @@ class BuildRequest:
     platforms: tuple[Platform, ...] = ()  # --platform: one image each, an index over them
     lock: Path | None = None  # --lock FILE: written when absent, obeyed when present
     repositories: tuple[str, ...] = ()  # --repository lines, added to Debian's sources
-
-
-@dataclass(frozen=True)
-class VerifyRequest:
-    """``--verify ARGS``: how to run the new image once, and how long to wait for it."""
-
-    args: tuple[str, ...]
-    timeout: float = DEFAULT_VERIFY_TIMEOUT
-    confinement: Confinement | None = None  # --run-memory, --run-pids; None: the defaults
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    args: tuple[str, ...]
-    exit_code: int
-    output: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"args": list(self.args), "exit_code": self.exit_code, "output": self.output}
-
-
-@dataclass(frozen=True)
-class DebugResult:
-    tag: str
-    shell: DebugShell
-    base: str | None
-    image: str
-    size: int | None = None
-    output: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "tag": self.tag,
-            "shell": self.shell.value,
-            "base": self.base,
-            "image": self.image,
-        }
-        if self.size is not None:
-            document["size"] = self.size
-        if self.output is not None:
-            document["output"] = self.output
-        return document
 
 
 @dataclass(frozen=True)
@@ -299,39 +243,39 @@ def check_request(request: BuildRequest) -> None:
     source_date_epoch()  # a bad SOURCE_DATE_EPOCH fails now, not after the build
 
 
-def choose_engine(mode: EngineMode, output: Path | None) -> Engine | None:
-    """The engine to build in, or None for the built-in writer."""
+def choose_engine(
+    mode: EngineMode, output: Path | None, given: Engine | None = None
+) -> Engine | None:
+    """The engine to build in (``given``, else the environment's), or None for the writer."""
     if mode is EngineMode.NONE or output is not None:
         return None
-    # The docker SDK takes a tenth of a second to import: only when an engine is wanted.
-    from scratchpack.engine.client import Engine
-
-    if mode is EngineMode.DOCKER:
-        return Engine.connect()
+    if given is not None:
+        return given
     try:
-        return Engine.connect()
+        return connected_engine()
     except EngineUnreachable:
+        if mode is EngineMode.DOCKER:
+            raise
         return None
-
-
-def default_archive(tag: str) -> Path:
-    """``hello_latest.tar`` for ``hello:latest``, in the working directory."""
-    return Path(Reference.parse(tag).archive_name())
 
 
 # -- the run ----------------------------------------------------------------------------------
 
 
-def run_build(request: BuildRequest) -> BuildResult:
-    """Plan, build or write, verify, push, debug variant, SBOM; then publish every output."""
+def run_build(request: BuildRequest, engine: Engine | None = None) -> BuildResult:
+    """Plan, build or write, verify, push, debug variant, SBOM; then publish every output.
+
+    ``engine`` is the engine to build in and verify with; without one, the
+    environment's is connected when the request needs it.
+    """
     check_request(request)
-    engine = (
+    builder = (
         None
         if request.no_build or request.push
-        else choose_engine(request.engine_mode, request.output)
+        else choose_engine(request.engine_mode, request.output, engine)
     )
     debug = request.debug
-    if debug and debug.shell is DebugShell.BASE and engine is None and not request.no_build:
+    if debug and debug.shell is DebugShell.BASE and builder is None and not request.no_build:
         raise InputError(
             "a debug variant on a base image needs the Docker engine that holds the base; "
             "--debug-shell busybox needs none"
@@ -340,7 +284,7 @@ def run_build(request: BuildRequest) -> BuildResult:
     result: dict[str, Any] = {}
     with publication() as staged:
         if len(request.platforms) > 1:
-            return _index_build(staged, request, progress)
+            return _index_build(staged, request, progress, engine)
         if request.options.packages:
             packaged = _with_package_root(staged, request, progress)
             request = packaged.request
@@ -348,7 +292,7 @@ def run_build(request: BuildRequest) -> BuildResult:
                 _stage_lock(staged, request.lock, [packaged])
         plan = plan_image(request.options, request.config)
         _check_platform(plan, request)
-        if engine is not None:
+        if builder is not None:
             for entry in plan.root.files:
                 if entry.xattrs:
                     warn(
@@ -365,13 +309,13 @@ def run_build(request: BuildRequest) -> BuildResult:
                 )
         if request.no_build:
             pass
-        elif engine is not None:
+        elif builder is not None:
             assert request.tag is not None
-            result.update(_engine_build(staged, engine, plan, request, progress))
+            result.update(_engine_build(staged, builder, plan, request, progress))
         else:
-            result.update(_write_build(staged, plan, request, progress))
+            result.update(_write_build(staged, plan, request, progress, engine))
         if debug is not None and not request.no_build:
-            result["debug"] = _debug_variant(staged, plan, request, engine, result.get("written"))
+            result["debug"] = _debug_variant(staged, plan, request, builder, result.get("written"))
         if request.sbom is not None:
             result["sbom"] = _sbom(staged, plan, request, str(result.get("image") or ""))
     result.pop("written", None)
@@ -468,7 +412,10 @@ def _check_platform(plan: ImagePlan, request: BuildRequest) -> None:
 
 
 def _index_build(
-    staged: Publication, request: BuildRequest, progress: Callable[[str], None] | None
+    staged: Publication,
+    request: BuildRequest,
+    progress: Callable[[str], None] | None,
+    engine: Engine | None,
 ) -> BuildResult:
     """Several platforms: one image each from its own packages, an OCI image index over them."""
     from scratchpack.image.model import ImageIndex
@@ -496,7 +443,7 @@ def _index_build(
     host = Platform.host()
     native = next((image for image in images if host and image.platform == host), None)
     if request.verify is not None and native is not None:
-        result["verify"] = verify_written(native, request.tag, request.verify)
+        result["verify"] = verify_written(native, request.tag, request.verify, engine)
     if request.push is not None:
         from scratchpack.image.registry import push_image
 
@@ -591,7 +538,9 @@ def _write_build(
     plan: ImagePlan,
     request: BuildRequest,
     progress: Callable[[str], None] | None,
+    engine: Engine | None,
 ) -> dict[str, Any]:
+    """The built-in writer's image, written to its output, verified (in ``engine``), pushed."""
     assert request.tag is not None
     push_only = request.push is not None and request.output is None
     target = None if push_only else (request.output or default_archive(request.tag))
@@ -608,7 +557,7 @@ def _write_build(
         "written": image,
     }
     if request.verify is not None:
-        result["verify"] = verify_written(image, request.tag, request.verify)
+        result["verify"] = verify_written(image, request.tag, request.verify, engine)
     if request.push is not None:
         from scratchpack.image.registry import push_image
 
@@ -623,65 +572,6 @@ def _write_build(
     return result
 
 
-def verify_image(
-    engine: Engine, reference: str, tag: str, verify: VerifyRequest, loaded: bool = False
-) -> VerifyResult:
-    """Run the new image with ``verify.args`` and no network; fail (exit 4) if it fails.
-
-    A lost engine stays an engine error (exit 3); an image that cannot start,
-    exits non-zero, or is still running at the timeout fails its check, with
-    the end of its output under the error's line: the line that matters
-    (nginx's ``[emerg] open() … failed``) is rarely the last.
-    """
-    outcome = "nothing written" if loaded else "image removed"
-    command = f"--verify {shlex.join(verify.args)!r}"
-    try:
-        run = engine.run(
-            reference, verify.args, timeout=verify.timeout, confinement=verify.confinement
-        )
-    except (EngineLost, EngineUnreachable, EngineTimeout) as err:
-        raise type(err)(f"{err}, which ran --verify of {tag}") from err
-    except EngineError as err:  # it could not even start
-        raise VerifyError(f"{tag} cannot run {command}: {err} ({outcome})") from err
-    tail = tuple(run.output.rstrip().splitlines()[-VERIFY_TAIL_LINES:])
-    shown = "; its output ends:" if tail else "; it wrote nothing"
-    if run.exit_code is None:
-        raise VerifyError(
-            f"{tag} was still running {command} after {verify.timeout:g} s, so it was stopped "
-            f"({outcome}): a server? Verify with a command that ends (such as --version or "
-            f"a configuration test), or wait longer with --verify-timeout{shown}",
-            tail,
-        )
-    if run.exit_code != 0:
-        raise VerifyError(f"{tag} exited {run.exit_code} with {command} ({outcome}){shown}", tail)
-    return VerifyResult(verify.args, run.exit_code, run.output)
-
-
-def verify_written(image: Image, tag: str, verify: VerifyRequest) -> VerifyResult:
-    """``--verify`` of a writer-made image: loaded under a throw-away name, run, removed.
-
-    The engine's own images and tags are left as they were.
-    """
-    from scratchpack.engine.client import Engine
-    from scratchpack.publish import deferred_signals, leftover
-
-    try:
-        engine = Engine.connect()
-    except EngineUnreachable as err:
-        raise EngineUnreachable(f"--verify runs the image in a Docker engine: {err}") from err
-    reference = f"scratchpack-verify/{owner()}-{os.urandom(4).hex()}:0"
-    try:
-        engine.load(image, reference)
-        result = verify_image(engine, reference, tag, verify, loaded=True)
-    except BaseException:
-        with leftover(f"the image {reference}", f"docker rmi {reference}"):
-            engine.untag(reference)
-        raise
-    with deferred_signals():
-        engine.untag(reference)
-    return result
-
-
 def _debug_variant(
     staged: Publication,
     plan: ImagePlan,
@@ -690,7 +580,7 @@ def _debug_variant(
     written: Image | None,
 ) -> DebugResult:
     """TAG-debug: written by the built-in writer, loaded into the engine or written beside -o."""
-    from scratchpack.commands.debug import busybox_variant, variant_on_base
+    from scratchpack.image.debug_variant import busybox_variant, variant_on_base
     from scratchpack.image.writer import BlobStore
     from scratchpack.plan.debug import debug_output, debug_tag
 

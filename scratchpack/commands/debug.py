@@ -10,23 +10,22 @@ layer is new.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from scratchpack.commands.build import DebugResult, DebugShell
+from scratchpack.commands.common import DebugResult, DebugShell
 from scratchpack.errors import InputError
-from scratchpack.image.config import history_entry, source_date_epoch
+from scratchpack.image.config import source_date_epoch
+from scratchpack.image.debug_variant import busybox_variant, variant_on_base
 from scratchpack.image.media import Platform
-from scratchpack.image.model import Image
 from scratchpack.image.readers import open_image
-from scratchpack.image.tree import flattened_tree
 from scratchpack.image.writer import BlobStore, assemble
+from scratchpack.ld.elf import ET_DYN, ET_EXEC, ElfError, read_elf
 from scratchpack.plan.busybox import busybox_applets
-from scratchpack.plan.debug import BUSYBOX_DIR, busybox_entries, merge_onto_base, with_path
+from scratchpack.plan.debug import BUSYBOX_DIR, busybox_entries
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.programs import DEFAULT_PATH
 from scratchpack.plan.rootplan import RootPlan
@@ -41,39 +40,6 @@ TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
 BUSYBOX_LABEL = "org.scratchpack.busybox-sha256"
 LAYOUT_LABEL = "org.scratchpack.debug-tools-layout"
 LAYOUT_VERSION = "2"
-
-
-def busybox_variant(store: BlobStore, image: Image, runtime: dict[str, Any], busybox: str) -> Image:
-    """``image`` plus a layer with a static busybox at /busybox, on PATH."""
-    epoch = source_date_epoch()
-    layer = store.write_layer(busybox_entries(busybox, busybox_applets(busybox)), epoch)
-    runtime = copy.deepcopy(runtime)
-    runtime["Env"] = with_path(runtime.get("Env") or [], BUSYBOX_DIR)
-    history = [*image.config.history, history_entry(epoch, "debug: busybox")]
-    return assemble(store, [*image.layers, layer], runtime, image.platform, epoch, history)
-
-
-def variant_on_base(
-    store: BlobStore,
-    engine: Engine,
-    workdir: Path,
-    root: RootPlan,
-    runtime: dict[str, Any],
-    platform: Platform,
-    base_image: str,
-) -> Image:
-    """The base image's layers, and ``root`` laid over them so that both still work."""
-    base = open_image(base_image, workdir, engine)
-    architecture = base.image.platform.architecture
-    if architecture and architecture != platform.architecture:
-        raise InputError(
-            f"the debug base is {architecture} but the application is {platform.architecture}"
-        )
-    merged = merge_onto_base(root, flattened_tree(base.image, base_image))
-    epoch = source_date_epoch()
-    layer = store.write_layer(merged.sorted_entries(), epoch)
-    history = [*base.image.config.history, history_entry(epoch, "debug: application")]
-    return assemble(store, [*base.image.layers, layer], runtime, platform, epoch, history)
 
 
 @dataclass(frozen=True)
@@ -137,7 +103,6 @@ def ensure_tools_image(engine: Engine, busybox_path: str = "/bin/busybox") -> st
     busybox, or an older layout); the stale image is dropped once nothing
     names it.
     """
-    from scratchpack.engine.attach import static_elf_machine
     from scratchpack.errors import NoSuchImage
 
     binary = Path(busybox_path)
@@ -148,7 +113,7 @@ def ensure_tools_image(engine: Engine, busybox_path: str = "/bin/busybox") -> st
             f"cannot read {busybox_path} ({err.strerror or err}): "
             "apt-get install busybox-static, or give --image"
         ) from err
-    machine = static_elf_machine(content)
+    machine = _static_machine(busybox_path)
     if machine is None:
         raise InputError(
             f"{busybox_path} is not a static ELF executable: "
@@ -189,6 +154,17 @@ def ensure_tools_image(engine: Engine, busybox_path: str = "/bin/busybox") -> st
             stale = previous.id
             staged.after_publish(lambda: engine.remove_unnamed(stale))
     return image.image_id
+
+
+def _static_machine(path: str) -> tuple[int, int] | None:
+    """(``e_machine``, bits) of a static executable (no ``PT_INTERP``), else ``None``."""
+    try:
+        elf = read_elf(path)
+    except (ElfError, OSError):
+        return None
+    if elf.elf_type not in (ET_EXEC, ET_DYN) or elf.interpreter is not None:
+        return None
+    return elf.machine, elf.bits
 
 
 def run_attach(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scratchpack.commands.build import EngineMode, default_archive
+from scratchpack.commands.common import EngineMode, connected_engine, default_archive
 from scratchpack.engine.client import Confinement
 from scratchpack.errors import EngineUnreachable, InputError, VerifyError
 from scratchpack.image.config import history_entry, source_date_epoch
@@ -26,6 +26,7 @@ from scratchpack.image.saved import open_and_unpack
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.lazyroot import LazyRoot
 from scratchpack.ld.rootfs import RootFS
+from scratchpack.lifecycle import deferred_signals, leftover
 from scratchpack.notes import collected, warn
 from scratchpack.owner import owner
 from scratchpack.plan.image_plan import loaded_first_json, loaded_first_lines
@@ -34,8 +35,6 @@ from scratchpack.progress import ByteProgress, terminal_progress
 from scratchpack.publish import (
     check_new_directory,
     check_new_file,
-    deferred_signals,
-    leftover,
     publication,
     to_engine,
     to_output,
@@ -244,25 +243,35 @@ def _output_target(tag: str, output: Path | None) -> Path:
     return target
 
 
-def run_shrink(request: ShrinkRequest) -> ShrinkResult:
+def _choose_engine(
+    request: ShrinkRequest, in_engine: bool, target: Path | None, given: Engine | None
+) -> tuple[Engine | None, Path | None]:
+    """The engine (``given``, else the environment's) when the run needs or may load into one.
+
+    Without an engine, the new image goes to the writer's target.
+    """
+    needed = in_engine or request.trace or request.verify
+    if needed or request.engine_mode is EngineMode.DOCKER:
+        return given if given is not None else connected_engine(), target
+    if target is not None:
+        return None, target
+    try:
+        return given if given is not None else connected_engine(), target
+    except EngineUnreachable:
+        return None, _output_target(request.tag, None)  # auto, and no engine: the writer
+
+
+def run_shrink(request: ShrinkRequest, engine: Engine | None = None) -> ShrinkResult:
     """Read the source, plan what to keep, write the new image; publish it or nothing.
 
     Temporary roots, containers and the images a trace loads are removed
     whatever happens (Ctrl-C too); the source image, and every image and tag
-    of the engine, are only read.
+    of the engine, are only read. ``engine`` is the engine to read from, trace
+    in and load into; without one, the environment's is connected when needed.
     """
-    from scratchpack.engine.client import Engine
-
     target = _check(request)
     in_engine = not os.path.lexists(os.path.expanduser(request.image))
-    engine: Engine | None = None
-    if in_engine or request.trace or request.verify or request.engine_mode is EngineMode.DOCKER:
-        engine = Engine.connect()
-    elif target is None:
-        try:
-            engine = Engine.connect()
-        except EngineUnreachable:
-            target = _output_target(request.tag, None)  # auto, and no engine: the writer
+    engine, target = _choose_engine(request, in_engine, target, engine)
     say = terminal_progress if request.show_progress else None
     with publication() as staged:
         work = staged.scratch()

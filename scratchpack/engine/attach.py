@@ -65,7 +65,6 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from elftools.elf.enums import ENUM_E_MACHINE
 
 from scratchpack.engine.client import Engine, short
 from scratchpack.errors import EngineError, EngineLost, InputError, Terminated
@@ -85,24 +84,6 @@ class AttachResult:
 
 
 # --------------------------------------------------------------------------- tools
-
-
-def static_elf_machine(content: bytes) -> tuple[int, int] | None:
-    """(``e_machine``, bits) of a static executable (no ``PT_INTERP``), else ``None``."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        elf = ELFFile(io.BytesIO(content))
-        if elf["e_type"] not in ("ET_EXEC", "ET_DYN") or any(
-            segment["p_type"] == "PT_INTERP" for segment in elf.iter_segments()
-        ):
-            return None
-        machine = elf.header["e_machine"]
-        number = ENUM_E_MACHINE[machine] if isinstance(machine, str) else int(machine)
-        return number, elf.elfclass
-    except (ELFError, ValueError, struct.error, KeyError):
-        return None
 
 
 def _local_image(client: docker.DockerClient, reference: str) -> Any:

@@ -39,8 +39,8 @@ from scratchpack.errors import (
     NoSuchImage,
     exception_chain,
 )
+from scratchpack.lifecycle import deferred_signals, leftover
 from scratchpack.owner import OWNER_LABEL, TAG_REPOSITORIES, owner, owner_of, prefix
-from scratchpack.publish import deferred_signals, leftover
 
 if TYPE_CHECKING:
     from scratchpack.engine.context import Context
@@ -235,16 +235,17 @@ class Engine:
         return self.client.api
 
     @classmethod
-    def connect(cls, prune: bool = True) -> Engine:
+    def connect(cls) -> Engine:
         """The engine of the environment, checked to answer; :class:`EngineUnreachable` if not.
 
-        What ended runs of scratchpack left in it is removed (``prune``), with a warning.
+        What ended runs left in it stays: the command decides whether to remove it
+        (:func:`scratchpack.engine.prune.prune_ended_runs`).
         """
         path = unix_socket()
         if path is not None:
             direct = DirectAPI(path)
             direct.ping()
-            return cls(None, direct)._pruned(prune)
+            return cls(None, direct)
         import docker
         import requests.exceptions
 
@@ -256,22 +257,7 @@ class Engine:
                 f"cannot reach a Docker engine at {where()} ({short(err)}); start dockerd or "
                 "point DOCKER_HOST at a running engine (e.g. unix:///run/docker.sock)"
             ) from err
-        return cls(client)._pruned(prune)
-
-    def _pruned(self, prune: bool) -> Engine:
-        """Remove what ended runs left in this engine (two list calls when there is none)."""
-        from scratchpack.commands.prune import prune_engine
-        from scratchpack.notes import warn
-
-        if not prune:
-            return self
-        try:
-            removed = prune_engine(self)
-        except EngineError:
-            return self  # a cleanup of others' leftovers never fails this run
-        if removed:
-            warn(f"removed what an ended run of scratchpack left: {', '.join(removed)}")
-        return self
+        return cls(client)
 
     @classmethod
     def from_client(cls, client: Any) -> Engine:

@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 
 from scratchpack.errors import EngineLost, InputError
+from scratchpack.lifecycle import collecting_leftovers, deferred_signals, leftovers
 from scratchpack.owner import owner
-from scratchpack.publish import (
-    collecting_leftovers,
-    deferred_signals,
-    leftovers,
-    publication,
-)
+from scratchpack.publish import publication
 
 
 class Recorder:
@@ -98,8 +94,8 @@ def test_signals_wait_until_the_block_is_done() -> None:
 
 
 def test_prune_removes_only_what_ended_runs_left(tmp_path: Path) -> None:
-    from scratchpack.commands.prune import prune_files
     from scratchpack.owner import owner_of
+    from scratchpack.publish import prune_files
 
     namespace = owner().split("-")[0]
     child = os.fork()
