@@ -45,8 +45,11 @@ from scratchpack.trace.run import TraceNetwork
 from scratchpack.trace.tracer import TraceError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scratchpack.engine.client import Engine
     from scratchpack.image.model import Image
+    from scratchpack.image.unpack import UnpackReport
     from scratchpack.trace.run import TraceResult
 
 
@@ -275,34 +278,8 @@ def run_shrink(request: ShrinkRequest, engine: Engine | None = None) -> ShrinkRe
     say = terminal_progress if request.show_progress else None
     with publication() as staged:
         work = staged.scratch()
-        if say:
-            say(f"reading {request.image}")
-        root_dir = work / "root"
-        root_dir.mkdir()
-        progress = ByteProgress("unpacking", 0, request.show_progress)
-        with writing(work, f"the unpacked {request.image}"):
-            # Lazily: of an image's files, shrink creates only those it reads or keeps.
-            source, report = open_and_unpack(
-                request.image,
-                work / "source",
-                root_dir,
-                engine,
-                progress,
-                request.max_unpacked,
-                lazy=True,
-            )
+        source, report, inputs = _unpacked(request, work, engine, say)
         assert report.lazy is not None
-        progress.done()
-        for message in report.warnings:
-            warn(message)
-        inputs = ShrinkInputs(
-            LazyRoot(root_dir, report.lazy),
-            source.image.config.runtime,
-            source.image.platform,
-            source.digest,
-            report.owners,
-            report.xattrs,
-        )
         tracing = None
         if request.trace or request.verify:
             assert engine is not None
@@ -351,6 +328,41 @@ def run_shrink(request: ShrinkRequest, engine: Engine | None = None) -> ShrinkRe
         warnings=tuple(collected()),
         verification=verification,
     )
+
+
+def _unpacked(
+    request: ShrinkRequest, work: Path, engine: Engine | None, say: Callable[[str], None] | None
+) -> tuple[SourceImage, UnpackReport, ShrinkInputs]:
+    """The source image read and unpacked lazily into ``work/root``: of an image's files,
+    shrink creates only those it reads or keeps."""
+    if say:
+        say(f"reading {request.image}")
+    root_dir = work / "root"
+    root_dir.mkdir()
+    progress = ByteProgress("unpacking", 0, request.show_progress)
+    with writing(work, f"the unpacked {request.image}"):
+        source, report = open_and_unpack(
+            request.image,
+            work / "source",
+            root_dir,
+            engine,
+            progress,
+            request.max_unpacked,
+            lazy=True,
+        )
+    assert report.lazy is not None
+    progress.done()
+    for message in report.warnings:
+        warn(message)
+    inputs = ShrinkInputs(
+        LazyRoot(root_dir, report.lazy),
+        source.image.config.runtime,
+        source.image.platform,
+        source.digest,
+        report.owners,
+        report.xattrs,
+    )
+    return source, report, inputs
 
 
 def _planned_image(

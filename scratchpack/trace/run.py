@@ -305,16 +305,7 @@ def _run_traced(
             )
             ready = _wait_ready(container, published, deadline, waiting, say, watch)
             if ready is not None:  # None: the program exited before it was ready
-                if probe_cmd is not None:
-                    probes.append(_run_probe_cmd(probe_cmd, published, deadline, image, timeout))
-                else:
-                    for port, host_port in published.items():
-                        if port in ready:
-                            probes.append(_port_probe(port, host_port))
-                        else:
-                            probes.append(
-                                Probe(f"{port}/tcp", ProbeKind.ABSENT, True, "not listening")
-                            )
+                probes = _probes(probe_cmd, published, ready, deadline, image, timeout)
                 for probe in probes:
                     say(f"probe {probe.line}")
                 if container.status() == "running":
@@ -347,6 +338,25 @@ def _run_traced(
     )
     say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
     return result
+
+
+def _probes(
+    probe_cmd: list[str] | None,
+    published: dict[int, int],
+    ready: set[int],
+    deadline: float,
+    image: str,
+    timeout: float,
+) -> list[Probe]:
+    """The user's probe command once, or each published port probed (absent if not ready)."""
+    if probe_cmd is not None:
+        return [_run_probe_cmd(probe_cmd, published, deadline, image, timeout)]
+    return [
+        _port_probe(port, host_port)
+        if port in ready
+        else Probe(f"{port}/tcp", ProbeKind.ABSENT, True, "not listening")
+        for port, host_port in published.items()
+    ]
 
 
 def _stop(
