@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from scratchpack.ld.rootfs import RootFS
+from tests import cli
 from tests.ldd_oracle import LddResult, real, run_ldd
 
 LIBRARY_SAMPLE = 400
@@ -49,23 +49,16 @@ def _sample_libraries() -> list[str]:
     return libraries[::step][:LIBRARY_SAMPLE]
 
 
+CLEANED_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD")
+
+
 def _clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("LD_LIBRARY_PATH", None)
-    env.pop("LD_PRELOAD", None)
-    return env
+    return cli.child_env(unset=CLEANED_ENV)
 
 
 def _ours(paths: list[str], root: str | None = None) -> dict[str, dict]:
     options = ["--root", root] if root else []
-    proc = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "deps", "--json", *options, *paths],
-        capture_output=True,
-        text=True,
-        env=_clean_env(),
-        check=False,
-        timeout=600,
-    )
+    proc = cli.scratchpack("deps", "--json", *options, *paths, unset=CLEANED_ENV, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr
     return {item["path"]: item for item in json.loads(proc.stdout)}
 

@@ -11,11 +11,11 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.cfixtures import REPO_ROOT, compile_exe, compile_lib
 
 MULTIARCH = "/lib/x86_64-linux-gnu"
@@ -29,14 +29,8 @@ pytestmark = [
 
 
 def build_context(context: Path, *args: str, ok: int = 0) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "scratchpack", "build", "--no-build", "--context"]
-    proc = subprocess.run(
-        [*command, str(context), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO_ROOT,
-        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+    proc = cli.scratchpack(
+        "build", "--no-build", "--context", context, *args, cwd=REPO_ROOT, env=cli.NO_ENGINE
     )
     assert proc.returncode == ok, proc.stderr
     return proc

@@ -37,6 +37,7 @@ from scratchpack.engine.attach import TARGET_LABEL, AttachResult, host_access
 from scratchpack.engine.client import Engine
 from scratchpack.errors import EngineError, InputError
 from scratchpack.plan.busybox import busybox_applets
+from tests import cli
 from tests.conftest import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -683,17 +684,14 @@ def test_host_access_when_asked_for(docker_client, start_target, tmp_path) -> No
 @pytest.mark.engine
 def test_host_access_on_the_command_line(docker_client, start_target) -> None:
     target = start_target(pid_mode="host")
-    command = [sys.executable, "-m", "scratchpack", "debug", "--attach", target.name]
-    refused = subprocess.run(
-        [*command, "--", "true"], capture_output=True, text=True, timeout=120,
-        env=_child_env(), cwd=REPO_ROOT, check=False,
-    )  # fmt: skip
+    command = ("debug", "--attach", target.name)
+    pythonpath = {"PYTHONPATH": str(REPO_ROOT)}  # what _child_env adds
+    refused = cli.scratchpack(*command, "--", "true", timeout=120, env=pythonpath, cwd=REPO_ROOT)
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr
     assert "--allow-host-access" in lines[0] and "Traceback" not in refused.stderr
-    allowed = subprocess.run(
-        [*command, "--allow-host-access", "--", "true"], capture_output=True, text=True,
-        timeout=120, env=_child_env(), cwd=REPO_ROOT, check=False,
-    )  # fmt: skip
+    allowed = cli.scratchpack(
+        *command, "--allow-host-access", "--", "true", timeout=120, env=pythonpath, cwd=REPO_ROOT
+    )
     assert allowed.returncode == 0, allowed.stderr
     _no_sidecars(docker_client, target)

@@ -19,7 +19,6 @@ import shlex
 import shutil
 import stat
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+
+from tests import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "samples"
@@ -53,7 +54,6 @@ GREET_OUTPUT = "greetings from libgreet 1.0.0\n"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_RUN_ENV = {"PATH": IMAGE_PATH, "HOME": "/root"}
 UNREACHABLE_ENGINE = "unix:///nonexistent.sock"
-LOADER_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES")
 
 # Engine tests build in the engine, never with the built-in writer (which --engine auto
 # falls back to, writing NAME_TAG.tar into the working directory, when no engine answers).
@@ -74,17 +74,7 @@ def scratchpack(
     *args: str | os.PathLike[str], env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``python -m scratchpack ARGS`` from the repository's top, without loader variables."""
-    environment = {k: v for k, v in os.environ.items() if k not in LOADER_ENV}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *map(str, args)],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+    return cli.scratchpack(*args, cwd=REPO_ROOT, env=env, unset=cli.LOADER_ENV, timeout=CLI_TIMEOUT)
 
 
 def describe(proc: subprocess.CompletedProcess[str]) -> str:

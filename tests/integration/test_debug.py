@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from scratchpack.plan.busybox import busybox_applets
+from tests import cli
 from tests.cfixtures import REPO_ROOT
+from tests.cli import scratchpack
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
 MUSL_LOADER = "/lib/x86_64-linux-musl/libc.so"
@@ -85,12 +86,6 @@ def alpine_like(docker_client, static_busybox: str, tmp_path_factory) -> Iterato
     _build(docker_client, _tar(files), tag)
     yield tag
     docker_client.images.remove(tag, force=True)
-
-
-def scratchpack(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args], capture_output=True, text=True, check=False
-    )
 
 
 def run(client, image: str, command: list[str], entrypoint: list[str] | None = None) -> str:  # type: ignore[no-untyped-def]
@@ -159,11 +154,10 @@ def test_busybox_variant_needs_no_base(docker_client, tags: list[str]) -> None:
 
 
 def test_busybox_variant_with_the_writer(tmp_path: Path, static_busybox: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "build", str(HELLO), "-t", "hello:w", "--debug",
-         "--debug-shell", "busybox", "-o", str(tmp_path / "hello.tar"), "--json"],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+    proc = scratchpack(
+        "build", str(HELLO), "-t", "hello:w", "--debug",
+        "--debug-shell", "busybox", "-o", str(tmp_path / "hello.tar"), "--json",
+        env=cli.NO_ENGINE,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -184,11 +178,9 @@ def test_busybox_variant_with_the_writer(tmp_path: Path, static_busybox: str) ->
 
 
 def test_base_variant_needs_an_engine(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "build", str(HELLO), "-t", "hello:w", "--debug",
-         "-o", str(tmp_path / "hello.tar")],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+    proc = scratchpack(
+        "build", str(HELLO), "-t", "hello:w", "--debug", "-o", str(tmp_path / "hello.tar"),
+        env=cli.NO_ENGINE,
     )  # fmt: skip
     assert proc.returncode == 2 and "--debug-shell busybox" in proc.stderr
     assert not (tmp_path / "hello.tar").exists()

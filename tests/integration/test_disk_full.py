@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
@@ -38,13 +38,8 @@ def small(tmp_path: Path) -> Iterator[Path]:
 
 
 def scratchpack(*args: str, tmpdir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "TMPDIR": str(tmpdir), "DOCKER_HOST": "unix:///nonexistent.sock"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return cli.scratchpack(
+        *args, cwd=REPO_ROOT, env={"TMPDIR": str(tmpdir), **cli.NO_ENGINE}, timeout=300
     )
 
 

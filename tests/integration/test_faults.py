@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.private_engine import PrivateEngine
 
@@ -38,14 +38,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateEngine]:
 
 
 def start(engine: PrivateEngine, *args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "scratchpack", *args],
-        cwd=REPO_ROOT,
-        env={**engine.env, "SCRATCHPACK_ENGINE_TIMEOUT": "5", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    environment = {**engine.env, "SCRATCHPACK_ENGINE_TIMEOUT": "5", **env}
+    return cli.start(*args, cwd=REPO_ROOT, env=environment)
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
@@ -93,10 +87,7 @@ def owned_containers(engine: PrivateEngine, running: bool = False) -> list[str]:
 
 
 def prune(engine: PrivateEngine) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "prune"],
-        cwd=REPO_ROOT, env=engine.env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = cli.scratchpack("prune", cwd=REPO_ROOT, env=engine.env, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
@@ -173,10 +164,9 @@ def test_an_engine_paused_mid_build_is_a_timeout(engine: PrivateEngine, big_tree
 
 
 def test_an_engine_killed_mid_trace(engine: PrivateEngine, tmp_path: Path) -> None:
-    built = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "build", str(BUSYBOX), "-t", "sleeper:1",
-         "--engine", "docker", "--cmd", "sleep 60"],
-        cwd=REPO_ROOT, env=engine.env, capture_output=True, text=True, timeout=300,
+    built = cli.scratchpack(
+        "build", str(BUSYBOX), "-t", "sleeper:1", "--engine", "docker", "--cmd", "sleep 60",
+        cwd=REPO_ROOT, env=engine.env, timeout=300,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     process = start(

@@ -13,10 +13,8 @@ import contextlib
 import hashlib
 import http.server
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import uuid
@@ -28,6 +26,7 @@ import docker.errors
 import pytest
 
 from scratchpack.plan.entries import Entry, EntryKind, Reason
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.imagekit import busybox_entries, load_source
 
@@ -37,16 +36,7 @@ CAPABILITY = b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\x00" * 12  # cap_net_raw+e
 
 
 def scratchpack(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return cli.scratchpack(*args, cwd=REPO_ROOT, unset=("LD_*",), timeout=600)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from scratchpack.image.config import RuntimeConfig
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.trace.run import TraceNetwork, trace_image
 from scratchpack.trace.tracer import TracerTree
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.conftest import unavailable
 from tests.imagekit import busybox_entries, load_source
@@ -151,14 +151,7 @@ def test_transport_failures_in_words(error: BaseException, words: str) -> None:
 
 
 def scratchpack(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return cli.scratchpack(*args, cwd=REPO_ROOT, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -359,16 +352,14 @@ def test_an_engine_killed_as_the_trace_starts_is_said_in_words(
     engine = PrivateEngine(Path(tmp_path_factory.mktemp("engine", numbered=True))).start()
     try:
         env = {**engine.env, "SCRATCHPACK_ENGINE_TIMEOUT": "5"}
-        built = subprocess.run(
-            [sys.executable, "-m", "scratchpack", "build", str(static_busybox), "-t", "sleeper:1",
-             "--engine", "docker", "--cmd", "sleep 60"],
-            cwd=REPO_ROOT, env=engine.env, capture_output=True, text=True, timeout=300,
+        built = cli.scratchpack(
+            "build", str(static_busybox), "-t", "sleeper:1", "--engine", "docker",
+            "--cmd", "sleep 60", cwd=REPO_ROOT, env=engine.env, timeout=300,
         )  # fmt: skip
         assert built.returncode == 0, built.stderr
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scratchpack", "shrink", "sleeper:1", "-t", "thin:1", "--trace"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        process = cli.start(
+            "shrink", "sleeper:1", "-t", "thin:1", "--trace", cwd=REPO_ROOT, env=env
+        )
         deadline = time.monotonic() + 60
         while not engine.docker("ps", "-aq", "--filter", "label=scratchpack.trace").strip():
             assert time.monotonic() < deadline, "no traced container came"

@@ -7,16 +7,12 @@ exit 2, not a MemoryError (exit 70).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from scratchpack.errors import EXIT_USAGE
+from tests import cli
 from tests.imagekit import d, f, layer, write_oci
-
-NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
 
 
 def test_shrink_of_an_image_with_a_huge_dpkg_status_is_one_line(
@@ -37,11 +33,9 @@ def test_shrink_of_an_image_with_a_huge_dpkg_status_is_one_line(
     blobs = sum(path.stat().st_size for path in (source / "blobs/sha256").iterdir())
     assert blobs < 4 << 20  # a small archive: the bomb is in the expansion
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "shrink", str(source), "-t", "thin:1",
-         "-o", str(tmp_path / "thin.tar")],
-        capture_output=True, text=True, check=False, env={**os.environ, **NO_ENGINE},
-    )  # fmt: skip
+    proc = cli.scratchpack(
+        "shrink", source, "-t", "thin:1", "-o", tmp_path / "thin.tar", env=cli.NO_ENGINE
+    )
     assert time.monotonic() - start < 60
     assert proc.returncode == EXIT_USAGE, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import time
 import urllib.error
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests import cli
 from tests.conftest import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +36,9 @@ QEMU = "/usr/bin/qemu-aarch64-static"
 
 
 def scratchpack(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SCRATCHPACK_CACHE": str(CACHE / "packages")}
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args],
-        capture_output=True, text=True, cwd=cwd or REPO_ROOT, env=env, timeout=900, check=False,
-    )  # fmt: skip
+    """The command with the suite's package cache, from the repository's top unless ``cwd``."""
+    env = {"SCRATCHPACK_CACHE": str(CACHE / "packages")}
+    return cli.scratchpack(*args, cwd=cwd or REPO_ROOT, env=env, timeout=900)
 
 
 def built(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:

@@ -8,9 +8,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+from tests import cli
+
+PIP_QUIET = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
 
 def _run(*cmd: str | os.PathLike[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, **PIP_QUIET}
     return subprocess.run(
         [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
@@ -40,7 +44,7 @@ def test_wheel_ships_package_and_templates(repo_root: Path, tmp_path: Path) -> N
 
 
 def test_python_dash_m_help() -> None:
-    proc = _run(sys.executable, "-m", "scratchpack", "--help")
+    proc = cli.scratchpack("--help", env=PIP_QUIET, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Usage:" in proc.stdout
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft7Validator
 
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.registry_fixture import (
     OCI_MANIFEST,
@@ -28,7 +27,6 @@ from tests.unit.test_sbom import assert_valid, cyclonedx_validator, spdx_validat
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
 USER, PASSWORD = "builder", "pa ss:word"
-NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,15 +35,8 @@ def samples() -> None:
 
 
 def scratchpack(*args: str, stdin: str | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        input=stdin,
-        cwd=cwd,
-        env={**os.environ, **NO_ENGINE, "DOCKER_CONFIG": "/nonexistent"},
-    )
+    env = {**cli.NO_ENGINE, "DOCKER_CONFIG": "/nonexistent"}
+    return cli.scratchpack(*args, cwd=cwd, env=env, input=stdin)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -32,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests import recipes
+from tests import cli, recipes
 from tests.conftest import unavailable
 from tests.debian_images import (  # noqa: F401
     CACHE_DIR,
@@ -53,10 +52,7 @@ PG_LIB = PG_BIN.parent
 
 def scratchpack(command: str) -> subprocess.CompletedProcess[str]:
     """``scratchpack COMMAND`` (a README line, shell-quoted); fails the test unless it exits 0."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "scratchpack", *shlex.split(command)],
-        capture_output=True, text=True, check=False, timeout=600,
-    )  # fmt: skip
+    proc = cli.scratchpack(*shlex.split(command), timeout=600)
     assert proc.returncode == 0, f"scratchpack {command}\nexit {proc.returncode}\n{proc.stderr}"
     return proc
 

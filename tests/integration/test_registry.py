@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +30,7 @@ from scratchpack.image.registry import (
     push_image,
     push_layout,
 )
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.conftest import unavailable
 from tests.registry_fixture import (
@@ -468,11 +467,9 @@ def test_push_a_layout_written_by_the_built_in_writer(
 ) -> None:
     subprocess.run(["make", "-s", "-C", str(REPO_ROOT / "samples")], check=True)
     output = tmp_path / "hello-layout"
-    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
-    built = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "build", str(HELLO), "-t", "hello:1", "--json",
-         "--engine", "none", "--output", str(output)],
-        capture_output=True, text=True, check=False, env=env, cwd=tmp_path,
+    built = cli.scratchpack(
+        "build", HELLO, "-t", "hello:1", "--json", "--engine", "none", "--output", output,
+        cwd=tmp_path, env=cli.NO_ENGINE,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     written = json.loads(built.stdout)

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,25 +23,11 @@ from pathlib import Path
 import docker.errors
 import pytest
 
+from tests import cli
 from tests.cfixtures import REPO_ROOT
+from tests.cli import NO_ENGINE, scratchpack
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
-
-
-NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
-
-
-def scratchpack(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scratchpack", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-    )
 
 
 @pytest.fixture
@@ -611,12 +596,7 @@ def test_a_trace_that_fails_is_reported(docker_client, sleeper: str, tmp_path: P
 @pytest.mark.engine
 def test_ctrl_c_mid_trace_leaves_nothing(docker_client, sleeper: str) -> None:  # type: ignore[no-untyped-def]
     before = _leftovers(docker_client)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "scratchpack", "shrink", sleeper, "-t", "x:1", "--trace"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = cli.start("shrink", sleeper, "-t", "x:1", "--trace")
     deadline = time.monotonic() + 60
     while not _leftovers(docker_client)[0] and time.monotonic() < deadline:
         time.sleep(0.2)  # wait until the traced container exists

@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
@@ -38,14 +38,8 @@ def hello() -> Path:
 def interrupted(
     args: list[str], delay: float, signum: int, second: float | None, tmp: Path, cwd: Path
 ) -> subprocess.CompletedProcess[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scratchpack", *args],
-        cwd=cwd,
-        env={**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    environment = {"TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT)}
+    process = cli.start(*args, cwd=cwd, env=environment)
     time.sleep(delay)
     process.send_signal(signum)
     if second is not None:
@@ -114,11 +108,7 @@ def test_a_signal_while_the_engine_loads_leaves_no_engine_object(
     hello: Path, tmp_path: Path, docker_client: Any
 ) -> None:
     archive = tmp_path / "hello.tar"
-    subprocess.run(
-        [sys.executable, "-m", "scratchpack", "build", str(hello), "-t", "hello:src", "-o",
-         str(archive)],
-        cwd=REPO_ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+    cli.scratchpack("build", hello, "-t", "hello:src", "-o", archive, cwd=REPO_ROOT, check=True)
     moments = random.Random(SEED + 99)
     tag = f"scratchpack-test/signal:{uuid.uuid4().hex[:8]}"
     try:

@@ -40,10 +40,10 @@ from scratchpack.trace.tracer import (
     TracerTree,
     TraceTimeout,
 )
+from tests import cli
 from tests.conftest import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOADER_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES")
 HOST_INTERP = "/lib64/ld-linux-x86-64.so.2"
 MUSL_LOADER = "/lib/x86_64-linux-musl/libc.so"
 
@@ -189,14 +189,10 @@ def test_trace_a_dynamic_program_built_by_scratchpack(
     )
     tag = _tag("dynamic")
     images.append(tag)
-    env = {k: v for k, v in os.environ.items() if k not in LOADER_ENV}
-    built = subprocess.run(
-        [
-            sys.executable, "-m", "scratchpack", "build", str(program), "-t", tag,
-            "--include", f"{data}:/data", "--include", libm,
-            "--workdir", "/data", "--user", "nonroot", "--engine", "docker",
-        ],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    built = cli.scratchpack(
+        "build", program, "-t", tag, "--include", f"{data}:/data", "--include", libm,
+        "--workdir", "/data", "--user", "nonroot", "--engine", "docker",
+        cwd=REPO_ROOT, unset=cli.LOADER_ENV, timeout=300,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     config = _config(docker_client, tag)

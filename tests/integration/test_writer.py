@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
@@ -30,19 +30,12 @@ def samples() -> None:
 
 
 def write(output: Path, *args: str, epoch: str | None = None, tag: str = "hello:test") -> dict:
-    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
-    env.pop("SOURCE_DATE_EPOCH", None)
-    if epoch is not None:
-        env["SOURCE_DATE_EPOCH"] = epoch
-    command = [sys.executable, "-m", "scratchpack", "build", "-t", tag, "--json"]
-    proc = subprocess.run(
-        [*command, "-o", str(output), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        cwd=output.parent,
-    )
+    epoch_env = {} if epoch is None else {"SOURCE_DATE_EPOCH": epoch}
+    env = {**cli.NO_ENGINE, **epoch_env}  # SOURCE_DATE_EPOCH only when the test gives one
+    proc = cli.scratchpack(
+        "build", "-t", tag, "--json", "-o", output, *args,
+        cwd=output.parent, env=env, unset=("SOURCE_DATE_EPOCH",),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -162,37 +155,14 @@ def test_output_must_not_clobber_user_files(tmp_path: Path) -> None:
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scratchpack",
-            "build",
-            "-t",
-            "x:y",
-            "-o",
-            str(occupied),
-            str(HELLO),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = cli.scratchpack("build", "-t", "x:y", "-o", occupied, HELLO)
     assert proc.returncode == 2 and "is not empty" in proc.stderr
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
     assert not list(tmp_path.glob(".scratchpack-*"))
 
 
 def test_without_an_engine_auto_writes_an_archive(tmp_path: Path) -> None:
-    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "build", str(HELLO), "-t", "hello:auto"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        cwd=tmp_path,
-    )
+    proc = cli.scratchpack("build", HELLO, "-t", "hello:auto", cwd=tmp_path, env=cli.NO_ENGINE)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "hello_auto.tar").is_file()
     assert "docker load -i" in proc.stdout

@@ -16,8 +16,6 @@ import io
 import json
 import os
 import struct
-import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from scratchpack.image.readers import open_image
 from scratchpack.image.registry import PushError, credentials_from_docker_config
 from scratchpack.image.unpack import unpack
 from scratchpack.ld.resolve import Resolver
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.imagekit import d, f, layer, sha, write_docker_archive, write_oci
 
@@ -200,12 +199,6 @@ def test_elf_headers_the_kernel_refuses_are_input_errors(
     with pytest.raises(InputError, match="corrupt") as error:
         Resolver().read_input(str(program))
     assert_clear(error.value)
-    done = subprocess.run(
-        [sys.executable, "-m", "scratchpack", "deps", str(program)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = cli.scratchpack("deps", program, cwd=REPO_ROOT)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "statically linked" not in done.stdout

@@ -27,6 +27,7 @@ import pytest
 from scratchpack.errors import InputError
 from scratchpack.image.readers import open_image
 from scratchpack.image.unpack import unpack
+from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.imagekit import (
     HELLO,
@@ -331,16 +332,11 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``scratchpack build --layers split`` of the hello sample: image.tar and a layout."""
     top = tmp_path_factory.mktemp("written")
     subprocess.run(["make", "-s", "-C", str(REPO_ROOT / "samples/hello-world")], check=True)
-    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
     for output in ("image.tar", "layout"):
-        command = [sys.executable, "-m", "scratchpack", "build", str(HELLO), "-t", "hello:unpack"]
-        subprocess.run(
-            [*command, "--engine", "none", "--layers", "split", "-o", str(top / output)],
-            check=True,
-            capture_output=True,
-            env=env,
-            cwd=REPO_ROOT,
-        )
+        cli.scratchpack(
+            "build", HELLO, "-t", "hello:unpack", "--engine", "none", "--layers", "split",
+            "-o", top / output, cwd=REPO_ROOT, env=cli.NO_ENGINE, check=True,
+        )  # fmt: skip
     return top
 
 
