@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GCC = shutil.which("gcc")
 LDD = shutil.which("ldd")
@@ -39,7 +41,6 @@ EM_X86_64 = 62
 EM_AARCH64 = 183
 
 # Environment variables that would change what the loader (or the resolver) does.
-_LOADER_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES")
 
 EXE_SOURCE = "int main(void) { return 0; }\n"
 # For executables linked without libc: nothing runs them, they only need to link.
@@ -290,15 +291,12 @@ def dynamic_entries(data: bytes) -> list[tuple[int, int, int]]:
 # --------------------------------------------------------------------------- running
 
 
-def clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test process's environment without loader variables, plus ``env``."""
-    out = {k: v for k, v in os.environ.items() if k not in _LOADER_ENV}
-    out["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-    )
-    if env:
-        out.update(env)
-    return out
+def _pythonpath() -> dict[str, str]:
+    return {
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+    }
 
 
 def run_deps_raw(
@@ -308,15 +306,13 @@ def run_deps_raw(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m scratchpack deps ARGS`` with a clean loader environment (plus ``env``)."""
-    cmd = [sys.executable, "-m", "scratchpack", "deps", *map(str, args)]
-    return subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env=clean_env(env),
+    return cli.scratchpack(
+        "deps",
+        *args,
         cwd=cwd,
+        env={**_pythonpath(), **(env or {})},
+        unset=cli.LOADER_ENV,
         timeout=timeout,
-        check=False,
     )
 
 
@@ -425,7 +421,7 @@ def ldd(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, cwd=
         [LDD, str(path)],
         capture_output=True,
         text=True,
-        env=clean_env(env),
+        env=cli.child_env({**_pythonpath(), **(env or {})}, cli.LOADER_ENV),
         cwd=cwd,
         timeout=60,
         check=False,

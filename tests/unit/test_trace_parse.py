@@ -35,7 +35,6 @@ from scratchpack.trace.tracer import (
 from tests.conftest import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOADER_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES")
 HOST_INTERP = "/lib64/ld-linux-x86-64.so.2"
 MUSL_LOADER = "/lib/x86_64-linux-musl/libc.so"
 
