@@ -42,7 +42,7 @@ from scratchpack.lifecycle import (
 from scratchpack.owner import gone, owner, owner_of, prefix
 
 if TYPE_CHECKING:
-    from scratchpack.engine.client import Engine
+    from scratchpack.engine.client import StagingEngine
     from scratchpack.image.model import Image
 
 STAGING_REPOSITORY = "scratchpack-staging"
@@ -53,7 +53,7 @@ STAGING_REPOSITORY = "scratchpack-staging"
 
 @dataclass
 class _StagedImage:
-    engine: Engine
+    engine: StagingEngine
     temporary: str  # the throw-away tag it is built or loaded under
     final: str
     image_id: str | None = None  # known once it exists
@@ -106,7 +106,7 @@ class Publication:
             self._scratch.append(path)
         return path
 
-    def engine_name(self, engine: Engine, final: str) -> str:
+    def engine_name(self, engine: StagingEngine, final: str) -> str:
         """A throw-away tag to build or load ``final`` under until everything succeeded.
 
         It is registered before the engine is asked anything, so an interrupt
@@ -190,7 +190,7 @@ class Publication:
 IN_FLIGHT_WAIT = 5.0  # seconds a cut-off load or build may still take to tag its image
 
 
-def _untag_when_done(engine: Engine, name: str) -> None:
+def _untag_when_done(engine: StagingEngine, name: str) -> None:
     """A load cut off after its body was sent still ends in the engine: wait for it.
 
     The engine finishes a ``docker load`` whose bytes it has, whether or not we
@@ -243,7 +243,7 @@ def publication() -> Iterator[Publication]:
 # -- sinks: where an image goes -------------------------------------------------------------
 
 
-def to_engine(staged: Publication, engine: Engine, image: Image, tag: str) -> str:
+def to_engine(staged: Publication, engine: StagingEngine, image: Image, tag: str) -> str:
     """Load ``image`` into the engine under a throw-away name; tagged ``tag`` on publish."""
     temporary = staged.engine_name(engine, tag)
     with staged.making(temporary):

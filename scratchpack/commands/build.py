@@ -54,7 +54,7 @@ from scratchpack.publish import (
 )
 
 if TYPE_CHECKING:
-    from scratchpack.engine.client import Engine
+    from scratchpack.engine.client import CommandEngine
     from scratchpack.image.config import ImageConfig
     from scratchpack.image.model import Image
     from scratchpack.image.registry import Credentials, PushResult
@@ -244,8 +244,8 @@ def check_request(request: BuildRequest) -> None:
 
 
 def choose_engine(
-    mode: EngineMode, output: Path | None, given: Engine | None = None
-) -> Engine | None:
+    mode: EngineMode, output: Path | None, given: CommandEngine | None = None
+) -> CommandEngine | None:
     """The engine to build in (``given``, else the environment's), or None for the writer."""
     if mode is EngineMode.NONE or output is not None:
         return None
@@ -262,7 +262,7 @@ def choose_engine(
 # -- the run ----------------------------------------------------------------------------------
 
 
-def run_build(request: BuildRequest, engine: Engine | None = None) -> BuildResult:
+def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> BuildResult:
     """Plan, build or write, verify, push, debug variant, SBOM; then publish every output.
 
     ``engine`` is the engine to build in and verify with; without one, the
@@ -415,7 +415,7 @@ def _index_build(
     staged: Publication,
     request: BuildRequest,
     progress: Callable[[str], None] | None,
-    engine: Engine | None,
+    engine: CommandEngine | None,
 ) -> BuildResult:
     """Several platforms: one image each from its own packages, an OCI image index over them."""
     from scratchpack.image.model import ImageIndex
@@ -482,7 +482,7 @@ def _index_build(
 
 def _engine_build(
     staged: Publication,
-    engine: Engine,
+    engine: CommandEngine,
     plan: ImagePlan,
     request: BuildRequest,
     progress: Callable[[str], None] | None,
@@ -538,7 +538,7 @@ def _write_build(
     plan: ImagePlan,
     request: BuildRequest,
     progress: Callable[[str], None] | None,
-    engine: Engine | None,
+    engine: CommandEngine | None,
 ) -> dict[str, Any]:
     """The built-in writer's image, written to its output, verified (in ``engine``), pushed."""
     assert request.tag is not None
@@ -576,7 +576,7 @@ def _debug_variant(
     staged: Publication,
     plan: ImagePlan,
     request: BuildRequest,
-    engine: Engine | None,
+    engine: CommandEngine | None,
     written: Image | None,
 ) -> DebugResult:
     """TAG-debug: written by the built-in writer, loaded into the engine or written beside -o."""

@@ -7,7 +7,6 @@ and the ``--verify`` run of a new image, live here.
 
 from __future__ import annotations
 
-import os
 import shlex
 from dataclasses import dataclass
 from enum import Enum
@@ -22,11 +21,9 @@ from scratchpack.errors import (
     VerifyError,
 )
 from scratchpack.image.reference import Reference
-from scratchpack.lifecycle import deferred_signals, leftover
-from scratchpack.owner import owner
 
 if TYPE_CHECKING:
-    from scratchpack.engine.client import Confinement, Engine
+    from scratchpack.engine.client import CommandEngine, Confinement, Engine
     from scratchpack.image.model import Image
 
 DEFAULT_VERIFY_TIMEOUT = 120.0  # seconds
@@ -109,7 +106,7 @@ def connected_engine() -> Engine:
 
 
 def verify_image(
-    engine: Engine, reference: str, tag: str, verify: VerifyRequest, loaded: bool = False
+    engine: CommandEngine, reference: str, tag: str, verify: VerifyRequest, loaded: bool = False
 ) -> VerifyResult:
     """Run the new image with ``verify.args`` and no network; fail (exit 4) if it fails.
 
@@ -143,7 +140,7 @@ def verify_image(
 
 
 def verify_written(
-    image: Image, tag: str, verify: VerifyRequest, engine: Engine | None = None
+    image: Image, tag: str, verify: VerifyRequest, engine: CommandEngine | None = None
 ) -> VerifyResult:
     """``--verify`` of a writer-made image: loaded under a throw-away name, run, removed.
 
@@ -155,14 +152,5 @@ def verify_written(
             engine = connected_engine()
         except EngineUnreachable as err:
             raise EngineUnreachable(f"--verify runs the image in a Docker engine: {err}") from err
-    reference = f"scratchpack-verify/{owner()}-{os.urandom(4).hex()}:0"
-    try:
-        engine.load(image, reference)
-        result = verify_image(engine, reference, tag, verify, loaded=True)
-    except BaseException:
-        with leftover(f"the image {reference}", f"docker rmi {reference}"):
-            engine.untag(reference)
-        raise
-    with deferred_signals():
-        engine.untag(reference)
-    return result
+    with engine.loaded(image) as reference:
+        return verify_image(engine, reference, tag, verify, loaded=True)

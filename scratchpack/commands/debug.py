@@ -33,7 +33,7 @@ from scratchpack.publish import publication, to_engine, writing
 
 if TYPE_CHECKING:
     from scratchpack.engine.attach import AttachResult
-    from scratchpack.engine.client import Engine
+    from scratchpack.engine.client import CommandEngine, Engine
 
 TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
 # What makes a tools image current: the busybox it holds and this layout's version.
@@ -53,7 +53,7 @@ class DebugImageRequest:
     max_unpacked: int | None = None  # bytes the image may unpack to (default: free space)
 
 
-def run_debug(engine: Engine, request: DebugImageRequest) -> DebugResult:
+def run_debug(engine: CommandEngine, request: DebugImageRequest) -> DebugResult:
     """The debug variant of any image in the engine, from that image's own files and config."""
     from scratchpack.image.unpack import unpack
     from scratchpack.ld.rootfs import RootFS

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.commands.common import EngineMode, connected_engine, default_archive
-from scratchpack.engine.client import Confinement
+from scratchpack.engine.client import TRACE_REPOSITORY, Confinement
 from scratchpack.errors import EngineUnreachable, InputError, VerifyError
 from scratchpack.image.config import history_entry, source_date_epoch
 from scratchpack.image.readers import SourceFormat, SourceImage
@@ -26,9 +26,7 @@ from scratchpack.image.saved import open_and_unpack
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.lazyroot import LazyRoot
 from scratchpack.ld.rootfs import RootFS
-from scratchpack.lifecycle import deferred_signals, leftover
 from scratchpack.notes import collected, warn
-from scratchpack.owner import owner
 from scratchpack.plan.image_plan import loaded_first_json, loaded_first_lines
 from scratchpack.plan.shrink import ShrinkInputs, ShrinkPlan, kept_sizes, plan_shrink
 from scratchpack.progress import ByteProgress, terminal_progress
@@ -47,7 +45,7 @@ from scratchpack.trace.tracer import TraceError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from scratchpack.engine.client import Engine
+    from scratchpack.engine.client import CommandEngine
     from scratchpack.image.model import Image
     from scratchpack.image.unpack import UnpackReport
     from scratchpack.trace.run import TraceResult
@@ -247,8 +245,8 @@ def _output_target(tag: str, output: Path | None) -> Path:
 
 
 def _choose_engine(
-    request: ShrinkRequest, in_engine: bool, target: Path | None, given: Engine | None
-) -> tuple[Engine | None, Path | None]:
+    request: ShrinkRequest, in_engine: bool, target: Path | None, given: CommandEngine | None
+) -> tuple[CommandEngine | None, Path | None]:
     """The engine (``given``, else the environment's) when the run needs or may load into one.
 
     Without an engine, the new image goes to the writer's target.
@@ -264,7 +262,7 @@ def _choose_engine(
         return None, _output_target(request.tag, None)  # auto, and no engine: the writer
 
 
-def run_shrink(request: ShrinkRequest, engine: Engine | None = None) -> ShrinkResult:
+def run_shrink(request: ShrinkRequest, engine: CommandEngine | None = None) -> ShrinkResult:
     """Read the source, plan what to keep, write the new image; publish it or nothing.
 
     Temporary roots, containers and the images a trace loads are removed
@@ -331,7 +329,10 @@ def run_shrink(request: ShrinkRequest, engine: Engine | None = None) -> ShrinkRe
 
 
 def _unpacked(
-    request: ShrinkRequest, work: Path, engine: Engine | None, say: Callable[[str], None] | None
+    request: ShrinkRequest,
+    work: Path,
+    engine: CommandEngine | None,
+    say: Callable[[str], None] | None,
 ) -> tuple[SourceImage, UnpackReport, ShrinkInputs]:
     """The source image read and unpacked lazily into ``work/root``: of an image's files,
     shrink creates only those it reads or keeps."""
@@ -499,7 +500,12 @@ class _Tracing:
     """
 
     def __init__(
-        self, engine: Engine, request: ShrinkRequest, source: SourceImage, work: Path, say: Any
+        self,
+        engine: CommandEngine,
+        request: ShrinkRequest,
+        source: SourceImage,
+        work: Path,
+        say: Any,
     ) -> None:
         from scratchpack.trace.tracer import package_tracer
 
@@ -508,51 +514,29 @@ class _Tracing:
         self.source = source
         self.say = say
         self.tracer = package_tracer(work / "tracer")
-        self.loaded: str | None = None
         self.reference = request.image
-        if source.format is not SourceFormat.ENGINE:
-            if engine.has_image(source.digest):
-                self.reference = source.digest
-            else:
-                self.loaded = f"scratchpack-trace/{owner()}-{os.urandom(4).hex()}:0"
-                self.reference = self.loaded
+        self.needs_load = source.format is not SourceFormat.ENGINE
+        if self.needs_load and engine.has_image(source.digest):
+            self.reference, self.needs_load = source.digest, False
+        self.loading = contextlib.ExitStack()
 
     def __enter__(self) -> _Tracing:
-        if self.loaded:
-            try:
-                self.engine.load(self.source.image, self.loaded)
-            except BaseException:
-                self._untag(self.loaded, failed=True)
-                raise
+        if self.needs_load:
+            self.reference = self.loading.enter_context(
+                self.engine.loaded(self.source.image, TRACE_REPOSITORY)
+            )
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, *_rest: object) -> None:
-        if self.loaded:
-            self._untag(self.loaded, failed=kind is not None)
-
-    def _untag(self, name: str, failed: bool) -> None:
-        """After a failure, what cannot be removed is named beside the error, not in its place."""
-        if failed:
-            with leftover(f"the image {name}", f"docker rmi {name}"):
-                self.engine.untag(name)
-        else:
-            with deferred_signals():
-                self.engine.untag(name)
+    def __exit__(self, *exc_info: Any) -> None:
+        self.loading.__exit__(*exc_info)
 
     def source_run(self) -> TraceResult:
         return self._run(self.reference)
 
     def candidate_run(self, image: Image) -> TraceResult:
         """A shrunk image, loaded under a throw-away name for its run, then untagged."""
-        name = f"scratchpack-verify/{owner()}-{os.urandom(4).hex()}:0"
-        try:
-            self.engine.load(image, name)
-            result = self._run(name)
-        except BaseException:
-            self._untag(name, failed=True)
-            raise
-        self._untag(name, failed=False)
-        return result
+        with self.engine.loaded(image) as name:
+            return self._run(name)
 
     def _run(self, reference: str) -> TraceResult:
         from scratchpack.trace.run import trace_image

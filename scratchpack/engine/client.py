@@ -10,6 +10,10 @@ middle (:class:`~scratchpack.errors.EngineLost`) and one that took too long
 
 Images are loaded as a stream (:func:`~scratchpack.image.layout.docker_archive_chunks`)
 and saved as one, so no image is ever copied whole into memory.
+
+What the publish stage and the commands ask of an engine is two small
+protocols, :class:`StagingEngine` and :class:`CommandEngine`: a fake in memory
+stands in for :class:`Engine` in the unit tests.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from scratchpack.engine.direct import (
     DirectAPI,
@@ -39,6 +43,7 @@ from scratchpack.errors import (
     NoSuchImage,
     exception_chain,
 )
+from scratchpack.image.saved import ImageStreamer
 from scratchpack.lifecycle import deferred_signals, leftover
 from scratchpack.owner import OWNER_LABEL, TAG_REPOSITORIES, owner, owner_of, prefix
 
@@ -50,6 +55,9 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 _CHUNK = 1 << 20
 _AHEAD = 8  # pieces of the build context read ahead of the socket
 _WAIT_SLICE = 5.0  # seconds a container wait goes before the engine is asked if it answers
+# Repositories of the throw-away tags :meth:`Engine.loaded` loads images under.
+VERIFY_REPOSITORY = "scratchpack-verify"  # a new image, for its --verify run
+TRACE_REPOSITORY = "scratchpack-trace"  # an archive's image, for its traced runs
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,50 @@ class RunResult:
     @property
     def finished(self) -> bool:
         return self.exit_code is not None
+
+
+# -- what callers ask of an engine ------------------------------------------------------------
+# Two small protocols, like ImageSaver and ImageStreamer of the image floor: :class:`Engine`
+# satisfies both, and so does a fake that holds images in memory, so ``build``, ``shrink``
+# and ``debug`` can be run, published and rolled back without a daemon.
+
+
+Progress = Callable[[str], None]  # a line of a build's output, as it comes
+
+
+class StagingEngine(Protocol):
+    """What a :class:`~scratchpack.publish.Publication` does with the images it stages."""
+
+    def load(self, image: Image, tag: str) -> str: ...
+
+    def tag(self, image_id: str, reference: str) -> None: ...
+
+    def untag(self, reference: str) -> None: ...
+
+    def has_image(self, reference: str) -> bool: ...
+
+
+class CommandEngine(StagingEngine, ImageStreamer, Protocol):
+    """What ``build``, ``shrink`` and ``debug`` ask of an engine besides staging."""
+
+    def image(self, reference: str) -> ImageInfo: ...
+
+    def build(  # in the engine, from a streamed context; the image ID
+        self, context: Context, tag: str, progress: Progress | None = None, shown: str = ""
+    ) -> str: ...
+
+    def run(  # a --verify run: no network, keyword options
+        self,
+        image: str,
+        command: Sequence[str] | None = None,
+        *,
+        timeout: float = ...,
+        confinement: Confinement | None = None,
+    ) -> RunResult: ...
+
+    def loaded(
+        self, image: Image, repository: str = ...
+    ) -> contextlib.AbstractContextManager[str]: ...
 
 
 def where() -> str:
@@ -311,6 +363,25 @@ class Engine:
                     text = " ".join(str(error).split())
                     raise EngineError(f"the engine refused to load {tag}: {text}")
         return image.image_id
+
+    @contextlib.contextmanager
+    def loaded(self, image: Image, repository: str = VERIFY_REPOSITORY) -> Iterator[str]:
+        """``image`` loaded under a throw-away tag of ``repository`` for the block: the tag.
+
+        The tag is always removed afterwards, and only the tag: the engine's own
+        images and names stay as they were. After a failure, a tag that cannot
+        be removed is named beside the error (:func:`leftover`), not in its place.
+        """
+        name = f"{repository}/{owner()}-{os.urandom(4).hex()}:0"
+        try:
+            self.load(image, name)
+            yield name
+        except BaseException:
+            with leftover(f"the image {name}", f"docker rmi {name}"):
+                self.untag(name)
+            raise
+        with deferred_signals():
+            self.untag(name)
 
     def image(self, reference: str) -> ImageInfo:
         """A local image, or an error: never a pull."""

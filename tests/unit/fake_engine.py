@@ -1,0 +1,122 @@
+"""An engine in memory: what the commands ask of Docker, answered without a daemon.
+
+Loading an image keeps the object the writer made under its name; saving one
+streams it back as the ``docker save`` archive the real engine would send, so
+the commands read it with their own readers. Every call is recorded, and a
+run answers with a fixed exit status (``--verify`` of a build).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from scratchpack.engine.client import (
+    VERIFY_REPOSITORY,
+    ImageInfo,
+    RunResult,
+)
+from scratchpack.engine.context import Context
+from scratchpack.errors import EngineError, NoSuchImage
+from scratchpack.image.layout import docker_archive_chunks
+from scratchpack.image.model import Image
+
+
+class FakeEngine:
+    """Images by name and by ID, held in memory; calls recorded as tuples of words."""
+
+    def __init__(self, exit_code: int = 0, refuse_loads: bool = False) -> None:
+        self.exit_code = exit_code
+        self.refuse_loads = refuse_loads
+        self.calls: list[tuple[str, ...]] = []
+        self.names: dict[str, str] = {}  # reference -> image ID
+        self.images: dict[str, Image] = {}  # image ID -> image
+
+    def holding(self, image: Image, reference: str) -> FakeEngine:
+        """The engine with ``image`` already in it as ``reference`` (not recorded)."""
+        self.images[image.image_id] = image
+        self.names[reference] = image.image_id
+        return self
+
+    def _find(self, reference: str) -> Image:
+        image_id = self.names.get(reference, reference)
+        if image_id not in self.images:
+            raise NoSuchImage(f"no image {reference} in the local engine")
+        return self.images[image_id]
+
+    # -- staging
+
+    def load(self, image: Image, tag: str) -> str:
+        self.calls.append(("load", tag))
+        if self.refuse_loads:
+            raise EngineError(f"the engine refused to load {tag}: no space left on device")
+        self.holding(image, tag)
+        return image.image_id
+
+    def tag(self, image_id: str, reference: str) -> None:
+        self.calls.append(("tag", image_id, reference))
+        self.names[reference] = image_id
+
+    def untag(self, reference: str) -> None:
+        self.calls.append(("untag", reference))
+        self.names.pop(reference, None)
+
+    def has_image(self, reference: str) -> bool:
+        return reference in self.names or reference in self.images
+
+    # -- reading
+
+    def image(self, reference: str) -> ImageInfo:
+        image = self._find(reference)
+        tags = tuple(name for name, known in self.names.items() if known == image.image_id)
+        return ImageInfo(
+            id=image.image_id,
+            tags=tags,
+            size=image.size,
+            architecture=image.platform.architecture,
+            diff_ids=tuple(layer.diff_id for layer in image.layers),
+        )
+
+    def save_image(self, reference: str, destination: Path) -> tuple[str, ...]:
+        self.calls.append(("save", reference))
+        image = self._find(reference)
+        with open(destination, "wb") as out:
+            for chunk in docker_archive_chunks(image, reference):
+                out.write(chunk)
+        return self.image(reference).tags
+
+    @contextlib.contextmanager
+    def saved_stream(self, image_id: str) -> Iterator[IO[bytes]]:
+        self.calls.append(("save", image_id))
+        image = self._find(image_id)
+        yield io.BytesIO(b"".join(docker_archive_chunks(image, image_id)))
+
+    # -- making and running
+
+    def build(self, context: Context, tag: str, *_rest: object, **_options: object) -> str:
+        raise EngineError(f"the fake engine builds nothing ({tag})")
+
+    def run(
+        self, image: str, command: Sequence[str] | None = None, **_options: object
+    ) -> RunResult:
+        self._find(image)
+        self.calls.append(("run", image, *(command or ())))
+        return RunResult(self.exit_code, "ran\n")
+
+    @contextlib.contextmanager
+    def loaded(self, image: Image, repository: str = VERIFY_REPOSITORY) -> Iterator[str]:
+        name = f"{repository}/fake-{os.urandom(4).hex()}:0"
+        try:
+            self.load(image, name)
+            yield name
+        finally:
+            self.untag(name)
+
+
+def recorded(engine: FakeEngine, *verbs: str) -> list[tuple[str, ...]]:
+    """The calls of ``engine`` whose verb is one of ``verbs``."""
+    return [call for call in engine.calls if call[0] in verbs]
