@@ -38,6 +38,7 @@ from scratchpack.plan.image_plan import (
     ImagePlan,
     LoadedFirst,
     loaded_first_json,
+    loaded_first_lines,
     plan_image,
 )
 from scratchpack.progress import ByteProgress, terminal_progress
@@ -52,11 +53,12 @@ from scratchpack.publish import (
     to_output,
     writing,
 )
+from scratchpack.report import size_text
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import CommandEngine
     from scratchpack.image.config import ImageConfig
-    from scratchpack.image.model import Image
+    from scratchpack.image.model import Image, ImageIndex
     from scratchpack.image.registry import Credentials, PushResult
     from scratchpack.image.writer import BlobStore
 
@@ -164,6 +166,34 @@ class BuildResult:
         if self.sbom is not None:
             document["sbom"] = self.sbom.to_json()
         return document
+
+
+def report_text(result: BuildResult) -> str:
+    """The human report of ``build``, read from its result (``--json`` is ``to_json``)."""
+    if result.engine is None:
+        lines = [
+            f"Wrote the build context to {result.context} "
+            f"({result.files} files, {size_text(result.content_bytes)})"
+        ]
+    else:
+        size = f"({size_text(result.size or 0)}, {result.files} files)"
+        if result.engine is EngineMode.DOCKER:
+            lines = [f"Built {result.tag} {result.image} {size}"]
+        else:
+            where = f" to {result.output}" if result.output else ""
+            lines = [f"Wrote {result.tag} {result.image}{where} {size}"]
+            if result.output and result.output.endswith(".tar"):
+                lines.append(f"Load it with: docker load -i {result.output}")
+    groups = loaded_first_json(result.loaded_first)
+    lines.extend(line[0].upper() + line[1:] for line in loaded_first_lines(groups))
+    if result.push is not None:
+        lines.append(f"Pushed {result.push.reference} {result.push.manifest_digest}")
+    if result.debug is not None:
+        where = f" to {result.debug.output}" if result.debug.output else ""
+        lines.append(f"Debug variant {result.debug.tag} {result.debug.image}{where}")
+    if result.sbom is not None:
+        lines.append(f"SBOM ({result.sbom.format}) in {result.sbom.path}")
+    return "".join(f"{line}\n" for line in lines)
 
 
 # -- checks before any work -------------------------------------------------------------------
@@ -281,7 +311,6 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
             "--debug-shell busybox needs none"
         )
     progress = terminal_progress if request.show_progress else None
-    result: dict[str, Any] = {}
     with publication() as staged:
         if len(request.platforms) > 1:
             return _index_build(staged, request, progress, engine)
@@ -307,28 +336,30 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
                 write_context(
                     plan.root.sorted_entries(), plan.config, str(directory), request.template
                 )
+        result = BuildResult(  # the image steps below each add what they made
+            tag=request.tag,
+            files=len(plan.root.files),
+            content_bytes=plan.root.size,
+            context=str(request.context_dir.absolute()) if request.context_dir else None,
+            warnings=(),
+            loaded_first=plan.loaded_first,
+            lock=str(request.lock) if request.lock else None,
+        )
+        written = None  # the built-in writer's image, reused by a busybox debug variant
         if request.no_build:
             pass
         elif builder is not None:
             assert request.tag is not None
-            result.update(_engine_build(staged, builder, plan, request, progress))
+            result = _engine_build(staged, builder, plan, request, progress, result)
         else:
-            result.update(_write_build(staged, plan, request, progress, engine))
+            result, written = _write_build(staged, plan, request, progress, engine, result)
         if debug is not None and not request.no_build:
-            result["debug"] = _debug_variant(staged, plan, request, builder, result.get("written"))
+            debug_result = _debug_variant(staged, plan, request, builder, written)
+            result = dataclasses.replace(result, debug=debug_result)
         if request.sbom is not None:
-            result["sbom"] = _sbom(staged, plan, request, str(result.get("image") or ""))
-    result.pop("written", None)
-    return BuildResult(
-        tag=request.tag,
-        files=len(plan.root.files),
-        content_bytes=plan.root.size,
-        context=str(request.context_dir.absolute()) if request.context_dir else None,
-        warnings=tuple(collected()),
-        loaded_first=plan.loaded_first,
-        lock=str(request.lock) if request.lock else None,
-        **result,
-    )
+            sbom = _sbom(staged, plan, request, result.image or "")
+            result = dataclasses.replace(result, sbom=sbom)
+    return dataclasses.replace(result, warnings=tuple(collected()))
 
 
 @dataclass(frozen=True)
@@ -439,22 +470,12 @@ def _index_build(
     index = ImageIndex(tuple(images))
     if target is not None:
         to_output(staged, index, target, request.tag, source_date_epoch())
-    result: dict[str, Any] = {}
     host = Platform.host()
     native = next((image for image in images if host and image.platform == host), None)
+    verify = None
     if request.verify is not None and native is not None:
-        result["verify"] = verify_written(native, request.tag, request.verify, engine)
-    if request.push is not None:
-        from scratchpack.image.registry import push_image
-
-        result["push"] = push_image(
-            index,
-            request.push,
-            request.credentials,
-            insecure=request.insecure,
-            progress=progress,
-            retries=request.push_retries,
-        )
+        verify = verify_written(native, request.tag, request.verify, engine)
+    push = _push(index, request, progress) if request.push is not None else None
     return BuildResult(
         tag=request.tag,
         files=sum(len(plan.root.files) for plan in plans),
@@ -476,7 +497,8 @@ def _index_build(
         engine=EngineMode.NONE,
         output=str(target) if target else None,
         size=index.size,
-        **result,
+        verify=verify,
+        push=push,
     )
 
 
@@ -486,8 +508,10 @@ def _engine_build(
     plan: ImagePlan,
     request: BuildRequest,
     progress: Callable[[str], None] | None,
-) -> dict[str, Any]:
-    """Build in the engine from the rendered Dockerfile, under a throw-away tag."""
+    result: BuildResult,
+) -> BuildResult:
+    """Build in the engine from the rendered Dockerfile, under a throw-away tag: ``result``
+    with the image and its --verify run."""
     from scratchpack.engine.context import context_stream, owned_trees, render_dockerfile
 
     assert request.tag is not None
@@ -500,10 +524,12 @@ def _engine_build(
         )
     staged.engine_image(temporary, image_id)
     info = engine.image(image_id)
-    result: dict[str, Any] = {"engine": EngineMode.DOCKER, "image": info.id, "size": info.size}
+    verify = None
     if request.verify is not None:
-        result["verify"] = verify_image(engine, temporary, request.tag, request.verify)
-    return result
+        verify = verify_image(engine, temporary, request.tag, request.verify)
+    return dataclasses.replace(
+        result, engine=EngineMode.DOCKER, image=info.id, size=info.size, verify=verify
+    )
 
 
 def write_plan(
@@ -539,37 +565,48 @@ def _write_build(
     request: BuildRequest,
     progress: Callable[[str], None] | None,
     engine: CommandEngine | None,
-) -> dict[str, Any]:
-    """The built-in writer's image, written to its output, verified (in ``engine``), pushed."""
+    result: BuildResult,
+) -> tuple[BuildResult, Image]:
+    """The built-in writer's image, written to its output, verified (in ``engine``), pushed:
+    ``result`` with all of that, and the image itself."""
     assert request.tag is not None
     push_only = request.push is not None and request.output is None
     target = None if push_only else (request.output or default_archive(request.tag))
     image = write_plan(store_for(staged, target), plan, request.split_layers, request.show_progress)
     if target is not None:
         to_output(staged, image, target, request.tag, source_date_epoch())
-    result: dict[str, Any] = {
-        "engine": EngineMode.NONE,
-        "output": str(target) if target else None,
-        "image": image.image_id,
-        "manifest_digest": image.manifest_descriptor.digest,
-        "diff_ids": tuple(layer.diff_id for layer in image.layers),
-        "size": image.size,
-        "written": image,
-    }
+    verify = None
     if request.verify is not None:
-        result["verify"] = verify_written(image, request.tag, request.verify, engine)
-    if request.push is not None:
-        from scratchpack.image.registry import push_image
+        verify = verify_written(image, request.tag, request.verify, engine)
+    made = dataclasses.replace(
+        result,
+        engine=EngineMode.NONE,
+        image=image.image_id,
+        size=image.size,
+        output=str(target) if target else None,
+        manifest_digest=image.manifest_descriptor.digest,
+        diff_ids=tuple(layer.diff_id for layer in image.layers),
+        verify=verify,
+        push=_push(image, request, progress) if request.push is not None else None,
+    )
+    return made, image
 
-        result["push"] = push_image(
-            image,
-            request.push,
-            request.credentials,
-            insecure=request.insecure,
-            progress=progress,
-            retries=request.push_retries,
-        )
-    return result
+
+def _push(
+    image: Image | ImageIndex, request: BuildRequest, progress: Callable[[str], None] | None
+) -> PushResult:
+    """--push: the image or index to the registry, with the request's credentials and retries."""
+    from scratchpack.image.registry import push_image
+
+    assert request.push is not None
+    return push_image(
+        image,
+        request.push,
+        request.credentials,
+        insecure=request.insecure,
+        progress=progress,
+        retries=request.push_retries,
+    )
 
 
 def _debug_variant(
