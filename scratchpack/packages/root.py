@@ -40,7 +40,7 @@ from pathlib import Path
 
 from scratchpack.image.unpack import UnpackTooLarge, unpack_tars
 from scratchpack.ld.rootfs import RootFS
-from scratchpack.packages.apt import PackageError, PackageRef
+from scratchpack.packages.apt import ARCHITECTURES, NAME, PackageError, PackageRef
 from scratchpack.packages.deb import (
     MAX_CONTROL_MEMBER,
     DebControl,
@@ -87,7 +87,6 @@ _ARCHIVE_ONLY = frozenset(
     {"Filename", "Size", "MD5sum", "SHA1", "SHA256", "SHA512", "Description-md5", "Tag"}
 )
 _FIELD_NAME = re.compile(r"[A-Za-z0-9][!-9;-~]*")  # deb822: printable ASCII, no ':'
-_DATABASE_KEY = re.compile(r"[a-z0-9][a-z0-9+.-]*:[a-z0-9-]+")  # NAME:ARCH of info/ files
 DPKG, INFO = "var/lib/dpkg", "var/lib/dpkg/info"
 
 
@@ -219,7 +218,7 @@ def _write_dpkg_database(top: Path, packages: tuple[UnpackedPackage, ...]) -> No
     with _directory(top, INFO, packages) as info:
         for package in packages:
             key = f"{package.ref.name}:{package.ref.architecture}"
-            if not _DATABASE_KEY.fullmatch(key):
+            if not (NAME.fullmatch(package.ref.name) and package.ref.architecture in ARCHITECTURES):
                 raise PackageError(
                     "a package name or architecture outside Debian's grammar (a-z, 0-9, + . -)"
                 )

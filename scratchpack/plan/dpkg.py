@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from scratchpack.errors import InputError
 from scratchpack.ld.rootfs import RootFS, open_regular
+from scratchpack.packages.apt import NAME
 
 STATUS = "/var/lib/dpkg/status"
 INFO_DIR = "/var/lib/dpkg/info"
@@ -45,7 +46,6 @@ MAX_DIVERSIONS_BYTES = 16 << 20
 _MAX_LINE = 64 << 10  # one path (PATH_MAX is 4 KiB)
 _MAX_OS_RELEASE = 64 << 10
 # Debian's grammar for package names and architectures: nothing that is a path.
-_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+\Z")
 _ARCH = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 # Top-level directories that merged /usr turns into links into /usr.
 _MERGED = frozenset({"bin", "sbin", "lib", "lib64", "lib32", "libx32"})
@@ -179,7 +179,7 @@ def _installed(root: RootFS, vendor: str, distro: str | None) -> Iterator[tuple[
             raise InputError(f"{STATUS}: package {name}:{arch} is listed twice")
         seen.add((name, arch))
         state = fields.get("Status", "").split()
-        if not _NAME.match(name) or len(state) != 3 or state[2] not in _FILES_PRESENT:
+        if not NAME.fullmatch(name) or len(state) != 3 or state[2] not in _FILES_PRESENT:
             continue
         source = fields.get("Source", "").split(" ", 1)[0] or None
         yield name, arch, Package(name, fields.get("Version", ""), arch, source, vendor, distro)
