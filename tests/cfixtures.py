@@ -191,13 +191,15 @@ def compile_exe(
     return out
 
 
-def compile_static(directory: str | os.PathLike[str], name: str, pie: bool = False) -> Path:
-    """A static executable (``-static``) or a static-pie (``-static-pie``)."""
+def compile_static(
+    directory: str | os.PathLike[str], name: str, pie: bool = False, source: str = EXE_SOURCE
+) -> Path:
+    """A static executable (``-static``) or a static-pie (``-static-pie``) of ``source``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / name
     src = directory / f".{name}.c"
-    src.write_text(EXE_SOURCE)
+    src.write_text(source)
     _gcc(["-static-pie" if pie else "-static", "-o", out, src])
     src.unlink()
     return out

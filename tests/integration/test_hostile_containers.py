@@ -19,7 +19,6 @@ import contextlib
 import http.client
 import re
 import shlex
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -38,8 +37,7 @@ from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.trace.run import TraceNetwork, trace_image
 from scratchpack.trace.tracer import TracerTree
 from tests import cli
-from tests.cfixtures import REPO_ROOT
-from tests.conftest import unavailable
+from tests.cfixtures import REPO_ROOT, compile_static
 from tests.imagekit import busybox_entries, load_source
 
 GIB = 1 << 30
@@ -174,18 +172,7 @@ def test_run_limits_are_checked_before_anything_runs(args: list[str], words: str
 
 @pytest.fixture(scope="module")
 def escalate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        unavailable("gcc is missing: apt-get install gcc libc6-dev")
-    work = tmp_path_factory.mktemp("escalate")
-    (work / "escalate.c").write_text(ESCALATE)
-    done = subprocess.run(
-        [gcc, "-static", "-O2", "-o", str(work / "escalate"), str(work / "escalate.c")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        unavailable(f"gcc -static failed (libc6-dev missing?): {done.stderr.strip()}")
-    return work / "escalate"
+    return compile_static(tmp_path_factory.mktemp("escalate"), "escalate", source=ESCALATE)
 
 
 def _load(docker_client: Any, tmp: Path, busybox: Path, escalate: Path, user: str) -> str:
