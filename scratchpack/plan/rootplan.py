@@ -156,6 +156,8 @@ class RootPlan:
         steps = root.trace(path)
         if steps is None:
             raise InputError(f"{path}: not found in {root.top}")
+        if not steps:  # the root itself ("/", "/.."): every image has it, nothing to add
+            return "/"
         if steps[-1].path != path and self.left_out(steps[-1].path, reason):
             return None
         for number, step in enumerate(steps, 1):

@@ -161,3 +161,16 @@ def test_a_shrink_plan_refuses_an_image_with_nothing_to_run(tmp_path: Path) -> N
     with pytest.raises(InputError, match="not found through the image's PATH"):
         plan_shrink(ShrinkInputs(root, missing, Platform("amd64"), "sha256:" + "1" * 64))
     assert HOST_LIBC  # the host facts these roots copy
+
+
+@pytest.mark.parametrize("path", ["/", "/.."])
+def test_a_path_that_is_the_root_itself_adds_nothing(tmp_path: Path, path: str) -> None:
+    """A package's ``..`` entry or a traced ``stat("/")`` names the root: nothing to add
+    (it once ended a build --package in an IndexError)."""
+    from scratchpack.ld.rootfs import RootFS
+    from scratchpack.plan.rootplan import RootPlan
+
+    (tmp_path / "usr").mkdir()
+    plan = RootPlan(source_parent_modes=False)
+    assert plan.add_path(RootFS(str(tmp_path)), path, Reason.INCLUDE) == "/"
+    assert list(plan.entries) in ([], ["/"])
