@@ -40,6 +40,8 @@ class Dir:
     mode: int = 0o755
     uid: int = 0
     gid: int = 0
+    uname: str = ""  # the owner's name as the tar header records it (dpkg-deb: "root")
+    gname: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class File:
     mode: int = 0o644
     uid: int = 0
     gid: int = 0
+    uname: str = ""
+    gname: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,13 @@ def _add(tar: tarfile.TarFile, name: str, entry: bytes | str | Link | Dir | File
         tar.addfile(info)
     elif isinstance(entry, Dir):
         info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, entry.mode, entry.uid, entry.gid
+        info.uname, info.gname = entry.uname, entry.gname
         tar.addfile(info)
     else:
         if not isinstance(entry, File):
             entry = File(entry.encode() if isinstance(entry, str) else entry)
         info.size, info.mode, info.uid, info.gid = len(entry.data), entry.mode, entry.uid, entry.gid
+        info.uname, info.gname = entry.uname, entry.gname
         tar.addfile(info, io.BytesIO(entry.data))
 
 

@@ -19,7 +19,10 @@ here, as data:
   computes the name is not understood: ``--user`` then needs a number). An
   account Debian already has (``adduser --system daemon``) is not created
   again; a name, home or shell that is not a plain account name or path is
-  skipped; a script over MAX_CONTROL_MEMBER is not read (a warning says so).
+  skipped; a script over MAX_CONTROL_MEMBER is not read (a warning says so);
+- the owners and modes dpkg and the scripts leave (:mod:`scratchpack.packages.owners`):
+  the data tar's owners by name, created users' own homes, the scripts'
+  ``chown``/``chmod``/``dpkg-statoverride`` lines, as data for the plan.
 
 Packages are hostile: every file written here is created from directory
 descriptors opened inside the root, no link followed — a package's link at a
@@ -35,7 +38,7 @@ import re
 import shlex
 import tarfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scratchpack.image.unpack import UnpackTooLarge, unpack_tars
@@ -48,6 +51,8 @@ from scratchpack.packages.deb import (
     paragraph_fields,
     read_control,
 )
+from scratchpack.packages.owners import HeaderOwner, Home, Owner, Shipped, package_owners
+from scratchpack.packages.scripts import commands
 
 # Packages every Debian system has; resolved beside the named ones for what they
 # say about the system (os-release, the static accounts), not copied whole.
@@ -56,7 +61,6 @@ PASSWD_MASTER = "usr/share/base-passwd/passwd.master"
 GROUP_MASTER = "usr/share/base-passwd/group.master"
 FIRST_SYSTEM_ID, LAST_SYSTEM_ID = 100, 999  # adduser.conf's FIRST_/LAST_SYSTEM_UID and GID
 MAX_ACCOUNTS = 200  # system users and groups the packages of one root may create
-MAX_ACCOUNT_COMMANDS = 1000  # adduser/useradd/... commands one script may hold (real ones: a few)
 # base-passwd's masters: Debian's static accounts, known even when the root has no masters.
 STATIC_USERS = frozenset({
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
@@ -68,12 +72,7 @@ STATIC_GROUPS = frozenset({
     "dip", "www-data", "backup", "operator", "list", "irc", "src", "gnats", "shadow", "utmp",
     "video", "sasl", "plugdev", "staff", "games", "users", "nogroup",
 })  # fmt: skip
-_ASSIGNMENT = re.compile(
-    r"^[ \t]*([A-Za-z_]\w*)=[\"']?([A-Za-z0-9_.-]+)[\"']?[ \t]*$", re.MULTILINE
-)
-_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
 _ACCOUNT_TOOL = re.compile(r"add(?:user|group)|(?:user|group)add")
-_REDIRECTION = re.compile(r"(?:[0-9]*|&)(?:>>?|<<?|>&|<&|<>)(.*)", re.DOTALL)
 # adduser's SYS_NAME_REGEX widened as --force-badname allows (Debian-exim, Debian-snmp):
 # never a ':', a space, a newline or a leading '-'.
 _ACCOUNT_NAME = re.compile(r"[A-Za-z_][-.A-Za-z0-9_]*\$?")
@@ -119,6 +118,11 @@ class PackageRoot:
     # What the unpacker refused or skipped, each naming its package: a file that is
     # missing later has its reason here.
     warnings: tuple[str, ...] = ()
+    # In-root path -> the owner (and mode) dpkg and the scripts leave it with; root:root
+    # paths as unpacked are not listed (:mod:`scratchpack.packages.owners`).
+    owners: dict[str, Owner] = field(default_factory=dict)
+    # (package, note): a script's ownership change that was not applied, and why.
+    owner_notes: tuple[tuple[str, str], ...] = ()
 
     def named(self, names: Iterable[str]) -> list[UnpackedPackage]:
         wanted = set(names)
@@ -130,7 +134,8 @@ def unpack_packages(
 ) -> PackageRoot:
     """Apply each package's files into the empty ``destination``; write what dpkg would."""
     controls = {ref.name: read_control(path) for ref, path in debs}
-    paths, warnings = _unpack_files(debs, destination, max_bytes)
+    headers: dict[str, HeaderOwner] = {}
+    paths, warnings = _unpack_files(debs, destination, max_bytes, headers)
     packages = tuple(
         UnpackedPackage(
             ref,
@@ -151,8 +156,28 @@ def unpack_packages(
     accounts = _created_accounts(
         destination, packages, STATIC_USERS | _names(passwd), STATIC_GROUPS | _names(group)
     )
-    _write_accounts(destination, (passwd, group), accounts, packages)
-    return PackageRoot(destination, packages, accounts, tuple(warnings))
+    passwd, group = _write_accounts(destination, (passwd, group), accounts, packages)
+    owners, notes = package_owners(
+        destination, _shipped(packages), headers, (passwd, group), _homes(accounts)
+    )
+    return PackageRoot(destination, packages, accounts, tuple(warnings), owners, tuple(notes))
+
+
+def _shipped(packages: Iterable[UnpackedPackage]) -> list[Shipped]:
+    """What owners.py reads of each package; the system packages' scripts are not applied
+    (they are resolved for what they say about the system, not installed)."""
+    return [
+        Shipped(
+            package.ref.name,
+            frozenset(package.paths),
+            {} if package.ref.name in SYSTEM_PACKAGES else package.control.scripts,
+        )
+        for package in packages
+    ]
+
+
+def _homes(accounts: Iterable[SystemAccount]) -> list[Home]:
+    return [Home(user.name, user.package, user.home) for user in accounts if user.is_user]
 
 
 def _where(ref: PackageRef) -> str:
@@ -160,9 +185,16 @@ def _where(ref: PackageRef) -> str:
 
 
 def _unpack_files(
-    debs: list[tuple[PackageRef, Path]], destination: Path, max_bytes: int | None
+    debs: list[tuple[PackageRef, Path]],
+    destination: Path,
+    max_bytes: int | None,
+    headers: dict[str, HeaderOwner],
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """Each package's in-root paths, and the unpacker's warnings; a bomb is one line."""
+    """Each package's in-root paths, and the unpacker's warnings; a bomb is one line.
+
+    ``headers`` gets each path's owner as its tar header records it, the last
+    package's word winning as the last one's file does.
+    """
     paths: dict[str, list[str]] = {ref.name: [] for ref, _ in debs}
     where_to_name = {_where(ref): ref.name for ref, _ in debs}
     warnings: list[str] = []
@@ -176,7 +208,9 @@ def _unpack_files(
         parts = [part for part in member.name.split("/") if part not in ("", ".")]
         if ".." in parts:
             return  # refused by the unpacker (its warning says so): not the package's path
-        paths[where_to_name[where]].append("/" + "/".join(parts) if parts else "/.")
+        path = "/" + "/".join(parts) if parts else "/."
+        paths[where_to_name[where]].append(path)
+        headers[path] = HeaderOwner(member.uname, member.gname, member.uid, member.gid)
 
     try:
         report = unpack_tars(
@@ -347,60 +381,17 @@ def script_accounts(script: str, package: str) -> list[SystemAccount]:
     first one of a name wins; any other variable is dropped (``$quiet`` is a
     flag), and a name that stays a variable is not understood. Linear in the
     script's size: one substitution pass, and only the lines naming an
-    account tool are split into words, at most MAX_ACCOUNT_COMMANDS of them
-    (more is a PackageError).
+    account tool are split into shell words (:mod:`scratchpack.packages.scripts`),
+    at most MAX_SCRIPT_COMMANDS of them (more is a PackageError).
     """
     return list(_script_accounts(script, package))
 
 
 def _script_accounts(script: str, package: str) -> Iterator[SystemAccount]:
-    text = script.replace("\\\n", " ")
-    values: dict[str, str] = {}
-    for name, value in _ASSIGNMENT.findall(text):
-        values.setdefault(name, value)
-    if values:
-        text = _VARIABLE.sub(
-            lambda match: values.get(match.group(1) or match.group(2), match.group(0)), text
-        )
-    commands = 0
-    for line in text.split("\n"):
-        if not _ACCOUNT_TOOL.search(line):
-            continue
-        for command in re.split(r"&&|\|\||;|\|", line):
-            commands += 1
-            if commands > MAX_ACCOUNT_COMMANDS:
-                raise PackageError(
-                    f"package {package}: a maintainer script with more than "
-                    f"{MAX_ACCOUNT_COMMANDS} account commands; refused"
-                )
-            words = _words(command)
-            while words and ("=" in words[0] or words[0] in ("then", "do", "else", "exec")):
-                words.pop(0)
-            if not words:
-                continue
-            account = _account(words[0].rsplit("/", 1)[-1], words[1:], package)
-            if account is not None:
-                yield account
-
-
-def _words(command: str) -> list[str]:
-    """The shell words of ``command`` without its redirections (``>/dev/null``, ``2>&1``)."""
-    try:
-        words = shlex.split(command, comments=True)
-    except ValueError:
-        return []
-    kept: list[str] = []
-    target_follows = False
-    for word in words:
-        if target_follows:
-            target_follows = False
-            continue
-        redirection = _REDIRECTION.fullmatch(word)
-        if redirection is None:
-            kept.append(word)
-        else:
-            target_follows = not redirection.group(1)  # "> /dev/null": the next word
-    return kept
+    for command in commands(script, _ACCOUNT_TOOL, package, "account commands"):
+        account = _account(command.tool, list(command.words[1:]), package)
+        if account is not None:
+            yield account
 
 
 _WITH_VALUE = frozenset(
@@ -503,8 +494,11 @@ def _write_accounts(
     masters: tuple[list[str], list[str]],
     accounts: Iterable[SystemAccount],
     packages: Iterable[UnpackedPackage],
-) -> None:
-    """``etc/passwd`` and ``etc/group``: base-passwd's masters, then the packages' accounts."""
+) -> tuple[list[str], list[str]]:
+    """``etc/passwd`` and ``etc/group``: base-passwd's masters, then the packages' accounts.
+
+    Returns their lines, as written.
+    """
     passwd, group = list(masters[0]), list(masters[1])
     used_uids = {int(line.split(":")[2]) for line in passwd if _valid(line, 7)}
     used_gids = {int(line.split(":")[2]) for line in group if _valid(line, 4)}
@@ -529,6 +523,7 @@ def _write_accounts(
         for name, lines in (("passwd", passwd), ("group", group)):
             text = "".join(f"{line}\n" for line in lines)
             _replace(etc, name, text, f"/etc/{name}", packages)
+    return passwd, group
 
 
 def _free_id(used: set[int], account: SystemAccount, kind: str) -> int:

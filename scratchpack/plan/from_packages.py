@@ -18,12 +18,14 @@ image holds, as ``build --root`` would:
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scratchpack.errors import InputError
 from scratchpack.ld.rootfs import RootFS
+from scratchpack.notes import warn
 from scratchpack.packages.deb import paragraph_fields, source_name
 from scratchpack.packages.root import PackageRoot, UnpackedPackage
 from scratchpack.plan.entries import Entry, EntryKind, Reason
@@ -32,15 +34,6 @@ from scratchpack.plan.rootplan import RootPlan
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 STATUS_D = "/var/lib/dpkg/status.d"
 OS_RELEASE = ("/usr/lib/os-release", "/etc/os-release")
-# Directories of the system's layout: never one user's home, whatever a script says.
-SYSTEM_DIRS = frozenset(
-    {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
-     "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp",
-     "/usr", "/usr/bin", "/usr/games", "/usr/include", "/usr/lib", "/usr/lib32",
-     "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/usr/src",
-     "/var", "/var/backups", "/var/cache", "/var/lib", "/var/local", "/var/lock",
-     "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool", "/var/tmp"}
-)  # fmt: skip
 _SUPPORT = ("-doc", "-dbg", "-dbgsym", "-dev", "-tests")
 _NOT_NEEDED = (
     "/usr/share/doc/", "/usr/share/doc-base/", "/usr/share/man/", "/usr/share/info/",
@@ -163,28 +156,27 @@ def archive_source(package: UnpackedPackage) -> str:
 
 
 def own_homes(plan: RootPlan, root: PackageRoot) -> None:
-    """A user's home that the image holds belongs to that user, as adduser leaves it.
+    """Owners and modes as dpkg and the maintainer scripts leave them, homes included.
 
-    Only users the image's own ``/etc/passwd`` names (those of the kept packages
-    and the ones the image's files name), and only a home that is the user's
-    own: no system directory (``/usr/sbin``, ``/var/lib``), and none that a
-    package other than the one creating the user lists. A package does not get
-    to own a directory of the image by calling it its user's home.
+    What :mod:`scratchpack.packages.owners` found for the root's paths (tar
+    headers, created users' own homes, the scripts' chown/chmod/statoverride
+    lines) is given to the planned entries of those paths; links keep root.
+    The scripts' lines that were not understood are warned about for the
+    packages whose files the image holds.
     """
-    entry = plan.entries.get("/etc/passwd")
-    passwd = entry.data.decode("utf-8", "surrogateescape") if entry and entry.data else ""
-    creators = {account.name: account.package for account in root.accounts if account.is_user}
-    for line in passwd.splitlines():
-        fields = line.split(":")
-        if len(fields) < 7 or fields[0] not in creators or not fields[2].isdigit():
+    top = str(root.top)
+    files = {entry.source for entry in plan.files if entry.source}
+    for package in root.packages:
+        notes = [note for name, note in root.owner_notes if name == package.ref.name]
+        if notes and any(top + path in files for path in package.paths):
+            for note in notes:
+                warn(note)
+    for path, owner in root.owners.items():
+        entry = plan.entries.get(path)
+        if entry is None or entry.kind is EntryKind.SYMLINK:
             continue
-        home = plan.through_links(fields[5])
-        entry = plan.entries.get(home)
-        if entry is None or entry.kind is not EntryKind.DIR or home in SYSTEM_DIRS:
-            continue
-        if any(home in p.paths for p in root.packages if p.ref.name != creators[fields[0]]):
-            continue
-        plan.add_dir(home, entry.mode, entry.reason, entry.detail, int(fields[2]), int(fields[3]))
+        mode = entry.mode if owner.mode is None else owner.mode
+        plan.entries[path] = dataclasses.replace(entry, uid=owner.uid, gid=owner.gid, mode=mode)
 
 
 def created_accounts(root: PackageRoot, packages: Iterable[UnpackedPackage]) -> set[str]:

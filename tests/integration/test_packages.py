@@ -13,8 +13,10 @@ When the mirror cannot be reached the tests skip, or fail with
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 import time
@@ -214,6 +216,47 @@ def test_nginx_light_from_packages_answers_http(docker_client: Any) -> None:
                     pass
             time.sleep(0.3)
         assert "Welcome to nginx" in text, container.logs().decode()
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(tag, force=True)
+
+
+def _archive_owners(container: Any, path: str) -> dict[str, tuple[int, int, int]]:
+    """``path`` of a (created, never started) container: each member's uid, gid and mode."""
+    stream, _ = container.get_archive(path)
+    data = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: (m.uid, m.gid, m.mode & 0o7777) for m in tar.getmembers()}
+
+
+@pytest.mark.engine
+def test_lighttpd_owners_are_debians_with_systemd_among_its_packages(docker_client: Any) -> None:
+    """Issue 22, finding 3: systemd's sysusers file declares base-passwd's accounts again;
+    they are not the packages', so /usr/sbin stays root's (it was uid 1's), and the
+    owners the .deb records (www-data's /var/log/lighttpd) are the image's."""
+    tag = f"scratchpack-test/lighttpd-owners:{uuid.uuid4().hex[:8]}"
+    report = built(
+        scratchpack(
+            "build", "--package", "lighttpd", "/usr/sbin/lighttpd",
+            "-t", tag, "--engine", "docker", "--json",
+        )
+    )  # fmt: skip
+    assert report
+    container = docker_client.containers.create(tag)
+    try:
+        sbin = _archive_owners(container, "/usr/sbin")
+        assert sbin["sbin"][:2] == (0, 0), sbin["sbin"]
+        assert sbin["sbin/lighttpd"][:2] == (0, 0)
+        logs = _archive_owners(container, "/var/log/lighttpd")
+        assert logs["lighttpd"] == (33, 33, 0o750), logs
+        www = _archive_owners(container, "/var/www")
+        assert www["www"][:2] == (0, 0), www["www"]
+        stream, _ = container.get_archive("/etc/passwd")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile("passwd")
+            assert member is not None
+            passwd = member.read().decode()
+        assert re.search(r"^www-data:[x*]:33:33:", passwd, re.MULTILINE), passwd
     finally:
         container.remove(force=True)
         docker_client.images.remove(tag, force=True)
