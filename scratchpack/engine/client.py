@@ -11,9 +11,10 @@ middle (:class:`~scratchpack.errors.EngineLost`) and one that took too long
 Images are loaded as a stream (:func:`~scratchpack.image.layout.docker_archive_chunks`)
 and saved as one, so no image is ever copied whole into memory.
 
-What the publish stage and the commands ask of an engine is two small
-protocols, :class:`StagingEngine` and :class:`CommandEngine`: a fake in memory
-stands in for :class:`Engine` in the unit tests.
+What the publish stage, the tracer and the commands ask of an engine is a few
+small protocols, :class:`StagingEngine`, :class:`TracingEngine` (with its
+:class:`RunningContainer`) and :class:`CommandEngine`: a fake in memory stands
+in for :class:`Engine` in the unit tests.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from scratchpack.engine.direct import (
     DirectAPI,
@@ -133,8 +134,8 @@ class RunResult:
 
 
 # -- what callers ask of an engine ------------------------------------------------------------
-# Two small protocols, like ImageSaver and ImageStreamer of the image floor: :class:`Engine`
-# satisfies both, and so does a fake that holds images in memory, so ``build``, ``shrink``
+# Small protocols, like ImageSaver and ImageStreamer of the image floor: :class:`Engine`
+# satisfies them all, and so does a fake that holds images in memory, so ``build``, ``shrink``
 # and ``debug`` can be run, published and rolled back without a daemon.
 
 
@@ -153,10 +154,42 @@ class StagingEngine(Protocol):
     def has_image(self, reference: str) -> bool: ...
 
 
-class CommandEngine(StagingEngine, ImageStreamer, Protocol):
-    """What ``build``, ``shrink`` and ``debug`` ask of an engine besides staging."""
+class RunningContainer(Protocol):
+    """What a traced run does with its container (:class:`Container` is one)."""
+
+    def put_directory(self, path: str, mode: int) -> None: ...
+
+    def start(self) -> None: ...
+
+    def wait(self, timeout: float, message: str) -> int: ...
+
+    def status(self) -> str: ...
+
+    def attrs(self) -> dict[str, Any]: ...
+
+    def stop(self, grace: int) -> None: ...
+
+    def logs(self, tail: int | str = ..., stderr: bool = ...) -> str: ...
+
+    def read_head(self, path: str, limit: int = ...) -> bytes | None: ...
+
+    def open_file(
+        self, path: str
+    ) -> contextlib.AbstractContextManager[tuple[tarfile.TarInfo, IO[bytes] | None]]: ...
+
+
+class TracingEngine(Protocol):
+    """What :func:`~scratchpack.trace.run.trace_image` asks of an engine: the image, a container."""
 
     def image(self, reference: str) -> ImageInfo: ...
+
+    def container(
+        self, image_id: str, **options: Any
+    ) -> contextlib.AbstractContextManager[RunningContainer]: ...
+
+
+class CommandEngine(StagingEngine, ImageStreamer, TracingEngine, Protocol):
+    """What ``build``, ``shrink`` and ``debug`` ask of an engine besides staging and tracing."""
 
     def build(  # in the engine, from a streamed context; the image ID
         self, context: Context, tag: str, progress: Progress | None = None, shown: str = ""
@@ -427,7 +460,7 @@ class Engine:
         return info.tags
 
     @contextlib.contextmanager
-    def saved_stream(self, image_id: str) -> Iterator[IO[bytes]]:
+    def saved_stream(self, image_id: str) -> Iterator[BinaryIO]:
         """The ``docker save`` archive of ``image_id``, read as the engine sends it."""
         doing = f"while reading {image_id}"
         with _translated(doing):

@@ -48,7 +48,7 @@ from scratchpack.trace.parse import (
 from scratchpack.trace.tracer import LOG_DIR, LOG_NAME, TraceError, TracerTree, TraceTimeout
 
 if TYPE_CHECKING:
-    from scratchpack.engine.client import Container, Engine
+    from scratchpack.engine.client import RunningContainer, TracingEngine
 
 PROBE_HOST = "127.0.0.1"
 MAX_LOG = 2 << 30  # a trace log this long is not a run anyone can keep files for
@@ -167,7 +167,7 @@ class TraceResult:
 
 
 def trace_image(
-    engine: Engine,
+    engine: TracingEngine,
     image: str,
     config: RuntimeConfig,
     tracer: TracerTree,
@@ -267,7 +267,7 @@ def _create_options(
 
 
 def _run_traced(
-    engine: Engine,
+    engine: TracingEngine,
     image: str,
     image_id: str,
     create: dict[str, Any],
@@ -360,7 +360,7 @@ def _probes(
 
 
 def _stop(
-    container: Container,
+    container: RunningContainer,
     log: str,
     workdir: str,
     stop_signal: str,
@@ -390,7 +390,7 @@ def _stop(
     return Ending.STOPPED
 
 
-def _init_receives(container: Container, log: str, workdir: str, name: str) -> bool:
+def _init_receives(container: RunningContainer, log: str, workdir: str, name: str) -> bool:
     """Whether the running program's PID 1 can receive signal ``name``; True when unsure."""
     try:
         with container.open_file(log) as (member, stream):
@@ -417,7 +417,7 @@ def signal_name(value: str | None) -> str | None:
     return member.name
 
 
-def _read_log(container: Container, log: str, workdir: str, image: str) -> ParsedLog:
+def _read_log(container: RunningContainer, log: str, workdir: str, image: str) -> ParsedLog:
     """strace's log, streamed out of the stopped container and parsed as it comes.
 
     The traced program could have put anything there: only a regular file is
@@ -466,7 +466,7 @@ def _environment(env: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return environment, restore
 
 
-def _published(container: Container, ports: list[int]) -> dict[int, int]:
+def _published(container: RunningContainer, ports: list[int]) -> dict[int, int]:
     """Container port -> host port on 127.0.0.1, as the engine published them."""
     attrs = container.attrs()
     bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
@@ -482,7 +482,7 @@ def _published(container: Container, ports: list[int]) -> dict[int, int]:
 
 
 def _wait_ready(
-    container: Container,
+    container: RunningContainer,
     published: dict[int, int],
     deadline: float,
     timeout_message: str,
@@ -541,7 +541,9 @@ class _LoopbackWatch:
     loopback), so the trace would wait out its timeout; this says so at once.
     """
 
-    def __init__(self, container: Container, log: str, image: str, published: dict[int, int]):
+    def __init__(
+        self, container: RunningContainer, log: str, image: str, published: dict[int, int]
+    ):
         self.container = container
         self.log = log
         self.image = image
@@ -697,7 +699,7 @@ def _timeout_message(image: str, timeout: float, ports: list[int]) -> str:
     )
 
 
-def _tracer_message(container: Container) -> str:
+def _tracer_message(container: RunningContainer) -> str:
     """strace's own complaint from the container's output, or its last line."""
     try:
         output = container.logs(tail=50)
@@ -710,7 +712,7 @@ def _tracer_message(container: Container) -> str:
     return lines[-1] if lines else "no output (is ptrace allowed by the engine's seccomp profile?)"
 
 
-def _interpreters(container: Container, executed: Iterable[str]) -> set[str]:
+def _interpreters(container: RunningContainer, executed: Iterable[str]) -> set[str]:
     """The loaders (``PT_INTERP``) and ``#!`` interpreters of the executed files.
 
     The kernel opens them itself, so strace never shows them; they are read

@@ -3,7 +3,9 @@
 Loading an image keeps the object the writer made under its name; saving one
 streams it back as the ``docker save`` archive the real engine would send, so
 the commands read it with their own readers. Every call is recorded, and a
-run answers with a fixed exit status (``--verify`` of a build).
+run answers with a fixed exit status (``--verify`` of a build). A traced run
+(``shrink --trace``, ``--verify``) plays the next :class:`ScriptedRun` the test
+gave: the strace log its container leaves, its exit status and its output.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, BinaryIO
 
 from scratchpack.engine.client import (
     VERIFY_REPOSITORY,
@@ -24,14 +28,72 @@ from scratchpack.engine.context import Context
 from scratchpack.errors import EngineError, NoSuchImage
 from scratchpack.image.layout import docker_archive_chunks
 from scratchpack.image.model import Image
+from scratchpack.trace.tracer import LOG_DIR, LOG_NAME
+
+
+@dataclass(frozen=True)
+class ScriptedRun:
+    """What one traced container does: the log strace leaves in it, how it ends, what it says."""
+
+    log: str  # strace's log, as ``-o`` writes it
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+
+
+class FakeContainer:
+    """A container that plays a :class:`ScriptedRun`: it exits at once, its log in its layer.
+
+    Reading an executed file back (a loader, a ``#!`` line) finds nothing.
+    """
+
+    def __init__(self, run: ScriptedRun) -> None:
+        self.run = run
+        self.state = "created"
+
+    def put_directory(self, path: str, mode: int) -> None:
+        pass
+
+    def start(self) -> None:
+        self.state = "exited"
+
+    def wait(self, timeout: float, message: str) -> int:
+        return self.run.exit_code
+
+    def status(self) -> str:
+        return self.state
+
+    def attrs(self) -> dict[str, Any]:
+        return {"State": {"Status": self.state}, "NetworkSettings": {"Ports": {}}}
+
+    def stop(self, grace: int) -> None:
+        self.state = "exited"
+
+    def logs(self, tail: int | str = "all", stderr: bool = True) -> str:
+        return self.run.stdout + (self.run.stderr if stderr else "")
+
+    def read_head(self, path: str, limit: int = 64 * 1024) -> bytes | None:
+        return None
+
+    @contextlib.contextmanager
+    def open_file(self, path: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+        if path != f"{LOG_DIR}/{LOG_NAME}" or self.state == "created":
+            raise EngineError(f"the container has no {path}")
+        data = self.run.log.encode()
+        member = tarfile.TarInfo(LOG_NAME)
+        member.size = len(data)
+        yield member, io.BytesIO(data)
 
 
 class FakeEngine:
     """Images by name and by ID, held in memory; calls recorded as tuples of words."""
 
-    def __init__(self, exit_code: int = 0, refuse_loads: bool = False) -> None:
+    def __init__(
+        self, exit_code: int = 0, refuse_loads: bool = False, runs: Iterable[ScriptedRun] = ()
+    ) -> None:
         self.exit_code = exit_code
         self.refuse_loads = refuse_loads
+        self.runs = list(runs)  # what the traced containers do, in order
         self.calls: list[tuple[str, ...]] = []
         self.names: dict[str, str] = {}  # reference -> image ID
         self.images: dict[str, Image] = {}  # image ID -> image
@@ -90,7 +152,7 @@ class FakeEngine:
         return self.image(reference).tags
 
     @contextlib.contextmanager
-    def saved_stream(self, image_id: str) -> Iterator[IO[bytes]]:
+    def saved_stream(self, image_id: str) -> Iterator[BinaryIO]:
         self.calls.append(("save", image_id))
         image = self._find(image_id)
         yield io.BytesIO(b"".join(docker_archive_chunks(image, image_id)))
@@ -106,6 +168,15 @@ class FakeEngine:
         self._find(image)
         self.calls.append(("run", image, *(command or ())))
         return RunResult(self.exit_code, "ran\n")
+
+    @contextlib.contextmanager
+    def container(self, image_id: str, **options: object) -> Iterator[FakeContainer]:
+        """A traced container of ``image_id``: the next scripted run, recorded."""
+        self._find(image_id)
+        self.calls.append(("container", image_id))
+        if not self.runs:
+            raise EngineError(f"the fake engine has no scripted run left for {image_id}")
+        yield FakeContainer(self.runs.pop(0))
 
     @contextlib.contextmanager
     def loaded(self, image: Image, repository: str = VERIFY_REPOSITORY) -> Iterator[str]:

@@ -1,18 +1,20 @@
 """The commands take their engine: a fake in memory stands in for Docker.
 
 ``build`` verifies a written image in the engine it is given; ``shrink`` reads
-an archive and writes the result to ``-o`` or into the engine; ``debug`` reads
-an image of the engine and loads its variant back. Nothing is published unless
-every step succeeded: a failure leaves no output and no tag.
+an archive and writes the result to ``-o`` or into the engine, tracing it and
+verifying the result in scripted runs when asked; ``debug`` reads an image of
+the engine and loads its variant back. Nothing is published unless every step
+succeeded: a failure leaves no output and no tag.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from scratchpack.commands.build import BuildRequest, run_build
+from scratchpack.commands.build import BuildRequest, ImageTarget, run_build
 from scratchpack.commands.common import DebugShell, EngineMode, VerifyRequest
 from scratchpack.commands.debug import DebugImageRequest, run_debug
 from scratchpack.commands.shrink import ShrinkRequest, run_shrink
@@ -20,7 +22,8 @@ from scratchpack.errors import EngineError, VerifyError
 from scratchpack.image.config import ImageConfig
 from scratchpack.image.readers import open_image
 from scratchpack.plan.image_plan import BuildOptions
-from tests.unit.fake_engine import FakeEngine, recorded
+from scratchpack.trace.tracer import TraceError
+from tests.unit.fake_engine import FakeEngine, ScriptedRun, recorded
 
 
 def _request(output: Path, verify: bool = True) -> BuildRequest:
@@ -28,8 +31,7 @@ def _request(output: Path, verify: bool = True) -> BuildRequest:
         options=BuildOptions(binaries=("/bin/true",)),
         config=ImageConfig(entrypoint=None),
         tag="seam:test",
-        engine_mode=EngineMode.NONE,
-        output=output,
+        target=ImageTarget(engine_mode=EngineMode.NONE, output=output),
         verify=VerifyRequest(("--version",)) if verify else None,
     )
 
@@ -114,3 +116,105 @@ def test_debug_reads_an_image_of_the_engine_and_loads_its_variant(
     ]  # the source's layers, reused; the shell's layer on top
     assert engine.names["app:1"] == source.image_id
     assert not [name for name in engine.names if name.startswith("scratchpack-")]
+
+
+# -- shrink --trace and --verify: the traced runs are scripted ------------------------------
+
+needs_strace = pytest.mark.skipif(
+    shutil.which("strace") is None, reason="the tracer is packaged from the host's strace"
+)
+_STARTED = '1 execve("/bin/true", ["/bin/true"], 0x7ffd340d1b10 /* 3 vars */) = 0\n'
+_GREETED = '1 openat(AT_FDCWD</>, "/etc/app/greeting", O_RDONLY) = 3</etc/app/greeting>\n'
+_LACKING = '1 openat(AT_FDCWD</>, "/etc/app/greeting", O_RDONLY) = -1 ENOENT (No such file)\n'
+GREETING = ScriptedRun(_STARTED + _GREETED, stdout="hello\n")  # what the original does
+
+
+@pytest.fixture(scope="module")
+def app_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``/bin/true`` as its entrypoint, and data under ``/etc/app`` only a trace keeps."""
+    top = tmp_path_factory.mktemp("app")
+    (top / "data").mkdir()
+    (top / "data/greeting").write_text("hello\n")
+    (top / "data/unused").write_text("never read\n")
+    request = BuildRequest(
+        options=BuildOptions(binaries=("/bin/true",), includes=(f"{top}/data:/etc/app",)),
+        config=ImageConfig(entrypoint=("/bin/true",)),
+        tag="seam:app",
+        target=ImageTarget(engine_mode=EngineMode.NONE, output=top / "app.tar"),
+    )
+    run_build(request, FakeEngine())
+    return top / "app.tar"
+
+
+def _throwaway_tags_removed(engine: FakeEngine) -> None:
+    loads = [tag for _verb, tag in recorded(engine, "load") if not tag.startswith("scratchpack-s")]
+    assert loads and all(("untag", tag) in engine.calls for tag in loads)
+    assert not [name for name in engine.names if name.startswith("scratchpack-")]
+
+
+@needs_strace
+def test_shrink_trace_keeps_what_the_traced_run_used(app_archive: Path) -> None:
+    engine = FakeEngine(runs=[GREETING])
+    result = run_shrink(ShrinkRequest(str(app_archive), "thin:1", trace=True), engine)
+    assert result.plan.kept.reasons["trace"] == ["/etc/app/greeting"]
+    assert "/etc/app/unused" not in {
+        path for paths in result.plan.kept.reasons.values() for path in paths
+    }
+    assert result.trace is not None and result.trace.exit_code == 0
+    assert result.trace.output == "hello\n"
+    ((_, traced),) = recorded(engine, "container")
+    ((_, loaded), _staged) = recorded(engine, "load")
+    assert loaded.startswith("scratchpack-trace/") and ("untag", loaded) in engine.calls
+    assert engine.image(traced).id != result.image  # the original ran, not the result
+    assert engine.names == {"thin:1": result.image}
+
+
+@needs_strace
+def test_a_tracer_that_never_started_publishes_nothing(app_archive: Path) -> None:
+    refused = "strace: ptrace(PTRACE_SEIZE, 7): Operation not permitted"
+    engine = FakeEngine(runs=[ScriptedRun("", exit_code=1, stderr=refused + "\n")])
+    with pytest.raises(TraceError, match=r"could not start /bin/true .*: strace: ptrace"):
+        run_shrink(ShrinkRequest(str(app_archive), "thin:1", trace=True), engine)
+    assert recorded(engine, "tag") == [] and engine.names == {}
+    _throwaway_tags_removed(engine)
+
+
+@needs_strace
+@pytest.mark.parametrize(
+    ("candidate", "difference"),
+    [
+        (ScriptedRun(_STARTED + _LACKING, stdout="hello\n"), "/etc/app/greeting: used"),
+        (ScriptedRun(_STARTED + _GREETED, 1, "hello\n"), "exit status: exited 0"),
+        (ScriptedRun(_STARTED + _GREETED, stdout="bye\n"), "standard output, line 1"),
+    ],
+)
+def test_shrink_verify_failure_rolls_back(
+    app_archive: Path, candidate: ScriptedRun, difference: str
+) -> None:
+    engine = FakeEngine(runs=[GREETING, GREETING, candidate])
+    request = ShrinkRequest(str(app_archive), "thin:1", verify=True)
+    with pytest.raises(VerifyError, match="does not behave like") as failed:
+        run_shrink(request, engine)
+    assert [line for line in failed.value.details if line.startswith(difference)]
+    assert engine.runs == []
+    (_, original), (_, again), (_, shrunk) = recorded(engine, "container")
+    assert original == again != shrunk  # the original twice, then the result
+    assert len([tag for _, tag in recorded(engine, "load") if "-verify/" in tag]) == 1
+    assert recorded(engine, "tag") == [] and engine.names == {}
+    _throwaway_tags_removed(engine)
+
+
+@needs_strace
+def test_shrink_verify_fix_adds_what_the_result_lacked(app_archive: Path) -> None:
+    lacking = ScriptedRun(_STARTED + _LACKING, stdout="hello\n")
+    engine = FakeEngine(runs=[GREETING, GREETING, lacking, GREETING])
+    request = ShrinkRequest(str(app_archive), "thin:1", verify=True, fix=True)
+    result = run_shrink(request, engine)
+    assert result.verification is not None
+    rounds = [
+        (item.number, item.added, len(item.differences)) for item in result.verification.rounds
+    ]
+    assert rounds == [(1, (), 1), (2, ("/etc/app/greeting",), 0)]
+    assert "/etc/app/greeting" in result.plan.kept.reasons["verify"]
+    assert engine.names == {"thin:1": result.image}
+    _throwaway_tags_removed(engine)
