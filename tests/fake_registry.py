@@ -1,12 +1,14 @@
 """One fake registry for the tests: an HTTP server on loopback that answers as told.
 
-A test gives an *answer*, a function of the request (a :class:`Recorder`), and
-gets an address; every request's method, path and ``Authorization`` header is
-recorded. :func:`registry_flow` is a registry that has nothing and accepts
-everything; :func:`basic_registry` wants HTTP Basic auth, :func:`bearer_flow` a
-token from a token service on its own host. Answers compose: a test wraps one to
-fail, drip or lie at the step it is about. (The integration layer pushes to
-Debian's real ``docker-registry``: ``tests/registry_fixture.py``.)
+A test gives an *answer*, a function of the request (a :class:`Recorder`, its
+body read into ``body``), and gets an address; every request's method, path and
+``Authorization`` header is recorded. :func:`registry_flow` is a registry that
+has nothing and accepts everything; :func:`manifest_registry` one whose answer
+to the manifest the test chooses; :func:`basic_registry` wants HTTP Basic auth,
+:func:`bearer_flow` a token from a token service on its own host. Answers
+compose: a test wraps one to fail, drip or lie at the step it is about. (The
+integration layer pushes to Debian's real ``docker-registry`` too:
+``tests/registry_fixture.py``.)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Recorder(BaseHTTPRequestHandler):
 
     seen: ClassVar[list[tuple[str, str, str | None]]]
     behaviour: ClassVar[dict[str, Any]]
+    body: bytes = b""  # the request's body, unless the server leaves it unread
 
     def log_message(self, *args: object) -> None:
         pass
@@ -52,8 +55,9 @@ class Recorder(BaseHTTPRequestHandler):
 
     def handle_any(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        self.body = b""
         if length and self.behaviour.get("read_body", True):
-            self.rfile.read(length)
+            self.body = self.rfile.read(length)
         self.seen.append((self.command, self.path, self.headers.get("Authorization")))
         self.behaviour["answer"](self)
 
@@ -61,6 +65,8 @@ class Recorder(BaseHTTPRequestHandler):
 
 
 Answer = Callable[[Recorder], None]
+# The answer to a manifest's PUT, from the manifest's bytes: status, headers, body.
+ManifestReply = Callable[[bytes], tuple[int, dict[str, str], bytes]]
 
 
 class Servers:
@@ -140,6 +146,21 @@ def registry_flow(request: Recorder) -> None:
         request.reply(202, {"Location": "/upload"})
     else:
         request.reply(201)
+
+
+def manifest_registry(reply: ManifestReply, upload_location: str = "/upload") -> Answer:
+    """:func:`registry_flow` sending uploads to ``upload_location``, the manifest answered by
+    ``reply``: a registry that accepts every blob and then says what the test wants."""
+
+    def answer(request: Recorder) -> None:
+        if request.command == "POST":
+            request.reply(202, {"Location": upload_location})
+        elif request.command == "PUT" and not request.path.startswith(upload_location):
+            request.reply(*reply(request.body))
+        else:
+            registry_flow(request)
+
+    return answer
 
 
 def json_answer(status: int, document: Any) -> Answer:

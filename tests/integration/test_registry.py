@@ -14,10 +14,9 @@ import hashlib
 import json
 import shutil
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -33,6 +32,13 @@ from scratchpack.image.registry import (
 from tests import cli
 from tests.cfixtures import REPO_ROOT
 from tests.conftest import unavailable
+from tests.fake_registry import (
+    ManifestReply,
+    Recorder,
+    Servers,
+    manifest_registry,
+    servers_fixture,  # noqa: F401 (a fixture)
+)
 from tests.registry_fixture import (
     OCI_MANIFEST,
     SKOPEO,
@@ -365,54 +371,25 @@ def test_remote_plain_http_registry_needs_insecure(open_registry: Registry, layo
 # --- protocol corners a fake registry provokes -----------------------------------------
 
 
-class _FakeRegistry(BaseHTTPRequestHandler):
-    """Answers the push flow with a relative, query-less Location and a chosen manifest reply."""
+class _FakeRegistry:
+    """What a test below sets and reads of its fake registry (:mod:`tests.fake_registry`)."""
 
-    manifest_reply: Callable[[bytes], tuple[int, dict[str, str], bytes]]
-    seen: list[str]
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-
-    def do_GET(self) -> None:
-        self._reply(200, {"Content-Type": "application/json"}, b"{}")
-
-    def do_HEAD(self) -> None:
-        self._reply(404)
-
-    def do_POST(self) -> None:
-        self._reply(202, {"Location": "/upload-here"})
-
-    def do_PUT(self) -> None:
-        body = self._body()
-        self.seen.append(self.path)
-        if self.path.startswith("/upload-here"):
-            self._reply(201)
-        else:
-            self._reply(*self.manifest_reply(body))
+    manifest_reply: ClassVar[ManifestReply]  # the answer to the manifest's PUT
+    seen: ClassVar[list[str]]  # the paths PUT to, in order
 
 
 @pytest.fixture
-def fake_registry() -> Iterator[tuple[str, type[_FakeRegistry]]]:
+def fake_registry(servers: Servers) -> tuple[str, type[_FakeRegistry]]:
+    """The push flow with a relative, query-less Location and the manifest reply a test sets."""
     handler = type("Handler", (_FakeRegistry,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+
+    def answer(request: Recorder) -> None:
+        if request.command == "PUT":
+            handler.seen.append(request.path)
+        manifest_registry(handler.manifest_reply, "/upload-here")(request)
+
+    address, _records = servers.serve("127.0.0.1", answer)
+    return address, handler
 
 
 def test_relative_location_without_query_gets_question_mark_digest(
