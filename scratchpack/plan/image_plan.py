@@ -56,6 +56,7 @@ from scratchpack.plan.from_packages import (
 )
 from scratchpack.plan.programs import DEFAULT_PATH, Program, program
 from scratchpack.plan.rootplan import RootPlan
+from scratchpack.plan.runtimes import Runtime, RuntimeFiles, runtime_files, runtime_paths
 
 
 class MissingLibraryError(ScratchpackError):
@@ -151,14 +152,19 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     selection = None
     if options.package_root is not None:
         selection = select(options.package_root, options.package_names)
-    programs = [
-        _binary(root, binary, env["PATH"], bool(options.includes or selection))
+    named = [
+        (binary, _binary(root, binary, env["PATH"]))
         for binary in _binaries(options, config, selection)
     ]
+    programs = [found for _, found in named]
     closures = _program_closures(plan, resolver, programs, options.essentials)
     if selection is not None:
         closures += _package_closures(plan, resolver, selection.paths, options.essentials)
     closures += _include_closures(plan, resolver, options.includes, options.essentials)
+    kept = keep_runtimes(plan, resolver, programs, closures, options.essentials)
+    closures += kept.closures
+    if not (options.includes or selection):  # then the trees may be among them: no noise
+        _warn_about_library_trees(named, kept.runtimes)
     loaded_first = satisfy_from_image(resolver, closures)
     _add_closures(plan, root, closures, options.allow_missing)
     accounts: set[str] = set()
@@ -199,6 +205,78 @@ def _binaries(
         return options.binaries
     first = config.entrypoint[0] if config.entrypoint else None
     return (entry_program(options.package_root, selection, options.package_names, first),)
+
+
+@dataclass(frozen=True)
+class KeptRuntimes:
+    """What :func:`keep_runtimes` planned: the runtimes it answered for, and the closures
+    of the ELF files among their files."""
+
+    runtimes: frozenset[Runtime] = frozenset()
+    closures: tuple[Closure, ...] = ()
+
+
+def keep_runtimes(
+    plan: RootPlan,
+    resolver: Resolver,
+    programs: list[Program],
+    closures: list[Closure],
+    essentials: Essentials,
+) -> KeptRuntimes:
+    """The files the programs' interpreters cannot start without (:mod:`.runtimes`).
+
+    Not when the user included the tree themselves. Each runtime kept gets a
+    note saying what it added.
+    """
+    root = resolver.root
+    interpreters = [target for found in programs for target in found.runs]
+    loaded = [
+        path
+        for closure in closures
+        for path in (closure.path, *(library.path for library in closure.libraries))
+    ]
+    included = _included(plan)
+    runtimes: set[Runtime] = set()
+    extra: list[Closure] = []
+    for files in runtime_files(root, interpreters, loaded):
+        if any(files.top == path or files.top.startswith(path + "/") for path in included):
+            continue  # the user brought it
+        for path in files.missing:
+            warn(f"{path}: {files.what} include it, but it is not in {root.top}")
+        if files.paths:
+            extra += _plan_runtime(plan, resolver, files, essentials)
+            runtimes.add(files.runtime)
+    return KeptRuntimes(frozenset(runtimes), tuple(extra))
+
+
+def _plan_runtime(
+    plan: RootPlan, resolver: Resolver, files: RuntimeFiles, essentials: Essentials
+) -> list[Closure]:
+    """Plan ``files`` and note it; the closures of its ELF files.
+
+    An extension module whose library is missing is kept with a warning: the
+    interpreter starts without it, only importing that module fails.
+    """
+    root = resolver.root
+    finals: dict[str, None] = {}
+    for path in runtime_paths(root, files):
+        final = plan.add_path(root, path, Reason.ESSENTIAL, files.runtime.value)
+        if final is not None:
+            finals[final] = None
+    kept = {final: plan.entries[plan.through_links(final)] for final in finals}
+    kept = {final: entry for final, entry in kept.items() if entry.kind is EntryKind.FILE}
+    warn(files.note(len(kept), sum(entry.size for entry in kept.values())))
+    closures: list[Closure] = []
+    for source in kept:
+        if not _loadable(resolver, source):
+            continue
+        closure = resolve_for_image(resolver, source, essentials)
+        if closure.missing:
+            names = ", ".join(item.soname for item in closure.missing)
+            warn(f"{source}: missing {names}; kept, but it will not load")
+            closure = dataclasses.replace(closure, missing=[])
+        closures.append(closure)
+    return closures
 
 
 def _program_closures(
@@ -306,24 +384,36 @@ def _warn_about_shell_calls(root: RootFS, programs: list[Program]) -> None:
                 )
 
 
-def _binary(root: RootFS, binary: str, search_path: str, includes: bool) -> Program:
-    """A BINARY argument: a host path, or a path inside ``--root``.
-
-    ``includes``: whether anything is included (then the library tree may be,
-    and the warning about it would be noise).
-    """
+def _binary(root: RootFS, binary: str, search_path: str) -> Program:
+    """A BINARY argument: a host path, or a path inside ``--root``."""
     path = os.path.abspath(binary) if root.is_host else "/" + binary.lstrip("/")
     host = root.host_path(path)
     if host is None or not os.path.isfile(host):
         where = f" inside {root.top}" if not root.is_host else ""
         raise InputError(f"{binary}: no such file{where}")
-    found = program(root, path, search_path)
-    if found.needs_tree and not includes:
-        warn(
-            f"{binary}: {found.name} also needs its library tree (standard library, modules); "
-            "add it with --include, or use shrink --trace"
-        )
-    return found
+    return program(root, path, search_path)
+
+
+def _warn_about_library_trees(named: list[tuple[str, Program]], kept: set[Runtime]) -> None:
+    """Interpreters whose programs need a tree the image may lack; nothing is included.
+
+    A runtime rule that kept the interpreter's own files answers for the bare
+    interpreter; a script's modules beyond them are still the user's to add.
+    """
+    for binary, found in named:
+        if not found.needs_tree:
+            continue
+        if Runtime.of(found.name) not in kept:
+            warn(
+                f"{binary}: {found.name} also needs its library tree (standard library, "
+                "modules); add it with --include, or use shrink --trace"
+            )
+        elif found.script is not None:
+            warn(
+                f"{binary}: {found.name} also needs its library tree beyond what was kept "
+                "(the script's own modules, site-packages); add it with --include, "
+                "or use shrink --trace"
+            )
 
 
 def add_closure(plan: RootPlan, root: RootFS, closure: Closure) -> list[CacheRecord]:

@@ -305,6 +305,34 @@ def test_node_shrink_trace(docker_client, tag, debian_node_image: str) -> None: 
     assert talk(docker_client, image, recipes.NODE_PORT, node_answers).startswith("hello from node")
 
 
+# --- interpreters from Debian's packages: what they cannot start without (issue 22) -----
+
+
+def test_node_build_from_debian_packages(docker_client, tag) -> None:  # type: ignore[no-untyped-def]
+    # Debian's nodejs, not the machine's: libnode reads its builtins from /usr/share/nodejs.
+    image = tag("node-deb")
+    cmd = shlex.quote(shlex.join(["-e", recipes.NODE_SERVER]))
+    proc = scratchpack(f"build --package nodejs /usr/bin/node -t {image} --cmd {cmd}")
+    report(docker_client, "node from packages", image, proc)
+    assert "builtins Node.js loads at start (/usr/share/nodejs" in proc.stderr
+    assert talk(docker_client, image, recipes.NODE_PORT, node_answers).startswith("hello from node")
+
+
+PYTHON_CHECK = "import encodings, json, sqlite3, ssl; print(json.dumps({'answer': 42}))"
+
+
+@pytest.mark.parametrize("source", ["--package python3 /usr/bin/python3", "/usr/bin/python3.11"])
+def test_python_build_keeps_its_standard_library(docker_client, tag, source: str) -> None:  # type: ignore[no-untyped-def]
+    if "--package" not in source:
+        need(source)
+    image = tag("python-stdlib")
+    cmd = shlex.quote(shlex.join(["-c", PYTHON_CHECK]))
+    proc = scratchpack(f"build {source} -t {image} --cmd {cmd}")
+    report(docker_client, f"python ({source})", image, proc)
+    assert "kept Python 3.11's standard library (/usr/lib/python3.11" in proc.stderr
+    assert run_to_end(docker_client, image) == (0, '{"answer": 42}\n')
+
+
 # --- Java: a JRE running a class -------------------------------------------------------
 
 
