@@ -299,7 +299,7 @@ def _package_closures(
     """``--package``: every path of the selection; the closures of its loadable ELF files."""
     closures: list[Closure] = []
     for path in paths:
-        kept = plan.add_path(resolver.root, path, Reason.PACKAGE)
+        kept = plan.add_listed(resolver.root, path, Reason.PACKAGE)
         if kept and _loadable(resolver, kept):
             closures.append(resolve_for_image(resolver, kept, essentials))
     return closures

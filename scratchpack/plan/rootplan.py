@@ -187,6 +187,33 @@ class RootPlan:
                 )
         return steps[-1].path
 
+    def add_listed(self, root: RootFS, path: str, reason: Reason) -> str | None:
+        """Add a path a package lists: as :meth:`add_path`, but a symlink whose target
+        is nowhere in the root is kept as the link it is.
+
+        Packages ship such links on purpose (nginx's ``/usr/share/nginx/modules``
+        points at modules that only a module package brings), and dpkg unpacks
+        them as they are; the image should too, not refuse the package.
+        """
+        if root.trace(path) is not None:
+            return self.add_path(root, path, reason)
+        parent, name = posixpath.split(path)
+        if self.left_out(path, reason) or not name:
+            return None
+        where = self.add_path(root, parent, reason)
+        if where is None:
+            return None
+        host_parent = root.host_path(where)
+        if host_parent is None:
+            raise InputError(f"{path}: not found in {root.top}")
+        try:
+            target = os.readlink(os.path.join(host_parent, name))
+        except OSError:
+            raise InputError(f"{path}: not found in {root.top}") from None
+        link = posixpath.join(where, name)
+        self.add(Entry(link, SYMLINK, 0o777, reason, None, target=target))
+        return link
+
     def add_tree(
         self,
         root: RootFS,

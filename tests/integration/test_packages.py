@@ -31,6 +31,7 @@ import pytest
 
 from tests import cli
 from tests.conftest import unavailable
+from tests.tarcompat import extract_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SCRATCHPACK_TEST_CACHE", "/var/cache/scratchpack-tests"))
@@ -67,7 +68,7 @@ def platform_roots(layout: Path, into: Path) -> dict[str, Path]:
         root.mkdir(parents=True)
         for layer in manifest["layers"]:
             with tarfile.open(blob(layout, layer["digest"])) as tar:
-                tar.extractall(root, filter="tar")
+                extract_all(tar, root)
         roots[name] = root
     return roots
 
@@ -260,3 +261,25 @@ def test_lighttpd_owners_are_debians_with_systemd_among_its_packages(docker_clie
     finally:
         container.remove(force=True)
         docker_client.images.remove(tag, force=True)
+
+
+def test_a_link_a_package_ships_to_nothing_stays_a_link(tmp_path: Path) -> None:
+    """nginx lists /usr/share/nginx/modules -> ../../lib/nginx/modules, whose target only a
+    module package brings: the build kept refusing the package ("not found")."""
+    report = built(
+        scratchpack(
+            "build", "--package", "nginx", "/usr/sbin/nginx", "-t", "scratchpack-test/nginx:1",
+            "-o", str(tmp_path / "nginx.tar"), "--json",
+        )
+    )  # fmt: skip
+    assert report["output"] == str(tmp_path / "nginx.tar")
+    links = {}
+    with tarfile.open(tmp_path / "nginx.tar") as archive:
+        for member in archive.getmembers():
+            stream = archive.extractfile(member) if member.isfile() else None
+            try:  # every layer, whatever the archive's layout names it
+                with tarfile.open(fileobj=io.BytesIO(stream.read() if stream else b"")) as layer:
+                    links.update({m.name: m.linkname for m in layer if m.issym()})
+            except tarfile.TarError:
+                continue
+    assert links.get("usr/share/nginx/modules") == "../../lib/nginx/modules"
