@@ -3,8 +3,9 @@
 A command returns a frozen result; the command line prints it one of two
 ways. The JSON renderer reads the result's ``to_json()`` (the documented
 interface); each text renderer reads the typed result itself and lives beside
-its type (``commands.build.report_text``), so neither is derived from the other.
-This module sits on the ground floor, so every command may use it.
+its type, as ``report_text`` in the command's module (``commands.build``,
+``shrink``, ``debug``, ``deps``, ``lock``, ``prune``), so neither is derived
+from the other. This module sits on the ground floor, so every command may use it.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scratchpack.commands.common import DebugResult, DebugShell
 from scratchpack.errors import InputError
@@ -22,14 +23,16 @@ from scratchpack.image.config import source_date_epoch
 from scratchpack.image.debug_variant import busybox_variant, variant_on_base
 from scratchpack.image.media import Platform
 from scratchpack.image.readers import open_image
+from scratchpack.image.reference import check_tag
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.ld.elf import ET_DYN, ET_EXEC, ElfError, read_elf
 from scratchpack.plan.busybox import busybox_applets
-from scratchpack.plan.debug import BUSYBOX_DIR, busybox_entries
+from scratchpack.plan.debug import BUSYBOX_DIR, busybox_entries, debug_tag
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.programs import DEFAULT_PATH
 from scratchpack.plan.rootplan import RootPlan
 from scratchpack.publish import publication, to_engine, writing
+from scratchpack.report import size_text
 
 if TYPE_CHECKING:
     from scratchpack.engine.attach import AttachResult
@@ -40,6 +43,9 @@ TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
 BUSYBOX_LABEL = "org.scratchpack.busybox-sha256"
 LAYOUT_LABEL = "org.scratchpack.debug-tools-layout"
 LAYOUT_VERSION = "2"
+# What a debug variant is made with unless --debug-base / --busybox say otherwise.
+DEFAULT_BASE = "alpine:3.20"
+DEFAULT_BUSYBOX = "/bin/busybox"
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,74 @@ class DebugImageRequest:
     image: str
     tag: str
     shell: DebugShell = DebugShell.BASE
-    base: str = "alpine:3.20"
-    busybox: str = "/bin/busybox"
+    base: str = DEFAULT_BASE
+    busybox: str = DEFAULT_BUSYBOX
     show_progress: bool = False
     max_unpacked: int | None = None  # bytes the image may unpack to (default: free space)
+
+
+@dataclass(frozen=True)
+class DebugImageResult:
+    """``debug IMAGE``: the variant made, and the image it was made from.
+
+    ``build --debug`` makes a :class:`DebugResult` too, without a source: the
+    source is what only this command reports.
+    """
+
+    source: str
+    variant: DebugResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, **self.variant.to_json()}
+
+
+def report_text(result: DebugImageResult) -> str:
+    """The human report of ``debug IMAGE``: the variant, and how to open its shell."""
+    variant = result.variant
+    return (
+        f"Built {variant.tag} {variant.image} ({size_text(variant.size or 0)})\n"
+        f"Open a shell with: docker run --rm -it --entrypoint sh {variant.tag}\n"
+    )
+
+
+def attach_text(result: AttachResult) -> str:
+    """What ``debug --attach -- COMMAND`` prints: the command's own output, as it wrote it.
+
+    An interactive shell wrote to the terminal itself, and leaves nothing to print.
+    """
+    return result.output or ""
+
+
+def check_attach(container: str, tag: str | None, shell: str, base: str, busybox: str) -> None:
+    """``--attach`` opens a shell in a sidecar: a variant's options given with it are refused."""
+    ignored = [
+        option
+        for option, given in (
+            ("-t", tag),
+            ("--debug-shell", shell != DebugShell.BASE.value),
+            ("--debug-base", base != DEFAULT_BASE),
+            ("--busybox", busybox != DEFAULT_BUSYBOX),
+        )
+        if given
+    ]
+    if ignored:
+        raise InputError(f"--attach opens a shell in a sidecar: {', '.join(ignored)} do not apply")
+    if not container.strip():
+        raise InputError("--attach needs the name or ID of a running container")
+
+
+def variant_names(
+    args: tuple[str, ...], tag: str | None, allow_host_access: bool
+) -> tuple[str, str]:
+    """``debug IMAGE [-t TAG]``: the one IMAGE and its variant's tag (IMAGE's tag + ``-debug``)."""
+    if allow_host_access:
+        raise InputError("--allow-host-access goes with --attach CONTAINER")
+    if len(args) != 1:
+        raise InputError("debug takes one IMAGE (or --attach CONTAINER)")
+    image = args[0]
+    if tag is None and re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", image):
+        raise InputError(f"{image} is an image ID: name the debug variant with -t NAME[:TAG]")
+    return image, check_tag(tag or debug_tag(image, "-debug"))
 
 
 def run_debug(engine: CommandEngine, request: DebugImageRequest) -> DebugResult:
@@ -94,7 +164,7 @@ def run_debug(engine: CommandEngine, request: DebugImageRequest) -> DebugResult:
     return DebugResult(request.tag, request.shell, base, image.image_id, image.size)
 
 
-def ensure_tools_image(engine: Engine, busybox_path: str = "/bin/busybox") -> str:
+def ensure_tools_image(engine: Engine, busybox_path: str = DEFAULT_BUSYBOX) -> str:
     """The ID of :data:`TOOLS_IMAGE`, made once from a static busybox and reused.
 
     ``FROM scratch`` in effect: busybox at ``/busybox/busybox``, a symlink per

@@ -35,6 +35,27 @@ class PruneResult:
         return {"removed": list(self.removed)}
 
 
+def report_text(result: PruneResult) -> str:
+    """The human report of ``prune``: a line per thing removed, or that there was none."""
+    if not result.removed:
+        return "nothing to remove\n"
+    return "".join(f"removed {item}\n" for item in result.removed)
+
+
+def reachable_engine() -> Engine | None:
+    """The environment's engine, or ``None`` when none answers: the files are pruned anyway.
+
+    A plain connection: :func:`run_prune` is the pruning, so nothing is pruned on connecting.
+    """
+    from scratchpack.engine.client import Engine
+    from scratchpack.errors import EngineUnreachable
+
+    try:
+        return Engine.connect()
+    except EngineUnreachable:
+        return None
+
+
 def run_prune(engine: Engine | None, directories: Iterable[Path] = ()) -> PruneResult:
     """Everything of ended runs in TMPDIR, ``directories`` and the engine (if one answers)."""
     removed = prune_files([Path(tempfile.gettempdir()), *directories])

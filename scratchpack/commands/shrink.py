@@ -39,7 +39,7 @@ from scratchpack.publish import (
     writing,
 )
 from scratchpack.trace.compare import Difference, compare_runs, missing_paths
-from scratchpack.trace.run import TraceNetwork
+from scratchpack.trace.run import Ending, TraceNetwork
 from scratchpack.trace.tracer import TraceError
 
 if TYPE_CHECKING:
@@ -150,49 +150,57 @@ class ShrinkResult:
         return document
 
 
-def render_report(result: ShrinkResult) -> str:
-    """The human-readable report: sizes, then the kept files grouped by reason."""
-    data = result.to_json()
-    before, after = data["size_before"], data["size_after"] or 0
+def report_text(result: ShrinkResult) -> str:
+    """The human report of ``shrink``, read from its result (``--json`` is ``to_json``)."""
+    before, after = result.size_before, result.size or 0
     lines = [
-        f"{data['source']} ({before / 1e6:.1f} MB) -> {data['tag']} ({after / 1e6:.1f} MB), "
+        f"{result.source} ({before / 1e6:.1f} MB) -> {result.tag} ({after / 1e6:.1f} MB), "
         f"{100 * (1 - after / before) if before else 0:.0f}% smaller",
-        f"programs: {', '.join(data['programs'])}",
+        f"programs: {', '.join(result.plan.programs)}",
     ]
-    for reason, numbers in sorted(data["by_reason"].items()):
+    for reason, numbers in sorted(result.by_reason.items()):
         lines.append(f"  {reason:8} {numbers['files']:5} files {numbers['bytes'] / 1e6:8.2f} MB")
-    if data["trace"] is not None:
-        trace, code = data["trace"], data["trace"]["exit_code"]
-        how = {
-            "exited": f"exited {code}",
-            "stopped": f"stopped after its probes ({trace['stop_signal']})",
-            "killed": f"killed after its probes: as PID 1 it has no handler for "
-            f"{trace['stop_signal']}, which the kernel drops",
-        }[trace["ended"]]
-        lines.append(f"traced: the program {how}")
-        if data["trace"]["network"] != "bridge":
-            lines.append(f"  network: {data['trace']['network']}")
-        for probe in data["trace"]["probes"]:
-            mark = "" if probe["passed"] else " (failed)"
-            lines.append(f"  probe {probe['target']} {probe['summary']}{mark}")
-            lines.extend(f"    | {line}" for line in probe["output"].splitlines())
-    if "verify" in data:
-        for item in data["verify"]["rounds"]:
-            added = f", added {len(item['added'])} paths" if item["added"] else ""
-            outcome = f"{len(item['differences'])} differences" if item["differences"] else "same"
-            lines.append(f"verify round {item['round']}{added}: {outcome}")
-    if data["packages"]:
-        lines.append(f"packages: {', '.join(data['packages'])}")
-    lines.extend(loaded_first_lines(data["loaded_first"]))
-    for item in data["partly_kept"]:
+    if result.trace is not None:
+        lines.extend(_trace_lines(result.trace))
+    if result.verification is not None:
+        for item in result.verification.rounds:
+            added = f", added {len(item.added)} paths" if item.added else ""
+            outcome = f"{len(item.differences)} differences" if item.differences else "same"
+            lines.append(f"verify round {item.number}{added}: {outcome}")
+    packages = sorted(result.plan.kept.packages)
+    if packages:
+        lines.append(f"packages: {', '.join(packages)}")
+    lines.extend(loaded_first_lines(loaded_first_json(result.plan.loaded_first)))
+    for part in result.plan.partly_kept:
         lines.append(
-            f"partly kept: {item['kind']}, {item['kept']} of {item['total']} files of "
-            f"{item['path']} (--include {item['path']} keeps the rest)"
+            f"partly kept: {part.kind}, {part.kept} of {part.total} files of "
+            f"{part.path} (--include {part.path} keeps the rest)"
         )
-    for reason, paths in sorted(data["kept"].items()):
+    for reason, paths in sorted(result.plan.kept.reasons.items()):
         lines.append(f"{reason}:")
-        lines.extend(f"  {path}" for path in paths)
+        lines.extend(f"  {path}" for path in sorted(set(paths)))
     return "\n".join(lines) + "\n"
+
+
+render_report = report_text  # the name cli.py imports until its shrink body reads report_text
+
+
+def _trace_lines(trace: TraceResult) -> list[str]:
+    """How the traced program ended, its network unless the default, and each probe."""
+    how = {
+        Ending.EXITED: f"exited {trace.exit_code}",
+        Ending.STOPPED: f"stopped after its probes ({trace.stop_signal})",
+        Ending.KILLED: f"killed after its probes: as PID 1 it has no handler for "
+        f"{trace.stop_signal}, which the kernel drops",
+    }[trace.ending]
+    lines = [f"traced: the program {how}"]
+    if trace.network is not TraceNetwork.BRIDGE:
+        lines.append(f"  network: {trace.network.value}")
+    for probe in trace.probes:
+        mark = "" if probe.passed else " (failed)"
+        lines.append(f"  probe {probe.target} {probe.summary}{mark}")
+        lines.extend(f"    | {line}" for line in probe.output.splitlines())
+    return lines
 
 
 def _check(request: ShrinkRequest) -> Path | None:
