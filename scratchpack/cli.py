@@ -8,9 +8,7 @@ trace, 70 a bug of ours, 130 Ctrl-C, 128+N another signal (143 SIGTERM).
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 import shlex
 import sys
 import tempfile
@@ -25,20 +23,20 @@ from scratchpack import __version__
 from scratchpack.config_file import config_option
 from scratchpack.errors import (
     EXIT_INTERNAL,
-    EXIT_MISSING,
-    EXIT_OK,
     EXIT_USAGE,
     InputError,
     ScratchpackError,
     Terminated,
 )
-from scratchpack.report import json_report, json_text, size_text
+from scratchpack.report import Reportable, json_report
 
 if TYPE_CHECKING:
-    from scratchpack.commands.build import BuildResult
-    from scratchpack.engine.client import Engine
+    from scratchpack.commands.build import BuildResult, DebugRequest, ImageTarget, PushRequest
+    from scratchpack.image.config import ImageConfig
+    from scratchpack.plan.image_plan import BuildOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=Reportable)
 
 
 def clear_errors(command: F) -> F:
@@ -88,6 +86,14 @@ def _prune_temporary() -> None:
     from scratchpack.publish import prune_files
 
     report_removed(prune_files([Path(tempfile.gettempdir())]))
+
+
+def _print_report(result: R, as_json: bool, text: Callable[[R], str]) -> None:
+    """A command's report: its ``--json`` document, or what its text renderer makes of it."""
+    if as_json:
+        click.echo(json_report(result))
+    else:
+        click.echo(text(result), nl=False)
 
 
 def _warn(message: str) -> None:
@@ -167,33 +173,16 @@ def run_limit_options(command: F) -> F:
     )(command)
 
 
-def _no_run_limits(memory: str, pids: int) -> None:
-    """Without a run (``--verify``), the bounds of one are a mistake worth saying."""
-    from scratchpack.engine.client import DEFAULT_RUN_MEMORY, DEFAULT_RUN_PIDS
-
-    if pids != DEFAULT_RUN_PIDS or _size_bytes(memory, "--run-memory") != DEFAULT_RUN_MEMORY:
-        raise InputError("--run-memory and --run-pids bound the run of --verify: add --verify")
-
-
 def _confinement(memory: str, pids: int) -> Any:
-    from scratchpack.engine.client import Confinement
+    from scratchpack.commands.common import run_confinement
 
-    size = _size_bytes(memory, "--run-memory")
-    assert size is not None
-    if size < 16 << 20:
-        raise InputError(f"--run-memory {memory}: at least 16M")
-    return Confinement(memory=size, pids=pids)
+    return run_confinement(memory, pids)
 
 
 def _size_bytes(text: str | None, option: str = "--max-unpacked-size") -> int | None:
-    """``20G``, ``500M``, ``1.5T`` or plain bytes (powers of 1024)."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
-    if match is None:
-        raise InputError(f"{option} {text!r}: expected a size such as 20G or 500M")
-    power = " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * 1024**power)
+    from scratchpack.commands.common import parse_size
+
+    return parse_size(text, option)
 
 
 def debug_variant_options(command: F) -> F:
@@ -276,31 +265,13 @@ def deps(
     Nothing is executed: the closure is resolved statically with the loader's
     own rules, so foreign-architecture binaries and other roots work too.
     """
-    from scratchpack.ld.loaders import HwcapsChoice
-    from scratchpack.ld.report import render_tree
-    from scratchpack.ld.resolve import Resolver
+    from scratchpack.commands.deps import DepsRequest, report_text, run_deps, warning_lines
 
-    resolver = Resolver(root=root, library_path=library_path, hwcaps=HwcapsChoice.parse(hwcaps))
-    closures = resolver.resolve_all(binaries)
-    if as_json:
-        click.echo(_json([closure.to_json() for closure in closures]))
-    else:
-        click.echo("\n".join(render_tree(closure) for closure in closures), nl=False)
-    warned: set[str] = set()
-    for closure in closures:
-        for item in closure.preload_missing:
-            if item.soname not in warned:
-                warned.add(item.soname)
-                why = f" ({item.reason})" if item.reason else ""
-                click.echo(
-                    f"scratchpack: warning: {item.soname} from /etc/ld.so.preload cannot be "
-                    f"preloaded{why}: ignored, as ld.so does",
-                    err=True,
-                )
-        for item in closure.missing:
-            if item.reason:
-                click.echo(f"scratchpack: {closure.path}: {item.soname}: {item.reason}", err=True)
-    sys.exit(EXIT_OK if all(closure.complete for closure in closures) else EXIT_MISSING)
+    result = run_deps(DepsRequest(binaries, root, library_path, hwcaps))
+    _print_report(result, as_json, report_text)
+    for line in warning_lines(result):
+        click.echo(line, err=True)
+    sys.exit(result.exit_code)
 
 
 def _pairs(values: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:
@@ -464,57 +435,7 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 @run_limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
-def build(
-    binaries: tuple[str, ...],
-    tag: str | None,
-    packages: tuple[str, ...],
-    suite: str | None,
-    repositories: tuple[str, ...],
-    platforms: tuple[str, ...],
-    lock: str | None,
-    entrypoint: str | None,
-    cmd: str | None,
-    env: tuple[str, ...],
-    workdir: str | None,
-    user: str | None,
-    expose: tuple[str, ...],
-    labels: tuple[str, ...],
-    includes: tuple[str, ...],
-    excludes: tuple[str, ...],
-    root: str | None,
-    allow_missing: bool,
-    ca_certs: bool,
-    tzdata: bool,
-    locale: str | None,
-    gconv: bool,
-    nss: bool,
-    no_libgcc: bool,
-    shell: str | None,
-    hwcaps: str,
-    context_dir: str | None,
-    no_build: bool,
-    template: str | None,
-    verify: str | None,
-    verify_timeout: float,
-    run_memory: str,
-    run_pids: int,
-    engine_mode: str,
-    output: str | None,
-    layers: str,
-    push: str | None,
-    registry_user: str | None,
-    registry_password_stdin: bool,
-    insecure: bool,
-    retries: int,
-    sbom: str | None,
-    sbom_format: str,
-    debug: bool,
-    debug_suffix: str,
-    debug_shell: str,
-    debug_base: str,
-    busybox_path: str,
-    as_json: bool,
-) -> None:
+def build(binaries: tuple[str, ...], as_json: bool, **given: Any) -> None:
     """Build a FROM-scratch image that runs BINARY (and the other BINARYs).
 
     Every library the loader maps, the loader itself and the runtime files a
@@ -522,102 +443,127 @@ def build(
     Docker engine (DOCKER_HOST is respected). With --package, the files come
     from Debian packages fetched for the purpose, and BINARY is optional.
     """
-    from scratchpack.commands.build import BuildRequest, DebugRequest, check_request, run_build
-    from scratchpack.commands.common import DebugShell, EngineMode, VerifyRequest
-    from scratchpack.image.config import ImageConfig
-    from scratchpack.ld.loaders import HwcapsChoice
-    from scratchpack.plan.essentials import Essentials
-    from scratchpack.plan.image_plan import BuildOptions
+    from scratchpack.commands.build import (
+        BuildRequest,
+        SbomRequest,
+        check_request,
+        logged_in,
+        run_build,
+        verify_from_options,
+    )
+    from scratchpack.commands.common import PackageSources
 
-    if sbom_format != "spdx" and not sbom:
-        raise InputError("--sbom-format goes with --sbom PATH")
-    if not binaries and not packages:
-        raise InputError("build needs a BINARY, or --package PKG")
-    if suite and not packages:
-        raise InputError("--suite chooses the Debian suite of --package: add --package PKG")
-    if packages and root:
-        raise InputError("--package makes its own root: drop --root")
-    repositories = _package_sources(packages, suite, repositories)
-    if verify is None:
-        _no_run_limits(run_memory, run_pids)
+    sbom = SbomRequest.from_options(given["sbom"], given["sbom_format"])
+    sources = PackageSources.from_options(
+        given["packages"], given["suite"], given["repositories"], given["platforms"], given["lock"]
+    )
+    verify = verify_from_options(
+        _args(given["verify"], "--verify") if given["verify"] is not None else None,
+        given["verify_timeout"],
+        given["run_memory"],
+        given["run_pids"],
+    )
     request = BuildRequest(
-        options=BuildOptions(
-            binaries=binaries,
-            packages=packages,
-            suite=suite,
-            root=root,
-            includes=includes,
-            excludes=excludes,
-            essentials=Essentials(
-                ca_certs=ca_certs,
-                tzdata=tzdata,
-                locale=locale,
-                gconv=gconv,
-                nss=nss,
-                libgcc=not no_libgcc,
-                shell=busybox_path if shell else None,
-            ),
-            allow_missing=allow_missing,
-            hwcaps=HwcapsChoice.parse(hwcaps),
-        ),
-        config=ImageConfig(
-            entrypoint=_args(entrypoint, "--entrypoint") if entrypoint else None,
-            cmd=_args(cmd, "--cmd") if cmd is not None else None,
-            env=_pairs(env, "--env"),
-            workdir=workdir,
-            user=user,
-            expose=expose,
-            labels=_pairs(labels, "--label"),
-        ),
-        tag=tag,
-        engine_mode=EngineMode(engine_mode),
-        output=Path(output) if output else None,
-        split_layers=layers == "split",
-        context_dir=Path(context_dir) if context_dir else None,
-        no_build=no_build,
-        template=Path(template) if template else None,
-        verify=VerifyRequest(
-            _args(verify, "--verify"), verify_timeout, _confinement(run_memory, run_pids)
-        )
-        if verify is not None
-        else None,
-        push=push,
-        insecure=insecure,
-        push_retries=retries,
-        sbom=Path(sbom) if sbom else None,
-        sbom_format=sbom_format,
-        debug=DebugRequest(debug_suffix, DebugShell(debug_shell), debug_base, busybox_path)
-        if debug
-        else None,
+        options=_build_options(binaries, given),
+        config=_image_config(given),
+        tag=given["tag"],
+        target=_image_target(given),
+        sources=sources,
+        verify=verify,
+        push=_push_request(given),
+        sbom=sbom,
+        debug=_debug_request(given),
         show_progress=not as_json,
-        platforms=_platforms(platforms),
-        lock=Path(lock) if lock else None,
-        repositories=repositories,
     )
     check_request(request)
-    if push:
-        credentials = _push_credentials(push, registry_user, registry_password_stdin)
-        request = dataclasses.replace(request, credentials=credentials)
+    request = logged_in(request, _read_password, _note)
     _report(run_build(request), as_json)
 
 
 config_option(build)
 
 
-def _package_sources(
-    packages: tuple[str, ...], suite: str | None, repositories: tuple[str, ...]
-) -> tuple[str, ...]:
-    """Check --package, --suite and --repository (from flags or a YAML file) before apt runs;
-    the repositories as a lock records them."""
-    from scratchpack.packages.apt import Word, check_request, check_word, parse_repository
+def _build_options(binaries: tuple[str, ...], given: dict[str, Any]) -> BuildOptions:
+    """What goes into the root: the BINARYs, packages, includes and runtime files."""
+    from scratchpack.ld.loaders import HwcapsChoice
+    from scratchpack.plan.essentials import Essentials
+    from scratchpack.plan.image_plan import BuildOptions
 
-    if repositories and not packages:
-        raise InputError("--repository is a source of --package: add --package PKG")
-    for package in packages:
-        check_request(package, "--package")
-    if suite is not None:
-        check_word(Word.SUITE, suite, "--suite")
-    return tuple(parse_repository(line).one_line() for line in repositories)
+    return BuildOptions(
+        binaries=binaries,
+        packages=given["packages"],
+        suite=given["suite"],
+        root=given["root"],
+        includes=given["includes"],
+        excludes=given["excludes"],
+        essentials=Essentials(
+            ca_certs=given["ca_certs"],
+            tzdata=given["tzdata"],
+            locale=given["locale"],
+            gconv=given["gconv"],
+            nss=given["nss"],
+            libgcc=not given["no_libgcc"],
+            shell=given["busybox_path"] if given["shell"] else None,
+        ),
+        allow_missing=given["allow_missing"],
+        hwcaps=HwcapsChoice.parse(given["hwcaps"]),
+    )
+
+
+def _image_config(given: dict[str, Any]) -> ImageConfig:
+    """The image's ENTRYPOINT, CMD, ENV, WORKDIR, USER, EXPOSE and LABELs."""
+    from scratchpack.image.config import ImageConfig
+
+    entrypoint, cmd = given["entrypoint"], given["cmd"]
+    return ImageConfig(
+        entrypoint=_args(entrypoint, "--entrypoint") if entrypoint else None,
+        cmd=_args(cmd, "--cmd") if cmd is not None else None,
+        env=_pairs(given["env"], "--env"),
+        workdir=given["workdir"],
+        user=given["user"],
+        expose=given["expose"],
+        labels=_pairs(given["labels"], "--label"),
+    )
+
+
+def _image_target(given: dict[str, Any]) -> ImageTarget:
+    """--engine, -o, --layers, --context, --no-build, --template: where the image goes."""
+    from scratchpack.commands.build import ImageTarget, Layering
+    from scratchpack.commands.common import EngineMode
+
+    output, context_dir, template = given["output"], given["context_dir"], given["template"]
+    return ImageTarget(
+        engine_mode=EngineMode(given["engine_mode"]),
+        output=Path(output) if output else None,
+        layering=Layering(given["layers"]),
+        context_dir=Path(context_dir) if context_dir else None,
+        no_build=given["no_build"],
+        template=Path(template) if template else None,
+    )
+
+
+def _push_request(given: dict[str, Any]) -> PushRequest | None:
+    from scratchpack.commands.build import PushRequest
+
+    if not given["push"]:
+        return None
+    return PushRequest(
+        reference=given["push"],
+        insecure=given["insecure"],
+        retries=given["retries"],
+        user=given["registry_user"],
+        password_stdin=given["registry_password_stdin"],
+    )
+
+
+def _debug_request(given: dict[str, Any]) -> DebugRequest | None:
+    from scratchpack.commands.build import DebugRequest
+    from scratchpack.commands.common import DebugShell
+
+    if not given["debug"]:
+        return None
+    shell = DebugShell(given["debug_shell"])
+    return DebugRequest(given["debug_suffix"], shell, given["debug_base"], given["busybox_path"])
 
 
 def terminal_progress_or_none(as_json: bool) -> Callable[[str], None] | None:
@@ -626,42 +572,13 @@ def terminal_progress_or_none(as_json: bool) -> Callable[[str], None] | None:
     return None if as_json else terminal_progress
 
 
-def _platforms(values: tuple[str, ...]) -> tuple[Any, ...]:
-    """``--platform linux/amd64,linux/arm64`` (or repeated): each once, in the order given."""
-    from scratchpack.image.media import Platform
-
-    found: list[Any] = []
-    for value in values:
-        for text in value.split(","):
-            if text.strip():
-                platform = Platform.parse(text)
-                if platform not in found:
-                    found.append(platform)
-    return tuple(found)
+def _read_password() -> str:
+    """--registry-password-stdin: one line of stdin."""
+    return sys.stdin.readline().rstrip("\r\n")
 
 
-def _push_credentials(reference: str, user: str | None, password_stdin: bool) -> Any:
-    """Check the reference before any work; credentials from the options or docker's config."""
-    # registry imports requests (a tenth of a second): only when pushing.
-    from scratchpack.image.registry import (
-        Credentials,
-        credentials_from_docker_config,
-        parse_reference,
-    )
-
-    registry, _repository, _tag = parse_reference(reference)
-    if password_stdin and not user:
-        raise InputError("--registry-password-stdin needs --registry-user")
-    if user:
-        if not password_stdin:
-            raise InputError("--registry-user needs --registry-password-stdin (the password)")
-        password = sys.stdin.readline().rstrip("\r\n")
-        return Credentials(user, password)
-
-    def note(message: str) -> None:
-        click.echo(f"scratchpack: note: {message}", err=True)
-
-    return credentials_from_docker_config(registry, note=note)
+def _note(message: str) -> None:
+    click.echo(f"scratchpack: note: {message}", err=True)
 
 
 def _report(result: BuildResult, as_json: bool) -> None:
@@ -753,7 +670,7 @@ def shrink(
     OCI layout or archive). It is only read: the new image is TAG.
     """
     from scratchpack.commands.common import EngineMode
-    from scratchpack.commands.shrink import ShrinkRequest, render_report, run_shrink
+    from scratchpack.commands.shrink import ShrinkRequest, report_text, run_shrink
     from scratchpack.trace.run import TraceNetwork
 
     result = run_shrink(
@@ -778,10 +695,7 @@ def shrink(
             confinement=_confinement(run_memory, run_pids),
         )
     )
-    if as_json:
-        click.echo(json_report(result))
-    else:
-        click.echo(render_report(result), nl=False)
+    _print_report(result, as_json, report_text)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -829,27 +743,19 @@ def debug(
       scratchpack debug --attach web -- ps         # one command instead
     """
     from scratchpack.commands.common import DebugShell, connected_engine
-    from scratchpack.commands.debug import DebugImageRequest, run_attach, run_debug
-    from scratchpack.image.reference import check_tag
-    from scratchpack.plan.debug import debug_tag
+    from scratchpack.commands.debug import (
+        DebugImageRequest,
+        DebugImageResult,
+        attach_text,
+        check_attach,
+        report_text,
+        run_attach,
+        run_debug,
+        variant_names,
+    )
 
     if container is not None:
-        ignored = [
-            option
-            for option, given in (
-                ("-t", tag),
-                ("--debug-shell", debug_shell != "base"),
-                ("--debug-base", debug_base != "alpine:3.20"),
-                ("--busybox", busybox_path != "/bin/busybox"),
-            )
-            if given
-        ]
-        if ignored:
-            raise InputError(
-                f"--attach opens a shell in a sidecar: {', '.join(ignored)} do not apply"
-            )
-        if not container.strip():
-            raise InputError("--attach needs the name or ID of a running container")
+        check_attach(container, tag, debug_shell, debug_base, busybox_path)
         outcome = run_attach(
             connected_engine(),
             container,
@@ -857,34 +763,20 @@ def debug(
             list(args) or None,
             allow_host_access=allow_host_access,
         )
-        if outcome.output is not None:
-            click.echo(outcome.output, nl=False)
+        click.echo(attach_text(outcome), nl=False)
         sys.exit(outcome.exit_code)
-    if allow_host_access:
-        raise InputError("--allow-host-access goes with --attach CONTAINER")
-    if len(args) != 1:
-        raise InputError("debug takes one IMAGE (or --attach CONTAINER)")
-    image = args[0]
-    if tag is None and re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", image):
-        raise InputError(f"{image} is an image ID: name the debug variant with -t NAME[:TAG]")
-    final_tag = check_tag(tag or debug_tag(image, "-debug"))
-    result = run_debug(
-        connected_engine(),
-        DebugImageRequest(
-            image=image,
-            tag=final_tag,
-            shell=DebugShell(debug_shell),
-            base=debug_base,
-            busybox=busybox_path,
-            show_progress=not as_json,
-            max_unpacked=_size_bytes(max_unpacked),
-        ),
+    image, variant_tag = variant_names(args, tag, allow_host_access)
+    engine = connected_engine()
+    request = DebugImageRequest(
+        image=image,
+        tag=variant_tag,
+        shell=DebugShell(debug_shell),
+        base=debug_base,
+        busybox=busybox_path,
+        show_progress=not as_json,
+        max_unpacked=_size_bytes(max_unpacked),
     )
-    if as_json:
-        click.echo(_json({"source": image, **result.to_json()}))
-    else:
-        click.echo(f"Built {result.tag} {result.image} ({_size(int(result.size or 0))})")
-        click.echo(f"Open a shell with: docker run --rm -it --entrypoint sh {result.tag}")
+    _print_report(DebugImageResult(image, run_debug(engine, request)), as_json, report_text)
 
 
 @cli.command()
@@ -930,34 +822,15 @@ def lock(
     Takes the same scratchpack.yaml (-f) as build: its package, suite,
     platform and lock.
     """
-    from scratchpack.image.media import Platform
-    from scratchpack.packages.fetch import resolve_lock
-    from scratchpack.packages.root import host_architecture
-    from scratchpack.publish import publication, writing
+    from scratchpack.commands.common import PackageSources
+    from scratchpack.commands.lock import LockRequest, report_text, run_lock
 
     if not packages:
         raise InputError("lock needs --package PKG (or package: in scratchpack.yaml)")
-    repositories = _package_sources(packages, suite, repositories)
-    chosen = _platforms(platforms) or (Platform.from_debian(host_architecture()),)
-    say = terminal_progress_or_none(as_json)
-    resolved = resolve_lock(
-        packages,
-        [(str(p), p.debian_architecture) for p in chosen],
-        suite,
-        say=say,
-        repositories=repositories,
-    )
-    with publication() as staged:
-        path = staged.file(Path(lock))
-        with writing(path, f"the lock file {lock}"):
-            path.write_bytes(resolved.to_bytes())
-    summary = {name: len(locked.packages) for name, locked in sorted(resolved.platforms.items())}
-    if as_json:
-        click.echo(_json({"lock": lock, "suite": resolved.suite, "packages": summary}))
-    else:
-        for name, count in summary.items():
-            click.echo(f"{name}: {count} packages")
-        click.echo(f"Wrote {lock}")
+    sources = PackageSources.from_options(packages, suite, repositories, platforms)
+    request = LockRequest(packages, suite, sources.repositories, sources.platforms, lock)
+    result = run_lock(request, say=terminal_progress_or_none(as_json))
+    _print_report(result, as_json, report_text)
 
 
 config_option(lock, keys_of=build)
@@ -973,26 +846,10 @@ def prune(as_json: bool) -> None:
     run has ended, and, when an engine answers, the containers and throw-away
     tags those runs made. What belongs to a run still going is kept.
     """
-    from scratchpack.commands.prune import run_prune
-    from scratchpack.engine.client import Engine
-    from scratchpack.errors import EngineUnreachable
+    from scratchpack.commands.prune import reachable_engine, report_text, run_prune
 
-    engine: Engine | None
-    try:
-        engine = Engine.connect()
-    except EngineUnreachable:
-        engine = None
-    removed = list(run_prune(engine, [Path(".")]).removed)
-    if as_json:
-        click.echo(_json({"removed": removed}))
-    elif removed:
-        click.echo("\n".join(f"removed {item}" for item in removed))
-    else:
-        click.echo("nothing to remove")
-
-
-_json = json_text  # the other commands' reports
-_size = size_text
+    result = run_prune(reachable_engine(), [Path(".")])
+    _print_report(result, as_json, report_text)
 
 
 def run() -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,13 @@ from scratchpack.commands.common import (
     DebugResult,
     DebugShell,
     EngineMode,
+    PackageSources,
     VerifyRequest,
     VerifyResult,
     connected_engine,
     default_archive,
+    parse_size,
+    run_confinement,
     verify_image,
     verify_written,
 )
@@ -63,6 +67,72 @@ if TYPE_CHECKING:
     from scratchpack.image.writer import BlobStore
 
 
+class Layering(str, Enum):
+    """``--layers``: one layer, or the shared libraries in a layer other images share."""
+
+    ONE = "one"
+    SPLIT = "split"
+
+
+class SbomFormat(str, Enum):
+    SPDX = "spdx"  # SPDX 2.3 JSON
+    CYCLONEDX = "cyclonedx"  # CycloneDX 1.5 JSON
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """Where the image goes: the engine or the built-in writer (``-o``), and the context."""
+
+    engine_mode: EngineMode = EngineMode.AUTO
+    output: Path | None = None
+    layering: Layering = Layering.ONE
+    context_dir: Path | None = None  # --context: the build context kept here
+    no_build: bool = False  # only the build context
+    template: Path | None = None  # the user's Dockerfile template
+
+    @property
+    def split(self) -> bool:
+        return self.layering is Layering.SPLIT
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """``--push``: where to, how, and who logs in (resolved by :func:`logged_in`)."""
+
+    reference: str
+    insecure: bool = False
+    retries: int = 5  # transient registry failures retried per step
+    user: str | None = None  # --registry-user: the password comes from stdin
+    password_stdin: bool = False
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True)
+class SbomRequest:
+    path: Path
+    format: SbomFormat = SbomFormat.SPDX
+
+    @classmethod
+    def from_options(cls, path: str | None, sbom_format: str) -> SbomRequest | None:
+        """``--sbom PATH --sbom-format F``: a format without a path is a mistake worth saying."""
+        if sbom_format != SbomFormat.SPDX.value and not path:
+            raise InputError("--sbom-format goes with --sbom PATH")
+        return cls(Path(path), SbomFormat(sbom_format)) if path else None
+
+
+def verify_from_options(
+    args: tuple[str, ...] | None, timeout: float, memory: str, pids: int
+) -> VerifyRequest | None:
+    """``--verify ARGS`` and the bounds of its run; bounds without a run are a mistake."""
+    from scratchpack.engine.client import DEFAULT_RUN_MEMORY, DEFAULT_RUN_PIDS
+
+    if args is None:
+        if pids != DEFAULT_RUN_PIDS or parse_size(memory, "--run-memory") != DEFAULT_RUN_MEMORY:
+            raise InputError("--run-memory and --run-pids bound the run of --verify: add --verify")
+        return None
+    return VerifyRequest(args, timeout, run_confinement(memory, pids))
+
+
 @dataclass(frozen=True)
 class DebugRequest:
     suffix: str = "-debug"
@@ -73,29 +143,19 @@ class DebugRequest:
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """Everything ``scratchpack build`` was asked to do."""
+    """Everything ``scratchpack build`` was asked to do, in groups; :func:`check_request`
+    refuses what the groups cannot mean together."""
 
     options: BuildOptions
     config: ImageConfig
     tag: str | None
-    engine_mode: EngineMode = EngineMode.AUTO
-    output: Path | None = None
-    split_layers: bool = False
-    context_dir: Path | None = None
-    no_build: bool = False
-    template: Path | None = None
+    target: ImageTarget = field(default_factory=ImageTarget)
+    sources: PackageSources = field(default_factory=PackageSources)
     verify: VerifyRequest | None = None
-    push: str | None = None
-    credentials: Credentials | None = None
-    insecure: bool = False
-    push_retries: int = 5  # transient registry failures retried per step
-    sbom: Path | None = None
-    sbom_format: str = "spdx"
+    push: PushRequest | None = None
+    sbom: SbomRequest | None = None
     debug: DebugRequest | None = None
     show_progress: bool = False
-    platforms: tuple[Platform, ...] = ()  # --platform: one image each, an index over them
-    lock: Path | None = None  # --lock FILE: written when absent, obeyed when present
-    repositories: tuple[str, ...] = ()  # --repository lines, added to Debian's sources
 
 
 @dataclass(frozen=True)
@@ -200,12 +260,47 @@ def report_text(result: BuildResult) -> str:
 
 
 def check_request(request: BuildRequest) -> None:
-    """Refuse contradictions and unusable output paths before anything is resolved."""
-    if request.no_build:
-        if request.context_dir is None:
+    """Refuse contradictions and unusable output paths before anything is resolved.
+
+    The one check of a request, from flags or ``scratchpack.yaml`` alike: what
+    each group says alone was checked as it was made (``from_options``).
+    """
+    options, target = request.options, request.target
+    if not options.binaries and not options.packages:
+        raise InputError("build needs a BINARY, or --package PKG")
+    if options.packages and options.root:
+        raise InputError("--package makes its own root: drop --root")
+    _check_outputs_agree(request)
+    if request.tag:
+        check_tag(request.tag)
+    if target.engine_mode is EngineMode.DOCKER:
+        for given, option in (
+            (target.output, "-o/--output"),
+            (request.push, "--push"),
+            (target.layering is Layering.SPLIT, "--layers split"),
+        ):
+            if given:
+                raise InputError(f"{option} uses the built-in writer: drop --engine docker")
+    if request.debug is not None:
+        if not request.debug.suffix:
+            raise InputError("--debug-suffix must not be empty: the variant needs a tag of its own")
+        if request.push and target.output is None:
+            raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
+    _check_paths(request)
+    request.config.check()
+    source_date_epoch()  # a bad SOURCE_DATE_EPOCH fails now, not after the build
+    if request.push is not None:
+        _check_push(request.push)
+
+
+def _check_outputs_agree(request: BuildRequest) -> None:
+    """--no-build, a tag, several --platform: what each output needs of the others."""
+    target = request.target
+    if target.no_build:
+        if target.context_dir is None:
             raise InputError("--no-build writes only the build context: give --context DIR")
         for given, option in (
-            (request.output, "-o/--output"),
+            (target.output, "-o/--output"),
             (request.push, "--push"),
             (request.verify is not None, "--verify"),
             (request.debug, "--debug"),
@@ -214,63 +309,81 @@ def check_request(request: BuildRequest) -> None:
                 raise InputError(f"--no-build builds nothing: {option} has nothing to work on")
     elif not request.tag:
         raise InputError("missing -t/--tag NAME[:TAG]")
-    if request.lock is not None and not request.options.packages:
-        raise InputError("--lock pins the packages of --package: add --package PKG")
-    if request.repositories and not request.options.packages:
-        raise InputError("--repository is a source of --package: add --package PKG")
-    if len(request.platforms) > 1:
+    if len(request.sources.platforms) > 1:
         if not request.options.packages:
             raise InputError(
                 "several --platform images need their files for each architecture: add "
                 "--package (a BINARY is built for one architecture only)"
             )
         for given, option in (
-            (request.engine_mode is EngineMode.DOCKER, "--engine docker"),
-            (request.no_build or request.context_dir is not None, "--context/--no-build"),
+            (target.engine_mode is EngineMode.DOCKER, "--engine docker"),
+            (target.no_build or target.context_dir is not None, "--context/--no-build"),
             (request.debug, "--debug"),
             (request.sbom, "--sbom"),
         ):
             if given:
                 raise InputError(f"{option} makes one image; several --platform make an index")
-    if request.tag:
-        check_tag(request.tag)
-    if request.engine_mode is EngineMode.DOCKER:
-        for given, option in (
-            (request.output, "-o/--output"),
-            (request.push, "--push"),
-            (request.split_layers, "--layers split"),
-        ):
-            if given:
-                raise InputError(f"{option} uses the built-in writer: drop --engine docker")
-    if request.debug is not None:
-        if not request.debug.suffix:
-            raise InputError("--debug-suffix must not be empty: the variant needs a tag of its own")
-        if request.push and request.output is None:
-            raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
+
+
+def _check_paths(request: BuildRequest) -> None:
+    """Every path the build writes is usable and none is another's; the template reads."""
+    target = request.target
     targets: list[tuple[Path, str]] = []
-    if request.context_dir is not None:
-        check_new_directory(request.context_dir, "--context")
-        targets.append((request.context_dir, "--context"))
-    if request.output is not None:
-        check_output(request.output, "--output")
-        targets.append((request.output, "--output"))
+    if target.context_dir is not None:
+        check_new_directory(target.context_dir, "--context")
+        targets.append((target.context_dir, "--context"))
+    if target.output is not None:
+        check_output(target.output, "--output")
+        targets.append((target.output, "--output"))
         if request.debug is not None:
             from scratchpack.plan.debug import debug_output
 
-            debug_target = debug_output(request.output, request.debug.suffix)
+            debug_target = debug_output(target.output, request.debug.suffix)
             check_output(debug_target, "the debug variant's output")
             targets.append((debug_target, "the debug variant's output"))
     if request.sbom is not None:
-        check_new_file(request.sbom, "--sbom", may_exist=True)
-        targets.append((request.sbom, "--sbom"))
+        check_new_file(request.sbom.path, "--sbom", may_exist=True)
+        targets.append((request.sbom.path, "--sbom"))
     check_distinct(targets)
-    if request.template is not None:
+    if target.template is not None:
         try:
-            request.template.read_text(encoding="utf-8")
+            target.template.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"--template {request.template}: cannot read it ({err})") from err
-    request.config.check()
-    source_date_epoch()  # a bad SOURCE_DATE_EPOCH fails now, not after the build
+            raise InputError(f"--template {target.template}: cannot read it ({err})") from err
+
+
+def _check_push(push: PushRequest) -> None:
+    """The reference, and a user with a password to read (or neither)."""
+    # registry imports requests (a tenth of a second): only when pushing.
+    from scratchpack.image.registry import parse_reference
+
+    parse_reference(push.reference)
+    if push.password_stdin and not push.user:
+        raise InputError("--registry-password-stdin needs --registry-user")
+    if push.user and not push.password_stdin:
+        raise InputError("--registry-user needs --registry-password-stdin (the password)")
+
+
+def logged_in(
+    request: BuildRequest, read_password: Callable[[], str], note: Callable[[str], None]
+) -> BuildRequest:
+    """The checked request with its push credentials: --registry-user's password (read only
+    now, once every check passed) or docker's config for the registry."""
+    push = request.push
+    if push is None:
+        return request
+    from scratchpack.image.registry import (
+        Credentials,
+        credentials_from_docker_config,
+        parse_reference,
+    )
+
+    if push.user:
+        credentials = Credentials(push.user, read_password())
+    else:
+        registry, _repository, _tag = parse_reference(push.reference)
+        credentials = credentials_from_docker_config(registry, note=note)
+    return dataclasses.replace(request, push=dataclasses.replace(push, credentials=credentials))
 
 
 def choose_engine(
@@ -295,32 +408,33 @@ def choose_engine(
 def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> BuildResult:
     """Plan, build or write, verify, push, debug variant, SBOM; then publish every output.
 
-    ``engine`` is the engine to build in and verify with; without one, the
-    environment's is connected when the request needs it.
+    ``request`` is one :func:`check_request` passed. ``engine`` is the engine
+    to build in and verify with; without one, the environment's is connected
+    when the request needs it.
     """
-    check_request(request)
+    target, sources = request.target, request.sources
     builder = (
         None
-        if request.no_build or request.push
-        else choose_engine(request.engine_mode, request.output, engine)
+        if target.no_build or request.push
+        else choose_engine(target.engine_mode, target.output, engine)
     )
     debug = request.debug
-    if debug and debug.shell is DebugShell.BASE and builder is None and not request.no_build:
+    if debug and debug.shell is DebugShell.BASE and builder is None and not target.no_build:
         raise InputError(
             "a debug variant on a base image needs the Docker engine that holds the base; "
             "--debug-shell busybox needs none"
         )
     progress = terminal_progress if request.show_progress else None
     with publication() as staged:
-        if len(request.platforms) > 1:
+        if len(sources.platforms) > 1:
             return _index_build(staged, request, progress, engine)
         if request.options.packages:
             packaged = _with_package_root(staged, request, progress)
             request = packaged.request
-            if request.lock is not None and not packaged.from_lock:
-                _stage_lock(staged, request.lock, [packaged])
+            if sources.lock is not None and not packaged.from_lock:
+                _stage_lock(staged, sources.lock, [packaged])
         plan = plan_image(request.options, request.config)
-        _check_platform(plan, request)
+        _check_platform(plan, sources.platforms[0] if sources.platforms else None)
         if builder is not None:
             for entry in plan.root.files:
                 if entry.xattrs:
@@ -328,38 +442,43 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
                         f"{entry.path}: the engine's build drops its file capabilities; "
                         "--engine none keeps them"
                     )
-        if request.context_dir is not None:
-            from scratchpack.engine.context import write_context
-
-            directory = staged.directory(request.context_dir)
-            with writing(directory, f"the build context {request.context_dir}", plan.root.size):
-                write_context(
-                    plan.root.sorted_entries(), plan.config, str(directory), request.template
-                )
+        if target.context_dir is not None:
+            _write_context(staged, plan, target.context_dir, target.template)
         result = BuildResult(  # the image steps below each add what they made
             tag=request.tag,
             files=len(plan.root.files),
             content_bytes=plan.root.size,
-            context=str(request.context_dir.absolute()) if request.context_dir else None,
+            context=str(target.context_dir.absolute()) if target.context_dir else None,
             warnings=(),
             loaded_first=plan.loaded_first,
-            lock=str(request.lock) if request.lock else None,
+            lock=str(sources.lock) if sources.lock else None,
         )
         written = None  # the built-in writer's image, reused by a busybox debug variant
-        if request.no_build:
+        if target.no_build:
             pass
         elif builder is not None:
             assert request.tag is not None
             result = _engine_build(staged, builder, plan, request, progress, result)
         else:
             result, written = _write_build(staged, plan, request, progress, engine, result)
-        if debug is not None and not request.no_build:
+        if debug is not None and not target.no_build:
             debug_result = _debug_variant(staged, plan, request, builder, written)
             result = dataclasses.replace(result, debug=debug_result)
         if request.sbom is not None:
             sbom = _sbom(staged, plan, request, result.image or "")
             result = dataclasses.replace(result, sbom=sbom)
     return dataclasses.replace(result, warnings=tuple(collected()))
+
+
+def _write_context(
+    staged: Publication, plan: ImagePlan, context_dir: Path, template: Path | None
+) -> None:
+    """--context DIR: the build context (the root and its Dockerfile), staged with the rest."""
+    from scratchpack.engine.context import write_context
+
+    directory = staged.directory(context_dir)
+    with writing(directory, f"the build context {context_dir}", plan.root.size):
+        write_context(plan.root.sorted_entries(), plan.config, str(directory), template)
 
 
 @dataclass(frozen=True)
@@ -386,15 +505,15 @@ def _with_package_root(
     from scratchpack.packages.lock import PlatformLock, read_lock
     from scratchpack.packages.root import host_architecture
 
-    options = request.options
+    options, sources = request.options, request.sources
     suite = options.suite or host_suite()
-    platform = platform or (request.platforms[0] if request.platforms else None)
+    platform = platform or (sources.platforms[0] if sources.platforms else None)
     architecture = platform.debian_architecture if platform else host_architecture()
     name = str(platform or Platform.from_debian(architecture))
     pinned = None
-    if request.lock is not None and request.lock.exists():
-        lock = read_lock(request.lock)
-        lock.check(suite, options.packages, name, request.lock, request.repositories)
+    if sources.lock is not None and sources.lock.exists():
+        lock = read_lock(sources.lock)
+        lock.check(suite, options.packages, name, sources.lock, sources.repositories)
         pinned = list(lock.platforms[name].packages)
     root, refs, dates = package_root(
         options.packages,
@@ -403,7 +522,7 @@ def _with_package_root(
         architecture,
         pinned,
         say=progress,
-        repositories=request.repositories,
+        repositories=sources.repositories,
     )
     for message in root.warnings:  # entries the unpacker refused, scripts it did not read
         warn(message)
@@ -426,20 +545,28 @@ def _stage_lock(staged: Publication, target: Path, platforms: list[_PackagedPlat
         platforms[0].suite,
         first.options.packages,
         {one.platform: one.locked for one in platforms},
-        first.repositories,
+        first.sources.repositories,
     )
     path = staged.file(target)
     with writing(path, f"the lock file {target}"):
         path.write_bytes(lock.to_bytes())
 
 
-def _check_platform(plan: ImagePlan, request: BuildRequest) -> None:
+def _check_platform(plan: ImagePlan, platform: Platform | None) -> None:
     """--platform names what the image is: a BINARY of another architecture is refused."""
-    if request.platforms and plan.platform.architecture != request.platforms[0].architecture:
+    if platform is not None and plan.platform.architecture != platform.architecture:
         raise InputError(
-            f"the program is built for {plan.platform}, not {request.platforms[0]}: a BINARY "
+            f"the program is built for {plan.platform}, not {platform}: a BINARY "
             "has one architecture; --package takes each platform's own packages"
         )
+
+
+def _written_to(request: BuildRequest) -> Path | None:
+    """The built-in writer's output: -o, else TAG's archive here; none for a push-only run."""
+    assert request.tag is not None
+    if request.push is not None and request.target.output is None:
+        return None
+    return request.target.output or default_archive(request.tag)
 
 
 def _index_build(
@@ -452,21 +579,20 @@ def _index_build(
     from scratchpack.image.model import ImageIndex
 
     assert request.tag is not None
-    push_only = request.push is not None and request.output is None
-    target = None if push_only else (request.output or default_archive(request.tag))
+    target = _written_to(request)
     store = store_for(staged, target)
     images: list[Image] = []
     plans: list[ImagePlan] = []
     packaged: list[_PackagedPlatform] = []
-    for platform in request.platforms:
+    for platform in request.sources.platforms:
         one = _with_package_root(staged, request, progress, platform)
         packaged.append(one)
         plan = plan_image(one.request.options, one.request.config)
-        _check_platform(plan, dataclasses.replace(one.request, platforms=(platform,)))
-        images.append(write_plan(store, plan, request.split_layers, request.show_progress))
+        _check_platform(plan, platform)
+        images.append(write_plan(store, plan, request.target.split, request.show_progress))
         plans.append(plan)
-    if request.lock is not None and not packaged[0].from_lock:
-        _stage_lock(staged, request.lock, packaged)
+    if request.sources.lock is not None and not packaged[0].from_lock:
+        _stage_lock(staged, request.sources.lock, packaged)
     index = ImageIndex(tuple(images))
     if target is not None:
         to_output(staged, index, target, request.tag, source_date_epoch())
@@ -493,7 +619,7 @@ def _index_build(
             for image in images
         ),
         index_digest=index.digest,
-        lock=str(request.lock) if request.lock else None,
+        lock=str(request.sources.lock) if request.sources.lock else None,
         engine=EngineMode.NONE,
         output=str(target) if target else None,
         size=index.size,
@@ -516,7 +642,7 @@ def _engine_build(
 
     assert request.tag is not None
     entries = plan.root.sorted_entries()
-    dockerfile = render_dockerfile(plan.config, owned_trees(entries), request.template)
+    dockerfile = render_dockerfile(plan.config, owned_trees(entries), request.target.template)
     temporary = staged.engine_name(engine, request.tag)
     with staged.making(temporary):
         image_id = engine.build(
@@ -570,9 +696,13 @@ def _write_build(
     """The built-in writer's image, written to its output, verified (in ``engine``), pushed:
     ``result`` with all of that, and the image itself."""
     assert request.tag is not None
-    push_only = request.push is not None and request.output is None
-    target = None if push_only else (request.output or default_archive(request.tag))
-    image = write_plan(store_for(staged, target), plan, request.split_layers, request.show_progress)
+    target = _written_to(request)
+    image = write_plan(
+        store_for(staged, target),
+        plan,
+        request.target.split,
+        request.show_progress,
+    )
     if target is not None:
         to_output(staged, image, target, request.tag, source_date_epoch())
     verify = None
@@ -598,14 +728,15 @@ def _push(
     """--push: the image or index to the registry, with the request's credentials and retries."""
     from scratchpack.image.registry import push_image
 
-    assert request.push is not None
+    push = request.push
+    assert push is not None
     return push_image(
         image,
-        request.push,
-        request.credentials,
-        insecure=request.insecure,
+        push.reference,
+        push.credentials,
+        insecure=push.insecure,
         progress=progress,
-        retries=request.push_retries,
+        retries=push.retries,
     )
 
 
@@ -635,10 +766,10 @@ def _debug_variant(
             store, engine, staged.scratch(), plan.root, runtime, plan.platform, settings.base
         )
     base = settings.base if settings.shell is DebugShell.BASE else None
-    if engine is not None and request.output is None:
+    if engine is not None and request.target.output is None:
         to_engine(staged, engine, image, tag)
         return DebugResult(tag, settings.shell, base, image.image_id, image.size)
-    main = request.output or default_archive(request.tag)
+    main = request.target.output or default_archive(request.tag)
     target = debug_output(main, settings.suffix)
     to_output(staged, image, target, tag, source_date_epoch())
     return DebugResult(tag, settings.shell, base, image.image_id, output=str(target))
@@ -649,10 +780,11 @@ def _sbom(staged: Publication, plan: ImagePlan, request: BuildRequest, digest: s
     from scratchpack.ld.rootfs import RootFS
     from scratchpack.plan.dpkg import DpkgIndex
 
-    assert request.sbom is not None
+    sbom = request.sbom
+    assert sbom is not None
     root = RootFS(request.options.root)
     files = sbom_files(plan.root.entries.values(), DpkgIndex.load(root), root)
-    data = render(request.sbom_format, files, request.tag or "image", digest, source_date_epoch())
-    staged.file(request.sbom).write_bytes(data)
+    data = render(sbom.format.value, files, request.tag or "image", digest, source_date_epoch())
+    staged.file(sbom.path).write_bytes(data)
     packages = {file.package for file in files if file.package is not None}
-    return SbomResult(str(request.sbom.absolute()), request.sbom_format, len(files), len(packages))
+    return SbomResult(str(sbom.path.absolute()), sbom.format.value, len(files), len(packages))

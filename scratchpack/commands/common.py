@@ -18,8 +18,10 @@ from scratchpack.errors import (
     EngineLost,
     EngineTimeout,
     EngineUnreachable,
+    InputError,
     VerifyError,
 )
+from scratchpack.image.media import Platform
 from scratchpack.image.reference import Reference
 
 if TYPE_CHECKING:
@@ -154,3 +156,87 @@ def verify_written(
             raise EngineUnreachable(f"--verify runs the image in a Docker engine: {err}") from err
     with engine.loaded(image) as reference:
         return verify_image(engine, reference, tag, verify, loaded=True)
+
+
+# -- run limits (--run-memory, --run-pids) ---------------------------------------------------
+
+MIN_RUN_MEMORY = 16 << 20  # bytes: less and no program starts
+
+
+def parse_size(text: str | None, option: str = "--max-unpacked-size") -> int | None:
+    """``20G``, ``500M``, ``1.5T`` or plain bytes (powers of 1024)."""
+    import re
+
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if match is None:
+        raise InputError(f"{option} {text!r}: expected a size such as 20G or 500M")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+def run_confinement(memory: str, pids: int) -> Confinement:
+    """``--run-memory`` and ``--run-pids`` as the bounds of a run, the memory at least 16M."""
+    from scratchpack.engine.client import Confinement
+
+    size = parse_size(memory, "--run-memory")
+    assert size is not None
+    if size < MIN_RUN_MEMORY:
+        raise InputError(f"--run-memory {memory}: at least 16M")
+    return Confinement(memory=size, pids=pids)
+
+
+@dataclass(frozen=True)
+class PackageSources:
+    """Where ``--package`` comes from and what is pinned: shared by ``build`` and ``lock``.
+
+    The packages and suite themselves are the plan's (:class:`BuildOptions`).
+    """
+
+    repositories: tuple[str, ...] = ()  # --repository lines, as a lock records them
+    platforms: tuple[Platform, ...] = ()  # --platform: one image each, an index over them
+    lock: Path | None = None  # --lock FILE: written when absent, obeyed when present
+
+    @classmethod
+    def from_options(
+        cls,
+        packages: tuple[str, ...],
+        suite: str | None,
+        repositories: tuple[str, ...] = (),
+        platforms: tuple[str, ...] = (),
+        lock: str | None = None,
+    ) -> PackageSources:
+        """Check --package, --suite, --repository, --platform and --lock (from flags or a YAML
+        file) before apt runs."""
+        from scratchpack.packages.apt import Word, check_word, parse_repository
+        from scratchpack.packages.apt import check_request as check_package
+
+        for given, what in (
+            (suite, "--suite chooses the Debian suite of --package"),
+            (repositories, "--repository is a source of --package"),
+            (lock, "--lock pins the packages of --package"),
+        ):
+            if given and not packages:
+                raise InputError(f"{what}: add --package PKG")
+        for package in packages:
+            check_package(package, "--package")
+        if suite is not None:
+            check_word(Word.SUITE, suite, "--suite")
+        return cls(
+            tuple(parse_repository(line).one_line() for line in repositories),
+            _platforms(platforms),
+            Path(lock) if lock else None,
+        )
+
+
+def _platforms(values: tuple[str, ...]) -> tuple[Platform, ...]:
+    """``--platform linux/amd64,linux/arm64`` (or repeated): each once, in the order given."""
+    found: list[Platform] = []
+    for value in values:
+        for text in value.split(","):
+            if text.strip():
+                platform = Platform.parse(text)
+                if platform not in found:
+                    found.append(platform)
+    return tuple(found)
