@@ -186,3 +186,44 @@ def test_the_ground_floor_is_the_ground() -> None:
     ground = [module for module in _graph() if _floor(module) == 0]
     assert {"scratchpack.errors", "scratchpack.lifecycle", "scratchpack.owner"} <= set(ground)
     assert all(_floor(target) == 0 for module in ground for target in _graph()[module])
+
+
+MAX_FUNCTION_LINES = 80  # a function a reader takes in at once
+
+
+def _function_lengths() -> list[tuple[int, str]]:
+    """(lines, ``module:function``) of every function of the package, longest first."""
+    lengths = []
+    for module, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                # From ``def`` on: a click command's decorators declare options, not logic.
+                lengths.append((node.end_lineno - node.lineno + 1, f"{module}:{node.name}"))
+    return sorted(lengths, reverse=True)
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    assert [item for item in _function_lengths() if item[0] > MAX_FUNCTION_LINES] == []
+
+
+def _summary(largest: int = 10) -> str:
+    """The house at a glance, for a reader or a note: ``python -m tests.unit.test_house``."""
+    graph = _graph()
+    edges = sum(len(targets) for targets in graph.values())
+    per_floor = {floor: 0 for floor in FLOORS}
+    for module in graph:
+        per_floor[FLOORS[_floor(module)]] += 1
+    lines = [
+        f"{len(graph)} modules, {edges} imports of the package's own modules (type-only included)",
+        f"import circles: {len(_circles(graph))}",
+        "floors: " + ", ".join(f"{floor} {count}" for floor, count in per_floor.items()),
+        f"upward imports allowed: {len(ALLOWED_UPWARD)} (plain data of the image floor)",
+        f"largest functions (limit {MAX_FUNCTION_LINES} lines):",
+    ]
+    lines += [f"  {count:4d}  {name}" for count, name in _function_lengths()[:largest]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(_summary())
