@@ -14,14 +14,16 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scratchpack.errors import InputError
 from scratchpack.image.media import Platform
 from scratchpack.ld.elf import ElfError, read_elf, undefined_symbols
+from scratchpack.ld.resolve import Resolver
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.plan.entries import Entry, EntryKind, Reason
+from scratchpack.plan.programs import SHELL, Program
 from scratchpack.plan.rootplan import RootPlan
 from scratchpack.plan.users import Wanted, config_words, names_of, root_accounts, select_accounts
 
@@ -64,7 +66,6 @@ _SPAWN_CALLS = frozenset(
         "posix_spawnp",
     }
 )
-SHELL = "/bin/sh"
 LIBGCC_S = "libgcc_s.so.1"
 
 
@@ -127,6 +128,18 @@ def _holds(host_path: str, needle: bytes) -> bool:
 
 def add_shell(plan: RootPlan, busybox: str, platform: Platform) -> None:
     """``--shell busybox``: a static busybox at ``/bin/sh`` (busybox runs as its argv[0])."""
+    if shell_platform(busybox) != platform:
+        raise InputError(f"--shell busybox: {busybox} is not built for {platform}")
+    size = os.path.getsize(busybox)
+    plan.add(
+        Entry(
+            SHELL, EntryKind.FILE, 0o755, Reason.ESSENTIAL, "shell", source=busybox, size_hint=size
+        )
+    )
+
+
+def shell_platform(busybox: str) -> Platform:
+    """The platform of the static busybox ``--shell busybox`` names; refused if not static."""
     try:
         info = read_elf(busybox)
     except FileNotFoundError as err:
@@ -135,14 +148,17 @@ def add_shell(plan: RootPlan, busybox: str, platform: Platform) -> None:
         raise InputError(f"--shell busybox: {busybox}: {err}") from err
     if not info.is_static:
         raise InputError(f"--shell busybox: {busybox} is not statically linked (busybox-static)")
-    if Platform.from_elf(info.machine, info.bits) != platform:
-        raise InputError(f"--shell busybox: {busybox} is not built for {platform}")
-    size = os.path.getsize(busybox)
-    plan.add(
-        Entry(
-            SHELL, EntryKind.FILE, 0o755, Reason.ESSENTIAL, "shell", source=busybox, size_hint=size
-        )
-    )
+    return Platform.from_elf(info.machine, info.bits)
+
+
+def image_platform(resolver: Resolver, programs: Sequence[Program], shell: str | None) -> Platform:
+    """The first program's platform: of what it runs, or of the ``--shell`` busybox that
+    runs it (a ``#!/bin/sh`` script, :func:`scratchpack.plan.programs.program`)."""
+    runs = programs[0].runs
+    if runs or not shell:
+        first = resolver.read_input(runs[0] if runs else programs[0].path)
+        return Platform.from_elf(first.machine, first.bits)
+    return shell_platform(shell)
 
 
 def needs_libgcc_s(host_paths: Iterable[str]) -> bool:

@@ -19,6 +19,7 @@ image holds, as ``build --root`` would:
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,36 +82,92 @@ def programs_on_path(selection: PackageSelection, named: Iterable[str]) -> list[
     """The executables the named packages put in a ``PATH`` directory.
 
     A metapackage (nginx-light) puts none: then its same-source siblings' count
-    (nginx's ``/usr/sbin/nginx``).
+    (nginx's ``/usr/sbin/nginx``). A sibling's program named like a named
+    package counts too: python3's ``/usr/bin/python3`` is python3-minimal's.
     """
     wanted = set(named)
-    for only_named in (True, False):
-        found = [
-            path
-            for package in selection.packages
-            if package.ref.name in wanted or not only_named
-            for path in package.paths
-            if posixpath.dirname(path) in PATH_DIRS
-        ]
-        if found:
-            return found
-    return []
+    own = _on_path(package for package in selection.packages if package.ref.name in wanted)
+    siblings = _on_path(package for package in selection.packages if package.ref.name not in wanted)
+    if not own:
+        return siblings
+    return own + [path for path in siblings if posixpath.basename(path) in wanted]
+
+
+def _on_path(packages: Iterable[UnpackedPackage]) -> list[str]:
+    return [
+        path
+        for package in packages
+        for path in package.paths
+        if posixpath.dirname(path) in PATH_DIRS
+    ]
+
+
+def distinct_programs(root: PackageRoot, paths: Iterable[str]) -> list[str]:
+    """``paths`` less the duplicates PATH would not reach, in their order.
+
+    haproxy ships the same ``halog`` in ``/usr/sbin`` and ``/usr/bin``: a
+    program of the same name that is the same file, or has the same bytes, as
+    one earlier in PATH is the same program.
+    """
+    fs = RootFS(str(root.top))
+    paths = list(paths)
+    kept: dict[str, str] = {}  # basename -> the path PATH finds first
+    for path in sorted(paths, key=_path_rank):
+        first = kept.setdefault(posixpath.basename(path), path)
+        if first != path and not _same_program(fs, first, path):
+            kept[path] = path  # a different program of the same name: both count
+    chosen = set(kept.values())
+    return [path for path in paths if path in chosen]
+
+
+def _path_rank(path: str) -> int:
+    directory = posixpath.dirname(path)
+    return PATH_DIRS.index(directory) if directory in PATH_DIRS else len(PATH_DIRS)
+
+
+def _same_program(fs: RootFS, first: str, other: str) -> bool:
+    """The same file through links, or files of the same bytes."""
+    hosts = fs.host_path(first), fs.host_path(other)
+    if hosts[0] is None or hosts[1] is None:
+        return False
+    try:
+        return hosts[0] == hosts[1] or filecmp.cmp(hosts[0], hosts[1], shallow=False)
+    except OSError:
+        return False
 
 
 def entry_program(
     root: PackageRoot, selection: PackageSelection, named: Iterable[str], entrypoint: str | None
 ) -> str:
-    """``--entrypoint``'s program, or the single program the named packages put on PATH."""
+    """``--entrypoint``'s program, the single program the named packages put on PATH, or
+    the one of them named like a named package (haproxy's ``/usr/sbin/haproxy``)."""
     if entrypoint:
         return entrypoint
-    found = programs_on_path(selection, named)
+    named = list(named)
+    found = distinct_programs(root, programs_on_path(selection, named))
     if len(found) == 1:
         return found[0]
-    listed = ", ".join(found[:8]) + (", …" if len(found) > 8 else "")
-    what = f"put {len(found)} programs on PATH ({listed})" if found else "put no program on PATH"
+    obvious = [path for path in found if posixpath.basename(path) in named]
+    if len(obvious) == 1:
+        others = [path for path in found if path != obvious[0]]
+        warn(
+            f"--package {posixpath.basename(obvious[0])}: {obvious[0]} is the entrypoint "
+            f"(named like the package); --entrypoint or BINARY picks another of "
+            f"{_listed(others)}"
+        )
+        return obvious[0]
+    what = (
+        f"put {len(found)} programs on PATH ({_listed(found)})"
+        if found
+        else "put no program on PATH"
+    )
     raise InputError(
         f"--package {', '.join(named)}: {what}; choose one with --entrypoint or BINARY"
     )
+
+
+def _listed(paths: list[str]) -> str:
+    return ", ".join(paths[:8]) + (", …" if len(paths) > 8 else "")
 
 
 def add_system_files(plan: RootPlan, root: PackageRoot) -> None:

@@ -22,6 +22,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Interpreters whose programs also need a library tree (stdlib, modules).
 TREE_INTERPRETERS = re.compile(r"^(python|perl|ruby|node|nodejs|php|lua|tclsh|Rscript|java)")
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "busybox"})
+SHELL = "/bin/sh"  # where --shell busybox puts its busybox
 _SHEBANG_LIMIT = 256
 _SCRIPT_LIMIT = 1 << 20  # a shell script's text is scanned for commands up to this
 
@@ -58,8 +59,15 @@ def which(
     return None
 
 
-def program(root: RootFS, path: str, search_path: str, workdir: str = "/") -> Program:
-    """The program at in-root ``path``: itself if not a script, else what its ``#!`` runs."""
+def program(
+    root: RootFS, path: str, search_path: str, workdir: str = "/", shell: str | None = None
+) -> Program:
+    """The program at in-root ``path``: itself if not a script, else what its ``#!`` runs.
+
+    ``shell`` is the static busybox ``--shell busybox`` puts at ``/bin/sh``:
+    a ``#!/bin/sh`` script then runs nothing of the root (its ``runs`` are
+    empty), since that busybox, not the root's shell, is what the image holds.
+    """
     head = root.read_bytes(path, _SHEBANG_LIMIT)
     if head is None:
         where = f" inside {root.top}" if not root.is_host else ""
@@ -71,9 +79,11 @@ def program(root: RootFS, path: str, search_path: str, workdir: str = "/") -> Pr
     if not words:
         raise InputError(f"{path}: a script with an empty #! line")
     interpreter, arguments = words[0], words[1:]
+    if shell and interpreter == SHELL:
+        return Program(path, (), "sh", text)
     found = which(root, interpreter, search_path, workdir, executable=False)
     if found is None:
-        raise InputError(f"{path}: its interpreter {interpreter} is not in {root.top}")
+        raise InputError(_no_interpreter(path, interpreter, root, shell))
     runs = [found]
     name = os.path.basename(interpreter)
     if name == "env":
@@ -87,6 +97,20 @@ def program(root: RootFS, path: str, search_path: str, workdir: str = "/") -> Pr
             runs.append(located)
             name = os.path.basename(target)
     return Program(path, tuple(runs), name, text)
+
+
+def _no_interpreter(path: str, interpreter: str, root: RootFS, shell: str | None) -> str:
+    """Why a script cannot run, and the way to the shell it names when there is one."""
+    message = f"{path}: its interpreter {interpreter} is not in {root.top}"
+    name = os.path.basename(interpreter)
+    if interpreter == SHELL:
+        return f"{message}; add --shell busybox (a static busybox at {SHELL})"
+    if name in SHELLS and shell:
+        return (
+            f"{message}; --shell busybox gives {SHELL} only, and busybox's sh is not {name}: "
+            f"add the package that has {interpreter}, or make the script #!{SHELL}"
+        )
+    return message
 
 
 def shell_commands(

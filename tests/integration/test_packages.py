@@ -283,3 +283,43 @@ def test_a_link_a_package_ships_to_nothing_stays_a_link(tmp_path: Path) -> None:
             except tarfile.TarError:
                 continue
     assert links.get("usr/share/nginx/modules") == "../../lib/nginx/modules"
+
+
+def _config_and_names(archive_path: Path) -> tuple[dict[str, Any], set[str]]:
+    """The image configuration of a ``-o`` archive, and the paths its layers hold."""
+    with tarfile.open(archive_path) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(archive.extractfile(manifest["Config"]))  # type: ignore[arg-type]
+        names: set[str] = set()
+        for layer in manifest["Layers"]:
+            with tarfile.open(fileobj=archive.extractfile(layer)) as members:
+                names.update(member.name for member in members)
+    return config["config"], names
+
+
+@pytest.mark.parametrize(
+    ("package", "entrypoint", "also"),
+    [
+        ("haproxy", "/usr/sbin/haproxy", "usr/bin/halog"),
+        ("python3", "/usr/bin/python3", "usr/lib/python3.11/encodings/__init__.py"),
+    ],
+)
+def test_the_program_named_like_the_package_runs(
+    tmp_path: Path, package: str, entrypoint: str, also: str
+) -> None:
+    """haproxy stopped with "put 3 programs on PATH (...); choose one"; python3 offered
+    pdb3, pydoc3 and pygettext3 but not its python3, a link python3-minimal ships."""
+    output = tmp_path / f"{package}.tar"
+    report = built(
+        scratchpack(
+            "build", "--package", package, "-t", f"scratchpack-test/{package}:1",
+            "-o", str(output), "--json",
+        )
+    )  # fmt: skip
+    assert any(
+        f"{entrypoint} is the entrypoint (named like the package)" in line
+        for line in report["warnings"]
+    ), report["warnings"]
+    config, names = _config_and_names(output)
+    assert config["Entrypoint"] == [entrypoint]
+    assert also in names  # the other programs, the interpreter's library stay
