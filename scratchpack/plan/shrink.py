@@ -15,7 +15,8 @@ inside the unpacked root with ``--root`` semantics. What is kept, and why
 - ``include``: what ``--include`` names;
 - ``runtime``: CA certificates when the closure speaks TLS, ``/tmp``,
   ``/var/tmp``, ``/run`` and ``/var/run`` (as the source has them), the
-  ``/etc/passwd`` and ``/etc/group`` entries of the users that are needed.
+  ``/etc/passwd`` and ``/etc/group`` entries of the users that are needed
+  (:func:`wanted_accounts`; an account file ``--include`` names is kept as is).
 
 The new image keeps the source's configuration exactly, plus one label.
 """
@@ -40,7 +41,7 @@ from scratchpack.ld.resolve import Closure, Resolver
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
 from scratchpack.plan.dpkg import DpkgIndex
-from scratchpack.plan.entries import Reason
+from scratchpack.plan.entries import EntryKind, Reason
 from scratchpack.plan.essentials import Essentials
 from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.image_plan import (
@@ -58,6 +59,7 @@ from scratchpack.plan.users import (
     ACCOUNT_FILES,
     Wanted,
     config_words,
+    primary_gids,
     root_accounts,
     select_accounts,
 )
@@ -73,6 +75,7 @@ _CA_PATHS = ("/etc/ssl/certs/ca-certificates.crt", "/usr/lib/ssl/cert.pem")
 _RUNTIME_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run")
 # Where a service keeps its state: the USER's directories here are kept (empty).
 _STATE_DIRS = ("/var/lib", "/var/log", "/var/cache", "/var/spool", "/run", "/var/run")
+_ACCOUNT_DATABASES = ("/etc/passwd", "/etc/group")  # what shrink generates
 
 
 @dataclass
@@ -391,20 +394,53 @@ def _size(root: RootFS, path: str) -> int:
     return os.path.getsize(host) if host is not None and os.path.isfile(host) else 0
 
 
-def users_needed(
-    root: RootFS, plan: RootPlan, user: str | None, owners: dict[str, tuple[int, int]]
-) -> tuple[str, str]:
-    """``/etc/passwd`` and ``/etc/group`` holding only the entries the new image needs.
+# Directories Debian's built-in accounts (bin, sys, daemon, games) have for a home only to
+# have one: keeping such a directory says nothing about the account.
+_SHARED_HOMES = frozenset(
+    ("/", "/bin", "/sbin", "/usr", "/usr/bin", "/usr/sbin", "/usr/games", "/usr/lib", "/lib",
+     "/dev", "/etc", "/var", "/tmp", "/run", "/var/run", "/nonexistent")
+)  # fmt: skip
 
-    root, nobody, the image's USER, the owners of every kept file, and any user
-    named in a kept file under /etc (nginx's ``user www-data;``).
+
+def wanted_accounts(
+    root: RootFS,
+    plan: RootPlan,
+    inputs: ShrinkInputs,
+    argv: Iterable[str],
+    traced: Iterable[str],
+    static: bool,
+) -> Wanted:
+    """Who the new image's ``/etc/passwd`` and ``/etc/group`` must name.
+
+    root, nobody, the image's USER, the owners of every kept file, any user
+    named in a kept file under /etc (nginx's ``user www-data;``), and the
+    accounts the command line names (``memcached -u memcache``). In static
+    mode also the users whose home is kept for itself. When a traced run read
+    the account files it may have looked up any name it read elsewhere: the
+    words of every text file it read count as names too.
     """
     wanted = Wanted(uids={0, 65534}, gids={0, 65534}, words=config_words(plan.entries.values()))
-    wanted.add_user_spec(user)
+    wanted.add_user_spec(inputs.runtime.user)
+    wanted.add_arguments(list(argv))
     for path in plan.entries:
-        uid, gid = owners.get(path, (0, 0))
+        uid, gid = inputs.owners.get(path, (0, 0))
         wanted.uids.add(uid)
         wanted.gids.add(gid)
+    if static:
+        wanted.homes = {
+            path
+            for path, entry in plan.entries.items()
+            if entry.kind is EntryKind.DIR and not entry.implied and path not in _SHARED_HOMES
+        }
+    read = {root.realpath(path) or path for path in traced}
+    if read & set(_ACCOUNT_DATABASES):
+        entries = (plan.entries[path] for path in sorted(read) if path in plan.entries)
+        wanted.words |= config_words(entries, everywhere=True)
+    return wanted
+
+
+def users_needed(root: RootFS, plan: RootPlan, wanted: Wanted) -> tuple[str, str]:
+    """``/etc/passwd`` and ``/etc/group`` holding only the entries ``wanted`` names."""
     users, groups = select_accounts(*root_accounts(root), wanted)
     return "\n".join(users) + "\n", "\n".join(groups) + "\n"
 
@@ -426,6 +462,7 @@ def plan_shrink(
     ``verified``: paths ``--verify --fix`` found missing (reason ``verify``).
     """
     root = RootFS(inputs.root_dir)
+    traced = tuple(traced)
     env = inputs.runtime.env_map
     workdir = inputs.runtime.working_dir or "/"
     resolver = Resolver(inputs.root_dir, library_path=env.get("LD_LIBRARY_PATH", ""), cwd=workdir)
@@ -442,16 +479,21 @@ def plan_shrink(
     program_elves = set(elf_paths)
     if static:
         elf_paths += _keep_packages(plan, root, programs, kept)
-    elf_paths += _keep_all(plan, root, _in_root(root, traced), Reason.TRACE, kept)
+    # The account files are generated (or --include'd), never the traced source's.
+    run_files = [path for path in traced if path not in _ACCOUNT_DATABASES]
+    elf_paths += _keep_all(plan, root, _in_root(root, run_files), Reason.TRACE, kept)
     elf_paths += _keep_all(plan, root, _in_root(root, verified), Reason.VERIFY, kept)
-    elf_paths += _keep_includes(plan, root, includes, kept)
+    included = _keep_includes(plan, root, includes, kept)
+    elf_paths += [source for _image_path, source in included if root.is_elf(source)]
 
     closures = _closures(resolver, elf_paths, program_elves)
     loaded_first = satisfy_from_image(resolver, closures)
     _keep_closures(plan, root, closures, allow_missing, kept)
     _keep_runtime_files(plan, root, closures, inputs, kept)
     plan.apply_owners(inputs.owners)
-    _generate_accounts(plan, root, inputs, kept)
+    run = [*inputs.runtime.argv(), *(trace_args or ())]
+    wanted = wanted_accounts(root, plan, inputs, run, traced, static)
+    _generate_accounts(plan, root, wanted, [image_path for image_path, _ in included], kept)
     plan.apply_xattrs(inputs.xattrs)  # file capabilities travel with their files
     warn_unused_excludes(plan.excludes)
     if not elf_paths:
@@ -485,15 +527,16 @@ def _in_root(root: RootFS, paths: Iterable[str]) -> list[str]:
     return [path for path in paths if root.host_path(path) is not None]
 
 
-def _keep_includes(plan: RootPlan, root: RootFS, includes: Iterable[str], kept: Kept) -> list[str]:
-    """``--include``: keep each tree; the ELF files among the sources."""
-    elf_paths: list[str] = []
+def _keep_includes(
+    plan: RootPlan, root: RootFS, includes: Iterable[str], kept: Kept
+) -> list[tuple[str, str]]:
+    """``--include``: keep each tree; (in-image path, in-root source) of its files."""
+    added: list[tuple[str, str]] = []
     for include in includes:
         for image_path, source in add_include(plan, root, include):
             kept.add(Reason.INCLUDE, image_path)
-            if root.is_elf(source):
-                elf_paths.append(source)
-    return elf_paths
+            added.append((image_path, source))
+    return added
 
 
 def _closures(resolver: Resolver, elf_paths: list[str], programs: set[str]) -> list[Closure]:
@@ -545,10 +588,25 @@ def _keep_runtime_files(
         _keep(plan, root, "/etc/nsswitch.conf", Reason.RUNTIME, kept)
 
 
-def _generate_accounts(plan: RootPlan, root: RootFS, inputs: ShrinkInputs, kept: Kept) -> None:
-    """``/etc/passwd`` and ``/etc/group`` of the needed users, in place of the source's."""
-    passwd, group = users_needed(root, plan, inputs.runtime.user, inputs.owners)
-    generated = {"/etc/passwd": passwd, "/etc/group": group}
+def _generate_accounts(
+    plan: RootPlan, root: RootFS, wanted: Wanted, included: Iterable[str], kept: Kept
+) -> None:
+    """``/etc/passwd`` and ``/etc/group`` of the needed users, in place of the source's.
+
+    An account file ``--include`` names is the user's word: kept as it is, and
+    the users it lists keep their groups in the generated ``/etc/group``.
+    """
+    mine = {plan.through_links(path) for path in included} & set(_ACCOUNT_DATABASES)
+    if "/etc/passwd" in mine:
+        source = plan.entries["/etc/passwd"].source
+        text = Path(source).read_text(errors="replace") if source else ""
+        wanted.gids |= primary_gids(text)
+    passwd, group = users_needed(root, plan, wanted)
+    generated = {
+        path: text
+        for path, text in zip(_ACCOUNT_DATABASES, (passwd, group), strict=True)
+        if path not in mine
+    }
     kept.forget(
         path for paths in kept.reasons.values() for path in paths
         if plan.through_links(path) in generated or path in generated

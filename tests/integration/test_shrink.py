@@ -751,3 +751,54 @@ def test_verify_fails_a_static_shrink_that_lost_a_file_and_fix_mends_it(
     assert report["kept"]["verify"] == ["/data/part-2.txt"]
     assert run(docker_client, tag) == (0, "got two\n")
     assert run(docker_client, computed_name_image) == (0, "got two\n")
+
+
+# -- accounts (issue 22): named on the command line only, as memcached -u memcache ------------
+
+ACCOUNTS_PASSWD = (
+    b"root:x:0:0:root:/root:/bin/sh\ngames:x:5:60:games:/usr/games:/bin/false\n"
+    b"memcache:x:100:101:Memcached:/nonexistent:/bin/false\n"
+    b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+)
+ACCOUNTS_GROUP = b"root:x:0:\ngames:x:60:\nmemcache:x:101:\nnogroup:x:65534:\n"
+# Like memcached: the program looks its user up and exits 67 when it is not there.
+NEEDS_USER = 'id "$2" >/dev/null || { echo "can\'t find the user $2" >&2; exit 67; }; echo "as $2"'
+
+
+NEEDS_USER_CONFIG = (
+    f"ENTRYPOINT {json.dumps(['/bin/busybox', 'sh', '-c', NEEDS_USER, 'check'])}\n"
+    'CMD ["-u", "memcache"]\n'
+)
+
+
+@pytest.fixture(scope="module")
+def needs_user_image(docker_client, static_busybox: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A server-like program whose account is named only by its command line (``-u memcache``)."""
+    tag = f"scratchpack-test/needs-user:{uuid.uuid4().hex[:8]}"
+    files = {"etc/passwd": ACCOUNTS_PASSWD, "etc/group": ACCOUNTS_GROUP}
+    context = {name: (data, 0o644) for name, data in files.items()}
+    context["bin/busybox"] = (Path(static_busybox).read_bytes(), 0o755)
+    _build_from_tar(docker_client, context, "FROM scratch\nCOPY . /\n" + NEEDS_USER_CONFIG, tag)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    "options", [(), ("--trace",), ("--include", "/etc/passwd")], ids=["static", "trace", "include"]
+)
+def test_shrink_keeps_accounts_the_command_line_names(
+    docker_client, needs_user_image: str, tags, options: tuple[str, ...]
+) -> None:  # type: ignore[no-untyped-def]
+    assert run(docker_client, needs_user_image) == (0, "as memcache\n")
+    tag = new_tag(tags, "needs-user-thin")
+    report = shrink(needs_user_image, "-t", tag, "--verify", *options)
+    assert report["verify"]["passed"], report["verify"]
+    assert run(docker_client, tag) == (0, "as memcache\n")
+    _info, passwd = read_from_image(docker_client, tag, "/etc/passwd")
+    if "--include" in options:
+        assert passwd == ACCOUNTS_PASSWD  # the user's own file, never a generated one
+        assert "/etc/passwd" in report["kept"]["include"]
+    else:
+        users = {line.split(":")[0] for line in passwd.decode().splitlines()}
+        assert users == {"root", "memcache", "nobody"}, users
