@@ -99,3 +99,27 @@ def exception_chain(err: BaseException) -> list[BaseException]:
         wrapped += [current.__cause__, current.__context__]
         pending += [item for item in wrapped if isinstance(item, BaseException)]
     return found
+
+
+OUTPUT_TAIL_LINES = 20  # of a failed program's output, shown under its error
+_SHOWN_LINE = 400  # characters of one such line
+
+
+def output_tail(output: str, count: int = OUTPUT_TAIL_LINES) -> tuple[str, ...]:
+    """The last ``count`` lines of a program's output, fit to print under an error.
+
+    The output is the program's, so hostile: an escape sequence could clear the
+    screen or retitle the terminal. Every character that does not print is
+    shown as its escape (``\\x1b``), tabs as spaces, and a long line is cut.
+    """
+    lines = output.rstrip().splitlines()[-count:] if count > 0 else []
+    return tuple(printable(line.expandtabs()) for line in lines)
+
+
+def printable(line: str) -> str:
+    """``line`` with what does not print escaped (``\\x1b``, ``\\n``), cut if long."""
+    escaped = "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in line[: _SHOWN_LINE + 1]  # a megabyte of one line is not all read
+    )
+    return escaped if len(escaped) <= _SHOWN_LINE else escaped[:_SHOWN_LINE] + "…"

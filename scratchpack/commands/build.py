@@ -12,6 +12,7 @@ tag moves, unless every step succeeded.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -241,7 +242,7 @@ def report_text(result: BuildResult) -> str:
             lines = [f"Built {result.tag} {result.image} {size}"]
         else:
             where = f" to {result.output}" if result.output else ""
-            lines = [f"Wrote {result.tag} {result.image}{where} {size}"]
+            lines = [f"Wrote {result.tag} {_written_image(result)}{where} {size}"]
             if result.output and result.output.endswith(".tar"):
                 lines.append(f"Load it with: docker load -i {result.output}")
     groups = loaded_first_json(result.loaded_first)
@@ -254,6 +255,15 @@ def report_text(result: BuildResult) -> str:
     if result.sbom is not None:
         lines.append(f"SBOM ({result.sbom.format}) in {result.sbom.path}")
     return "".join(f"{line}\n" for line in lines)
+
+
+def _written_image(result: BuildResult) -> str | None:
+    """The image's ID, or for several --platform the index's digest and what it holds."""
+    if not result.platforms:
+        return result.image
+    count = len(result.platforms)
+    names = ", ".join(str(image["platform"]) for image in result.platforms)
+    return f"{result.index_digest} (an index of {count} images: {names})"
 
 
 # -- checks before any work -------------------------------------------------------------------
@@ -288,6 +298,8 @@ def check_request(request: BuildRequest) -> None:
             raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
     _check_paths(request)
     request.config.check()
+    _check_user_form(request.config.user)
+    _check_host_files(request)
     source_date_epoch()  # a bad SOURCE_DATE_EPOCH fails now, not after the build
     if request.push is not None:
         _check_push(request.push)
@@ -350,6 +362,41 @@ def _check_paths(request: BuildRequest) -> None:
             target.template.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(f"--template {target.template}: cannot read it ({err})") from err
+
+
+# USER's parts: a uid or gid, or a name to look up (never "-x", never blank).
+_ACCOUNT_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
+
+
+def _check_user_form(user: str | None) -> None:
+    """``--user USER[:GROUP]``: its form; whether the image names it needs the root."""
+    if user is None:
+        return
+    name, colon, group = user.partition(":")
+    parts = (name, group) if colon else (name,)
+    if not all(_ACCOUNT_PART.fullmatch(part) for part in parts):
+        raise InputError(
+            f"--user {user}: expected a name or a uid, then optionally :GROUP or :GID "
+            "(such as nonroot, 1000:1000 or www-data:staff)"
+        )
+
+
+def _check_host_files(request: BuildRequest) -> None:
+    """What reads only the host or the flags: --exclude, the busybox of --shell and of
+    --debug-shell busybox; so a mistake fails before the packages are resolved."""
+    from scratchpack.plan.busybox import busybox_applets
+    from scratchpack.plan.debug import busybox_entries
+    from scratchpack.plan.essentials import shell_platform
+    from scratchpack.plan.excludes import Excludes
+
+    options = request.options
+    Excludes(options.excludes)
+    if options.essentials.shell:
+        shell_platform(options.essentials.shell)
+    debug = request.debug
+    if debug is not None and debug.shell is DebugShell.BUSYBOX:
+        busybox_entries(debug.busybox, [])  # it is there
+        busybox_applets(debug.busybox)  # and it is a busybox
 
 
 def _check_push(push: PushRequest) -> None:

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.errors import (
+    OUTPUT_TAIL_LINES,
     EngineError,
     EngineLost,
     EngineTimeout,
     EngineUnreachable,
     InputError,
     VerifyError,
+    output_tail,
 )
 from scratchpack.image.media import Platform
 from scratchpack.image.reference import Reference
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from scratchpack.image.model import Image
 
 DEFAULT_VERIFY_TIMEOUT = 120.0  # seconds
-VERIFY_TAIL_LINES = 20  # of a failed --verify's output, shown under the error
+VERIFY_TAIL_LINES = OUTPUT_TAIL_LINES  # of a failed --verify's output, shown under the error
 
 
 class EngineMode(str, Enum):
@@ -127,7 +129,7 @@ def verify_image(
         raise type(err)(f"{err}, which ran --verify of {tag}") from err
     except EngineError as err:  # it could not even start
         raise VerifyError(f"{tag} cannot run {command}: {err} ({outcome})") from err
-    tail = tuple(run.output.rstrip().splitlines()[-VERIFY_TAIL_LINES:])
+    tail = output_tail(run.output, VERIFY_TAIL_LINES)  # made safe for a terminal
     shown = "; its output ends:" if tail else "; it wrote nothing"
     if run.exit_code is None:
         raise VerifyError(

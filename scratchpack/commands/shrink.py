@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from scratchpack.commands.common import EngineMode, connected_engine, default_archive
 from scratchpack.engine.client import TRACE_REPOSITORY, Confinement
-from scratchpack.errors import EngineUnreachable, InputError, VerifyError
+from scratchpack.errors import EngineUnreachable, InputError, VerifyError, printable
 from scratchpack.image.config import history_entry, source_date_epoch
 from scratchpack.image.readers import SourceFormat, SourceImage
 from scratchpack.image.reference import check_tag
@@ -439,11 +439,12 @@ def _verified(
         store = BlobStore(work / f"verify-{number}")
         plan, image = _planned_image(request, inputs, traced, tuple(added), store, epoch)
         say(f"verify round {number}: running the shrunk image")
-        differences = compare_runs(first, second, tracing.candidate_run(image))
+        candidate = tracing.candidate_run(image)
+        differences = compare_runs(first, second, candidate)
         rounds.append(VerifyRound(number, tuple(_new_since(rounds, added)), tuple(differences)))
         if not differences:
             return plan, image, Verification(tuple(rounds))
-        details = tuple(item.line for item in differences)
+        details = _verify_details(differences, candidate)
         if not request.fix:
             raise VerifyError(
                 f"the shrunk {request.tag} does not behave like {request.image}: "
@@ -463,6 +464,19 @@ def _verified(
                 details,
             )
         added += wanted
+
+
+def _verify_details(differences: list[Difference], candidate: TraceResult) -> tuple[str, ...]:
+    """The differences, then the end of what the shrunk image wrote: the program's own
+    words (``can't find the user memcache``) say more than its exit status."""
+    lines = [printable(item.line) for item in differences]  # a path can hold anything
+    if not candidate.output_tail:
+        return (*lines, "the shrunk image wrote nothing")
+    return (
+        *lines,
+        "the shrunk image's output ends:",
+        *(f"  {line}" for line in candidate.output_tail),
+    )
 
 
 def _new_since(rounds: list[VerifyRound], added: list[str]) -> list[str]:

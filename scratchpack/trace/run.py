@@ -33,7 +33,14 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.engine.client import Confinement
-from scratchpack.errors import ContainerTimeout, EngineError, EngineLost, EngineTimeout
+from scratchpack.errors import (
+    OUTPUT_TAIL_LINES,
+    ContainerTimeout,
+    EngineError,
+    EngineLost,
+    EngineTimeout,
+    output_tail,
+)
 from scratchpack.image.config import RuntimeConfig
 from scratchpack.image.media import Platform
 from scratchpack.trace.parse import (
@@ -151,6 +158,9 @@ class TraceResult:
     output: str = ""  # the program's standard output
     ending: Ending = Ending.EXITED
     stop_signal: str = "SIGTERM"  # the image's StopSignal, as sent or as it would be
+    # The last lines it wrote, standard error among them, fit for a terminal: what a
+    # failed --verify shows (memcached's "can't find the user" is on stderr).
+    output_tail: tuple[str, ...] = ()
 
     @property
     def failed_probes(self) -> list[Probe]:
@@ -326,6 +336,7 @@ def _run_traced(
         paths = set(parsed.paths)
         paths.update(_interpreters(container, parsed.executed))
         output = container.logs(stderr=False)
+        tail = output_tail(container.logs(tail=OUTPUT_TAIL_LINES))
     result = TraceResult(
         paths=frozenset(paths),
         exit_code=exit_code,
@@ -335,6 +346,7 @@ def _run_traced(
         output=output,
         ending=ending,
         stop_signal=stop_signal,
+        output_tail=tail,
     )
     say(f"traced {len(result.paths)} paths ({result.log_lines} log lines)")
     return result

@@ -802,3 +802,44 @@ def test_shrink_keeps_accounts_the_command_line_names(
     else:
         users = {line.split(":")[0] for line in passwd.decode().splitlines()}
         assert users == {"root", "memcache", "nobody"}, users
+
+
+# -- a failed --verify shows the shrunk image's own words (issue 22) --------------------------
+
+# Like memcached without its account: a message on stderr, exit 67; the message opens with an
+# escape sequence that would retitle the terminal if it reached it raw.
+DIES_SAYING_WHY = (
+    'n=part; read line < "/data/$n-$((1+1)).txt" || '
+    "{ printf '\\033]0;owned\\007can'\\''t find the data\\n' >&2; exit 67; }; echo \"got $line\""
+)
+
+
+@pytest.mark.engine
+def test_a_failed_shrink_verify_shows_what_the_shrunk_image_wrote(
+    docker_client, static_busybox: str, tags
+) -> None:  # type: ignore[no-untyped-def]
+    source = new_tag(tags, "dies-saying-why")
+    _build_from_tar(
+        docker_client,
+        {
+            "bin/busybox": (Path(static_busybox).read_bytes(), 0o755),
+            "data/part-2.txt": (b"two\n", 0o644),
+        },
+        "FROM scratch\nCOPY . /\n"
+        f"ENTRYPOINT {json.dumps(['/bin/busybox', 'sh', '-c', DIES_SAYING_WHY])}\n",
+        source,
+    )
+    assert run(docker_client, source) == (0, "got two\n")
+    tag = new_tag(tags, "dies-saying-why-thin")
+    for fix in ((), ("--fix", "--exclude", "/data/part-2.txt")):
+        proc = scratchpack("shrink", source, "-t", tag, "--verify", *fix)
+        assert proc.returncode == 4, proc.stderr
+        details = [line for line in proc.stderr.splitlines() if line.startswith("  | ")]
+        assert "  | exit status: exited 0 in the original, exited 67 in the shrunk image" in (
+            details
+        ), proc.stderr
+        at = details.index("  | the shrunk image's output ends:")
+        shown = details[at + 1 :]  # busybox's own complaint, then the program's
+        assert shown[-1] == "  |   \\x1b]0;owned\\x07can't find the data", proc.stderr
+        assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+        assert not image_exists(docker_client, tag)

@@ -3,7 +3,7 @@
 Loading an image keeps the object the writer made under its name; saving one
 streams it back as the ``docker save`` archive the real engine would send, so
 the commands read it with their own readers. Every call is recorded, and a
-run answers with a fixed exit status (``--verify`` of a build). A traced run
+run answers with a fixed exit status and output (``--verify`` of a build). A traced run
 (``shrink --trace``, ``--verify``) plays the next :class:`ScriptedRun` the test
 gave: the strace log its container leaves, its exit status and its output.
 """
@@ -70,7 +70,9 @@ class FakeContainer:
         self.state = "exited"
 
     def logs(self, tail: int | str = "all", stderr: bool = True) -> str:
-        return self.run.stdout + (self.run.stderr if stderr else "")
+        """Standard output, then standard error: the last ``tail`` lines, as Docker counts them."""
+        lines = (self.run.stdout + (self.run.stderr if stderr else "")).splitlines(keepends=True)
+        return "".join(lines if tail == "all" else lines[max(0, len(lines) - int(tail)) :])
 
     def read_head(self, path: str, limit: int = 64 * 1024) -> bytes | None:
         return None
@@ -89,9 +91,14 @@ class FakeEngine:
     """Images by name and by ID, held in memory; calls recorded as tuples of words."""
 
     def __init__(
-        self, exit_code: int = 0, refuse_loads: bool = False, runs: Iterable[ScriptedRun] = ()
+        self,
+        exit_code: int = 0,
+        refuse_loads: bool = False,
+        runs: Iterable[ScriptedRun] = (),
+        output: str = "ran\n",
     ) -> None:
         self.exit_code = exit_code
+        self.output = output  # what a ``--verify`` run writes
         self.refuse_loads = refuse_loads
         self.runs = list(runs)  # what the traced containers do, in order
         self.calls: list[tuple[str, ...]] = []
@@ -167,7 +174,7 @@ class FakeEngine:
     ) -> RunResult:
         self._find(image)
         self.calls.append(("run", image, *(command or ())))
-        return RunResult(self.exit_code, "ran\n")
+        return RunResult(self.exit_code, self.output)
 
     @contextlib.contextmanager
     def container(self, image_id: str, **options: object) -> Iterator[FakeContainer]:

@@ -18,7 +18,7 @@ from scratchpack.commands.build import BuildRequest, ImageTarget, run_build
 from scratchpack.commands.common import DebugShell, EngineMode, VerifyRequest
 from scratchpack.commands.debug import DebugImageRequest, run_debug
 from scratchpack.commands.shrink import ShrinkRequest, run_shrink
-from scratchpack.errors import EngineError, VerifyError
+from scratchpack.errors import EngineError, InputError, VerifyError
 from scratchpack.image.config import ImageConfig
 from scratchpack.image.readers import open_image
 from scratchpack.plan.image_plan import BuildOptions
@@ -218,3 +218,128 @@ def test_shrink_verify_fix_adds_what_the_result_lacked(app_archive: Path) -> Non
     assert "/etc/app/greeting" in result.plan.kept.reasons["verify"]
     assert engine.names == {"thin:1": result.image}
     _throwaway_tags_removed(engine)
+
+
+# -- a failed --verify shows what the image itself said, made safe for a terminal ------------
+
+_HOSTILE = "\x1b[2J\x1b]0;owned\x07red\r\n"  # clears the screen, retitles the terminal
+
+
+def _printable(lines: tuple[str, ...]) -> bool:
+    return all(char.isprintable() for line in lines for char in line)
+
+
+@needs_strace
+@pytest.mark.parametrize("fix", [False, True])
+def test_a_failed_shrink_verify_shows_the_shrunk_images_own_output(
+    app_archive: Path, fix: bool
+) -> None:
+    """memcached's ``can't find the user memcache`` explains its exit status 67."""
+    chatter = "".join(f"starting {number}\n" for number in range(1, 31))
+    dying = ScriptedRun(
+        _STARTED + _GREETED, 67, "hello\n", chatter + "can't find the user memcache\n"
+    )
+    engine = FakeEngine(runs=[GREETING, GREETING, dying])
+    request = ShrinkRequest(str(app_archive), "thin:1", verify=True, fix=fix)
+    with pytest.raises(VerifyError, match="behave like") as failed:
+        run_shrink(request, engine)
+    details = failed.value.details
+    assert "exit status: exited 0 in the original, exited 67 in the shrunk image" in details
+    at = details.index("the shrunk image's output ends:")
+    shown = [line.removeprefix("  ") for line in details[at + 1 :]]
+    assert shown == [f"starting {number}" for number in range(12, 31)] + [
+        "can't find the user memcache"
+    ]
+    assert engine.names == {}
+
+
+@needs_strace
+def test_a_failed_shrink_verify_shows_no_control_characters(app_archive: Path) -> None:
+    dying = ScriptedRun(_STARTED + _GREETED, 1, "hello\n", _HOSTILE + "x" * 100_000 + "\n")
+    engine = FakeEngine(runs=[GREETING, GREETING, dying])
+    with pytest.raises(VerifyError) as failed:
+        run_shrink(ShrinkRequest(str(app_archive), "thin:1", verify=True), engine)
+    details = failed.value.details
+    assert _printable(details), details
+    assert any("red" in line and "\\x1b" in line for line in details), details
+    assert max(len(line) for line in details) < 1000
+
+
+@needs_strace
+def test_a_shrunk_image_that_wrote_nothing_says_so(app_archive: Path) -> None:
+    engine = FakeEngine(runs=[GREETING, GREETING, ScriptedRun(_STARTED + _GREETED, 1)])
+    with pytest.raises(VerifyError) as failed:
+        run_shrink(ShrinkRequest(str(app_archive), "thin:1", verify=True), engine)
+    assert failed.value.details[-1] == "the shrunk image wrote nothing"
+
+
+def test_a_failed_build_verify_shows_no_control_characters(tmp_path: Path) -> None:
+    engine = FakeEngine(3, output="fine\n" + _HOSTILE + "y" * 100_000 + "\n")
+    with pytest.raises(VerifyError, match="its output ends") as failed:
+        run_build(_request(tmp_path / "seam.tar"), engine)
+    details = failed.value.details
+    assert details[0] == "fine" and _printable(details), details
+    assert any("red" in line and "\\x1b" in line for line in details), details
+    assert max(len(line) for line in details) < 1000
+
+
+# -- build --package: usage errors come before the packages are resolved (~10 s of apt) -------
+
+
+def _resolved(*_args: object, **_options: object) -> object:
+    raise AssertionError("the packages were resolved before a usage error")
+
+
+def _package_request(tmp_path: Path, **changes: object) -> BuildRequest:
+    from scratchpack.commands.build import DebugRequest
+    from scratchpack.plan.essentials import Essentials
+
+    options: dict[str, object] = {"binaries": (), "packages": ("curl",)}
+    if "shell" in changes:
+        options["essentials"] = Essentials(shell=str(changes.pop("shell")))
+    if "excludes" in changes:
+        options["excludes"] = changes.pop("excludes")
+    debug = changes.pop("debug_busybox", None)
+    return BuildRequest(
+        options=BuildOptions(**options),  # type: ignore[arg-type]
+        config=ImageConfig(entrypoint=None, user=changes.pop("user", None)),  # type: ignore[arg-type]
+        tag="seam:packages",
+        target=ImageTarget(engine_mode=EngineMode.NONE, output=tmp_path / "out.tar"),
+        debug=DebugRequest(shell=DebugShell.BUSYBOX, busybox=str(debug)) if debug else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"excludes": ("/",)}, "would leave out everything"),
+        ({"excludes": ("usr/share",)}, "a pattern with '/' is an in-image path"),
+        ({"shell": "/no/such/busybox"}, r"--shell busybox: no /no/such/busybox"),
+        ({"shell": "/bin/true"}, "--shell busybox: /bin/true is not statically linked"),
+        ({"debug_busybox": "/no/such/busybox"}, "--debug-shell busybox: no /no/such/busybox"),
+        ({"debug_busybox": "/bin/true"}, "no busybox applet table"),
+        ({"user": "a:b:c"}, r"--user a:b:c: expected"),
+        ({"user": "app:"}, r"--user app:: expected"),
+        ({"user": ":staff"}, r"--user :staff: expected"),
+        ({"user": "-x"}, r"--user -x: expected"),
+    ],
+)
+def test_build_package_usage_errors_come_before_resolution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict[str, object], message: str
+) -> None:
+    from scratchpack.commands.build import check_request
+
+    monkeypatch.setattr("scratchpack.packages.fetch.package_root", _resolved)
+    monkeypatch.setattr("scratchpack.packages.apt.host_suite", lambda: "bookworm")
+    request = _package_request(tmp_path, **changes)
+    with pytest.raises(InputError, match=message):
+        check_request(request)
+        run_build(request, FakeEngine())
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("user", ["nonroot", "1000:1000", "www-data:staff", "_apt", "0"])
+def test_a_well_formed_user_passes_the_early_checks(tmp_path: Path, user: str) -> None:
+    from scratchpack.commands.build import check_request
+
+    check_request(_package_request(tmp_path, user=user))

@@ -195,7 +195,7 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
             "diff_ids": [],
         },
     ),
-    "an index": (  # no single image: its id prints as None, as it always did
+    "an index": (  # no single image: the index digest and its platforms (issue 22)
         BuildResult(
             "app:1",
             8,
@@ -210,7 +210,8 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
             output="app.tar",
             size=2_600,
         ),
-        "Wrote app:1 None to app.tar (2.6 kB, 8 files)\n"
+        "Wrote app:1 sha256:666 (an index of 2 images: linux/amd64, linux/arm64) to app.tar "
+        "(2.6 kB, 8 files)\n"
         "Load it with: docker load -i app.tar\n" + LIBZ_LINE,
         {
             "tag": "app:1",

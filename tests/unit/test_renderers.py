@@ -520,3 +520,42 @@ def _without_to_json(monkeypatch: pytest.MonkeyPatch, *types: type) -> None:
 
     for kind in types:
         monkeypatch.setattr(kind, "to_json", refused)
+
+
+# -- build ------------------------------------------------------------------------------------
+
+
+def _index_result(output: str | None) -> Any:
+    from scratchpack.commands.build import BuildResult
+
+    return BuildResult(
+        tag="curl",
+        files=40,
+        content_bytes=2_900_000,
+        context=None,
+        warnings=(),
+        platforms=tuple(
+            {"platform": name, "image": f"sha256:{n}", "manifest_digest": "", "size": 1}
+            for n, name in enumerate(("linux/amd64", "linux/arm64/v8"))
+        ),
+        index_digest="sha256:" + "ab" * 32,
+        engine=EngineMode.NONE,
+        output=output,
+        size=3_000_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "text"),
+    [
+        ("out", " to out (3.00 MB, 40 files)\n"),
+        (None, " (3.00 MB, 40 files)\n"),  # a push-only run keeps nothing here
+        ("curl.tar", " to curl.tar (3.00 MB, 40 files)\nLoad it with: docker load -i curl.tar\n"),
+    ],
+)
+def test_build_names_the_index_it_wrote(output: str | None, text: str) -> None:
+    """Several --platform make an index: its digest and its platforms, never ``None``."""
+    from scratchpack.commands.build import report_text
+
+    index = f"sha256:{'ab' * 32} (an index of 2 images: linux/amd64, linux/arm64/v8)"
+    assert report_text(_index_result(output)) == f"Wrote curl {index}{text}"
