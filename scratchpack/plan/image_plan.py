@@ -55,6 +55,7 @@ from scratchpack.plan.from_packages import (
     select,
 )
 from scratchpack.plan.programs import DEFAULT_PATH, Program, program
+from scratchpack.plan.relocate import Relocation, kept_paths, mapped, relocate
 from scratchpack.plan.rootplan import RootPlan
 from scratchpack.plan.runtimes import Runtime, RuntimeFiles, runtime_files, runtime_paths
 
@@ -131,8 +132,9 @@ class ImagePlan:
     root: RootPlan
     config: ImageConfig
     platform: Platform  # the first program's: the image's platform
-    closures: tuple[Closure, ...] = ()
+    closures: tuple[Closure, ...] = ()  # at their host paths, as resolved
     loaded_first: tuple[LoadedFirst, ...] = ()
+    moves: tuple[tuple[str, str], ...] = ()  # (host path, image path): the user's files moved
 
 
 def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
@@ -184,17 +186,49 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         add_shell(plan, options.essentials.shell, platform)
     elif plan.through_links(SHELL) not in plan.entries:
         _warn_about_shell_calls(root, programs)
+    ordered_env = tuple(sorted(env.items(), key=lambda item: item[0] != "PATH"))
+    ordered = dataclasses.replace(config, env=ordered_env)
+    placed = _place_own_files(options, resolver, plan, ordered, closures)
+    # The default entrypoint follows its program silently: the report lists the moves.
+    entrypoint = placed.config.entrypoint or (_image_path(programs[0].path, placed.moves),)
     return ImagePlan(
-        plan,
-        dataclasses.replace(
-            config,
-            env=tuple(sorted(env.items(), key=lambda item: item[0] != "PATH")),
-            entrypoint=config.entrypoint or (programs[0].path,),
-        ),
+        placed.root,
+        dataclasses.replace(placed.config, entrypoint=entrypoint),
         platform,
         tuple(closures),
-        tuple(loaded_first),
+        tuple(_moved_loaded_first(loaded_first, placed.moves)),
+        placed.moves,
     )
+
+
+def _place_own_files(
+    options: BuildOptions,
+    resolver: Resolver,
+    plan: RootPlan,
+    config: ImageConfig,
+    closures: list[Closure],
+) -> Relocation[ImageConfig]:
+    """A host build's own files go under /app (:mod:`.relocate`), so the image carries no
+    build directory; a ``--root`` or ``--package`` root's paths are already the image's."""
+    if not resolver.root.is_host or options.package_root is not None:
+        return Relocation(plan, config)
+    return relocate(plan, config, kept_paths(options.includes, closures, resolver))
+
+
+def _image_path(path: str, moves: tuple[tuple[str, str], ...]) -> str:
+    return mapped(path, dict(moves)) or path
+
+
+def _moved_loaded_first(
+    items: Iterable[LoadedFirst], moves: tuple[tuple[str, str], ...]
+) -> list[LoadedFirst]:
+    """The report names libraries where the image has them."""
+    return [
+        dataclasses.replace(
+            item, needed_by=_image_path(item.needed_by, moves), path=_image_path(item.path, moves)
+        )
+        for item in items
+    ]
 
 
 def _binaries(

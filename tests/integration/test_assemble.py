@@ -73,7 +73,7 @@ def test_context_holds_the_closure_once_with_its_symlinks(samples: Path, tmp_pat
     assert len(digests) == len(set(digests)), "a file is stored twice"
     assert (rootfs / "tmp").stat().st_mode & 0o7777 == 0o1777
     assert "nonroot:x:65532:65532" in (rootfs / "etc/passwd").read_text()
-    assert run_in(rootfs, str(binary)) == "Hello from scratchpack!\n"
+    assert run_in(rootfs, "/app/hello-world") == "Hello from scratchpack!\n"  # a user's BINARY
 
 
 def test_origin_runpath_and_cpp_runtime_run_from_the_root(samples: Path, tmp_path: Path) -> None:
@@ -83,9 +83,10 @@ def test_origin_runpath_and_cpp_runtime_run_from_the_root(samples: Path, tmp_pat
     rootfs = tmp_path / "ctx/rootfs"
     # A chroot has no /proc, where ld.so reads $ORIGIN of a program it did not start
     # itself; started through the loader, the program's own path gives $ORIGIN.
-    assert run_in(rootfs, INTERP, str(greet)) == "greetings from libgreet 1.0.0\n"
-    assert run_in(rootfs, str(threads)).endswith("ok\n")
-    assert os.path.islink(rootfs / str(greet.parent / "lib/libgreet.so.1").lstrip("/"))
+    # Both under /app, their layout below samples/ kept ($ORIGIN/lib still resolves).
+    assert run_in(rootfs, INTERP, "/app/origin-lib/greet") == "greetings from libgreet 1.0.0\n"
+    assert run_in(rootfs, "/app/threads-cpp/threads-cpp").endswith("ok\n")
+    assert os.path.islink(rootfs / "app/origin-lib/lib/libgreet.so.1")
 
 
 def test_libgcc_s_comes_along_when_glibc_will_dlopen_it(tmp_path: Path) -> None:
@@ -102,7 +103,7 @@ def test_libgcc_s_comes_along_when_glibc_will_dlopen_it(tmp_path: Path) -> None:
     build_context(tmp_path / "ctx", str(program))
     rootfs = tmp_path / "ctx/rootfs"
     assert list(rootfs.rglob("libgcc_s.so.1"))
-    assert run_in(rootfs, str(program)) == "cancelled\n"
+    assert run_in(rootfs, "/app/cancel") == "cancelled\n"
 
     build_context(tmp_path / "plain", str(REPO_ROOT / "samples/hello-world/hello-world"))
     assert not list((tmp_path / "plain/rootfs").rglob("libgcc_s.so.1"))
@@ -143,7 +144,7 @@ def test_a_script_brings_its_interpreter(tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho hello from sh\n")
     script.chmod(0o755)
     build_context(tmp_path / "ctx", str(script))
-    assert run_in(tmp_path / "ctx/rootfs", str(script)) == "hello from sh\n"
+    assert run_in(tmp_path / "ctx/rootfs", "/app/hello.sh") == "hello from sh\n"
 
     python_script = tmp_path / "tool.py"
     python_script.write_text("#!/usr/bin/env python3\nprint('hi')\n")

@@ -38,6 +38,7 @@ SAMPLES = REPO_ROOT / "samples"
 HELLO = SAMPLES / "hello-world" / "hello-world"
 THREADS = SAMPLES / "threads-cpp" / "threads-cpp"
 GREET = SAMPLES / "origin-lib" / "greet"
+HELLO_IN_IMAGE = "/app/hello-world"  # a user's BINARY lands under /app (plan.relocate)
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static (see the static_busybox fixture)
 
 HELLO_OUTPUT = "Hello from scratchpack!\n"
@@ -341,7 +342,7 @@ def test_greet_keeps_its_private_library_next_to_it(
 ) -> None:
     """``$ORIGIN/lib``: the library and its SONAME link sit at the same relative path."""
     files = image_files(docker_client, sample_images["greet"], tmp_path)
-    lib = str(GREET.parent / "lib")
+    lib = "/app/lib"  # greet is /app/greet: a user's BINARY, its layout kept
     assert files[f"{lib}/libgreet.so.1"].issym()
     assert files[f"{lib}/libgreet.so.1"].linkname == "libgreet.so.1.0.0"
     assert files[f"{lib}/libgreet.so.1.0.0"].isfile()
@@ -462,7 +463,8 @@ def include_image(module_tags: Tags, samples: Path, static_busybox, include_sour
         f"{include_sources['data']}:/srv/data",
         "--include",
         f"{static_busybox}:/opt/bb/busybox",
-        # An ELF file without DEST keeps its path; its libraries must come along.
+        # An ELF file without DEST goes under /app beside HELLO (their layout below
+        # samples/ kept); its libraries must come along.
         "--include",
         str(THREADS.relative_to(REPO_ROOT)),
     )
@@ -494,7 +496,7 @@ def test_include_data_file_and_directory(docker_client, include_image: str) -> N
 
 @pytest.mark.engine
 def test_included_elf_keeping_its_path_runs(docker_client, include_image: str) -> None:
-    ran = run_image(docker_client, include_image, entrypoint=[str(THREADS)])
+    ran = run_image(docker_client, include_image, entrypoint=["/app/threads-cpp/threads-cpp"])
     assert ran == Ran(0, THREADS_OUTPUT, ""), ran
     # The main binary still runs too.
     ran = run_image(docker_client, include_image)
@@ -670,7 +672,7 @@ def test_image_config_is_exactly_what_was_asked(docker_client, config_image) -> 
     assert config["WorkingDir"] == CONFIG_WORKDIR
     assert config["ExposedPorts"] == {"8080/tcp": {}}
     assert config["Cmd"] == ["serve", "b c", "$HOME"]
-    assert config["Entrypoint"] == [str(HELLO)]
+    assert config["Entrypoint"] == [HELLO_IN_IMAGE]
     assert not config.get("User")
 
 
@@ -684,7 +686,7 @@ def test_image_holds_only_the_planned_files(docker_client, config_image, tmp_pat
     plan = context_plan(context)
     made_by_workdir = {"/srv", "/srv/app"} - set(plan)
     assert set(files) - made_by_workdir == set(plan)
-    assert files[str(HELLO)].isfile()
+    assert files[HELLO_IN_IMAGE].isfile()
     assert files["/etc/passwd"].isfile()
 
 
@@ -933,8 +935,8 @@ def test_no_build_writes_the_context_without_an_engine(tmp_path: Path, samples) 
     assert {"Dockerfile", "rootfs"} <= {p.name for p in context.iterdir()}
     dockerfile = (context / "Dockerfile").read_text()
     assert "FROM scratch\n" in dockerfile
-    assert f'ENTRYPOINT ["{HELLO}"]' in dockerfile
-    assert (context / "rootfs" / str(HELLO).lstrip("/")).read_bytes() == HELLO.read_bytes()
+    assert f'ENTRYPOINT ["{HELLO_IN_IMAGE}"]' in dockerfile
+    assert (context / "rootfs" / HELLO_IN_IMAGE.lstrip("/")).read_bytes() == HELLO.read_bytes()
     assert stat.S_IMODE((context / "rootfs" / "tmp").stat().st_mode) == 0o1777
     assert not list(tmp_path.glob(".scratchpack-*"))
 

@@ -26,6 +26,7 @@ from tests.cfixtures import REPO_ROOT
 from tests.cli import scratchpack
 
 HELLO = REPO_ROOT / "samples/hello-world/hello-world"
+HELLO_IN_IMAGE = "/app/hello-world"  # a user's BINARY lands under /app (plan.relocate)
 MUSL_LOADER = "/lib/x86_64-linux-musl/libc.so"
 SHIM = r"""
 #include <unistd.h>
@@ -147,7 +148,7 @@ def test_busybox_variant_needs_no_base(docker_client, tags: list[str]) -> None:
         "build", str(HELLO), "-t", tag, "--engine", "docker", "--debug", "--debug-shell", "busybox",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    shell = run(docker_client, f"{tag}-debug", ["-c", f"echo $PATH; {HELLO}"], ["sh"])
+    shell = run(docker_client, f"{tag}-debug", ["-c", f"echo $PATH; {HELLO_IN_IMAGE}"], ["sh"])
     assert shell.splitlines()[0].endswith(":/busybox")
     assert "Hello from scratchpack!" in shell
     assert run(docker_client, f"{tag}-debug", []) == "Hello from scratchpack!\n"
@@ -171,7 +172,7 @@ def test_busybox_variant_with_the_writer(tmp_path: Path, static_busybox: str) ->
         for name in manifest["Layers"]:
             with tarfile.open(fileobj=archive.extractfile(name)) as layer:  # type: ignore[arg-type]
                 names |= set(layer.getnames())
-    assert {"busybox/busybox", "busybox/sh", str(HELLO).lstrip("/")} <= names
+    assert {"busybox/busybox", "busybox/sh", HELLO_IN_IMAGE.lstrip("/")} <= names
     # The variant reuses the application's layer as is: only the shell's is new.
     assert manifest["Layers"][: len(main["Layers"])] == main["Layers"]
     assert len(manifest["Layers"]) == len(main["Layers"]) + 1
@@ -233,7 +234,7 @@ def test_debug_variant_of_an_existing_image(
     config = docker_client.images.get(variant).attrs["Config"]
     assert config["Entrypoint"] == original["Entrypoint"] and config["Cmd"] == ["--greet"]
     assert run(docker_client, variant, []) == "Hello from scratchpack!\n"
-    shell_output = run(docker_client, variant, ["-c", f"ls /lib; {HELLO}"], ["sh"])
+    shell_output = run(docker_client, variant, ["-c", f"ls /lib; {HELLO_IN_IMAGE}"], ["sh"])
     assert "Hello from scratchpack!" in shell_output
     if shell == "base":
         assert "ld-musl-x86_64.so.1" in shell_output

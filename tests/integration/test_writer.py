@@ -112,7 +112,7 @@ def test_skopeo_reads_the_layout_and_the_archive(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert json.loads(docker_archive.stdout)["config"]["Entrypoint"] == [str(HELLO)]
+    assert json.loads(docker_archive.stdout)["config"]["Entrypoint"] == ["/app/hello-world"]
 
 
 def test_umoci_unpacks_a_runnable_root(tmp_path: Path) -> None:
@@ -125,12 +125,12 @@ def test_umoci_unpacks_a_runnable_root(tmp_path: Path) -> None:
         capture_output=True,
     )
     rootfs = bundle / "rootfs"
-    assert (rootfs / str(GREET).lstrip("/")).is_file()
+    assert (rootfs / "app/greet").is_file()  # a user's BINARY: under /app
     assert os.path.islink(rootfs / "lib64/ld-linux-x86-64.so.2")
     if os.geteuid() == 0:
         chroot = shutil.which("chroot") or "/usr/sbin/chroot"
         run = subprocess.run(
-            [chroot, str(rootfs), "/lib64/ld-linux-x86-64.so.2", str(GREET)],
+            [chroot, str(rootfs), "/lib64/ld-linux-x86-64.so.2", "/app/greet"],
             capture_output=True,
             text=True,
             check=True,
@@ -205,6 +205,6 @@ def test_file_capabilities_travel_with_the_binary(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "image.tar") as archive:
         manifest = json.load(archive.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
         with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][0])) as layer:  # type: ignore[arg-type]
-            member = layer.getmember(str(program).lstrip("/"))
+            member = layer.getmember("app/pinger")
     stored = member.pax_headers["SCHILY.xattr.security.capability"]
     assert stored.encode("utf-8", "surrogateescape") == capability

@@ -56,9 +56,17 @@ def _private_copy(tmp_path: Path) -> Path:
     return app
 
 
+def _in_image(path: Path, top: Path) -> str:
+    """Where a user's file lands (plan.relocate): below /app, as it stood below ``top``."""
+    return "/app" + str(path)[len(str(top)) :]
+
+
 def test_directories_needed_only_as_parents_are_0755_whatever_the_host(tmp_path: Path) -> None:
     app = _private_copy(tmp_path)
-    plan = plan_image(BuildOptions((str(app),)), ImageConfig(entrypoint=None))
+    kept_in_place = (f"{app}:{app}",)  # SRC:SRC: the host path, and its parents, in the image
+    plan = plan_image(
+        BuildOptions((str(app),), includes=kept_in_place), ImageConfig(entrypoint=None)
+    )
     # /tmp is an essential of its own (1777); the rest is only on the way to the app.
     parents = [str(parent) for parent in app.parents if str(parent) not in ("/", "/tmp")]
     for parent in parents:
@@ -79,9 +87,10 @@ def test_an_included_directory_keeps_its_own_mode(tmp_path: Path) -> None:
         BuildOptions((str(app),), includes=(str(data),)), ImageConfig(entrypoint=None)
     )
     entries = plan.root.entries
-    assert entries[str(data)].mode == 0o700
-    assert entries[str(data / "inner")].mode == 0o750
-    assert entries[str(tmp_path / "private")].mode == 0o755
+    private = tmp_path / "private"  # the deepest directory that holds them: /app
+    assert entries[_in_image(data, private)].mode == 0o700
+    assert entries[_in_image(data / "inner", private)].mode == 0o750
+    assert entries[_in_image(private, private)].mode == 0o755
 
 
 # -- --include of real trees, --exclude -------------------------------------------------------
@@ -162,13 +171,16 @@ def test_an_included_tree_keeps_object_files_as_data_and_brings_link_targets(
             BuildOptions((TRUE,), includes=(str(tree),)), ImageConfig(entrypoint=None)
         )
     entries = plan.root.entries
-    assert entries[str(tree / "lib" / "config" / "python.o")].kind is EntryKind.FILE
+    assert entries[_in_image(tree / "lib" / "config" / "python.o", tmp_path)].kind is EntryKind.FILE
     assert any(c.path == str(tree / "lib" / "libz.so.1") for c in plan.closures)
     etc = tmp_path / "etc" / "lang"
-    assert entries[str(tree / "conf" / "net.properties")].kind is EntryKind.SYMLINK
-    assert entries[str(etc / "net.properties")].kind is EntryKind.FILE
-    assert entries[str(etc / "security" / "policy")].kind is EntryKind.FILE
-    assert entries[str(etc / "security" / "policy")].detail == f"target of {tree}/conf/security"
+    net = entries[_in_image(tree / "conf" / "net.properties", tmp_path)]
+    assert net.kind is EntryKind.SYMLINK and net.target == _in_image(
+        etc / "net.properties", tmp_path
+    )
+    assert entries[_in_image(etc / "net.properties", tmp_path)].kind is EntryKind.FILE
+    policy = entries[_in_image(etc / "security" / "policy", tmp_path)]
+    assert policy.kind is EntryKind.FILE and policy.detail == f"target of {tree}/conf/security"
     assert any("conf/gone" in w and "points to nothing" in w for w in warnings.messages), (
         warnings.messages
     )
@@ -190,10 +202,11 @@ def test_exclude_leaves_out_names_and_paths_but_never_a_closure(tmp_path: Path) 
             ImageConfig(entrypoint=None),
         )
     entries = plan.root.entries
-    assert str(tree / "lib" / "mod.py") in entries
+    in_image = _in_image(tree, tree.parent)  # nothing out of the tree came: /app/lang
+    assert f"{in_image}/lib/mod.py" in entries
     assert not any("__pycache__" in path for path in entries)
-    assert not any(path.startswith(f"{tree}/lib/test") for path in entries)
-    assert not any(path.startswith(f"{tree}/conf") or "/etc/lang" in path for path in entries)
+    assert not any(path.startswith(f"{in_image}/lib/test") for path in entries)
+    assert not any(path.startswith(f"{in_image}/conf") or "/etc/lang" in path for path in entries)
     assert libc in entries  # the program's library stays, with a warning
     assert any(libc in w and "kept" in w for w in warnings.messages), warnings.messages
     assert any("*.nothing" in w and "matched nothing" in w for w in warnings.messages), (
@@ -223,10 +236,9 @@ def test_a_soname_carried_by_a_library_of_the_image_is_loaded_first_not_missing(
         BuildOptions((str(home / "bin" / "launcher"),), includes=(str(home),)),
         ImageConfig(entrypoint=None),
     )
-    assert plan.loaded_first == (
-        LoadedFirst(
-            "libvm.so", str(home / "lib" / "libplug.so"), str(home / "lib/server/libvm.so")
-        ),
+    plugin_path, vm_path = home / "lib" / "libplug.so", home / "lib/server/libvm.so"
+    assert plan.loaded_first == (  # named where the image has them
+        LoadedFirst("libvm.so", _in_image(plugin_path, tmp_path), _in_image(vm_path, tmp_path)),
     )
     plugin = next(c for c in plan.closures if c.path == str(home / "lib" / "libplug.so"))
     assert plugin.complete
@@ -234,8 +246,8 @@ def test_a_soname_carried_by_a_library_of_the_image_is_loaded_first_not_missing(
     assert loaded_first_json(plan.loaded_first) == [
         {
             "soname": "libvm.so",
-            "path": str(home / "lib" / "server" / "libvm.so"),
-            "needed_by": [str(home / "lib" / "libplug.so")],
+            "path": _in_image(home / "lib" / "server" / "libvm.so", tmp_path),
+            "needed_by": [_in_image(home / "lib" / "libplug.so", tmp_path)],
         }
     ]
 
@@ -409,7 +421,7 @@ def test_an_included_private_directory_is_the_same_whatever_else_is_under_it(
             BuildOptions((str(app),), includes=(str(private),)),
             ImageConfig(entrypoint=None, user="nonroot"),
         )
-    assert plan.root.entries[str(private)].mode == 0o700
+    assert plan.root.entries[_in_image(private, tmp_path)].mode == 0o700
     assert any(
         f"{private}: mode 0700" in w and "--user nonroot cannot enter it" in w
         for w in warnings.messages
