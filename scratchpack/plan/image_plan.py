@@ -38,6 +38,7 @@ from scratchpack.plan.essentials import (
     add_shell,
     add_users,
     gconv_directory,
+    image_platform,
     locale_directory,
     needs_libgcc_s,
     nss_services,
@@ -155,7 +156,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     if options.package_root is not None:
         selection = select(options.package_root, options.package_names)
     named = [
-        (binary, _binary(root, binary, env["PATH"]))
+        (binary, _binary(root, binary, env["PATH"], options.essentials.shell))
         for binary in _binaries(options, config, selection)
     ]
     programs = [found for _, found in named]
@@ -180,8 +181,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     warn_unused_excludes(plan.excludes)
     _warn_about_closed_directories(plan, config.user)
     _check_user_named(plan, options.essentials, config.user)
-    first = resolver.read_input(programs[0].runs[0])
-    platform = Platform.from_elf(first.machine, first.bits)
+    platform = image_platform(resolver, programs, options.essentials.shell)
     if options.essentials.shell:
         add_shell(plan, options.essentials.shell, platform)
     elif plan.through_links(SHELL) not in plan.entries:
@@ -418,14 +418,14 @@ def _warn_about_shell_calls(root: RootFS, programs: list[Program]) -> None:
                 )
 
 
-def _binary(root: RootFS, binary: str, search_path: str) -> Program:
+def _binary(root: RootFS, binary: str, search_path: str, shell: str | None) -> Program:
     """A BINARY argument: a host path, or a path inside ``--root``."""
     path = os.path.abspath(binary) if root.is_host else "/" + binary.lstrip("/")
     host = root.host_path(path)
     if host is None or not os.path.isfile(host):
         where = f" inside {root.top}" if not root.is_host else ""
         raise InputError(f"{binary}: no such file{where}")
-    return program(root, path, search_path)
+    return program(root, path, search_path, shell=shell)
 
 
 def _warn_about_library_trees(named: list[tuple[str, Program]], kept: set[Runtime]) -> None:

@@ -182,3 +182,26 @@ def test_a_script_run_by_shell_busybox_has_busyboxs_platform(
     platform = image_platform(Resolver(root.top), [script], str(static_busybox))
     busybox = read_elf(str(static_busybox))
     assert platform == Platform.from_elf(busybox.machine, busybox.bits)
+
+
+def test_a_sh_script_plans_with_busybox_at_bin_sh(tmp_path: Path, static_busybox: Path) -> None:
+    """The whole plan, as build --root DIR /usr/bin/tool --shell busybox makes it."""
+    from scratchpack.image.config import ImageConfig
+    from scratchpack.plan.essentials import Essentials
+    from scratchpack.plan.image_plan import BuildOptions, plan_image
+
+    root = _script_root(tmp_path, "/bin/sh")
+    options = BuildOptions(
+        binaries=("/usr/bin/tool",), root=root.top, essentials=Essentials(shell=str(static_busybox))
+    )
+    with collecting():
+        plan = plan_image(options, ImageConfig(entrypoint=None))
+    assert plan.config.entrypoint == ("/usr/bin/tool",)
+    shell = plan.root.entries["/bin/sh"]
+    assert shell.source is not None and os.path.samefile(shell.source, static_busybox)
+    assert plan.platform == Platform.from_elf(*_machine_and_bits(static_busybox))
+
+
+def _machine_and_bits(path: Path) -> tuple[str, int]:
+    elf = read_elf(str(path))
+    return elf.machine, elf.bits
