@@ -180,6 +180,7 @@ class BuildResult:
     context: str | None
     warnings: tuple[str, ...]
     loaded_first: tuple[LoadedFirst, ...] = ()
+    moved: tuple[tuple[str, str], ...] = ()  # (host path, image path): the user's files, to /app
     platforms: tuple[dict[str, Any], ...] = ()  # an index's images: platform, digest, size
     index_digest: str | None = None
     lock: str | None = None  # the lock file written or obeyed
@@ -202,6 +203,7 @@ class BuildResult:
             "context": self.context,
             "warnings": list(self.warnings),
             "loaded_first": loaded_first_json(self.loaded_first),
+            "moved": [{"from": host, "to": image} for host, image in self.moved],
         }
         if self.platforms:
             document.update(platforms=list(self.platforms), index_digest=self.index_digest)
@@ -245,6 +247,7 @@ def report_text(result: BuildResult) -> str:
             lines = [f"Wrote {result.tag} {_written_image(result)}{where} {size}"]
             if result.output and result.output.endswith(".tar"):
                 lines.append(f"Load it with: docker load -i {result.output}")
+    lines.extend(f"Moved {host} -> {image}" for host, image in result.moved)
     groups = loaded_first_json(result.loaded_first)
     lines.extend(line[0].upper() + line[1:] for line in loaded_first_lines(groups))
     if result.push is not None:
@@ -498,6 +501,7 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
             context=str(target.context_dir.absolute()) if target.context_dir else None,
             warnings=(),
             loaded_first=plan.loaded_first,
+            moved=plan.moves,
             lock=str(sources.lock) if sources.lock else None,
         )
         written = None  # the built-in writer's image, reused by a busybox debug variant

@@ -61,6 +61,20 @@ INDEX_IMAGES = (
 
 # name: (the result, its text report, its --json document in the order printed)
 CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
+    "a user's binary moved to /app": (
+        BuildResult("app:1", 3, 900, "/work/ctx", (), moved=(("/home/u/src/hello", "/app/hello"),)),
+        "Wrote the build context to /work/ctx (3 files, 0.9 kB)\n"
+        "Moved /home/u/src/hello -> /app/hello\n",
+        {
+            "tag": "app:1",
+            "files": 3,
+            "content_bytes": 900,
+            "context": "/work/ctx",
+            "warnings": [],
+            "loaded_first": [],
+            "moved": [{"from": "/home/u/src/hello", "to": "/app/hello"}],
+        },
+    ),
     "context only": (
         BuildResult("app:1", 12, 34_567, "/work/ctx", ("a warning",)),
         "Wrote the build context to /work/ctx (12 files, 34.6 kB)\n",
@@ -71,6 +85,7 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
             "context": "/work/ctx",
             "warnings": ["a warning"],
             "loaded_first": [],
+            "moved": [],
         },
     ),
     "engine, everything": (
@@ -104,6 +119,7 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
             "context": None,
             "warnings": [],
             "loaded_first": [JVM_JSON, LIBZ_JSON],
+            "moved": [],
             "engine": "docker",
             "image": "sha256:aaa",
             "size": 5432100,
@@ -140,6 +156,7 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
         {
             **WRITTEN_JSON,
             "loaded_first": [],
+            "moved": [],
             "engine": "none",
             "image": "sha256:ddd",
             "size": 99999,
@@ -171,6 +188,7 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
         {
             **WRITTEN_JSON,
             "loaded_first": [],
+            "moved": [],
             "lock": "/work/scratchpack.lock",
             "engine": "none",
             "image": "sha256:ddd",
@@ -187,6 +205,7 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
         {
             **WRITTEN_JSON,
             "loaded_first": [],
+            "moved": [],
             "engine": "none",
             "image": "sha256:ddd",
             "size": 1500,
@@ -220,6 +239,7 @@ CASES: dict[str, tuple[BuildResult, str, dict[str, Any]]] = {
             "context": None,
             "warnings": ["w1", "w2"],
             "loaded_first": [LIBZ_JSON],
+            "moved": [],
             "platforms": list(INDEX_IMAGES),
             "index_digest": "sha256:666",
             "lock": "l.lock",
