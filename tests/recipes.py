@@ -12,6 +12,14 @@ machine's Debian packages (tests/integration/test_recipes.py) and shrunk by
   needs ``conf/security/java.security``);
 - :data:`PYTHON_APP`: a Python program printing YAML through PyYAML's C extension
   (libyaml), installed from a wheel cached in ``CACHE_DIR/wheels`` (:func:`pyyaml_wheel`).
+
+Two more run from Debian's packages (``build --package``, issue 22, item 8), each given
+to ``sh -c`` or ``python3 -c`` as the README does it, ``--cmd "-c '$(cat FILE)'"`` (so
+neither holds a single quote):
+
+- :data:`POSTGRES_PACKAGE_START`: PostgreSQL 15 as the packages' ``postgres`` account,
+  initialised into its home on the first start;
+- :data:`PYTHON_HTTP_APP`: an HTTP server of Python's standard library on port 8000.
 """
 
 from __future__ import annotations
@@ -80,6 +88,34 @@ PYYAML_VERSION = "6.0.2"
 PYTHON_EXPECTED = f"libyaml: true\npyyaml: {PYYAML_VERSION}\n"
 # Debian 12's python3 is 3.11: the wheel is for it, whatever runs pytest.
 PYTHON_TAG = "cp311"
+
+
+# The same start-up from the packages (its home is theirs: $HOME/data is
+# /var/lib/postgresql/data), with no single quote, so that it can be given inline.
+POSTGRES_PACKAGE_START = """\
+#!/bin/sh
+# PostgreSQL from the Debian packages as their postgres account. Sockets go to /tmp:
+# the postinst of postgresql-common, never run, is what makes /var/run/postgresql.
+""" + POSTGRES_START[POSTGRES_START.index("set -e") :].replace("'*'", '"*"')
+
+PYTHON_HTTP_PORT = 8000
+PYTHON_HTTP_APP = f"""\
+import http.server, json, platform, signal, sys
+
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"python": platform.python_version(), "path": self.path}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode() + b"\\n")
+
+
+# As PID 1 of a container, python would ignore SIGTERM (docker stop waits 10 s).
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+http.server.ThreadingHTTPServer(("", {PYTHON_HTTP_PORT}), Hello).serve_forever()
+"""
 
 
 # What each fat image's application is made of (tests/debian_images.py hashes it).

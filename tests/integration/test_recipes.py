@@ -50,9 +50,11 @@ PG_SHARE = Path(f"/usr/share/postgresql/{recipes.POSTGRES_VERSION}")
 PG_LIB = PG_BIN.parent
 
 
-def scratchpack(command: str) -> subprocess.CompletedProcess[str]:
+def scratchpack(
+    command: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``scratchpack COMMAND`` (a README line, shell-quoted); fails the test unless it exits 0."""
-    proc = cli.scratchpack(*shlex.split(command), timeout=600)
+    proc = cli.scratchpack(*shlex.split(command), env=env, timeout=600)
     assert proc.returncode == 0, f"scratchpack {command}\nexit {proc.returncode}\n{proc.stderr}"
     return proc
 
@@ -161,9 +163,14 @@ def http_get(host_port: int, path: str = "/") -> str:
 
 
 def psql_select_1(host_port: int) -> str:
+    return psql_query(host_port, "select 1")
+
+
+def psql_query(host_port: int, sql: str) -> str:
+    """What ``psql -At -c SQL`` as postgres on 127.0.0.1:``host_port`` prints."""
     proc = subprocess.run(
         ["psql", "-h", "127.0.0.1", "-p", str(host_port), "-U", "postgres", "-At",
-         "-c", "select 1"],
+         "-c", sql],
         capture_output=True, text=True, timeout=30, check=False,
         env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
     )  # fmt: skip
@@ -363,3 +370,58 @@ def test_java_shrink_trace(docker_client, tag, debian_java_image: str) -> None: 
     shrink_trace(docker_client, "java shrink", debian_java_image, image)
     status, output = run_to_end(docker_client, image)
     assert status == 0 and recipes.JAVA_EXPECTED in output, output
+
+
+# --- servers from Debian's packages, with the user's own start-up (issue 22, item 8) ----
+
+
+# --package from the suite's package cache (tests/integration/test_packages.py's).
+PACKAGE_CACHE = {"SCRATCHPACK_CACHE": str(CACHE_DIR / "packages")}
+
+
+def inline_cmd(script: Path) -> str:
+    """``--cmd "-c '$(cat SCRIPT)'"`` as the README's shell expands it, quoted for
+    :func:`scratchpack` (``SCRIPT`` holds no single quote)."""
+    text = script.read_text()
+    assert "'" not in text, f"{script} holds a single quote"
+    return shlex.quote(f"-c '{text}'")
+
+
+def psql_data_directory(host_port: int) -> str:
+    return psql_query(host_port, "select current_setting('data_directory')")
+
+
+def test_postgres_from_packages_first_start(docker_client, tag, user_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    # The account is postgresql-common's (its postinst's adduser), its home the package's
+    # directory owned as the postinst's chown leaves it, and $HOME/data the cluster;
+    # busybox is the /bin/sh of the start-up and of initdb's popen(); llvmjit (the JIT,
+    # 128 MB with LLVM and z3) is optional.
+    need("psql")
+    start = recipes.write_app(user_dir, "start.sh", recipes.POSTGRES_PACKAGE_START)
+    image = tag("postgres-deb")
+    proc = scratchpack(
+        f"build --package postgresql-15 {PG_BIN}/postgres -t {image} --user postgres"
+        " --include /var/lib/postgresql --shell busybox --locale C.UTF-8 --tzdata"
+        f" --exclude 'llvmjit*' --entrypoint /bin/sh --cmd {inline_cmd(start)}",
+        env=PACKAGE_CACHE,
+    )
+    report(docker_client, "postgres from packages", image, proc)
+    answer = talk(docker_client, image, 5432, psql_data_directory, timeout=90)
+    assert answer == "/var/lib/postgresql/data"
+
+
+def python_app_answers(host_port: int) -> str:
+    return http_get(host_port, "/recipe")
+
+
+def test_python_app_from_packages(docker_client, tag, user_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    app = recipes.write_app(user_dir, "app.py", recipes.PYTHON_HTTP_APP)
+    image = tag("python-deb")
+    proc = scratchpack(
+        f"build --package python3 /usr/bin/python3 -t {image} --user nonroot"
+        f" --expose {recipes.PYTHON_HTTP_PORT} --cmd {inline_cmd(app)}",
+        env=PACKAGE_CACHE,
+    )
+    report(docker_client, "python app from packages", image, proc)
+    answer = json.loads(talk(docker_client, image, recipes.PYTHON_HTTP_PORT, python_app_answers))
+    assert answer["path"] == "/recipe" and answer["python"].startswith("3.11."), answer
