@@ -343,6 +343,14 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     metavar="SRC[:DEST]",
     help="Add a file or directory (ELF files in it get their libraries too).",
 )
+@click.option(
+    "--copy",
+    "copies",
+    multiple=True,
+    metavar="SRC[:DEST][,owner=USER[:GROUP]][,mode=OCTAL]",
+    help="Add a file or directory of this machine, whatever the root (default DEST /app/NAME; "
+    "ELF files in it get the root's libraries).",
+)
 @exclude_option
 @click.option(
     "--root",
@@ -486,15 +494,19 @@ config_option(build)
 def _build_options(binaries: tuple[str, ...], given: dict[str, Any]) -> BuildOptions:
     """What goes into the root: the BINARYs, packages, includes and runtime files."""
     from scratchpack.ld.loaders import HwcapsChoice
+    from scratchpack.plan.copies import check_sources, parse_copies
     from scratchpack.plan.essentials import Essentials
     from scratchpack.plan.image_plan import BuildOptions
 
+    copies = parse_copies(given["copies"])
+    check_sources(copies)  # this machine's files: refused before any package is resolved
     return BuildOptions(
         binaries=binaries,
         packages=given["packages"],
         suite=given["suite"],
         root=given["root"],
         includes=given["includes"],
+        copies=copies,
         excludes=given["excludes"],
         essentials=Essentials(
             ca_certs=given["ca_certs"],

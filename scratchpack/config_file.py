@@ -1,7 +1,7 @@
 """``-f FILE`` (default ``scratchpack.yaml`` here): a command's options, declared in YAML.
 
 The keys are the command's long option names (``tag``, ``package``,
-``platform``, ``include``, ``lock``, …) and ``binary`` for its arguments;
+``platform``, ``include``, ``copy``, ``lock``, …) and ``binary`` for its arguments;
 repeatable options and ``binary`` take lists, flags ``true``/``false``, the
 rest a string (or a number where the option takes one). Options given on the
 command line win over the file. An unknown key or a value of the wrong type is
@@ -14,6 +14,9 @@ one line naming the file and line::
     output: curl.tar
 
 Paths in the file are taken from the working directory, as on the command line.
+``copy`` (``build --copy``) is a list of strings: in a block list a plain
+``- ./haproxy.cfg:/etc/haproxy/haproxy.cfg,owner=haproxy`` keeps its commas,
+while a flow list (``[a, b]``) splits on them, so quote such a value there.
 """
 
 from __future__ import annotations

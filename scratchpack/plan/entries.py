@@ -20,6 +20,7 @@ class Reason(str, Enum):
     INTERPRETER = "interpreter"  # its PT_INTERP loader, or a script's interpreter
     LIBRARY = "library"  # a library of a closure, or what glibc dlopens for it
     INCLUDE = "include"  # --include
+    COPY = "copy"  # --copy: the user's own files, from this machine whatever the root
     ESSENTIAL = "essential"  # the runtime files a scratch image lacks (build)
     PACKAGE = "package"  # files of the Debian packages that own the program (shrink)
     TRACE = "trace"  # what a traced run touched (shrink --trace)

@@ -26,6 +26,17 @@ from scratchpack.ld.resolve import Closure, Library, Missing, Resolver
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
 from scratchpack.packages.root import PackageRoot
+from scratchpack.plan.copies import (
+    Copied,
+    CopiedRoot,
+    Copy,
+    add_copies,
+    collect,
+    copied_files,
+    host_side_hint,
+    own_copies,
+    owner_names,
+)
 from scratchpack.plan.entries import EntryKind, Reason
 from scratchpack.plan.essentials import (
     CA_BUNDLE,
@@ -72,6 +83,7 @@ class BuildOptions:
     binaries: tuple[str, ...]
     root: str | None = None
     includes: tuple[str, ...] = ()  # "SRC[:DEST]"
+    copies: tuple[Copy, ...] = ()  # --copy: files of this machine, whatever the root
     excludes: tuple[str, ...] = ()  # --exclude GLOB (scratchpack.plan.excludes)
     essentials: Essentials = field(default_factory=Essentials)
     allow_missing: bool = False
@@ -142,6 +154,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     """Resolve, assemble and configure; raise on what would make a broken image."""
     env = dict(config.env)
     env.setdefault("PATH", DEFAULT_PATH)  # as Docker's builder sets it for FROM scratch
+    copied = collect(options.copies)
     # The image's loader sees the image's LD_LIBRARY_PATH, not the one of this shell.
     resolver = Resolver(
         options.root,
@@ -149,35 +162,41 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         hwcaps=options.hwcaps,
         cwd=config.workdir or "/",  # the image's loader starts in WORKDIR
     )
+    if copied:  # every lookup below sees the copies where the image will have them
+        resolver.root = CopiedRoot(resolver.root, copied)
     root = resolver.root
     # The host's directory modes are not the image's.
     plan = RootPlan(source_parent_modes=False, excludes=Excludes(options.excludes))
     selection = None
+    packages = options.package_root is not None
     if options.package_root is not None:
         selection = select(options.package_root, options.package_names)
     named = [
-        (binary, _binary(root, binary, env["PATH"], options.essentials.shell))
+        (binary, _binary(root, binary, env["PATH"], options.essentials.shell, packages))
         for binary in _binaries(options, config, selection)
     ]
     programs = [found for _, found in named]
     closures = _program_closures(plan, resolver, programs, options.essentials)
     if selection is not None:
         closures += _package_closures(plan, resolver, selection.paths, options.essentials)
-    closures += _include_closures(plan, resolver, options.includes, options.essentials)
+    closures += _include_closures(plan, resolver, options)
+    closures += _copy_closures(resolver, copied, options.essentials)
     kept = keep_runtimes(plan, resolver, programs, closures, options.essentials)
     closures += kept.closures
-    if not (options.includes or selection):  # then the trees may be among them: no noise
+    if not (options.includes or options.copies or selection):  # the trees may be among them
         _warn_about_library_trees(named, kept.runtimes)
     loaded_first = satisfy_from_image(resolver, closures)
     _add_closures(plan, root, closures, options.allow_missing)
-    accounts: set[str] = set()
+    add_copies(plan, copied)  # after the root's files: a copy replaces what stands at DEST
+    accounts = owner_names(options.copies)
     if options.package_root is not None and selection is not None:
-        accounts = created_accounts(options.package_root, selection.packages)
+        accounts |= created_accounts(options.package_root, selection.packages)
     _add_essentials(plan, resolver, closures, options.essentials, env, config.user, accounts)
     if options.package_root is not None:
         add_system_files(plan, options.package_root)
         own_homes(plan, options.package_root)
         add_status_d(plan, options.package_root)
+    own_copies(plan, copied)  # owners are names of the passwd just planned; theirs win
     warn_unused_excludes(plan.excludes)
     _warn_about_closed_directories(plan, config.user)
     _check_user_named(plan, options.essentials, config.user)
@@ -339,20 +358,31 @@ def _package_closures(
     return closures
 
 
-def _include_closures(
-    plan: RootPlan, resolver: Resolver, includes: Iterable[str], essentials: Essentials
-) -> list[Closure]:
+def _include_closures(plan: RootPlan, resolver: Resolver, options: BuildOptions) -> list[Closure]:
     """``--include``: the trees placed; the closures of the loadable ELF files among them."""
     closures: list[Closure] = []
-    for include in includes:
-        for image_path, source in add_include(plan, resolver.root, include):
+    packages = options.package_root is not None
+    for include in options.includes:
+        for image_path, source in add_include(plan, resolver.root, include, packages):
             if not _loadable(resolver, source):
                 continue  # data, object files and core dumps included
-            closure = resolve_for_image(resolver, source, essentials)
+            closure = resolve_for_image(resolver, source, options.essentials)
             if image_path != source:
                 _warn_if_origin_relative(closure, image_path)
             closures.append(closure)  # the include placed the file; its libraries follow
     return closures
+
+
+def _copy_closures(
+    resolver: Resolver, copied: Iterable[Copied], essentials: Essentials
+) -> list[Closure]:
+    """``--copy``: the closures of the copied programs and libraries, from the root's files
+    (the resolver sees the copies at their DESTs)."""
+    return [
+        resolve_for_image(resolver, path, essentials)
+        for path in copied_files(copied)
+        if _loadable(resolver, path)
+    ]
 
 
 def _loadable(resolver: Resolver, path: str) -> bool:
@@ -418,11 +448,16 @@ def _warn_about_shell_calls(root: RootFS, programs: list[Program]) -> None:
                 )
 
 
-def _binary(root: RootFS, binary: str, search_path: str, shell: str | None) -> Program:
-    """A BINARY argument: a host path, or a path inside ``--root``."""
+def _binary(
+    root: RootFS, binary: str, search_path: str, shell: str | None, packages: bool = False
+) -> Program:
+    """A BINARY argument: a host path, or a path inside ``--root`` (or a ``--copy`` DEST)."""
     path = os.path.abspath(binary) if root.is_host else "/" + binary.lstrip("/")
     host = root.host_path(path)
     if host is None or not os.path.isfile(host):
+        hint = host_side_hint(binary, root, packages)
+        if hint is not None:
+            raise InputError(f"{binary} {hint}")
         where = f" inside {root.top}" if not root.is_host else ""
         raise InputError(f"{binary}: no such file{where}")
     return program(root, path, search_path, shell=shell)
@@ -575,8 +610,14 @@ def _warn_if_origin_relative(closure: Closure, image_path: str) -> None:
         )
 
 
-def add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, str]]:
-    """``--include SRC[:DEST]``: returns (in-image path, in-root source) of the files added."""
+def add_include(
+    plan: RootPlan, root_fs: RootFS, spec: str, packages: bool = False
+) -> list[tuple[str, str]]:
+    """``--include SRC[:DEST]``: returns (in-image path, in-root source) of the files added.
+
+    ``packages``: the root is ``--package``'s, which a message about a path missing in
+    it names as such.
+    """
     source, _, dest = spec.partition(":")
     if not source:
         raise InputError(f"--include {spec}: expected SRC[:DEST]")
@@ -592,16 +633,19 @@ def add_include(plan: RootPlan, root_fs: RootFS, spec: str) -> list[tuple[str, s
     elif not source.startswith("/"):
         source = "/" + source
     if root_fs.host_path(source) is None:
+        hint = host_side_hint(spec.partition(":")[0], root_fs, packages)
+        if hint is not None:
+            raise InputError(f"--include {spec}: {posixpath.normpath(source)} {hint}")
         raise InputError(f"--include {spec}: {source} does not exist")
     return plan.add_tree(root_fs, source, Reason.INCLUDE, dest or None)
 
 
 def _included(plan: RootPlan) -> set[str]:
-    """Paths ``--include`` claimed itself, not the directories on their way."""
+    """Paths ``--include`` or ``--copy`` claimed itself, not the directories on their way."""
     return {
         entry.path
         for entry in plan.entries.values()
-        if entry.reason is Reason.INCLUDE and not entry.implied
+        if entry.reason in (Reason.INCLUDE, Reason.COPY) and not entry.implied
     }
 
 
