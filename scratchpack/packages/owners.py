@@ -14,7 +14,14 @@ to the image plan (:func:`scratchpack.plan.from_packages.own_homes`):
    never run. Only a literal absolute path the package alone ships, reached
    through no link and no system directory, is changed; anything else is a
    note naming the script and the line, shown by the planner for the packages
-   the image keeps.
+   the image keeps. A path the root does not hold changes nothing in the image:
+   no note (python3.11-minimal's ``chmod … /usr/local/lib/python3.11 || true``).
+
+The empty directories dpkg's world makes at install or boot, beside the
+files (:class:`MadeDir`): ``install -d [-m MODE] [-o USER] [-g GROUP] PATH...``
+lines of the scripts and ``d``/``D`` lines of ``tmpfiles.d`` files, for
+literal absolute paths under RUNTIME_DIRS only (``/run/postgresql``); names
+stay names, resolved later against the image's own accounts.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
-from scratchpack.packages.scripts import Command, commands
+from scratchpack.packages.apt import PackageError
+from scratchpack.packages.scripts import MAX_SCRIPT_COMMANDS, Command, commands
 
 # Directories of the system's layout: never one package's to own, whatever a script says.
 SYSTEM_DIRS = frozenset(
@@ -43,6 +52,10 @@ _OWNER_TOOLS = re.compile(r"ch(?:own|mod)\b|dpkg-statoverride")
 _OCTAL = re.compile(r"0{0,4}[0-7]{1,4}")
 _SYMBOLIC = re.compile(r"([ugoa]*)([-+=])([rwxXst]*)")
 _NOT_LITERAL = re.compile(r"[$`*?\[\]{}~]")
+_DIR_TOOLS = re.compile(r"\binstall\b")
+# Where a package's tmpfiles.d or install -d line may make an empty directory of the image.
+RUNTIME_DIRS = ("/run", "/var/run", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/tmp")
+_TMPFILES_MODE = re.compile(r"[~:]{0,2}(0{0,4}[0-7]{1,4})")
 _QUIET_FLAGS = frozenset({"-f", "-v", "-c", "-h", "--quiet", "--silent", "--verbose",
                           "--changes", "--no-dereference", "--update", "--force"})  # fmt: skip
 
@@ -80,8 +93,24 @@ class Home:
     path: str
 
 
+@dataclass(frozen=True)
+class MadeDir:
+    """An empty directory a package's tmpfiles.d line or maintainer script makes."""
+
+    package: str
+    path: str  # literal, absolute, no '..', under RUNTIME_DIRS
+    mode: int
+    user: str  # a name or a number, as written; resolved against the image's accounts
+    group: str
+    where: str  # "postinst line 73", for messages
+
+
 class _NotUnderstood(Exception):
     """A script's ownership change that is not applied; the message says why."""
+
+
+class _Absent(_NotUnderstood):
+    """A path the root does not hold: nothing of the image to change, nothing to say."""
 
 
 class _Ids:
@@ -162,6 +191,8 @@ def _script_changes(
     for command in commands(text, _OWNER_TOOLS, package.name, "ownership commands"):
         try:
             _apply(top, command, package, packages, ids, owners)
+        except _Absent:
+            continue
         except _NotUnderstood as reason:
             yield (
                 f"package {package.name}: {script} line {command.line}: {command.text!r}: "
@@ -184,6 +215,8 @@ def _apply(
         words = [w for w in words if w != "--add" and not w.startswith("--force-")]
         if len(words) != 4 or not _OCTAL.fullmatch(words[2]) or words[0].startswith("-"):
             raise _NotUnderstood("not dpkg-statoverride --add USER GROUP MODE PATH")
+        if _absent(top, words[3], package, packages):
+            return
         uid, gid = ids.user(words[0]), ids.group(words[1])
         path, _ = _own_path(top, words[3], package, packages)
         owners[path] = Owner(uid, gid, int(words[2], 8))
@@ -191,6 +224,8 @@ def _apply(
         recursive, operands = _operands(command)
         if len(operands) < 2:
             raise _NotUnderstood(f"not {command.tool} [-R] SPEC PATH")
+        if all(_absent(top, given, package, packages) for given in operands[1:]):
+            return  # nothing of the image to change: its accounts do not matter
         change = _chown_change(operands[0], ids) if command.tool == "chown" else None
         for given in operands[1:]:
             for path, info in _targets(top, given, package, packages, recursive):
@@ -268,13 +303,24 @@ def _own_path(
         try:
             info = os.lstat(f"{top}{walked}")
         except OSError:
-            raise _NotUnderstood(f"{path} is not in the root") from None
+            raise _Absent(f"{path} is not in the root") from None
         if stat.S_ISLNK(info.st_mode):
             raise _NotUnderstood(f"{path} reaches through the link {walked}")
     others = any(path in other.paths for other in packages if other.name != package.name)
     if info is None or path not in package.paths or others:
         raise _NotUnderstood(f"{path} is not a path of package {package.name} alone")
     return path, info
+
+
+def _absent(top: Path, given: str, package: Shipped, packages: Sequence[Shipped]) -> bool:
+    """Whether ``given`` is a plain path the root does not hold."""
+    try:
+        _own_path(top, given, package, packages)
+    except _Absent:
+        return True
+    except _NotUnderstood:
+        return False
+    return False
 
 
 def _is_mode(word: str) -> bool:
@@ -315,3 +361,112 @@ def _who_mask(who: str) -> int:
     for letter in who:
         mask |= {"u": 0o4700, "g": 0o2070, "o": 0o1007, "a": 0o7777}[letter]
     return mask
+
+
+def made_dirs(package: Shipped, tmpfiles: Mapping[str, str]) -> tuple[list[MadeDir], list[str]]:
+    """The directories ``package``'s ``install -d`` lines and ``tmpfiles`` (path -> text)
+    make; notes for the lines naming such a path that are not understood."""
+    found: list[MadeDir] = []
+    notes: list[str] = []
+    for where, shown, parse in _dir_lines(package, tmpfiles):
+        try:
+            found += parse()
+        except _NotUnderstood as reason:
+            notes.append(f"package {package.name}: {where}: {shown!r}: {reason}; not made")
+    if len(found) > MAX_SCRIPT_COMMANDS:
+        raise PackageError(
+            f"package {package.name}: more than {MAX_SCRIPT_COMMANDS} directories made by "
+            "its scripts and tmpfiles.d files; refused"
+        )
+    return found, notes
+
+
+def _dir_lines(
+    package: Shipped, tmpfiles: Mapping[str, str]
+) -> Iterator[tuple[str, str, Callable[[], list[MadeDir]]]]:
+    """(where, the line, its parser) for each script command and tmpfiles.d line."""
+    for script in ("preinst", "postinst"):
+        text = package.scripts.get(script, "")
+        for command in commands(text, _DIR_TOOLS, package.name, "install commands"):
+            where = f"{script} line {command.line}"
+            yield where, command.text, partial(_install_dirs, command, package.name, where)
+    for path, text in tmpfiles.items():
+        for number, line in enumerate(text.split("\n"), 1):
+            where = f"{path} line {number}"
+            yield where, line.strip(), partial(_tmpfiles_dir, line, package.name, where)
+
+
+def _install_dirs(command: Command, package: str, where: str) -> list[MadeDir]:
+    """``install -d [-m MODE] [-o USER] [-g GROUP] PATH...``; another install: none."""
+    if command.tool != "install":
+        return []
+    options = {"-m": "755", "-o": "root", "-g": "root"}
+    long_names = {"--mode": "-m", "--owner": "-o", "--group": "-g"}
+    directory, paths, rest = False, [], list(command.words[1:])
+    while rest:
+        word = rest.pop(0)
+        key, equals, value = word.partition("=")
+        key = long_names.get(key, key)
+        if word in ("-d", "--directory"):
+            directory = True
+        elif word in ("-v", "--verbose"):
+            continue
+        elif key in options and (equals or rest):
+            options[key] = value if equals else rest.pop(0)
+        elif word.startswith("-"):
+            if directory:
+                raise _NotUnderstood(f"the option {word!r}")
+            return []  # some other install: a file copied, not a directory made
+        else:
+            paths.append(word)
+    if not directory:
+        return []
+    if not _OCTAL.fullmatch(options["-m"]):
+        raise _NotUnderstood(f"the mode {options['-m']!r}")
+    for name in (options["-o"], options["-g"]):
+        if _NOT_LITERAL.search(name):
+            raise _NotUnderstood("a variable or a glob")
+    mode = int(options["-m"], 8)
+    return [
+        MadeDir(package, made, mode, options["-o"], options["-g"], where)
+        for made in (runtime_path(given) for given in paths)
+        if made is not None
+    ]
+
+
+def _tmpfiles_dir(line: str, package: str, where: str) -> list[MadeDir]:
+    """A tmpfiles.d ``d``/``D`` line: ``TYPE PATH [MODE [USER [GROUP ...]]]``; ``-`` defaults."""
+    words = line.split()
+    if len(words) < 2 or words[0] not in ("d", "D"):
+        return []
+    path = runtime_path(words[1])
+    if path is None:
+        return []
+    fields = [*words[2:5], "-", "-", "-"][:3]
+    mode_word, user, group = (None if word == "-" else word for word in fields)
+    mode = 0o755
+    if mode_word is not None:
+        match = _TMPFILES_MODE.fullmatch(mode_word)
+        if match is None:
+            raise _NotUnderstood(f"the mode {mode_word!r}")
+        mode = int(match.group(1), 8)
+    for name in (user, group):
+        if name is not None and ("%" in name or _NOT_LITERAL.search(name)):
+            raise _NotUnderstood("a specifier, a variable or a glob")
+    return [MadeDir(package, path, mode, user or "root", group or "root", where)]
+
+
+def runtime_path(given: str) -> str | None:
+    """``given`` as a literal absolute path below RUNTIME_DIRS; None for one elsewhere.
+
+    Raises _NotUnderstood for a variable, a glob, a tmpfiles.d specifier (``%t``),
+    a relative path or a ``..``: none is a path one can plan.
+    """
+    if _NOT_LITERAL.search(given) or "%" in given:
+        raise _NotUnderstood("a variable, a glob or a specifier")
+    if not given.startswith("/") or ".." in given.split("/"):
+        raise _NotUnderstood(f"{given!r} is not a plain absolute path")
+    path = posixpath.normpath(given).replace("//", "/")
+    if path in SYSTEM_DIRS or not any(path.startswith(top + "/") for top in RUNTIME_DIRS):
+        return None
+    return path

@@ -22,7 +22,10 @@ here, as data:
   skipped; a script over MAX_CONTROL_MEMBER is not read (a warning says so);
 - the owners and modes dpkg and the scripts leave (:mod:`scratchpack.packages.owners`):
   the data tar's owners by name, created users' own homes, the scripts'
-  ``chown``/``chmod``/``dpkg-statoverride`` lines, as data for the plan.
+  ``chown``/``chmod``/``dpkg-statoverride`` lines, as data for the plan;
+- the empty runtime directories the scripts' ``install -d`` lines and the
+  packages' ``tmpfiles.d`` files make (``/run/postgresql``), as data too:
+  the planner makes those of the packages the image holds.
 
 Packages are hostile: every file written here is created from directory
 descriptors opened inside the root, no link followed — a package's link at a
@@ -51,7 +54,15 @@ from scratchpack.packages.deb import (
     paragraph_fields,
     read_control,
 )
-from scratchpack.packages.owners import HeaderOwner, Home, Owner, Shipped, package_owners
+from scratchpack.packages.owners import (
+    HeaderOwner,
+    Home,
+    MadeDir,
+    Owner,
+    Shipped,
+    made_dirs,
+    package_owners,
+)
 from scratchpack.packages.scripts import commands
 
 # Packages every Debian system has; resolved beside the named ones for what they
@@ -81,6 +92,7 @@ MAX_ACCOUNT_NAME = 32
 _ACCOUNT_PATH = re.compile(r"/[A-Za-z0-9._+@,=~/-]{0,4095}")
 _NUMBER = re.compile(r"[0-9]+")
 _SYSUSERS = re.compile(r"^usr/lib/sysusers\.d/[^/]+\.conf$")
+_TMPFILES = re.compile(r"^(?:usr/lib|etc)/tmpfiles\.d/[^/]+\.conf$")
 # The archive's download bookkeeping in an index entry: not what dpkg's status says.
 _ARCHIVE_ONLY = frozenset(
     {"Filename", "Size", "MD5sum", "SHA1", "SHA256", "SHA512", "Description-md5", "Tag"}
@@ -123,6 +135,8 @@ class PackageRoot:
     owners: dict[str, Owner] = field(default_factory=dict)
     # (package, note): a script's ownership change that was not applied, and why.
     owner_notes: tuple[tuple[str, str], ...] = ()
+    # The empty directories the packages' install -d and tmpfiles.d lines make.
+    made_dirs: tuple[MadeDir, ...] = ()
 
     def named(self, names: Iterable[str]) -> list[UnpackedPackage]:
         wanted = set(names)
@@ -157,10 +171,27 @@ def unpack_packages(
         destination, packages, STATIC_USERS | _names(passwd), STATIC_GROUPS | _names(group)
     )
     passwd, group = _write_accounts(destination, (passwd, group), accounts, packages)
-    owners, notes = package_owners(
-        destination, _shipped(packages), headers, (passwd, group), _homes(accounts)
+    shipped = _shipped(packages)
+    owners, notes = package_owners(destination, shipped, headers, (passwd, group), _homes(accounts))
+    made: list[MadeDir] = []
+    for package in shipped:
+        dirs, dir_notes = made_dirs(package, _tmpfiles(destination, package.paths))
+        made += dirs
+        notes += [(package.name, note) for note in dir_notes]
+    return PackageRoot(
+        destination, packages, accounts, tuple(warnings), owners, tuple(notes), tuple(made)
     )
-    return PackageRoot(destination, packages, accounts, tuple(warnings), owners, tuple(notes))
+
+
+def _tmpfiles(top: Path, paths: Iterable[str]) -> dict[str, str]:
+    """A package's tmpfiles.d files: in-root path -> text, read inside the root."""
+    root = RootFS(str(top))
+    found = {}
+    for path in sorted(paths):
+        if _TMPFILES.match(path.lstrip("/")):
+            data = root.read_bytes(path, limit=MAX_CONTROL_MEMBER) or b""
+            found[path] = data.decode("utf-8", "replace")
+    return found
 
 
 def _shipped(packages: Iterable[UnpackedPackage]) -> list[Shipped]:

@@ -13,14 +13,21 @@ image holds, as ``build --root`` would:
   ``/etc`` link), ``/run`` and the ``/var/run`` link;
 - ``/var/lib/dpkg/status.d/PKG`` for every package the image holds a file of
   (distroless's convention, read by vulnerability scanners);
-- the accounts the kept packages' scripts create, homes owned by their users.
+- the accounts the kept packages' scripts create, homes owned by their users;
+- ``--user``'s home when a package created the account and ships the home
+  (postgresql-common's ``/var/lib/postgresql``, whatever the named package),
+  empty; and the runtime directories (``/run/postgresql``) that the tmpfiles.d
+  files and ``install -d`` lines of the packages the image holds make;
+- tzdata's zone files when a kept package depends on tzdata, as ``--tzdata``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import filecmp
+import os
 import posixpath
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,8 +35,10 @@ from scratchpack.errors import InputError
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
 from scratchpack.packages.deb import paragraph_fields, source_name
+from scratchpack.packages.owners import SYSTEM_DIRS, MadeDir
 from scratchpack.packages.root import PackageRoot, UnpackedPackage
 from scratchpack.plan.entries import Entry, EntryKind, Reason
+from scratchpack.plan.essentials import ZONEINFO, Essentials
 from scratchpack.plan.rootplan import RootPlan
 
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -156,14 +165,52 @@ def entry_program(
             f"{_listed(others)}"
         )
         return obvious[0]
-    what = (
-        f"put {len(found)} programs on PATH ({_listed(found)})"
-        if found
-        else "put no program on PATH"
-    )
+    if found:
+        what = f"put {len(found)} programs on PATH ({_listed(found)})"
+    else:
+        elsewhere = programs_elsewhere(root, selection, named)
+        what = "put no program on PATH" + (
+            f"; their programs elsewhere: {_listed(elsewhere)}" if elsewhere else ""
+        )
     raise InputError(
         f"--package {', '.join(named)}: {what}; choose one with --entrypoint or BINARY"
     )
+
+
+def programs_elsewhere(
+    root: PackageRoot, selection: PackageSelection, named: Iterable[str]
+) -> list[str]:
+    """The named packages' programs outside PATH (postgresql-15's ``/usr/lib/postgresql/15/bin``):
+    regular files with an x bit that are ELF files or scripts, links left out."""
+    wanted = set(named)
+    fs = RootFS(str(root.top))
+    found = [
+        path
+        for package in selection.packages
+        if package.ref.name in wanted
+        for path in package.paths
+        if posixpath.dirname(path) not in PATH_DIRS and _is_program_file(fs, path)
+    ]
+    # The program named like a package first (postgres of postgresql-15), then by path.
+    return sorted(dict.fromkeys(found), key=lambda path: (not _named_like(path, wanted), path))
+
+
+def _named_like(path: str, names: Iterable[str]) -> bool:
+    return any(name.startswith(posixpath.basename(path)) for name in names)
+
+
+def _is_program_file(fs: RootFS, path: str) -> bool:
+    host = fs.host_path(path)
+    if host is None or fs.realpath(path) != path:
+        return False  # absent, or a link: its target is the program
+    try:
+        info = os.lstat(host)
+        if not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o111:
+            return False
+    except OSError:
+        return False
+    head = fs.read_bytes(path, limit=4) or b""
+    return head.startswith((b"\x7fELF", b"#!"))
 
 
 def _listed(paths: list[str]) -> str:
@@ -240,3 +287,161 @@ def created_accounts(root: PackageRoot, packages: Iterable[UnpackedPackage]) -> 
     """Names of the users and groups the scripts of ``packages`` create."""
     names = {package.ref.name for package in packages}
     return {account.name for account in root.accounts if account.package in names}
+
+
+@dataclass(frozen=True)
+class _Accounts:
+    """The image's planned ``/etc/passwd`` and ``/etc/group``: name -> ids."""
+
+    users: dict[str, tuple[int, int]]
+    groups: dict[str, int]
+
+    @classmethod
+    def of(cls, plan: RootPlan) -> _Accounts:
+        users = {
+            fields[0]: (int(fields[2]), int(fields[3]))
+            for fields in _account_fields(plan, "/etc/passwd", 4)
+            if fields[3].isdigit()
+        }
+        groups = {fields[0]: int(fields[2]) for fields in _account_fields(plan, "/etc/group", 3)}
+        return cls(users, groups)
+
+    def uid(self, name: str) -> int | None:
+        return int(name) if name.isdigit() else self.users.get(name, (None, None))[0]
+
+    def gid(self, name: str) -> int | None:
+        return int(name) if name.isdigit() else self.groups.get(name)
+
+
+def _account_fields(plan: RootPlan, path: str, count: int) -> list[list[str]]:
+    entry = plan.entries.get(plan.through_links(path))
+    if entry is None or entry.kind is not EntryKind.FILE:
+        return []
+    data = entry.data
+    if data is None and entry.source:
+        try:
+            with open(entry.source, "rb") as stream:
+                data = stream.read(1 << 20)
+        except OSError:
+            return []
+    lines = (data or b"").decode("utf-8", "replace").splitlines()
+    fields = [line.split(":") for line in lines]
+    return [f for f in fields if len(f) >= count and f[2].isdigit() and len(f[2]) < 11]
+
+
+def add_package_dirs(plan: RootPlan, root: PackageRoot, user: str | None) -> None:
+    """``--user``'s home, and the runtime directories of the packages the image holds.
+
+    Held: a package whose file or link the image has, or whose created account
+    its ``/etc/passwd`` names (postgresql-common made ``postgres``). Each is
+    planned as an empty directory unless the plan has the path already, owned
+    by names of the image's own accounts; a line naming an account the image
+    lacks, or a path reached through a link of the plan (but ``/var/run``,
+    the image's link to ``/run``), is warned about and not made.
+    """
+    accounts = _Accounts.of(plan)
+    _add_user_home(plan, root, accounts, user)
+    held = _held_names(plan, root, accounts)
+    for made in root.made_dirs:
+        if made.package in held:
+            reason = _make_dir(plan, made, accounts)
+            if reason:
+                warn(f"package {made.package}: {made.where}: {made.path}: {reason}; not made")
+
+
+def _held_names(plan: RootPlan, root: PackageRoot, accounts: _Accounts) -> set[str]:
+    top = str(root.top)
+    files = {entry.source for entry in plan.files if entry.source}
+    links = {path for path, entry in plan.entries.items() if entry.kind is EntryKind.SYMLINK}
+    held = {
+        package.ref.name
+        for package in root.packages
+        if any(top + path in files or path in links for path in package.paths)
+    }
+    return held | {a.package for a in root.accounts if a.is_user and a.name in accounts.users}
+
+
+def _add_user_home(
+    plan: RootPlan, root: PackageRoot, accounts: _Accounts, user: str | None
+) -> None:
+    """The home of a package-created ``--user`` that the root holds as a real directory."""
+    name = (user or "").partition(":")[0]
+    created = [a for a in root.accounts if a.is_user and a.name == name]
+    if not created or name not in accounts.users:
+        return
+    home = created[0].home
+    if home in SYSTEM_DIRS or not _real_dir(str(root.top), home):
+        return
+    existing = plan.entries.get(home)
+    if existing is not None and not existing.implied:
+        return  # planned already (an --include, a kept package's own): its owner stands
+    recorded = root.owners.get(home)
+    mode = recorded.mode if recorded is not None and recorded.mode is not None else None
+    if mode is None:
+        mode = stat.S_IMODE(os.lstat(f"{root.top}{home}").st_mode)
+    uid, gid = accounts.users[name]
+    plan.add_dir(home, mode, Reason.PACKAGE, f"home of {name}", uid, gid)
+
+
+def _real_dir(top: str, path: str) -> bool:
+    """Whether ``path`` is a directory of the root reached through no link."""
+    walked = ""
+    for part in path.strip("/").split("/"):
+        walked += "/" + part
+        try:
+            info = os.lstat(top + walked)
+        except OSError:
+            return False
+        if stat.S_ISLNK(info.st_mode):
+            return False
+    return bool(walked) and stat.S_ISDIR(info.st_mode)
+
+
+def _make_dir(plan: RootPlan, made: MadeDir, accounts: _Accounts) -> str | None:
+    """Plan ``made``; why not, when it is not planned (None when it is, or stands already)."""
+    expected = (
+        "/run" + made.path[len("/var/run") :] if made.path.startswith("/var/run/") else made.path
+    )
+    run_link = plan.entries.get("/var/run")
+    if made.path != expected and (run_link is None or run_link.target not in ("/run", "../run")):
+        return "/var/run is not the image's link to /run"
+    path = plan.through_links(made.path)
+    if path != expected:
+        return f"reached through a link ({path})"
+    uid, gid = accounts.uid(made.user), accounts.gid(made.group)
+    if uid is None or gid is None:
+        missing = made.user if uid is None else made.group
+        return f"no account {missing!r} in the image"
+    existing = plan.entries.get(path)
+    if existing is not None and not existing.implied:
+        return None if existing.kind is EntryKind.DIR else f"already a {existing.kind.value}"
+    plan.add_dir(path, made.mode, Reason.PACKAGE, made.where, uid, gid)
+    return None
+
+
+def package_essentials(
+    essentials: Essentials, root: PackageRoot, selection: PackageSelection
+) -> Essentials:
+    """``essentials``, with ``--tzdata`` when a kept package depends on tzdata directly
+    (postgresql-15: initdb looks for ``/usr/share/zoneinfo``); a note says so."""
+    if essentials.tzdata or not RootFS(str(root.top)).is_dir(ZONEINFO):
+        return essentials
+    wanting = [package.ref.name for package in selection.packages if _depends_on(package, "tzdata")]
+    if not wanting:
+        return essentials
+    warn(
+        f"--package {wanting[0]}: depends on tzdata, so its zone files ({ZONEINFO}) are kept "
+        f"as --tzdata keeps them; --exclude {ZONEINFO} leaves them out"
+    )
+    return dataclasses.replace(essentials, tzdata=True)
+
+
+def _depends_on(package: UnpackedPackage, name: str) -> bool:
+    """Whether ``Depends``/``Pre-Depends`` name ``name`` itself, not as an alternative."""
+    fields = paragraph_fields(package.ref.index) if package.ref.index else package.control.fields
+    for key in ("Depends", "Pre-Depends"):
+        for clause in fields.get(key, "").split(","):
+            words = clause.strip().split()
+            if words and "|" not in clause and words[0].partition(":")[0] == name:
+                return True
+    return False

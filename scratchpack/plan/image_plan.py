@@ -59,11 +59,13 @@ from scratchpack.plan.essentials import (
 from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.from_packages import (
     PackageSelection,
+    add_package_dirs,
     add_status_d,
     add_system_files,
     created_accounts,
     entry_program,
     own_homes,
+    package_essentials,
     select,
 )
 from scratchpack.plan.programs import DEFAULT_PATH, Program, program
@@ -176,6 +178,9 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         for binary in _binaries(options, config, selection)
     ]
     programs = [found for _, found in named]
+    if options.package_root is not None and selection is not None:  # a program, then notes
+        kept = package_essentials(options.essentials, options.package_root, selection)
+        options = dataclasses.replace(options, essentials=kept)
     closures = _program_closures(plan, resolver, programs, options.essentials)
     if selection is not None:
         closures += _package_closures(plan, resolver, selection.paths, options.essentials)
@@ -195,6 +200,7 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     if options.package_root is not None:
         add_system_files(plan, options.package_root)
         own_homes(plan, options.package_root)
+        add_package_dirs(plan, options.package_root, config.user)
         add_status_d(plan, options.package_root)
     own_copies(plan, copied)  # owners are names of the passwd just planned; theirs win
     warn_unused_excludes(plan.excludes)
@@ -338,6 +344,8 @@ def _program_closures(
     """Each program, and what it runs (a script's interpreter), with their closures."""
     closures: list[Closure] = []
     for found in programs:
+        if found.path == SHELL and not found.runs:
+            continue  # --shell busybox's /bin/sh: add_shell plans it
         plan.add_path(resolver.root, found.path, Reason.PROGRAM)
         for target in found.runs:
             closure = resolve_for_image(resolver, target, essentials)
@@ -443,7 +451,8 @@ def _warn_about_shell_calls(root: RootFS, programs: list[Program]) -> None:
             calls = shell_calls(host) if host else []
             if calls:
                 warn(
-                    f"{target} calls {', '.join(f'{call}()' for call in calls)}, which run "
+                    f"{target} calls {', '.join(f'{call}()' for call in calls)}, which "
+                    f"{'runs' if len(calls) == 1 else 'run'} "
                     f"{SHELL}; the image has none: add --shell busybox if it needs one"
                 )
 
@@ -453,6 +462,8 @@ def _binary(
 ) -> Program:
     """A BINARY argument: a host path, or a path inside ``--root`` (or a ``--copy`` DEST)."""
     path = os.path.abspath(binary) if root.is_host else "/" + binary.lstrip("/")
+    if shell and path == SHELL:
+        return Program(SHELL, (), "sh")  # --shell busybox's, not the root's
     host = root.host_path(path)
     if host is None or not os.path.isfile(host):
         hint = host_side_hint(binary, root, packages)

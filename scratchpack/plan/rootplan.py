@@ -228,7 +228,8 @@ class RootPlan:
         ``dest`` it lands there. A symlink in the tree that points out of it
         brings its target, as the program will see it from the link's place in
         the image (nginx's ``sites-enabled/default``, the JDK's ``conf/*`` in
-        ``/etc``); one that points nowhere is kept with a warning. Returns
+        ``/etc``); one that points nowhere is kept (with a warning when the root is this
+        machine's). Returns
         ``(in-image path, in-root source path)`` of the regular files added, so
         callers can find the ELF files among them.
         """
@@ -299,7 +300,12 @@ class RootPlan:
         """The target of an included link that points out of what is planned, brought along."""
         pointed = posixpath.normpath(posixpath.join(posixpath.dirname(link), target))
         if root.trace(pointed) is None:
-            warn(f"{link} -> {target}: points to nothing in {root.top}; kept as a dangling link")
+            # A root's link to nothing is as the packages ship it (tzdata's zoneinfo/localtime
+            # -> /etc/localtime, see add_listed): kept silently. This machine's is worth a word.
+            if root.is_host:
+                warn(
+                    f"{link} -> {target}: points to nothing in {root.top}; kept as a dangling link"
+                )
             return []
         real = root.realpath(pointed) or pointed
         if any(_within(path, tree) for tree in self._brought for path in (pointed, real)):
