@@ -45,6 +45,8 @@ SYSTEM_DIRS = (
     "/nix",
     "/snap",
 )
+# Scratch space inside them: a build under /var/tmp is as much the user's as one in /tmp.
+USER_PLACES_IN_SYSTEM_DIRS = ("/var/tmp",)
 
 # Reasons of what the user named (a BINARY and what it runs, --include) and of the
 # libraries beside them. A PT_INTERP loader is named by absolute path in the ELF
@@ -140,6 +142,8 @@ def _follows_a_move(closure: Closure, library: Library, resolver: Resolver) -> b
 
 def is_system_path(path: str) -> bool:
     """Whether ``path`` lies in one of :data:`SYSTEM_DIRS` (or is ``/``)."""
+    if any(_within(path, top) for top in USER_PLACES_IN_SYSTEM_DIRS):
+        return False
     return path == "/" or any(_within(path, top) for top in SYSTEM_DIRS)
 
 

@@ -21,7 +21,7 @@ from scratchpack.notes import collecting
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.image_plan import BuildOptions, plan_image
 from scratchpack.plan.layers import split_layers
-from scratchpack.plan.relocate import APP_PREFIX, Kept, Relocation, relocate
+from scratchpack.plan.relocate import APP_PREFIX, Kept, Relocation, is_system_path, relocate
 from scratchpack.plan.rootplan import RootPlan
 from tests.cfixtures import compile_exe, compile_lib, is_host_glibc_x86_64
 
@@ -343,3 +343,19 @@ def test_a_library_moves_only_when_the_loader_still_finds_it(
 
 
 PINNED = "keeps its host path in the image (found without $ORIGIN or LD_LIBRARY_PATH)"
+
+
+@pytest.mark.parametrize(
+    ("path", "system"),
+    [
+        ("/usr/bin/curl", True),
+        ("/var/lib/app/x", True),
+        ("/", True),
+        ("/var/tmp/build/hello", False),  # scratch space, as /tmp (CI builds there)
+        ("/var/tmpfoo/x", True),
+        ("/tmp/build/hello", False),
+        ("/home/u/src/hello", False),
+    ],
+)
+def test_which_paths_are_the_systems(path: str, system: bool) -> None:
+    assert is_system_path(path) is system
