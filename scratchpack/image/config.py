@@ -34,6 +34,8 @@ from scratchpack.image.documents import (
 from scratchpack.image.media import Platform
 
 _ENV_KEY = re.compile(r"^[^\s=]+$")
+# EXPOSE's PORT[/PROTO]: what an image config's ExposedPorts key may be ("8080/tcp").
+_EXPOSE = re.compile(r"^(\d{1,5})(?:/(tcp|udp|sctp))?$")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class ImageConfig:
                 raise InputError(f"{option} {value!r}: empty or with a newline")
         if self.workdir is not None and not self.workdir.startswith("/"):
             raise InputError(f"--workdir {self.workdir}: must be an absolute path")
+        for port in self.expose:
+            _check_expose(port)
 
     def runtime_json(self) -> dict[str, Any]:
         """The image config's ``config`` object for these settings."""
@@ -228,3 +232,13 @@ def config_document(
         "history": history,
     }
     return canonical_json(document)
+
+
+def _check_expose(port: str) -> None:
+    """``--expose 8080``, ``53/udp``: a port the engine can publish (``docker build``
+    would stop on ``abc`` only after the whole plan; the writer would write it)."""
+    found = _EXPOSE.match(port)
+    if found is None or not 1 <= int(found.group(1)) <= 65535:
+        raise InputError(
+            f"--expose {port!r}: expected PORT[/PROTO], a port from 1 to 65535 and tcp, udp or sctp"
+        )

@@ -277,3 +277,18 @@ def test_run_limits_go_with_verify(
     else:
         with pytest.raises(InputError, match=message):
             verify_from_options(args, 120, memory, pids)
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "80/icmp", "80-90", "-1", "80/"])
+def test_expose_is_refused_before_any_work(port: str) -> None:
+    from scratchpack.image.config import ImageConfig
+
+    with pytest.raises(InputError, match=r"--expose .*expected PORT\[/PROTO\]"):
+        ImageConfig(entrypoint=None, expose=(port,)).check()
+
+
+@pytest.mark.parametrize("port", ["80", "53/udp", "8080/tcp", "65535", "132/sctp"])
+def test_expose_takes_a_port_and_protocol(port: str) -> None:
+    from scratchpack.image.config import ImageConfig
+
+    ImageConfig(entrypoint=None, expose=(port,)).check()
