@@ -385,15 +385,19 @@ def _check_user_form(user: str | None) -> None:
 
 
 def _check_host_files(request: BuildRequest) -> None:
-    """What reads only the host or the flags: --exclude, the busybox of --shell and of
-    --debug-shell busybox; so a mistake fails before the packages are resolved."""
+    """What reads only the host or the flags: --exclude, --include's form, the busybox of
+    --shell and of --debug-shell busybox; so a mistake fails before the packages are
+    resolved."""
     from scratchpack.plan.busybox import busybox_applets
     from scratchpack.plan.debug import busybox_entries
     from scratchpack.plan.essentials import shell_platform
     from scratchpack.plan.excludes import Excludes
+    from scratchpack.plan.image_plan import include_parts
 
     options = request.options
     Excludes(options.excludes)
+    for spec in options.includes:
+        include_parts(spec)
     if options.essentials.shell:
         shell_platform(options.essentials.shell)
     debug = request.debug

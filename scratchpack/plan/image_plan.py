@@ -621,14 +621,9 @@ def _warn_if_origin_relative(closure: Closure, image_path: str) -> None:
         )
 
 
-def add_include(
-    plan: RootPlan, root_fs: RootFS, spec: str, packages: bool = False
-) -> list[tuple[str, str]]:
-    """``--include SRC[:DEST]``: returns (in-image path, in-root source) of the files added.
-
-    ``packages``: the root is ``--package``'s, which a message about a path missing in
-    it names as such.
-    """
+def include_parts(spec: str) -> tuple[str, str]:
+    """``--include SRC[:DEST]``'s SRC and normalised DEST ('' when none), checked by form
+    alone, so a mistake is one line before any package is resolved."""
     source, _, dest = spec.partition(":")
     if not source:
         raise InputError(f"--include {spec}: expected SRC[:DEST]")
@@ -639,6 +634,18 @@ def add_include(
                 "and without '..'"
             )
         dest = posixpath.normpath(dest)
+    return source, dest
+
+
+def add_include(
+    plan: RootPlan, root_fs: RootFS, spec: str, packages: bool = False
+) -> list[tuple[str, str]]:
+    """``--include SRC[:DEST]``: returns (in-image path, in-root source) of the files added.
+
+    ``packages``: the root is ``--package``'s, which a message about a path missing in
+    it names as such.
+    """
+    source, dest = include_parts(spec)
     if root_fs.is_host:
         source = os.path.abspath(source)
     elif not source.startswith("/"):

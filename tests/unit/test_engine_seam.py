@@ -297,8 +297,9 @@ def _package_request(tmp_path: Path, **changes: object) -> BuildRequest:
     options: dict[str, object] = {"binaries": (), "packages": ("curl",)}
     if "shell" in changes:
         options["essentials"] = Essentials(shell=str(changes.pop("shell")))
-    if "excludes" in changes:
-        options["excludes"] = changes.pop("excludes")
+    for listed in ("excludes", "includes"):
+        if listed in changes:
+            options[listed] = changes.pop(listed)
     debug = changes.pop("debug_busybox", None)
     return BuildRequest(
         options=BuildOptions(**options),  # type: ignore[arg-type]
@@ -322,6 +323,9 @@ def _package_request(tmp_path: Path, **changes: object) -> BuildRequest:
         ({"user": "app:"}, r"--user app:: expected"),
         ({"user": ":staff"}, r"--user :staff: expected"),
         ({"user": "-x"}, r"--user -x: expected"),
+        ({"includes": (":/etc/x",)}, r"--include :/etc/x: expected SRC\[:DEST\]"),
+        ({"includes": ("/etc/x:rel",)}, r"--include /etc/x:rel: DEST must be an absolute"),
+        ({"includes": ("/etc/x:/a/../b",)}, r"DEST must be an absolute path .* without '\.\.'"),
     ],
 )
 def test_build_package_usage_errors_come_before_resolution(
