@@ -13,9 +13,8 @@ machine's Debian packages (tests/integration/test_recipes.py) and shrunk by
 - :data:`PYTHON_APP`: a Python program printing YAML through PyYAML's C extension
   (libyaml), installed from a wheel cached in ``CACHE_DIR/wheels`` (:func:`pyyaml_wheel`).
 
-Two more run from Debian's packages (``build --package``, issue 22, item 8), each given
-to ``sh -c`` or ``python3 -c`` as the README does it, ``--cmd "-c '$(cat FILE)'"`` (so
-neither holds a single quote):
+Two more run from Debian's packages (``build --package``, issue 22, item 8), each a file
+of the user's that ``--copy`` puts beside the packages, at ``/app/NAME``:
 
 - :data:`POSTGRES_PACKAGE_START`: PostgreSQL 15 as the packages' ``postgres`` account,
   initialised into its home on the first start;
@@ -91,12 +90,15 @@ PYTHON_TAG = "cp311"
 
 
 # The same start-up from the packages (its home is theirs: $HOME/data is
-# /var/lib/postgresql/data), with no single quote, so that it can be given inline.
+# /var/lib/postgresql/data), copied in as /app/start.sh. The socket stays where Debian's
+# build puts it, /var/run/postgresql, which the image has as postgresql-common's
+# tmpfiles.d line makes it.
 POSTGRES_PACKAGE_START = """\
 #!/bin/sh
-# PostgreSQL from the Debian packages as their postgres account. Sockets go to /tmp:
-# the postinst of postgresql-common, never run, is what makes /var/run/postgresql.
-""" + POSTGRES_START[POSTGRES_START.index("set -e") :].replace("'*'", '"*"')
+# PostgreSQL from the Debian packages as their postgres account.
+""" + POSTGRES_START[POSTGRES_START.index("set -e") :].replace(
+    " -c unix_socket_directories=/tmp", ""
+)
 
 PYTHON_HTTP_PORT = 8000
 PYTHON_HTTP_APP = f"""\

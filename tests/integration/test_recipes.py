@@ -380,8 +380,8 @@ PACKAGE_CACHE = {"SCRATCHPACK_CACHE": str(CACHE_DIR / "packages")}
 
 
 def inline_cmd(script: Path) -> str:
-    """``--cmd "-c '$(cat SCRIPT)'"`` as the README's shell expands it, quoted for
-    :func:`scratchpack` (``SCRIPT`` holds no single quote)."""
+    """``--cmd "-c '$(cat SCRIPT)'"`` as a shell expands it, quoted for :func:`scratchpack`
+    (``SCRIPT`` holds no single quote): a start-up given inline, without ``--copy``."""
     text = script.read_text()
     assert "'" not in text, f"{script} holds a single quote"
     return shlex.quote(f"-c '{text}'")
@@ -392,17 +392,17 @@ def psql_data_directory(host_port: int) -> str:
 
 
 def test_postgres_from_packages_first_start(docker_client, tag, user_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    # The account is postgresql-common's (its postinst's adduser), its home the package's
-    # directory owned as the postinst's chown leaves it, and $HOME/data the cluster;
-    # busybox is the /bin/sh of the start-up and of initdb's popen(); llvmjit (the JIT,
-    # 128 MB with LLVM and z3) is optional.
+    # The account is postgresql-common's (its postinst's adduser), its home (brought by
+    # --user, owned by it) holds the cluster in $HOME/data, and the zone files come as
+    # postgresql-15 depends on tzdata; the user's start.sh comes with --copy (at
+    # /app/start.sh, the entrypoint) and busybox is its #!/bin/sh and initdb's popen()'s;
+    # llvmjit (the JIT, 128 MB with LLVM and z3) is optional.
     need("psql")
-    start = recipes.write_app(user_dir, "start.sh", recipes.POSTGRES_PACKAGE_START)
+    start = recipes.write_app(user_dir, "start.sh", recipes.POSTGRES_PACKAGE_START, 0o755)
     image = tag("postgres-deb")
     proc = scratchpack(
-        f"build --package postgresql-15 {PG_BIN}/postgres -t {image} --user postgres"
-        " --include /var/lib/postgresql --shell busybox --locale C.UTF-8 --tzdata"
-        f" --exclude 'llvmjit*' --entrypoint /bin/sh --cmd {inline_cmd(start)}",
+        f"build --package postgresql-15 /app/start.sh -t {image} --copy {start}"
+        " --user postgres --shell busybox --locale C.UTF-8 --exclude 'llvmjit*'",
         env=PACKAGE_CACHE,
     )
     report(docker_client, "postgres from packages", image, proc)
@@ -415,11 +415,13 @@ def python_app_answers(host_port: int) -> str:
 
 
 def test_python_app_from_packages(docker_client, tag, user_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    # The app comes with --copy, at /app/app.py; python3 is the program named like the
+    # package, with its standard library.
     app = recipes.write_app(user_dir, "app.py", recipes.PYTHON_HTTP_APP)
     image = tag("python-deb")
     proc = scratchpack(
-        f"build --package python3 /usr/bin/python3 -t {image} --user nonroot"
-        f" --expose {recipes.PYTHON_HTTP_PORT} --cmd {inline_cmd(app)}",
+        f"build --package python3 -t {image} --copy {app} --cmd /app/app.py --user nonroot"
+        f" --expose {recipes.PYTHON_HTTP_PORT}",
         env=PACKAGE_CACHE,
     )
     report(docker_client, "python app from packages", image, proc)
