@@ -19,9 +19,13 @@ to the image plan (:func:`scratchpack.plan.from_packages.own_homes`):
 
 The empty directories dpkg's world makes at install or boot, beside the
 files (:class:`MadeDir`): ``install -d [-m MODE] [-o USER] [-g GROUP] PATH...``
-lines of the scripts and ``d``/``D`` lines of ``tmpfiles.d`` files, for
-literal absolute paths under RUNTIME_DIRS only (``/run/postgresql``); names
-stay names, resolved later against the image's own accounts.
+and ``mkdir [-p] [-m MODE] [-Z] PATH...`` lines of the scripts and ``d``/``D``
+lines of ``tmpfiles.d`` files, for literal absolute paths under RUNTIME_DIRS
+only (``/run/postgresql``, mariadb-server's ``/var/lib/mysql``). A ``mkdir``'d
+directory is root's unless it is the home of an account the package creates,
+or a later chown/chgrp/chmod/statoverride line (or ``find PATH | xargs chown``)
+of the script names it; names stay names, resolved later against the image's
+own accounts.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 
 from scratchpack.packages.apt import PackageError
@@ -52,7 +55,8 @@ _OWNER_TOOLS = re.compile(r"ch(?:own|mod)\b|dpkg-statoverride")
 _OCTAL = re.compile(r"0{0,4}[0-7]{1,4}")
 _SYMBOLIC = re.compile(r"([ugoa]*)([-+=])([rwxXst]*)")
 _NOT_LITERAL = re.compile(r"[$`*?\[\]{}~]")
-_DIR_TOOLS = re.compile(r"\binstall\b")
+_DIR_TOOLS = re.compile(r"\b(?:install|mkdir|chown|chgrp|chmod|dpkg-statoverride|xargs)\b")
+USERS_GROUP = ""  # a MadeDir's group: its user's primary group, as ``chown USER:`` gives
 # Where a package's tmpfiles.d or install -d line may make an empty directory of the image.
 RUNTIME_DIRS = ("/run", "/var/run", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/tmp")
 _TMPFILES_MODE = re.compile(r"[~:]{0,2}(0{0,4}[0-7]{1,4})")
@@ -363,16 +367,41 @@ def _who_mask(who: str) -> int:
     return mask
 
 
-def made_dirs(package: Shipped, tmpfiles: Mapping[str, str]) -> tuple[list[MadeDir], list[str]]:
-    """The directories ``package``'s ``install -d`` lines and ``tmpfiles`` (path -> text)
-    make; notes for the lines naming such a path that are not understood."""
+def made_dirs(
+    package: Shipped, tmpfiles: Mapping[str, str], homes: Mapping[str, str] | None = None
+) -> tuple[list[MadeDir], list[str]]:
+    """The directories ``package``'s ``install -d``/``mkdir`` lines and ``tmpfiles``
+    (path -> text) make; notes for the lines naming such a path that are not understood.
+
+    ``homes`` (path -> user) are the homes of the accounts the package creates: a
+    ``mkdir`` of one is that user's (mariadb-server's ``/var/lib/mysql``), and a later
+    ``chown``/``chgrp``/``chmod``/``dpkg-statoverride`` of a made path, or a
+    ``find PATH … | xargs … chown USER`` of it, gives it its owner and mode.
+    """
     found: list[MadeDir] = []
     notes: list[str] = []
-    for where, shown, parse in _dir_lines(package, tmpfiles):
-        try:
-            found += parse()
-        except _NotUnderstood as reason:
-            notes.append(f"package {package.name}: {where}: {shown!r}: {reason}; not made")
+    for script in ("preinst", "postinst"):
+        text = package.scripts.get(script, "")
+        previous: Command | None = None
+        for command in commands(text, _DIR_TOOLS, package.name, "install commands"):
+            where = f"{script} line {command.line}"
+            try:
+                found += _script_dirs(command, package.name, where, homes or {})
+            except _NotUnderstood as reason:
+                notes.append(
+                    f"package {package.name}: {where}: {command.text!r}: {reason}; not made"
+                )
+            _change_made(found, command, previous)
+            previous = command
+    for path, text in tmpfiles.items():
+        for number, line in enumerate(text.split("\n"), 1):
+            where = f"{path} line {number}"
+            try:
+                found += _tmpfiles_dir(line, package.name, where)
+            except _NotUnderstood as reason:
+                notes.append(
+                    f"package {package.name}: {where}: {line.strip()!r}: {reason}; not made"
+                )
     if len(found) > MAX_SCRIPT_COMMANDS:
         raise PackageError(
             f"package {package.name}: more than {MAX_SCRIPT_COMMANDS} directories made by "
@@ -381,19 +410,88 @@ def made_dirs(package: Shipped, tmpfiles: Mapping[str, str]) -> tuple[list[MadeD
     return found, notes
 
 
-def _dir_lines(
-    package: Shipped, tmpfiles: Mapping[str, str]
-) -> Iterator[tuple[str, str, Callable[[], list[MadeDir]]]]:
-    """(where, the line, its parser) for each script command and tmpfiles.d line."""
-    for script in ("preinst", "postinst"):
-        text = package.scripts.get(script, "")
-        for command in commands(text, _DIR_TOOLS, package.name, "install commands"):
-            where = f"{script} line {command.line}"
-            yield where, command.text, partial(_install_dirs, command, package.name, where)
-    for path, text in tmpfiles.items():
-        for number, line in enumerate(text.split("\n"), 1):
-            where = f"{path} line {number}"
-            yield where, line.strip(), partial(_tmpfiles_dir, line, package.name, where)
+def _script_dirs(
+    command: Command, package: str, where: str, homes: Mapping[str, str]
+) -> list[MadeDir]:
+    if command.tool == "install":
+        return _install_dirs(command, package, where)
+    if command.tool == "mkdir":
+        return _mkdir_dirs(command, package, where, homes)
+    return []
+
+
+def _mkdir_dirs(
+    command: Command, package: str, where: str, homes: Mapping[str, str]
+) -> list[MadeDir]:
+    """``mkdir [-p] [-m MODE] [-Z] PATH...``: root's, or a created user's home its user's."""
+    mode, paths, rest = "755", [], list(command.words[1:])
+    while rest:
+        word = rest.pop(0)
+        if word in ("-m", "--mode") and rest:
+            mode = rest.pop(0)
+        elif word.startswith("--mode=") or re.fullmatch(r"-m[0-7]+", word):
+            mode = word.partition("=")[2] if word.startswith("--") else word[2:]
+        elif re.fullmatch(r"-[pvZ]+", word) or word in ("--parents", "--verbose", "--"):
+            continue
+        elif word.startswith("-"):
+            raise _NotUnderstood(f"the option {word!r}")
+        else:
+            paths.append(word)
+    if not _OCTAL.fullmatch(mode):
+        raise _NotUnderstood(f"the mode {mode!r}")
+    made = [path for path in (runtime_path(given) for given in paths) if path is not None]
+    return [
+        MadeDir(package, path, int(mode, 8), homes.get(path, "root"),
+                USERS_GROUP if path in homes else "root", where)
+        for path in made
+    ]  # fmt: skip
+
+
+def _change_made(found: list[MadeDir], command: Command, previous: Command | None) -> None:
+    """A script's later owner or mode change of a directory it made (silent otherwise)."""
+    words = list(command.words)
+    if command.tool == "xargs" and previous is not None and previous.line == command.line:
+        tool_at = next((at for at, word in enumerate(words) if word in ("chown", "chgrp")), None)
+        if previous.tool != "find" or tool_at is None or len(previous.words) < 2:
+            return
+        words = [*words[tool_at:], previous.words[1]]  # find PATH …: PATH and what is below
+    tool = words[0].rsplit("/", 1)[-1]
+    words = [word for word in words[1:] if word not in _QUIET_FLAGS and word != "-R"]
+    if tool == "dpkg-statoverride" and "--add" in words:
+        words = [word for word in words if word != "--add"]
+        if len(words) == 4 and _OCTAL.fullmatch(words[2]):
+            _update_made(found, words[3], user=words[0], group=words[1], mode=words[2])
+    elif tool in ("chown", "chgrp", "chmod") and len(words) >= 2:
+        spec = words[0]
+        for path in words[1:]:
+            if tool == "chmod" and _OCTAL.fullmatch(spec):
+                _update_made(found, path, mode=spec)
+            elif tool == "chgrp":
+                _update_made(found, path, group=spec)
+            elif tool == "chown":
+                user, colon, group = spec.partition(":") if ":" in spec else spec.partition(".")
+                group = USERS_GROUP if colon and not group and user else group
+                _update_made(found, path, user=user or None, group=group or None)
+
+
+def _update_made(
+    found: list[MadeDir],
+    given: str,
+    user: str | None = None,
+    group: str | None = None,
+    mode: str | None = None,
+) -> None:
+    if _NOT_LITERAL.search(f"{given}{user or ''}{group or ''}") or not given.startswith("/"):
+        return
+    path = posixpath.normpath(given)
+    for at, made in enumerate(found):
+        if made.path == path:
+            found[at] = replace(
+                made,
+                user=made.user if user is None else user,
+                group=made.group if group is None else group,
+                mode=made.mode if mode is None else int(mode, 8),
+            )
 
 
 def _install_dirs(command: Command, package: str, where: str) -> list[MadeDir]:

@@ -175,7 +175,8 @@ def unpack_packages(
     owners, notes = package_owners(destination, shipped, headers, (passwd, group), _homes(accounts))
     made: list[MadeDir] = []
     for package in shipped:
-        dirs, dir_notes = made_dirs(package, _tmpfiles(destination, package.paths))
+        homes = {a.home: a.name for a in accounts if a.is_user and a.package == package.name}
+        dirs, dir_notes = made_dirs(package, _tmpfiles(destination, package.paths), homes)
         made += dirs
         notes += [(package.name, note) for note in dir_notes]
     return PackageRoot(

@@ -35,14 +35,16 @@ from scratchpack.errors import InputError
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
 from scratchpack.packages.deb import paragraph_fields, source_name
-from scratchpack.packages.owners import SYSTEM_DIRS, MadeDir
+from scratchpack.packages.owners import SYSTEM_DIRS, USERS_GROUP, MadeDir
 from scratchpack.packages.root import PackageRoot, UnpackedPackage
 from scratchpack.plan.entries import Entry, EntryKind, Reason
-from scratchpack.plan.essentials import ZONEINFO, Essentials
+from scratchpack.plan.essentials import NOBODY_UID, ZONEINFO, Essentials
 from scratchpack.plan.rootplan import RootPlan
 
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 STATUS_D = "/var/lib/dpkg/status.d"
+NOGROUP = "nogroup"  # base-passwd's name for gid 65534 (distroless's, in essentials: nobody)
+NOBODY_GID = NOBODY_UID
 OS_RELEASE = ("/usr/lib/os-release", "/etc/os-release")
 _SUPPORT = ("-doc", "-dbg", "-dbgsym", "-dev", "-tests")
 _NOT_NEEDED = (
@@ -111,20 +113,28 @@ def _on_path(packages: Iterable[UnpackedPackage]) -> list[str]:
     ]
 
 
-def distinct_programs(root: PackageRoot, paths: Iterable[str]) -> list[str]:
+def distinct_programs(
+    root: PackageRoot, paths: Iterable[str], preferred: Iterable[str] = ()
+) -> list[str]:
     """``paths`` less the duplicates PATH would not reach, in their order.
 
     haproxy ships the same ``halog`` in ``/usr/sbin`` and ``/usr/bin``: a
     program of the same name that is the same file, or has the same bytes, as
-    one earlier in PATH is the same program.
+    one earlier in PATH is the same program. Names that resolve through links
+    to one file (nodejs's ``/usr/bin/nodejs -> node``) are one program too,
+    under the name in ``preferred`` if one has it, else the first in PATH.
     """
     fs = RootFS(str(root.top))
-    paths = list(paths)
-    kept: dict[str, str] = {}  # basename -> the path PATH finds first
-    for path in sorted(paths, key=_path_rank):
+    paths, preferred = list(paths), set(preferred)
+    kept: dict[str, str] = {}  # basename, or the real file -> the path that stands for it
+    for path in sorted(paths, key=lambda path: (posixpath.basename(path) not in preferred,
+                                                _path_rank(path))):  # fmt: skip
+        real = fs.host_path(path) or path
+        if real in kept:
+            continue  # another name of a program kept already
         first = kept.setdefault(posixpath.basename(path), path)
-        if first != path and not _same_program(fs, first, path):
-            kept[path] = path  # a different program of the same name: both count
+        if first == path or not _same_program(fs, first, path):
+            kept[path] = kept[real] = path  # a different program of the same name: both count
     chosen = set(kept.values())
     return [path for path in paths if path in chosen]
 
@@ -153,7 +163,7 @@ def entry_program(
     if entrypoint:
         return entrypoint
     named = list(named)
-    found = distinct_programs(root, programs_on_path(selection, named))
+    found = distinct_programs(root, programs_on_path(selection, named), named)
     if len(found) == 1:
         return found[0]
     obvious = [path for path in found if posixpath.basename(path) in named]
@@ -218,7 +228,8 @@ def _listed(paths: list[str]) -> str:
 
 
 def add_system_files(plan: RootPlan, root: PackageRoot) -> None:
-    """os-release and the /var/run link (/run is an essential): what base-files gives."""
+    """os-release, the /var/run link (/run is an essential) and, beside an essential /tmp,
+    /var/tmp 1777 (lighttpd's upload directory): what base-files gives."""
     fs = RootFS(str(root.top))
     for path in OS_RELEASE:
         if fs.exists(path):
@@ -227,6 +238,13 @@ def add_system_files(plan: RootPlan, root: PackageRoot) -> None:
         plan.add(
             Entry("/var/run", EntryKind.SYMLINK, 0o777, Reason.ESSENTIAL, "run", target="/run")
         )
+    tmp = plan.entries.get("/tmp")
+    if (
+        tmp is not None
+        and tmp.kind is EntryKind.DIR
+        and plan.through_links("/var/tmp") not in plan.entries
+    ):
+        plan.add_dir("/var/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
 
 
 def add_status_d(plan: RootPlan, root: PackageRoot) -> list[UnpackedPackage]:
@@ -339,6 +357,7 @@ def add_package_dirs(plan: RootPlan, root: PackageRoot, user: str | None) -> Non
     lacks, or a path reached through a link of the plan (but ``/var/run``,
     the image's link to ``/run``), is warned about and not made.
     """
+    _add_nogroup(plan, root)
     accounts = _Accounts.of(plan)
     _add_user_home(plan, root, accounts, user)
     held = _held_names(plan, root, accounts)
@@ -347,6 +366,29 @@ def add_package_dirs(plan: RootPlan, root: PackageRoot, user: str | None) -> Non
             reason = _make_dir(plan, made, accounts)
             if reason:
                 warn(f"package {made.package}: {made.where}: {made.path}: {reason}; not made")
+
+
+def _add_nogroup(plan: RootPlan, root: PackageRoot) -> None:
+    """Debian's name for gid 65534, ``nogroup``, before the image's ``nobody`` group, when
+    a package's directory or created user names it (dnsmasq: ``d /run/dnsmasq 755
+    dnsmasq nogroup``, and its user's primary group)."""
+    accounts = _Accounts.of(plan)
+    if NOGROUP in accounts.groups or accounts.groups.get("nobody") != NOBODY_GID:
+        return
+    created = {account.name for account in root.accounts if account.is_user}
+    named = any(made.group == NOGROUP for made in root.made_dirs) or any(
+        gid == NOBODY_GID for name, (_, gid) in accounts.users.items() if name in created
+    )
+    entry = plan.entries.get("/etc/group")
+    if not named or entry is None or entry.data is None:
+        return
+    lines = entry.data.decode("utf-8", "replace").splitlines(keepends=True)
+    nobody = (i for i, line in enumerate(lines) if line.startswith(f"nobody:x:{NOBODY_GID}:"))
+    at = next(nobody, len(lines))
+    lines.insert(at, f"{NOGROUP}:x:{NOBODY_GID}:\n")
+    plan.add_generated(
+        "/etc/group", "".join(lines).encode(), entry.reason, entry.detail, entry.mode
+    )
 
 
 def _held_names(plan: RootPlan, root: PackageRoot, accounts: _Accounts) -> set[str]:
@@ -408,7 +450,11 @@ def _make_dir(plan: RootPlan, made: MadeDir, accounts: _Accounts) -> str | None:
     path = plan.through_links(made.path)
     if path != expected:
         return f"reached through a link ({path})"
-    uid, gid = accounts.uid(made.user), accounts.gid(made.group)
+    uid = accounts.uid(made.user)
+    if made.group == USERS_GROUP:
+        gid = accounts.users.get(made.user, (None, None))[1] if uid is not None else None
+    else:
+        gid = accounts.gid(made.group)
     if uid is None or gid is None:
         missing = made.user if uid is None else made.group
         return f"no account {missing!r} in the image"

@@ -205,3 +205,20 @@ def test_a_sh_script_plans_with_busybox_at_bin_sh(tmp_path: Path, static_busybox
 def _machine_and_bits(path: Path) -> tuple[str, int]:
     elf = read_elf(str(path))
     return elf.machine, elf.bits
+
+
+def test_a_link_to_a_program_is_that_program_named_like_the_package(tmp_path: Path) -> None:
+    """``--package nodejs`` offered /usr/bin/node as "another" of /usr/bin/nodejs -> node."""
+    node = File(b"\x7fELF node", 0o755)
+    debs = [Deb("nodejs", files={"/usr/bin/node": node, "/usr/bin/nodejs": Link("node")})]
+    root = _root(tmp_path, debs)
+    with collecting() as warnings:
+        assert _entry(root, "nodejs") == "/usr/bin/nodejs"
+    assert warnings.messages == []
+    other = [Deb("nodejs", files={**debs[0].files, "/usr/bin/corepack": b"c"})]
+    with collecting() as warnings:
+        assert _entry(_root(tmp_path / "2", other), "nodejs") == "/usr/bin/nodejs"
+    assert warnings.messages == [
+        "--package nodejs: /usr/bin/nodejs is the entrypoint (named like the package); "
+        "--entrypoint or BINARY picks another of /usr/bin/corepack"
+    ]

@@ -237,9 +237,10 @@ def test_script_parsing_is_linear() -> None:
     assert time.monotonic() - started < 5  # a guard, not a benchmark: quadratic took minutes
 
 
-def test_substitution_keeps_the_first_literal_and_leaves_others() -> None:
+def test_substitution_keeps_the_last_literal_before_the_use_and_leaves_others() -> None:
+    """As the shell does: the value a variable holds where it is used."""
     script = 'U=first\nU=second\nadduser --system ${U}\nadduser --system "$UNKNOWN"\n'
-    assert [a.name for a in script_accounts(script, "pkg")] == ["first"]
+    assert [a.name for a in script_accounts(script, "pkg")] == ["second"]
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,7 @@ def _plan(root: PackageRoot, named: tuple[str, ...], user: str | None) -> RootPl
         with contextlib.suppress(InputError):
             plan.add_listed(fs, path, Reason.PACKAGE)
     add_users(plan, fs, user, created_accounts(root, selection.packages))
+    plan.add_dir("/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
     plan.add_dir("/run", 0o755, Reason.ESSENTIAL, "run")
     add_system_files(plan, root)
     own_homes(plan, root)
@@ -407,3 +408,179 @@ def test_one_shell_call_runs_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
             RootFS("/"), [Program("/bin/true", ("/bin/true",), "true")]
         )
     assert "calls popen(), system(), which run /bin/sh;" in warnings.messages[0]
+
+
+# ------------------------------------------------------------ the first-try survey (issue 22)
+
+# mariadb-server's preinst and postinst (Debian 12), abridged: the data directory is made
+# by mkdir, then chowned through find | xargs; the account's home is /nonexistent.
+MARIADB_PREINST = """\
+mysql_datadir=/var/lib/mysql
+mysql_upgradedir=/var/lib/mysql-upgrade
+if ! getent group mysql >/dev/null; then
+ \taddgroup --system mysql >/dev/null
+fi
+if ! getent passwd mysql >/dev/null; then
+\tadduser \\
+\t  --system \\
+\t  --disabled-login \\
+\t  --ingroup mysql \\
+\t  --no-create-home \\
+\t  --home /nonexistent \\
+\t  --shell /bin/false \\
+\t  mysql  >/dev/null 2>&1
+fi
+for dir in DATADIR LOGDIR; do
+  checkdir=$(eval echo "$"$dir)
+  if [ -L "$checkdir" ]; then
+    mkdir -pZ "$mysql_upgradedir"
+  fi
+done
+if [ ! -d $mysql_datadir ] && [ ! -L $mysql_datadir ]; then
+  mkdir -Z $mysql_datadir
+fi
+set +e
+find $mysql_datadir ! -uid "$(id -u mysql)" -print0 | xargs -0 -r chown mysql
+find $mysql_datadir -follow -not -group mysql -print0 2>/dev/null \\
+  | xargs -0 --no-run-if-empty chgrp mysql
+set -e
+"""
+MARIADB_POSTINST = """\
+    mysql_statedir=/usr/share/mysql
+    mysql_datadir=/var/lib/mysql
+    mysql_cfgdir=/etc/mysql
+    if [ ! -d "$mysql_statedir" ] && [ ! -L "$mysql_statedir" ]; then mkdir -Z "$mysql_statedir"; fi
+    if [ ! -d "$mysql_datadir"  ] && [ ! -L "$mysql_datadir" ]; then mkdir -Z "$mysql_datadir" ; fi
+    find $mysql_statedir ! -uid 0 -print0 -or ! -gid 0 -print0 | xargs -0 -r sudo chown 0:0
+    find $mysql_datadir ! -uid "$(id -u mysql)" -print0 | xargs -0 -r chown mysql
+    dc=$mysql_cfgdir/debian.cnf;
+    if [ ! -e "$dc" ]; then
+        cat /dev/null > $dc
+    fi
+    chown 0:0 $dc
+    chmod 0600 $dc
+"""
+MARIADB = Deb(
+    "mariadb-server",
+    files={"usr/sbin/mariadbd": ELF, "usr/share/mysql/": Dir(0o755)},
+    scripts={"preinst": MARIADB_PREINST, "postinst": MARIADB_POSTINST},
+)
+
+
+def _group_lines(plan: RootPlan) -> list[str]:
+    return (plan.entries["/etc/group"].data or b"").decode().splitlines()
+
+
+def test_mariadbs_data_directory_is_made_by_mkdir_and_owned_through_find(tmp_path: Path) -> None:
+    """Survey problem 1: "Can't create database directory '/var/lib/mysql'"."""
+    root = _root(tmp_path, BASE_PASSWD, MARIADB)
+    with collecting() as warnings:
+        plan = _plan(root, ("mariadb-server",), "mysql")
+    uid, gid = _ids(plan, "mysql")
+    assert _dir(plan, "/var/lib/mysql") == (uid, gid, 0o755)
+    assert warnings.messages == []  # nor 'chown 0:0 $dc': /etc/mysql/debian.cnf is not held
+
+
+def test_mkdir_of_a_created_users_home_is_the_users(tmp_path: Path) -> None:
+    script = (
+        "adduser --system --home /var/lib/app --no-create-home --group app\n"
+        "mkdir -p -m 0750 /var/lib/app /var/cache/app\nmkdir /etc/app /var/lib/app/sub\n"
+    )
+    app = Deb("app", files={"usr/bin/app": "x"}, scripts={"postinst": script})
+    with collecting() as warnings:
+        plan = _plan(_root(tmp_path, BASE_PASSWD, app), ("app",), "app")
+    uid, gid = _ids(plan, "app")
+    assert _dir(plan, "/var/lib/app") == (uid, gid, 0o750)
+    assert _dir(plan, "/var/cache/app") == (0, 0, 0o750)  # no chown: root's
+    assert _dir(plan, "/var/lib/app/sub") == (0, 0, 0o755)
+    assert "/etc/app" not in plan.entries
+    assert warnings.messages == []
+
+
+def test_a_later_chown_gives_a_made_directory_its_owner(tmp_path: Path) -> None:
+    script = (
+        "LOG=/var/log/app\nmkdir -p $LOG\nchown daemon:daemon $LOG\nchmod 2750 $LOG\n"
+        "mkdir /var/spool/app\ndpkg-statoverride --update --add daemon daemon 0700 /var/spool/app\n"
+    )
+    app = Deb("app", files={"usr/bin/app": "x"}, scripts={"postinst": script})
+    with collecting() as warnings:
+        plan = _plan(_root(tmp_path, BASE_PASSWD, app), ("app",), "daemon")
+    assert _dir(plan, "/var/log/app") == (1, 1, 0o2750)
+    assert _dir(plan, "/var/spool/app") == (1, 1, 0o700)
+    assert warnings.messages == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["mkdir -p $UNKNOWN/evil", "mkdir -m $MODE /var/lib/evil", "mkdir --parents=x /var/lib/evil"],
+)
+def test_a_mkdir_line_not_understood_is_warned_about(tmp_path: Path, line: str) -> None:
+    app = Deb("app", files={"usr/bin/app": "x"}, scripts={"postinst": f"set -e\n{line}\n"})
+    with collecting() as warnings:
+        plan = _plan(_root(tmp_path, BASE_PASSWD, app), ("app",), None)
+    assert not any("evil" in path for path in plan.entries)
+    assert any("postinst line 2" in message for message in warnings.messages), warnings.messages
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["mkdir -m 0777 /run/../etc/evil", "mkdir -m 0777 /var/lib/escape/evil", "mkdir /etc/evil"],
+)
+def test_a_hostile_mkdir_line_makes_nothing(tmp_path: Path, line: str) -> None:
+    files = {"usr/bin/app": "x", "var/lib/escape": Link("/etc")}
+    app = Deb("app", files=files, scripts={"postinst": line + "\n"})
+    plan = _plan(_root(tmp_path, BASE_PASSWD, app), ("app",), None)
+    assert not any("evil" in path for path in plan.entries)
+
+
+DNSMASQ = Deb(
+    "dnsmasq",
+    files={
+        "usr/sbin/dnsmasq": ELF,
+        "usr/lib/tmpfiles.d/dnsmasq.conf": "d /run/dnsmasq 755 dnsmasq nogroup\n",
+    },
+    scripts={
+        "postinst": "adduser --system --home /var/lib/misc --gecos dnsmasq "
+        "--no-create-home --disabled-password --quiet dnsmasq || true\n"
+    },
+)
+
+
+def test_debians_nogroup_is_in_the_image_when_a_package_names_it(tmp_path: Path) -> None:
+    """Survey problem 2: "/run/dnsmasq: no account 'nogroup' in the image; not made"."""
+    with collecting() as warnings:
+        plan = _plan(_root(tmp_path, BASE_PASSWD, DNSMASQ), ("dnsmasq",), "dnsmasq")
+    uid, gid = _ids(plan, "dnsmasq")
+    assert gid == 65534
+    assert _dir(plan, "/run/dnsmasq") == (uid, 65534, 0o755)
+    groups = _group_lines(plan)
+    assert "nogroup:x:65534:" in groups and "nobody:x:65534:" in groups
+    assert groups.index("nogroup:x:65534:") < groups.index("nobody:x:65534:")  # shown so
+    assert warnings.messages == []
+
+
+def test_no_nogroup_when_no_package_names_it(tmp_path: Path) -> None:
+    app = Deb("app", files={"usr/bin/app": "x"})
+    plan = _plan(_root(tmp_path, BASE_PASSWD, app), ("app",), None)
+    assert not any(line.startswith("nogroup:") for line in _group_lines(plan))
+
+
+def test_package_images_have_var_tmp_beside_tmp(tmp_path: Path) -> None:
+    """Survey problem 3: lighttpd's "server.upload-dirs doesn't exist: /var/tmp"."""
+    app = Deb("app", files={"usr/bin/app": "x"})
+    plan = _plan(_root(tmp_path, BASE_PASSWD, app), ("app",), None)
+    assert _dir(plan, "/var/tmp") == (0, 0, 0o1777)
+
+
+def test_variables_built_from_variables_are_substituted(tmp_path: Path) -> None:
+    """Survey problem 4: nginx-common's 'chmod 640 "$access_log"' warned 4 times."""
+    script = (
+        'logdir="/var/log/nginx"\naccess_log="$logdir/access.log"\n'
+        'error_log="${logdir}/error.log"\n'
+        'if [ ! -e "$access_log" ]; then\n  touch "$access_log"\n'
+        '  chmod 640 "$access_log"\n  chown www-data:adm "$access_log"\nfi\n'
+        'chmod 640 "$error_log"\n'
+    )
+    nginx = Deb("nginx-common", files={"var/log/nginx/": Dir(0o755)}, scripts={"postinst": script})
+    root = _root(tmp_path, BASE_PASSWD, nginx)
+    assert root.owner_notes == ()

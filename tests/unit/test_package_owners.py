@@ -272,3 +272,34 @@ def test_a_hostile_script_changes_no_path_but_its_own(tmp_path: Path, line: str)
         assert _owner(plan, path) in ((0, 0, 0o755), (0, 0, 0o644)), path
     assert all(not key.startswith(("/etc", "/usr")) for key in root.owners)
     assert any(p == "evil" and "postinst line 1" in w for p, w in root.owner_notes), root
+
+
+# ------------------------------------------------------------ variables (issue 22 survey, 4)
+
+
+def _paths(script: str) -> list[str]:
+    import re
+
+    from scratchpack.packages.scripts import commands
+
+    found = commands(script, re.compile(r"chown"), "pkg", "ownership commands")
+    return [command.words[-1] for command in found]
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ('a=/var/log\nb="$a/app";\nchown x "$b"', "/var/log/app"),
+        ("a=/one\nchown x $a\na=/two\nchown x ${a}", "/one /two"),  # the last before the use
+        ("chown x $a\na=/later", "$a"),
+        ("for a in /x /y; do\n  chown x $a\ndone", "$a"),
+        ("a=/one\nfor f in 1; do\n  a=/two\ndone\nchown x $a", "$a"),  # assigned in a loop
+        ("a=/one\na=$(cat /etc/where)\nchown x $a", "$a"),
+        ("a=/one\nread a </etc/where\nchown x $a", "$a"),
+        ("a=/one\nb=$a/$unknown\nchown x $b", "$b"),
+        ("export a=/var/lib/app\nchown x $a/data", "/var/lib/app/data"),
+        ("chown x $DPKG_ROOT/var/lib/app", "/var/lib/app"),
+    ],
+)
+def test_plain_variables_are_substituted_in_script_order(script: str, expected: str) -> None:
+    assert " ".join(_paths(script + "\n")) == expected
