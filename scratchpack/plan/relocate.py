@@ -27,7 +27,8 @@ APP_PREFIX = "/app"
 
 # Where a distribution, a package manager or an administrator puts files: a path
 # below one of these keeps its place. Everything else (/home, /root, /tmp, /work,
-# /mnt, a build directory) holds the user's own files.
+# /mnt, /srv, a build directory) holds the user's own files: /srv is where a
+# checkout often lives (the fresh-machine check clones into /srv/project).
 SYSTEM_DIRS = (
     "/usr",
     "/bin",
@@ -39,7 +40,6 @@ SYSTEM_DIRS = (
     "/etc",
     "/opt",
     "/var",
-    "/srv",
     "/run",
     "/boot",
     "/nix",

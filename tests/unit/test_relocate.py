@@ -355,6 +355,8 @@ PINNED = "keeps its host path in the image (found without $ORIGIN or LD_LIBRARY_
         ("/var/tmpfoo/x", True),
         ("/tmp/build/hello", False),
         ("/home/u/src/hello", False),
+        ("/srv/project/samples/hello", False),  # a checkout, as on the fresh machine
+        ("/opt/vendor/bin/tool", True),
     ],
 )
 def test_which_paths_are_the_systems(path: str, system: bool) -> None:
