@@ -584,3 +584,19 @@ def test_variables_built_from_variables_are_substituted(tmp_path: Path) -> None:
     nginx = Deb("nginx-common", files={"var/log/nginx/": Dir(0o755)}, scripts={"postinst": script})
     root = _root(tmp_path, BASE_PASSWD, nginx)
     assert root.owner_notes == ()
+
+
+def test_a_tmpfiles_file_that_links_out_is_read_inside_the_root(tmp_path: Path) -> None:
+    """A package's tmpfiles.d entry that is a link to a host file reads nothing of the host."""
+    host_file = tmp_path / "host-tmpfiles.conf"
+    host_file.write_text("d /run/from-the-host 0777 root root\n")
+    app = Deb(
+        "app",
+        files={
+            "usr/bin/app": "x",
+            "usr/lib/tmpfiles.d/app.conf": Link(str(host_file)),
+            "usr/lib/tmpfiles.d/rel.conf": Link("../../../.." + str(host_file)),
+        },
+    )
+    plan = _plan(_root(tmp_path, BASE_PASSWD, app), ("app",), None)
+    assert "/run/from-the-host" not in plan.entries
