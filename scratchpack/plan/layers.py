@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 from scratchpack.plan.entries import Entry, EntryKind, Reason
-from scratchpack.plan.rootplan import RootPlan
-
-
-def _ancestors(path: str) -> list[str]:
-    parts = path.strip("/").split("/")[:-1]
-    return ["/" + "/".join(parts[: index + 1]) for index in range(len(parts))]
+from scratchpack.plan.rootplan import RootPlan, ancestors
 
 
 def split_layers(plan: RootPlan, split: bool) -> list[list[Entry]]:
@@ -35,7 +30,7 @@ def split_layers(plan: RootPlan, split: bool) -> list[list[Entry]]:
     parents = {
         parent
         for entry in application
-        for parent in _ancestors(entry.path)
+        for parent in ancestors(entry.path)
         if parent in plan.entries and plan.entries[parent].kind is EntryKind.DIR
     }
     application = sorted(

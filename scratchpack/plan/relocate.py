@@ -21,7 +21,7 @@ from typing import Generic, Protocol, TypeVar
 from scratchpack.ld.resolve import Closure, Library, Resolver
 from scratchpack.notes import warn
 from scratchpack.plan.entries import Entry, EntryKind, Reason
-from scratchpack.plan.rootplan import RootPlan
+from scratchpack.plan.rootplan import RootPlan, ancestors, within
 
 APP_PREFIX = "/app"
 
@@ -142,9 +142,9 @@ def _follows_a_move(closure: Closure, library: Library, resolver: Resolver) -> b
 
 def is_system_path(path: str) -> bool:
     """Whether ``path`` lies in one of :data:`SYSTEM_DIRS` (or is ``/``)."""
-    if any(_within(path, top) for top in USER_PLACES_IN_SYSTEM_DIRS):
+    if any(within(path, top) for top in USER_PLACES_IN_SYSTEM_DIRS):
         return False
-    return path == "/" or any(_within(path, top) for top in SYSTEM_DIRS)
+    return path == "/" or any(within(path, top) for top in SYSTEM_DIRS)
 
 
 def relocate(plan: RootPlan, config: Settings, kept: Kept) -> Relocation[Settings]:
@@ -162,9 +162,7 @@ def relocate(plan: RootPlan, config: Settings, kept: Kept) -> Relocation[Setting
     vanished = _vanished_directories(plan, moved)
     mapping = {path: _new_path(path, common) for path in moved}
     mapping.update(
-        (path, _new_path(path, common))
-        for path in vanished
-        if _within(path, common) and path != "/"
+        (path, _new_path(path, common)) for path in vanished if within(path, common) and path != "/"
     )
     new_plan = RootPlan(source_parent_modes=plan.source_parent_modes, excludes=plan.excludes)
     for path, entry in plan.entries.items():
@@ -172,7 +170,7 @@ def relocate(plan: RootPlan, config: Settings, kept: Kept) -> Relocation[Setting
             new_plan.add(_relinked(entry, entry.path, mapping))
     for path in sorted(moved, key=lambda old: mapping[old]):
         new_plan.add(_relinked(plan.entries[path], mapping[path], mapping))
-    tops = tuple(path for path in sorted(moved) if not set(_ancestors(path)) & moved)
+    tops = tuple(path for path in sorted(moved) if not set(ancestors(path)) & moved)
     _warn_about_shebangs(plan, moved, mapping, tops)
     moves = tuple((path, mapping[path]) for path in tops)
     return Relocation(new_plan, _rewritten_config(config, mapping), moves)
@@ -198,9 +196,9 @@ def _movable(plan: RootPlan, kept: Kept) -> set[str]:
         if not entry.implied
         and entry.reason in _MOVABLE
         and not is_system_path(path)
-        and not _within(path, APP_PREFIX)
+        and not within(path, APP_PREFIX)
         and path not in pinned
-        and not any(_within(path, dest) for dest in kept.dests)
+        and not any(within(path, dest) for dest in kept.dests)
     }
 
 
@@ -223,9 +221,9 @@ def _vanished_directories(plan: RootPlan, moved: set[str]) -> set[str]:
         parent
         for path, entry in plan.entries.items()
         if path not in moved and not entry.implied
-        for parent in _ancestors(path)
+        for parent in ancestors(path)
     }
-    on_the_way = {parent for path in moved for parent in _ancestors(path)} - needed - moved
+    on_the_way = {parent for path in moved for parent in ancestors(path)} - needed - moved
     return {path for path in on_the_way if path in plan.entries and plan.entries[path].implied}
 
 
@@ -234,20 +232,11 @@ def _new_path(path: str, common: str) -> str:
     return APP_PREFIX + (path if common == "/" else path[len(common) :])
 
 
-def _ancestors(path: str) -> list[str]:
-    parts = path.strip("/").split("/")[:-1]
-    return ["/" + "/".join(parts[: index + 1]) for index in range(len(parts))]
-
-
-def _within(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
 def mapped(path: str, mapping: Mapping[str, str]) -> str | None:
     """``path``'s image path when it is a moved path or lies below one; else None."""
     if path in mapping:
         return mapping[path]
-    for parent in reversed(_ancestors(path)):
+    for parent in reversed(ancestors(path)):
         if parent in mapping:
             return mapping[parent] + path[len(parent) :]
     return None
@@ -313,7 +302,7 @@ def _warn_about_shebangs(
         if interpreter is not None and mapped(interpreter, mapping) is not None:
             scripts.setdefault(interpreter, []).append(mapping[path])
     for interpreter, names in sorted(scripts.items()):
-        top = next((top for top in tops if _within(interpreter, top)), interpreter)
+        top = next((top for top in tops if within(interpreter, top)), interpreter)
         subject = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
         warn(
             f"{subject}: #! names {interpreter}, which is {mapped(interpreter, mapping)} in "

@@ -308,9 +308,9 @@ class RootPlan:
                 )
             return []
         real = root.realpath(pointed) or pointed
-        if any(_within(path, tree) for tree in self._brought for path in (pointed, real)):
+        if any(within(path, tree) for tree in self._brought for path in (pointed, real)):
             return []  # inside a tree already planned (or being planned)
-        if _within(link, real):
+        if within(link, real):
             warn(f"{link} -> {target}: points to a directory that holds it; not brought along")
             return []
         return self.add_tree(root, pointed, reason, detail=f"target of {link}")
@@ -345,8 +345,15 @@ class RootPlan:
         return RootPlan(dict(self.entries), self.source_parent_modes, self.excludes)
 
 
-def _within(path: str, tree: str) -> bool:
+def within(path: str, tree: str) -> bool:
+    """Whether ``path`` is ``tree`` or lies below it (``/usr/lib`` is not below ``/usr/li``)."""
     return path == tree or path.startswith(tree.rstrip("/") + "/")
+
+
+def ancestors(path: str) -> list[str]:
+    """The directories above ``path``, from the top: ``/a/b/c`` -> ``/a``, ``/a/b``."""
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[: index + 1]) for index in range(len(parts))]
 
 
 def _capabilities(host: str) -> tuple[tuple[str, bytes], ...]:
