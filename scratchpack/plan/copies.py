@@ -32,6 +32,7 @@ from scratchpack.ld.rootfs import PathStep, RootFS
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.relocate import APP_PREFIX
 from scratchpack.plan.rootplan import RootPlan
+from scratchpack.plan.users import PlannedAccounts
 
 COPY_SETTINGS = ("owner", "mode")
 COPY_FORM = "SRC[:DEST][,owner=USER[:GROUP]][,mode=OCTAL]"
@@ -262,10 +263,9 @@ def add_copies(plan: RootPlan, copied: Iterable[Copied]) -> None:
 def own_copies(plan: RootPlan, copied: Iterable[Copied]) -> None:
     """Give the copies their ``owner=``, named in the image's planned passwd and group, and
     root to the others, whatever a package's metadata says of the same paths."""
-    passwd = planned_text(plan, "/etc/passwd")
-    group = planned_text(plan, "/etc/group")
+    accounts = PlannedAccounts.of(plan)
     for each in copied:
-        uid, gid = owner_ids(each.copy, passwd, group) if each.copy.owner else (0, 0)
+        uid, gid = owner_ids(each.copy, accounts) if each.copy.owner else (0, 0)
         for item in each.items:
             path = plan.through_links(item.path)
             entry = plan.entries.get(path)
@@ -273,19 +273,7 @@ def own_copies(plan: RootPlan, copied: Iterable[Copied]) -> None:
                 plan.entries[path] = dataclasses.replace(entry, uid=uid, gid=gid)
 
 
-def planned_text(plan: RootPlan, path: str) -> str:
-    """The text of a file the plan holds ('' when it holds none)."""
-    entry = plan.entries.get(plan.through_links(path))
-    if entry is None or entry.kind is not EntryKind.FILE:
-        return ""
-    if entry.data is not None:
-        return entry.data.decode("utf-8", "replace")
-    assert entry.source is not None
-    with open(entry.source, "rb") as stream:
-        return stream.read().decode("utf-8", "replace")
-
-
-def owner_ids(copy: Copy, passwd: str, group: str) -> tuple[int, int]:
+def owner_ids(copy: Copy, accounts: PlannedAccounts) -> tuple[int, int]:
     """``owner=``'s uid and gid: a user without a group gets its primary group (a number,
     the same number), as ``chown USER:`` does."""
     owner = copy.owner
@@ -293,28 +281,23 @@ def owner_ids(copy: Copy, passwd: str, group: str) -> tuple[int, int]:
     if owner.user.isdigit():
         uid = primary = int(owner.user)
     else:
-        fields = _account(passwd, owner.user, copy, "user", "passwd")
-        uid, primary = _id(fields, 2), _id(fields, 3)
+        user = accounts.user(owner.user)
+        if user is None:
+            raise _no_account(copy, "user", owner.user, "passwd")
+        uid, primary = user
     if owner.group is None:
         return uid, primary
-    if owner.group.isdigit():
-        return uid, int(owner.group)
-    return uid, _id(_account(group, owner.group, copy, "group", "group"), 2)
+    gid = accounts.gid(owner.group)
+    if gid is None:
+        raise _no_account(copy, "group", owner.group, "group")
+    return uid, gid
 
 
-def _account(text: str, name: str, copy: Copy, what: str, database: str) -> list[str]:
-    for line in text.splitlines():
-        fields = line.split(":")
-        if fields[0] == name and len(fields) >= 3 and fields[2].isdigit():
-            return fields
-    raise InputError(
+def _no_account(copy: Copy, what: str, name: str, database: str) -> InputError:
+    return InputError(
         f"--copy {copy.spec}: no {what} {name!r} in the image's /etc/{database} (root, nobody, "
         "nonroot and the accounts of its root and packages); use one of them or a number"
     )
-
-
-def _id(fields: list[str], index: int) -> int:
-    return int(fields[index]) if len(fields) > index and fields[index].isdigit() else 0
 
 
 class CopiedRoot(RootFS):

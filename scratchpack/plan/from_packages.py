@@ -40,6 +40,7 @@ from scratchpack.packages.root import PackageRoot, UnpackedPackage
 from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.essentials import NOBODY_UID, ZONEINFO, Essentials
 from scratchpack.plan.rootplan import RootPlan
+from scratchpack.plan.users import PlannedAccounts
 
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 STATUS_D = "/var/lib/dpkg/status.d"
@@ -307,46 +308,6 @@ def created_accounts(root: PackageRoot, packages: Iterable[UnpackedPackage]) -> 
     return {account.name for account in root.accounts if account.package in names}
 
 
-@dataclass(frozen=True)
-class _Accounts:
-    """The image's planned ``/etc/passwd`` and ``/etc/group``: name -> ids."""
-
-    users: dict[str, tuple[int, int]]
-    groups: dict[str, int]
-
-    @classmethod
-    def of(cls, plan: RootPlan) -> _Accounts:
-        users = {
-            fields[0]: (int(fields[2]), int(fields[3]))
-            for fields in _account_fields(plan, "/etc/passwd", 4)
-            if fields[3].isdigit()
-        }
-        groups = {fields[0]: int(fields[2]) for fields in _account_fields(plan, "/etc/group", 3)}
-        return cls(users, groups)
-
-    def uid(self, name: str) -> int | None:
-        return int(name) if name.isdigit() else self.users.get(name, (None, None))[0]
-
-    def gid(self, name: str) -> int | None:
-        return int(name) if name.isdigit() else self.groups.get(name)
-
-
-def _account_fields(plan: RootPlan, path: str, count: int) -> list[list[str]]:
-    entry = plan.entries.get(plan.through_links(path))
-    if entry is None or entry.kind is not EntryKind.FILE:
-        return []
-    data = entry.data
-    if data is None and entry.source:
-        try:
-            with open(entry.source, "rb") as stream:
-                data = stream.read(1 << 20)
-        except OSError:
-            return []
-    lines = (data or b"").decode("utf-8", "replace").splitlines()
-    fields = [line.split(":") for line in lines]
-    return [f for f in fields if len(f) >= count and f[2].isdigit() and len(f[2]) < 11]
-
-
 def add_package_dirs(plan: RootPlan, root: PackageRoot, user: str | None) -> None:
     """``--user``'s home, and the runtime directories of the packages the image holds.
 
@@ -358,7 +319,7 @@ def add_package_dirs(plan: RootPlan, root: PackageRoot, user: str | None) -> Non
     the image's link to ``/run``), is warned about and not made.
     """
     _add_nogroup(plan, root)
-    accounts = _Accounts.of(plan)
+    accounts = PlannedAccounts.of(plan)
     _add_user_home(plan, root, accounts, user)
     held = _held_names(plan, root, accounts)
     for made in root.made_dirs:
@@ -372,7 +333,7 @@ def _add_nogroup(plan: RootPlan, root: PackageRoot) -> None:
     """Debian's name for gid 65534, ``nogroup``, before the image's ``nobody`` group, when
     a package's directory or created user names it (dnsmasq: ``d /run/dnsmasq 755
     dnsmasq nogroup``, and its user's primary group)."""
-    accounts = _Accounts.of(plan)
+    accounts = PlannedAccounts.of(plan)
     if NOGROUP in accounts.groups or accounts.groups.get("nobody") != NOBODY_GID:
         return
     created = {account.name for account in root.accounts if account.is_user}
@@ -391,7 +352,7 @@ def _add_nogroup(plan: RootPlan, root: PackageRoot) -> None:
     )
 
 
-def _held_names(plan: RootPlan, root: PackageRoot, accounts: _Accounts) -> set[str]:
+def _held_names(plan: RootPlan, root: PackageRoot, accounts: PlannedAccounts) -> set[str]:
     top = str(root.top)
     files = {entry.source for entry in plan.files if entry.source}
     links = {path for path, entry in plan.entries.items() if entry.kind is EntryKind.SYMLINK}
@@ -404,7 +365,7 @@ def _held_names(plan: RootPlan, root: PackageRoot, accounts: _Accounts) -> set[s
 
 
 def _add_user_home(
-    plan: RootPlan, root: PackageRoot, accounts: _Accounts, user: str | None
+    plan: RootPlan, root: PackageRoot, accounts: PlannedAccounts, user: str | None
 ) -> None:
     """The home of a package-created ``--user`` that the root holds as a real directory."""
     name = (user or "").partition(":")[0]
@@ -439,7 +400,7 @@ def _real_dir(top: str, path: str) -> bool:
     return bool(walked) and stat.S_ISDIR(info.st_mode)
 
 
-def _make_dir(plan: RootPlan, made: MadeDir, accounts: _Accounts) -> str | None:
+def _make_dir(plan: RootPlan, made: MadeDir, accounts: PlannedAccounts) -> str | None:
     """Plan ``made``; why not, when it is not planned (None when it is, or stands already)."""
     expected = (
         "/run" + made.path[len("/var/run") :] if made.path.startswith("/var/run/") else made.path

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.plan.entries import Entry, EntryKind
+from scratchpack.plan.rootplan import RootPlan
 
 # Account databases: never scanned for user names (and replaced by generated ones).
 ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
@@ -184,3 +185,48 @@ def root_accounts(root: RootFS) -> tuple[str, str]:
 
 def _number(text: str) -> int:
     return int(text) if text.isdigit() else -1
+
+
+@dataclass(frozen=True)
+class PlannedAccounts:
+    """The image's planned ``/etc/passwd`` and ``/etc/group``: name -> ids, read once for
+    whatever a plan stage must name by account (a made directory, a ``--copy`` owner)."""
+
+    users: dict[str, tuple[int, int]]
+    groups: dict[str, int]
+
+    @classmethod
+    def of(cls, plan: RootPlan) -> PlannedAccounts:
+        users = {
+            fields[0]: (int(fields[2]), int(fields[3]))
+            for fields in _account_fields(plan, "/etc/passwd", 4)
+            if fields[3].isdigit()
+        }
+        groups = {fields[0]: int(fields[2]) for fields in _account_fields(plan, "/etc/group", 3)}
+        return cls(users, groups)
+
+    def user(self, name: str) -> tuple[int, int] | None:
+        """A user's uid and primary gid, None when the image has no such user."""
+        return self.users.get(name)
+
+    def uid(self, name: str) -> int | None:
+        return int(name) if name.isdigit() else self.users.get(name, (None, None))[0]
+
+    def gid(self, name: str) -> int | None:
+        return int(name) if name.isdigit() else self.groups.get(name)
+
+
+def _account_fields(plan: RootPlan, path: str, count: int) -> list[list[str]]:
+    entry = plan.entries.get(plan.through_links(path))
+    if entry is None or entry.kind is not EntryKind.FILE:
+        return []
+    data = entry.data
+    if data is None and entry.source:
+        try:
+            with open(entry.source, "rb") as stream:
+                data = stream.read(1 << 20)
+        except OSError:
+            return []
+    lines = (data or b"").decode("utf-8", "replace").splitlines()
+    fields = [line.split(":") for line in lines]
+    return [f for f in fields if len(f) >= count and f[2].isdigit() and len(f[2]) < 11]
