@@ -401,10 +401,18 @@ def _args(text: str, option: str) -> tuple[str, ...]:
 @image_output_options
 @click.option(
     "--layers",
-    type=click.Choice(["one", "split"]),
+    type=click.Choice(["one", "split", "packages"]),
     default="one",
     show_default=True,
-    help="split: shared libraries in their own layer, shared between images.",
+    help="split: shared libraries in their own layer, shared between images; packages: a "
+    "layer per Debian source package, so an update changes only its layers.",
+)
+@click.option(
+    "--max-layers",
+    type=click.IntRange(2, 127),
+    default=20,
+    show_default=True,
+    help="With --layers packages: the most layers; the smallest packages share one.",
 )
 @click.option(
     "--push",
@@ -548,6 +556,7 @@ def _image_target(given: dict[str, Any]) -> ImageTarget:
         engine_mode=EngineMode(given["engine_mode"]),
         output=Path(output) if output else None,
         layering=Layering(given["layers"]),
+        max_layers=given["max_layers"],
         context_dir=Path(context_dir) if context_dir else None,
         no_build=given["no_build"],
         template=Path(template) if template else None,

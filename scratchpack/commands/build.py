@@ -73,6 +73,7 @@ class Layering(str, Enum):
 
     ONE = "one"
     SPLIT = "split"
+    PACKAGES = "packages"  # a layer per source package (or group), the user's files last
 
 
 class SbomFormat(str, Enum):
@@ -87,6 +88,7 @@ class ImageTarget:
     engine_mode: EngineMode = EngineMode.AUTO
     output: Path | None = None
     layering: Layering = Layering.ONE
+    max_layers: int = 20  # --max-layers, with --layers packages (containerd refuses > 127)
     context_dir: Path | None = None  # --context: the build context kept here
     no_build: bool = False  # only the build context
     template: Path | None = None  # the user's Dockerfile template
@@ -290,7 +292,7 @@ def check_request(request: BuildRequest) -> None:
         for given, option in (
             (target.output, "-o/--output"),
             (request.push, "--push"),
-            (target.layering is Layering.SPLIT, "--layers split"),
+            (target.layering is not Layering.ONE, f"--layers {target.layering.value}"),
         ):
             if given:
                 raise InputError(f"{option} uses the built-in writer: drop --engine docker")

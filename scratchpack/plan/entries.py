@@ -30,6 +30,7 @@ class Reason(str, Enum):
     IMAGE = "image"  # a file of the image a debug variant is made from
     BASE = "base"  # what a debug base already holds (described, never written)
     TRACER = "tracer"  # the packaged strace
+    RECORD = "record"  # package records scanners read: status.d, os-release, debian_version
 
     def __str__(self) -> str:
         return self.value
