@@ -199,6 +199,9 @@ class PackageSources:
     repositories: tuple[str, ...] = ()  # --repository lines, as a lock records them
     platforms: tuple[Platform, ...] = ()  # --platform: one image each, an index over them
     lock: Path | None = None  # --lock FILE: written when absent, obeyed when present
+    # --only-listed-suites: resolve from exactly the suites this machine's apt sources list,
+    # without the -updates and -security of Debian's archive added where they are missing
+    only_listed_suites: bool = False
 
     @classmethod
     def from_options(
@@ -208,6 +211,7 @@ class PackageSources:
         repositories: tuple[str, ...] = (),
         platforms: tuple[str, ...] = (),
         lock: str | None = None,
+        only_listed_suites: bool = False,
     ) -> PackageSources:
         """Check --package, --suite, --repository, --platform and --lock (from flags or a YAML
         file) before apt runs."""
@@ -218,6 +222,7 @@ class PackageSources:
             (suite, "--suite chooses the Debian suite of --package"),
             (repositories, "--repository is a source of --package"),
             (lock, "--lock pins the packages of --package"),
+            (only_listed_suites, "--only-listed-suites chooses the sources of --package"),
         ):
             if given and not packages:
                 raise InputError(f"{what}: add --package PKG")
@@ -229,6 +234,7 @@ class PackageSources:
             tuple(parse_repository(line).one_line() for line in repositories),
             _platforms(platforms),
             Path(lock) if lock else None,
+            only_listed_suites,
         )
 
 

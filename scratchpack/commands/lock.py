@@ -26,6 +26,7 @@ class LockRequest:
     repositories: tuple[str, ...]  # one-line --repository entries, as a lock records them
     platforms: tuple[Platform, ...]  # empty: this machine's
     lock: str  # the file, as given (the report names it so)
+    only_listed_suites: bool = False  # no -updates/-security added to what the host lists
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def run_lock(request: LockRequest, say: Callable[[str], None] | None = None) -> 
         request.suite,
         say=say,
         repositories=request.repositories,
+        only_listed=request.only_listed_suites,
     )
     with publication() as staged:
         path = staged.file(Path(request.lock))

@@ -12,7 +12,10 @@ Which sources: the host's own ``deb`` sources of Debian's archive (by URI:
 ``snapshot.debian.org``; or a mirror under another name whose ``signed-by`` is
 Debian's archive keyring, so that only Debian's signatures are accepted from
 it) for its suite and that suite's siblings (``bookworm``, ``bookworm-updates``,
-``bookworm-security``), with ``--suite`` replacing the codename in them. Other
+``bookworm-security``), with ``--suite`` replacing the codename in them; where the host
+lists only the suite (debootstrap's default), its ``-updates`` and ``-security`` of
+Debian's archive are added, so that nothing is resolved from unpatched packages
+silently (``--only-listed-suites`` keeps exactly what the host lists). Other
 repositories the host lists (Docker's ``bookworm``, ``bookworm-pgdg``,
 ``nodistro``) are left out whatever their suite. ``--repository`` adds a
 source the user trusts, always with its own ``signed-by`` key.
@@ -174,6 +177,34 @@ class PackageRef:
         return f"{self.name}:{self.architecture}={self.version}"
 
 
+@dataclass(frozen=True)
+class Archive:
+    """One suite of one repository that a resolution read: what a report names."""
+
+    uri: str
+    suite: str
+    date: str | None = None  # its signed Release file's Date:; None before apt fetched it
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"uri": self.uri, "suite": self.suite, "date": self.date}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The version apt would install of a package, and the archives that offer that version."""
+
+    name: str
+    version: str
+    origins: tuple[Archive, ...]
+
+    @property
+    def suite(self) -> str:
+        """Where it comes from, security first (``bookworm-security``): what a fix is read as."""
+        suites = [origin.suite for origin in self.origins]
+        ranked = sorted(suites, key=lambda name: not name.endswith("-security"))  # stable
+        return ranked[0] if ranked else ""
+
+
 def host_suite(os_release: Path = OS_RELEASE) -> str:
     """The host's Debian codename (``VERSION_CODENAME`` of os-release)."""
     try:
@@ -288,10 +319,15 @@ def _is_debian_uri(uri: str) -> bool:
 
 
 def sources_for(
-    sources: Iterable[Source], host: str, suite: str, repositories: Iterable[Source] = ()
+    sources: Iterable[Source],
+    host: str,
+    suite: str,
+    repositories: Iterable[Source] = (),
+    only_listed: bool = False,
 ) -> list[Source]:
-    """The host's Debian sources of its own suite family, with ``host`` replaced by ``suite``;
-    then the user's ``repositories``, as given."""
+    """The host's Debian sources of its own suite family, with ``host`` replaced by ``suite``,
+    and the suite's ``-updates`` and ``-security`` where the host lists only the suite (unless
+    ``only_listed``); then the user's ``repositories``, as given."""
     check_word(Word.SUITE, suite, "--suite")
     chosen = []
     for source in sources:
@@ -309,6 +345,8 @@ def sources_for(
                 "used through --repository 'deb [signed-by=/usr/share/keyrings/"
                 "debian-archive-keyring.gpg] URI SUITE COMPONENT')"
             )
+    if chosen and not only_listed:
+        chosen += missing_siblings(chosen, suite)
     repositories = [_for_apt(one) for one in repositories]
     if not chosen and not repositories:
         raise PackageError(
@@ -317,6 +355,48 @@ def sources_for(
             "COMPONENT'"
         )
     return [*chosen, *repositories]
+
+
+# Suites without -updates and -security: development never gets security support of its own.
+UNSUPPORTED_SUITES = frozenset({"sid", "unstable", "experimental", "rc-buggy"})
+DEBIAN_ARCHIVE = "http://deb.debian.org/debian"
+DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
+_SNAPSHOT = re.compile(r"(https?://snapshot\.debian\.org/archive/)debian(/[0-9]{8}T[0-9]{6}Z)/?")
+
+
+def missing_siblings(chosen: list[Source], suite: str) -> list[Source]:
+    """``SUITE-updates`` and ``SUITE-security`` of Debian's archive that ``chosen`` lacks.
+
+    A host set up by debootstrap lists ``bookworm main`` alone: resolving from it
+    would build from unpatched packages, silently. The additions take the URI and
+    components of the suite's own source (a snapshot's security is the same
+    moment's), and Debian's keyring: only Debian's signatures are accepted.
+    """
+    if suite in UNSUPPORTED_SUITES or re.fullmatch(r"[a-z]+", suite) is None:
+        return []
+    listed = {name for source in chosen for name in source.suites}
+    base = next((source for source in chosen if suite in source.suites), None)
+    uri = base.uris[0] if base else DEBIAN_ARCHIVE
+    components = base.components if base else ("main",)
+    snapshot = _SNAPSHOT.fullmatch(uri)
+    security = f"{snapshot.group(1)}debian-security{snapshot.group(2)}" if snapshot else None
+    keyring = debian_keyring()
+    added = []
+    if f"{suite}-updates" not in listed:
+        added.append(Source((uri,), (f"{suite}-updates",), components, keyring))
+    if f"{suite}-security" not in listed:
+        added.append(
+            Source((security or DEBIAN_SECURITY,), (f"{suite}-security",), components, keyring)
+        )
+    return added
+
+
+def debian_keyring() -> str:
+    """Debian's archive keyring as this machine has it (``.gpg``, or ``.pgp`` on newer ones)."""
+    for path in sorted(DEBIAN_KEYRINGS):
+        if os.path.isfile(path):
+            return path
+    return sorted(DEBIAN_KEYRINGS)[0]
 
 
 def _for_apt(repository: Source) -> Source:
@@ -535,6 +615,34 @@ class Apt:
                     dates[name] = when
         return dates
 
+    def archives(self) -> tuple[Archive, ...]:
+        """Each source's suites with their Release dates, in the order of the sources."""
+        lists = self.state / "lists"
+        found = []
+        for source in self.sources:
+            for uri in source.uris:
+                for suite in source.suites:
+                    found.append(Archive(_shown_uri(uri), suite, _release_date(lists, uri, suite)))
+        return tuple(found)
+
+    def candidates(self, names: Iterable[str]) -> dict[str, Candidate]:
+        """apt's candidate of each package the sources offer (absent: none offers it)."""
+        names = [check_word(Word.NAME, name, "a package name") for name in names]
+        found: dict[str, Candidate] = {}
+        for start in range(0, len(names), _NAMES_PER_CALL):
+            chunk = names[start : start + _NAMES_PER_CALL]
+            shown = self._run("apt-cache", "policy", "--", *chunk, what="read the candidates")
+            found.update(_policy(shown, set(chunk)))
+        return found
+
+    def describe(self, chosen: list[tuple[str, str]]) -> list[PackageRef]:
+        """The index entry of each (name, version): what :meth:`download` takes."""
+        if not chosen:
+            return []
+        pinned = [_apt_request(f"{name}={version}") for name, version in chosen]
+        shown = self._run("apt-cache", "show", "--no-all-versions", "--", *pinned, what="describe")
+        return _refs(shown, chosen, self.architecture)
+
     def _run(self, tool: str, *args: str, what: str) -> str:
         command = [tool, *self.options(), "-q", *args]
         try:
@@ -570,6 +678,50 @@ def _failure(stderr: str) -> str:
         reasons = _ERROR.findall(stderr) or stderr.strip().splitlines()[-1:]
     text = "; ".join(reason.strip() for reason in reasons)
     return text.replace("copy:/", "file:/")  # a --repository's file: is apt's copy: (_for_apt)
+
+
+_NAMES_PER_CALL = 400  # package names on one apt-cache command line
+_POLICY_ORIGIN = re.compile(r"^ {8}-?[0-9]+ (\S+) (\S+?)(?:/\S+)? \S+ Packages$")
+
+
+def _policy(shown: str, asked: set[str]) -> dict[str, Candidate]:
+    """``apt-cache policy`` read: each package's candidate and the archives that offer it."""
+    found: dict[str, Candidate] = {}
+    name = candidate = version = None
+    origins: list[Archive] = []
+    for line in [*shown.splitlines(), "end:"]:
+        if not line.startswith(" ") and line.endswith(":"):
+            if name in asked and candidate and Word.VERSION.matches(candidate):
+                found[name] = Candidate(name, candidate, tuple(origins))
+            name, candidate, version, origins = line[:-1].split(":")[0], None, None, []
+        elif line.startswith("  Candidate: "):
+            candidate = line.split(": ", 1)[1].strip()
+        elif re.match(r"^ {5}(?:\*\*\* )?\S+ -?[0-9]+$", line):
+            version = line.split()[-2]
+        elif (match := _POLICY_ORIGIN.match(line)) and version == candidate:
+            suite = match.group(2)
+            if Word.SUITE.matches(suite):
+                origins.append(Archive(_shown_uri(match.group(1)), suite))
+    return found
+
+
+def _shown_uri(uri: str) -> str:
+    """A URI as the user gave it: a ``--repository``'s ``file:`` is apt's ``copy:``."""
+    return "file:" + uri[len("copy:") :] if uri.startswith("copy:") else uri
+
+
+def _release_date(lists: Path, uri: str, suite: str) -> str | None:
+    """The ``Date:`` of the Release file apt fetched for ``uri`` ``suite`` (apt's file name)."""
+    stem = re.sub(r"^[a-z+]+:(?://)?", "", uri).rstrip("/").replace("/", "_")
+    for kind in ("InRelease", "Release"):
+        try:
+            text = (lists / f"{stem}_dists_{suite}_{kind}").read_text(errors="replace")
+        except OSError:
+            continue
+        date = re.search(r"^Date: (.+)$", text, re.MULTILINE)
+        when = date.group(1).strip() if date else ""
+        return when if Word.RELEASE_DATE.matches(when) else None
+    return None
 
 
 def _refs(shown: str, chosen: list[tuple[str, str]], architecture: str) -> list[PackageRef]:

@@ -6,10 +6,12 @@ The one entry point the commands use; each step is in its own module.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from scratchpack.packages.apt import (
     Apt,
+    Archive,
     PackageError,
     PackageRef,
     Source,
@@ -23,6 +25,17 @@ from scratchpack.packages.lock import Lock, PlatformLock
 from scratchpack.packages.root import SYSTEM_PACKAGES, PackageRoot, unpack_packages
 
 
+@dataclass(frozen=True)
+class PackageResolution:
+    """What ``--package`` resolved: the unpacked root, the packages used (apt's order), each
+    suite's Release date, and the archives read (what the build's report names)."""
+
+    root: PackageRoot
+    refs: tuple[PackageRef, ...]
+    dates: dict[str, str]
+    archives: tuple[Archive, ...]
+
+
 def package_root(
     requests: Iterable[str],
     destination: Path,
@@ -31,15 +44,33 @@ def package_root(
     pinned: list[PackageRef] | None = None,
     say: Callable[[str], None] | None = None,
     repositories: tuple[str, ...] = (),
+    only_listed: bool = False,
 ) -> tuple[PackageRoot, list[PackageRef], dict[str, str]]:
+    """:func:`resolve_package_root`, as (root, packages used, each suite's Release date)."""
+    resolved = resolve_package_root(
+        requests, destination, suite, architecture, pinned, say, repositories, only_listed
+    )
+    return resolved.root, list(resolved.refs), resolved.dates
+
+
+def resolve_package_root(
+    requests: Iterable[str],
+    destination: Path,
+    suite: str | None = None,
+    architecture: str = "amd64",
+    pinned: list[PackageRef] | None = None,
+    say: Callable[[str], None] | None = None,
+    repositories: tuple[str, ...] = (),
+    only_listed: bool = False,
+) -> PackageResolution:
     """Resolve ``requests`` (NAME[=VERSION]) for ``suite``/``architecture`` and unpack them.
 
     ``pinned``: a lock's packages, installed exactly instead of resolving.
     ``repositories``: ``--repository`` lines, added to Debian's sources.
-    Returns the root, the packages used (apt's order) and each suite's Release date.
+    ``only_listed``: the suites this machine lists, without the added -updates/-security.
     """
     requests = [check_request(request, "--package") for request in requests]
-    apt = Apt(suite or host_suite(), architecture, _sources(suite, repositories), say=say)
+    apt = package_apt(suite, architecture, repositories, only_listed, say)
     with apt.locked():
         apt.update()
         wanted = [*requests, *(name for name in SYSTEM_PACKAGES if name not in requests)]
@@ -48,17 +79,30 @@ def package_root(
             _check_pinned(refs, pinned)
         files = apt.download(refs)
         dates = apt.release_dates()
+        archives = apt.archives()
     (say or (lambda _m: None))(f"unpacking {len(refs)} packages")
     destination.mkdir(parents=True, exist_ok=True)
     root = unpack_packages([(ref, files[ref.name]) for ref in refs], destination)
-    return root, refs, dates
+    return PackageResolution(root, tuple(refs), dates, archives)
 
 
-def _sources(suite: str | None, repositories: tuple[str, ...]) -> list[Source]:
+def package_apt(
+    suite: str | None,
+    architecture: str,
+    repositories: tuple[str, ...] = (),
+    only_listed: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Apt:
+    """The private apt state ``--package`` resolves in, for ``suite`` and ``architecture``."""
+    sources = _sources(suite, repositories, only_listed)
+    return Apt(suite or host_suite(), architecture, sources, say=say)
+
+
+def _sources(suite: str | None, repositories: tuple[str, ...], only_listed: bool) -> list[Source]:
     """Debian's sources of this machine for ``suite``, then the user's repositories."""
     host = host_suite()
     users = [parse_repository(line) for line in repositories]
-    return sources_for(host_sources(), host, suite or host, users)
+    return sources_for(host_sources(), host, suite or host, users, only_listed)
 
 
 def _check_pinned(refs: list[PackageRef], pinned: list[PackageRef]) -> None:
@@ -88,6 +132,7 @@ def resolve_lock(
     suite: str | None = None,
     say: Callable[[str], None] | None = None,
     repositories: tuple[str, ...] = (),
+    only_listed: bool = False,
 ) -> Lock:
     """A new lock: ``requests`` resolved afresh for each (platform name, Debian architecture)."""
     for request in requests:
@@ -96,7 +141,7 @@ def resolve_lock(
     recorded = tuple(parse_repository(line).one_line() for line in repositories)
     locked: dict[str, PlatformLock] = {}
     for name, architecture in platforms:
-        apt = Apt(chosen, architecture, _sources(suite, repositories), say=say)
+        apt = package_apt(chosen, architecture, repositories, only_listed, say)
         with apt.locked():
             apt.update(force=True)  # a refresh asks the mirror, not the cache
             wanted = [*requests, *(pkg for pkg in SYSTEM_PACKAGES if pkg not in requests)]
