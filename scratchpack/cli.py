@@ -3,7 +3,7 @@
 Exit statuses (the README's table; the numbers live in scratchpack.errors):
 0 success, 1 something is missing, 2 usage errors, unusable inputs and a
 full disk, 3 the engine, 4 a failed --verify, 5 a failed push, 6 a failed
-trace, 70 a bug of ours, 130 Ctrl-C, 128+N another signal (143 SIGTERM).
+trace, 7 outdated found an update, 70 a bug of ours, 130 Ctrl-C, 128+N another signal (143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -185,6 +185,16 @@ def _size_bytes(text: str | None, option: str = "--max-unpacked-size") -> int | 
     return parse_size(text, option)
 
 
+def only_listed_suites_option(command: F) -> F:
+    """``--only-listed-suites`` (build, lock, outdated): no -updates/-security added."""
+    return click.option(
+        "--only-listed-suites",
+        is_flag=True,
+        help="Resolve from exactly the suites this machine's apt sources list (default: also "
+        "SUITE-updates and SUITE-security of Debian's archive where the host lacks them).",
+    )(command)
+
+
 def debug_variant_options(command: F) -> F:
     """--debug-shell, --debug-base, --busybox: how a debug variant gets its shell."""
     for option in reversed(
@@ -329,6 +339,7 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     metavar="FILE",
     help="Pin --package: write FILE when absent, build exactly its packages when present.",
 )
+@only_listed_suites_option
 @click.option("--entrypoint", metavar="ARGS", help="ENTRYPOINT (default: the first BINARY).")
 @click.option("--cmd", metavar="ARGS", help="CMD: default arguments, shell-quoted.")
 @click.option("--env", "env", multiple=True, metavar="K=V", help="ENV (repeatable).")
@@ -471,7 +482,12 @@ def build(binaries: tuple[str, ...], as_json: bool, **given: Any) -> None:
 
     sbom = SbomRequest.from_options(given["sbom"], given["sbom_format"])
     sources = PackageSources.from_options(
-        given["packages"], given["suite"], given["repositories"], given["platforms"], given["lock"]
+        given["packages"],
+        given["suite"],
+        given["repositories"],
+        given["platforms"],
+        given["lock"],
+        given["only_listed_suites"],
     )
     verify = verify_from_options(
         _args(given["verify"], "--verify") if given["verify"] is not None else None,
@@ -828,6 +844,7 @@ def debug(
     metavar="FILE",
     help="The lock file to write.",
 )
+@only_listed_suites_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was pinned as JSON.")
 @clear_errors
 def lock(
@@ -836,6 +853,7 @@ def lock(
     repositories: tuple[str, ...],
     platforms: tuple[str, ...],
     lock: str,
+    only_listed_suites: bool,
     as_json: bool,
 ) -> None:
     """Resolve --package afresh and (re)write the lock file that build --lock obeys.
@@ -848,13 +866,77 @@ def lock(
 
     if not packages:
         raise InputError("lock needs --package PKG (or package: in scratchpack.yaml)")
-    sources = PackageSources.from_options(packages, suite, repositories, platforms)
-    request = LockRequest(packages, suite, sources.repositories, sources.platforms, lock)
+    sources = PackageSources.from_options(
+        packages, suite, repositories, platforms, only_listed_suites=only_listed_suites
+    )
+    request = LockRequest(
+        packages, suite, sources.repositories, sources.platforms, lock, only_listed_suites
+    )
     result = run_lock(request, say=terminal_progress_or_none(as_json))
     _print_report(result, as_json, report_text)
 
 
 config_option(lock, keys_of=build)
+
+
+@cli.command()
+@click.argument("image", required=False, metavar="[IMAGE]")
+@click.option(
+    "--lock",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Compare the packages a lock file pins instead of an IMAGE's.",
+)
+@click.option("--suite", metavar="CODENAME", help="The Debian suite (default: the image's own).")
+@click.option(
+    "--repository",
+    "repositories",
+    multiple=True,
+    metavar="'deb [signed-by=KEYRING] URI SUITE COMPONENT…'",
+    help="Also take candidates from this apt repository, checked against its key (repeatable).",
+)
+@only_listed_suites_option
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@clear_errors
+def outdated(
+    image: str | None,
+    lock: str | None,
+    suite: str | None,
+    repositories: tuple[str, ...],
+    only_listed_suites: bool,
+    as_json: bool,
+) -> None:
+    """Name the packages of IMAGE (or --lock FILE) that have updates, and the CVEs they fix.
+
+    IMAGE is an engine image, a docker or OCI archive or an OCI layout; its
+    package records (status.d, or dpkg's status) are compared with the
+    candidates of its suite, SUITE-updates and SUITE-security. Exits 0 when
+    every package is current, 7 when an update exists (a CI gate).
+    """
+    from scratchpack.commands.common import connected_engine
+    from scratchpack.commands.outdated import (
+        OutdatedRequest,
+        needs_engine,
+        report_text,
+        run_outdated,
+    )
+    from scratchpack.errors import EXIT_OUTDATED
+    from scratchpack.packages.apt import parse_repository
+
+    if (image is None) == (lock is None):
+        raise InputError("outdated takes an IMAGE or --lock FILE (one of them)")
+    request = OutdatedRequest(
+        image,
+        Path(lock) if lock else None,
+        suite,
+        tuple(parse_repository(line).one_line() for line in repositories),
+        only_listed_suites,
+    )
+    engine = connected_engine() if needs_engine(request) else None
+    result = run_outdated(request, engine, say=terminal_progress_or_none(as_json))
+    _print_report(result, as_json, report_text)
+    if result.outdated:
+        sys.exit(EXIT_OUTDATED)
 
 
 @cli.command()

@@ -1,0 +1,212 @@
+"""``outdated``: which packages of an image (or a lock) have fixes, and which CVEs they close.
+
+The image's own records (dpkg's ``status`` or ``status.d``) say what is
+installed; its os-release or ``/etc/debian_version`` its suite. apt, in the
+private state ``--package`` resolves in, gives the candidates of that suite,
+``-updates`` and ``-security``; the candidate's changelog what changed. The
+exit status tells CI: 0 all current, :data:`~scratchpack.errors.EXIT_OUTDATED`
+when an update exists. Nothing of the image runs, nothing is unpacked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scratchpack.errors import InputError, printable
+from scratchpack.image.media import Platform
+from scratchpack.image.readers import ImageSaver, open_image
+from scratchpack.image.records import read_records
+from scratchpack.packages.apt import Archive, Word, check_word
+from scratchpack.packages.fetch import package_apt
+from scratchpack.packages.lock import read_lock
+from scratchpack.packages.updates import (
+    InstalledPackage,
+    PackageUpdate,
+    UpdateState,
+    check_updates,
+)
+from scratchpack.publish import publication, writing
+
+
+@dataclass(frozen=True)
+class OutdatedRequest:
+    """An image (engine name or file) or a lock, and where candidates come from."""
+
+    image: str | None = None
+    lock: Path | None = None
+    suite: str | None = None  # None: the image's (or the lock's) own
+    repositories: tuple[str, ...] = ()  # checked --repository lines
+    only_listed_suites: bool = False
+
+
+@dataclass(frozen=True)
+class PlatformUpdates:
+    """One platform's packages against the candidates of its suite."""
+
+    platform: str
+    suite: str
+    packages: tuple[PackageUpdate, ...]
+    archives: tuple[Archive, ...]
+
+    def of(self, state: UpdateState) -> tuple[PackageUpdate, ...]:
+        return tuple(update for update in self.packages if update.state is state)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "suite": self.suite,
+            "packages": len(self.packages),
+            "archives": [archive.to_json() for archive in self.archives],
+            "outdated": [update.to_json() for update in self.of(UpdateState.OUTDATED)],
+            "unknown": [update.installed.name for update in self.of(UpdateState.UNKNOWN)],
+            "newer": [update.installed.name for update in self.of(UpdateState.NEWER)],
+        }
+
+
+@dataclass(frozen=True)
+class OutdatedResult:
+    """What was compared (an image or a lock), per platform."""
+
+    subject: str
+    from_lock: bool
+    platforms: tuple[PlatformUpdates, ...]
+
+    @property
+    def outdated(self) -> int:
+        return sum(len(one.of(UpdateState.OUTDATED)) for one in self.platforms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lock" if self.from_lock else "image": self.subject,
+            "outdated": self.outdated,
+            "platforms": [one.to_json() for one in self.platforms],
+        }
+
+
+def run_outdated(
+    request: OutdatedRequest,
+    engine: ImageSaver | None = None,
+    say: Callable[[str], None] | None = None,
+) -> OutdatedResult:
+    """Compare the image's (or lock's) packages with their candidates, per platform."""
+    if request.suite is not None:
+        check_word(Word.SUITE, request.suite, "--suite")
+    if request.lock is not None:
+        return _lock_updates(request, request.lock, say)
+    if not request.image:
+        raise InputError("outdated needs an IMAGE, or --lock FILE")
+    packages, suite, platform = _image_packages(request, engine, say)
+    updates = _compare(request, suite, platform, packages, say)
+    return OutdatedResult(request.image, False, (updates,))
+
+
+def _image_packages(
+    request: OutdatedRequest, engine: ImageSaver | None, say: Callable[[str], None] | None
+) -> tuple[list[InstalledPackage], str, Platform]:
+    """The installed packages of the image, its suite (or --suite) and its platform."""
+    assert request.image is not None
+    shown = printable(request.image)
+    if say:
+        say(f"reading the package records of {shown}")
+    with publication() as staged:
+        work = staged.scratch()
+        with writing(work, f"{shown} as read for its package records"):
+            source = open_image(request.image, work / "source", engine)
+            records = read_records(source.image, shown)
+    if not records.packages:
+        raise InputError(
+            f"{shown} holds no package records (no /var/lib/dpkg/status, no status.d): "
+            "outdated compares Debian packages only"
+        )
+    suite = request.suite or records.suite
+    if suite is None:
+        raise InputError(
+            f"{shown}: cannot tell its Debian suite (no Debian VERSION_CODENAME in its "
+            "os-release, no /etc/debian_version): give --suite if it is Debian-based"
+        )
+    return list(records.packages), suite, source.image.platform
+
+
+def _lock_updates(
+    request: OutdatedRequest, path: Path, say: Callable[[str], None] | None
+) -> OutdatedResult:
+    """A lock's packages, each platform against its architecture's candidates."""
+    lock = read_lock(path)
+    suite = request.suite or lock.suite
+    platforms = []
+    for name, locked in sorted(lock.platforms.items()):
+        packages = [
+            InstalledPackage(ref.name, ref.version, ref.architecture, ref.name)
+            for ref in locked.packages
+        ]
+        platform = Platform.from_debian(locked.architecture)
+        platforms.append(_compare(request, suite, platform, packages, say, name))
+    return OutdatedResult(str(path), True, tuple(platforms))
+
+
+def _compare(
+    request: OutdatedRequest,
+    suite: str,
+    platform: Platform,
+    packages: list[InstalledPackage],
+    say: Callable[[str], None] | None,
+    name: str | None = None,
+) -> PlatformUpdates:
+    apt = package_apt(
+        suite, platform.debian_architecture, request.repositories, request.only_listed_suites, say
+    )
+    with apt.locked():
+        apt.update(force=True)  # a gate asks the mirror, not a cache hours old
+        updates = check_updates(apt, packages, say)
+        archives = apt.archives()
+    return PlatformUpdates(name or str(platform), suite, updates, archives)
+
+
+def report_text(result: OutdatedResult) -> str:
+    """Each outdated package: versions, source, origin, and the changelog's news; then a sum."""
+    lines: list[str] = []
+    for one in result.platforms:
+        outdated = one.of(UpdateState.OUTDATED)
+        lines.append(
+            f"{printable(result.subject)} ({one.platform}, Debian {one.suite}): "
+            f"{len(outdated)} of {len(one.packages)} packages have updates"
+        )
+        for update in outdated:
+            lines += _update_lines(update)
+        unknown = [update.installed.name for update in one.of(UpdateState.UNKNOWN)]
+        if unknown:
+            lines.append(f"not offered by the sources: {' '.join(unknown)}")
+        lines.append(
+            "compared with: "
+            + ", ".join(f"{archive.uri} {archive.suite}" for archive in one.archives)
+        )
+    return "".join(f"{printable(line)}\n" for line in lines)
+
+
+def _update_lines(update: PackageUpdate) -> list[str]:
+    assert update.candidate is not None
+    installed = update.installed
+    source = update.source or installed.source
+    lines = [
+        f"  {installed.name} {installed.version} -> {update.candidate.version} "
+        f"(source {source}, from {update.candidate.suite})"
+    ]
+    changes = update.changes
+    if changes is None:
+        return lines
+    for entry in changes.entries:
+        urgency = f" urgency {entry.urgency}" if entry.urgency else ""
+        cves = f": {', '.join(entry.cves)}" if entry.cves else ""
+        lines.append(f"    {entry.version}{urgency}{cves}")
+    if changes.note:
+        lines.append(f"    changelog {changes.state.value}: {changes.note}")
+    return lines
+
+
+def needs_engine(request: OutdatedRequest) -> bool:
+    """An image named, not found as a file: it is the engine's."""
+    return request.lock is None and bool(request.image) and not os.path.lexists(request.image)
