@@ -147,6 +147,8 @@ class ShrinkResult:
             document["output"] = self.output
         if self.verification is not None:
             document["verify"] = self.verification.to_json()
+        if self.plan.records.packages:  # the packages status.d declares
+            document["records"] = list(self.plan.records.packages)
         return document
 
 
@@ -170,6 +172,9 @@ def report_text(result: ShrinkResult) -> str:
     packages = sorted(result.plan.kept.packages)
     if packages:
         lines.append(f"packages: {', '.join(packages)}")
+    records = result.plan.records.packages
+    if records:
+        lines.append(f"records: {len(records)} packages declared in /var/lib/dpkg/status.d")
     lines.extend(loaded_first_lines(loaded_first_json(result.plan.loaded_first)))
     for part in result.plan.partly_kept:
         lines.append(

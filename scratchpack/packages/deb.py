@@ -19,8 +19,55 @@ from pathlib import Path
 from scratchpack.packages.apt import PackageError
 
 MAX_CONTROL_MEMBER = 4 << 20  # bytes of one control file (control, conffiles, a script)
+# md5sums lists every file: texlive's largest packages list ~100,000 (~10 MiB).
+MAX_MD5SUMS_MEMBER = 32 << 20
 _SCRIPTS = ("preinst", "postinst")
-_READ = ("control", "conffiles", *_SCRIPTS)  # the members read; the others are not needed
+_READ = ("control", "conffiles", "md5sums", *_SCRIPTS)  # the members read; not the others
+# One md5sums line as dpkg writes it: 32 hex digits, two spaces (or md5sum's " *"), the
+# path relative to the root. The path is checked apart (:func:`md5sums_path`).
+_MD5SUMS_LINE = re.compile(r"([0-9a-f]{32}) [ *](.+)")
+MAX_MD5SUMS_PATH = 4096  # PATH_MAX
+
+
+@dataclass(frozen=True)
+class Md5sums:
+    """A package's md5sums, checked: (digest, relative path) pairs, and how many lines
+    were not taken (malformed, or a path that is not a plain relative one)."""
+
+    lines: tuple[tuple[str, str], ...] = ()
+    skipped: int = 0
+
+
+def parse_md5sums(text: str) -> Md5sums:
+    """The well-formed lines of an md5sums file; the others counted, never taken.
+
+    A path must be relative, below the root (no ``..``, no ``.`` component) and
+    free of control characters: it is written into an image's record and read by
+    scanners, so nothing else passes.
+    """
+    lines: list[tuple[str, str]] = []
+    skipped = 0
+    for line in text.split("\n"):
+        if not line:
+            continue
+        match = _MD5SUMS_LINE.fullmatch(line)
+        path = md5sums_path(match.group(2)) if match else None
+        if match is None or path is None:
+            skipped += 1
+            continue
+        lines.append((match.group(1), path))
+    return Md5sums(tuple(lines), skipped)
+
+
+def md5sums_path(path: str) -> str | None:
+    """``path`` as an md5sums line names it (``usr/bin/curl``), or None when it is not one."""
+    path = path.removeprefix("./")
+    parts = path.split("/")
+    plain = all(part not in ("", ".", "..") for part in parts)
+    printable = all(ord(char) >= 0x20 and char != "\x7f" for char in path)
+    if not plain or not printable or len(path) > MAX_MD5SUMS_PATH:
+        return None
+    return path
 
 
 @dataclass(frozen=True)
@@ -33,15 +80,17 @@ class DebControl:
     conffiles: tuple[str, ...] = ()
     scripts: dict[str, str] = field(default_factory=dict)  # preinst/postinst text
     oversized: tuple[str, ...] = ()  # members over MAX_CONTROL_MEMBER, not read
+    md5sums: Md5sums = field(default_factory=Md5sums)  # the files' digests, as dpkg keeps them
 
 
 def read_control(deb: Path) -> DebControl:
     """The control members of ``deb`` (``dpkg-deb --ctrl-tarfile``), bounded in size.
 
-    Only ``control``, ``conffiles`` and the scripts are read, each up to
-    MAX_CONTROL_MEMBER bytes: a larger script is skipped (named in
-    ``oversized``, so its accounts are not guessed silently). Only the control
-    file's first paragraph counts, as for dpkg: a second one is not the package.
+    Only ``control``, ``conffiles``, ``md5sums`` and the scripts are read, each up
+    to MAX_CONTROL_MEMBER bytes (md5sums: MAX_MD5SUMS_MEMBER): a larger one is
+    skipped (named in ``oversized``, so its accounts are not guessed silently).
+    Only the control file's first paragraph counts, as for dpkg: a second one is
+    not the package.
     """
     members: dict[str, str] = {}
     oversized: list[str] = []
@@ -50,7 +99,7 @@ def read_control(deb: Path) -> DebControl:
             name = member.name.removeprefix("./")
             if not member.isreg() or name not in _READ:
                 continue
-            if member.size > MAX_CONTROL_MEMBER:
+            if member.size > (MAX_MD5SUMS_MEMBER if name == "md5sums" else MAX_CONTROL_MEMBER):
                 oversized.append(name)
                 continue
             stream = tar.extractfile(member)
@@ -70,7 +119,10 @@ def read_control(deb: Path) -> DebControl:
         if line.strip().startswith("/")
     )
     scripts = {name: members[name] for name in _SCRIPTS if name in members}
-    return DebControl(fields["Package"], paragraph, fields, conffiles, scripts, tuple(oversized))
+    md5sums = parse_md5sums(members.get("md5sums", ""))
+    return DebControl(
+        fields["Package"], paragraph, fields, conffiles, scripts, tuple(oversized), md5sums
+    )
 
 
 @contextlib.contextmanager

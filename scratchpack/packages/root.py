@@ -5,7 +5,8 @@ Nothing runs, so what dpkg and the maintainer scripts would have done is done
 here, as data:
 
 - a dpkg database (``var/lib/dpkg/status``, ``info/PKG.list``,
-  ``info/PKG.conffiles``), so owners, sources and versions are known to the
+  ``info/PKG.conffiles``, ``info/PKG.md5sums`` of the well-formed lines of the
+  package's own ``md5sums``), so owners, sources and versions are known to the
   planner and the SBOM (:mod:`scratchpack.plan.dpkg`). A package's status
   paragraph is the archive's index entry for what apt resolved, one paragraph,
   never the package's word about itself (its control file stands in only for
@@ -49,6 +50,7 @@ from scratchpack.ld.rootfs import RootFS
 from scratchpack.packages.apt import ARCHITECTURES, NAME, PackageError, PackageRef
 from scratchpack.packages.deb import (
     MAX_CONTROL_MEMBER,
+    MAX_MD5SUMS_MEMBER,
     DebControl,
     data_tar,
     paragraph_fields,
@@ -159,12 +161,7 @@ def unpack_packages(
         )
         for ref, _ in debs
     )
-    warnings.extend(
-        f"package {package.ref.name} {package.ref.version}: its {member} is over "
-        f"{MAX_CONTROL_MEMBER >> 20} MiB and was not read"
-        for package in packages
-        for member in package.control.oversized
-    )
+    warnings.extend(_control_warnings(packages))
     _write_dpkg_database(destination, packages)
     passwd, group = _masters(destination)
     accounts = _created_accounts(
@@ -182,6 +179,21 @@ def unpack_packages(
     return PackageRoot(
         destination, packages, accounts, tuple(warnings), owners, tuple(notes), tuple(made)
     )
+
+
+def _control_warnings(packages: Iterable[UnpackedPackage]) -> Iterator[str]:
+    """Control members over their bound, md5sums lines not taken: one line each."""
+    for package in packages:
+        where = _where(package.ref)
+        for member in package.control.oversized:
+            bound = MAX_MD5SUMS_MEMBER if member == "md5sums" else MAX_CONTROL_MEMBER
+            yield f"{where}: its {member} is over {bound >> 20} MiB and was not read"
+        skipped = package.control.md5sums.skipped
+        if skipped:
+            yield (
+                f"{where}: {skipped} line{'s' if skipped != 1 else ''} of its md5sums not "
+                "taken (not a digest and a path below the root)"
+            )
 
 
 def _tmpfiles(top: Path, paths: Iterable[str]) -> dict[str, str]:
@@ -294,6 +306,9 @@ def _write_dpkg_database(top: Path, packages: tuple[UnpackedPackage, ...]) -> No
             if package.control.conffiles:
                 text = "".join(f"{path}\n" for path in package.control.conffiles)
                 _replace(info, f"{key}.conffiles", text, f"/{INFO}/{key}.conffiles", packages)
+            if package.control.md5sums.lines:  # checked lines only (deb.parse_md5sums)
+                text = "".join(f"{md5}  {path}\n" for md5, path in package.control.md5sums.lines)
+                _replace(info, f"{key}.md5sums", text, f"/{INFO}/{key}.md5sums", packages)
     with _directory(top, DPKG, packages) as dpkg:
         status = "\n".join(package.status for package in packages)
         _replace(dpkg, "status", status, f"/{DPKG}/status", packages)

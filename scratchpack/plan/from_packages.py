@@ -9,10 +9,9 @@ image holds, as ``build --root`` would:
   same source package (nginx-light brings nginx-common), as shrink's static
   mode keeps it: every file and link they list but docs, man pages and
   translations, and the directories they own exclusively (``/var/lib/nginx``);
-- what a Debian system says about itself: ``/usr/lib/os-release`` (and its
-  ``/etc`` link), ``/run`` and the ``/var/run`` link;
-- ``/var/lib/dpkg/status.d/PKG`` for every package the image holds a file of
-  (distroless's convention, read by vulnerability scanners);
+- ``/run`` and the ``/var/run`` link; the package records every image gets
+  (:mod:`scratchpack.plan.records`: ``status.d/PKG`` and ``PKG.md5sums`` for every
+  package the image holds a file of, os-release, ``/etc/debian_version``);
 - the accounts the kept packages' scripts create, homes owned by their users;
 - ``--user``'s home when a package created the account and ships the home
   (postgresql-common's ``/var/lib/postgresql``, whatever the named package),
@@ -43,10 +42,8 @@ from scratchpack.plan.rootplan import RootPlan
 from scratchpack.plan.users import PlannedAccounts
 
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-STATUS_D = "/var/lib/dpkg/status.d"
 NOGROUP = "nogroup"  # base-passwd's name for gid 65534 (distroless's, in essentials: nobody)
 NOBODY_GID = NOBODY_UID
-OS_RELEASE = ("/usr/lib/os-release", "/etc/os-release")
 _SUPPORT = ("-doc", "-dbg", "-dbgsym", "-dev", "-tests")
 _NOT_NEEDED = (
     "/usr/share/doc/", "/usr/share/doc-base/", "/usr/share/man/", "/usr/share/info/",
@@ -228,13 +225,10 @@ def _listed(paths: list[str]) -> str:
     return ", ".join(paths[:8]) + (", …" if len(paths) > 8 else "")
 
 
-def add_system_files(plan: RootPlan, root: PackageRoot) -> None:
-    """os-release, the /var/run link (/run is an essential) and, beside an essential /tmp,
-    /var/tmp 1777 (lighttpd's upload directory): what base-files gives."""
-    fs = RootFS(str(root.top))
-    for path in OS_RELEASE:
-        if fs.exists(path):
-            plan.add_path(fs, path, Reason.PACKAGE, "base-files")
+def add_system_files(plan: RootPlan) -> None:
+    """The /var/run link (/run is an essential) and, beside an essential /tmp, /var/tmp
+    1777 (lighttpd's upload directory): what base-files gives. os-release and
+    debian_version are records (:mod:`scratchpack.plan.records`)."""
     if plan.through_links("/var/run") not in plan.entries:
         plan.add(
             Entry("/var/run", EntryKind.SYMLINK, 0o777, Reason.ESSENTIAL, "run", target="/run")
@@ -246,24 +240,6 @@ def add_system_files(plan: RootPlan, root: PackageRoot) -> None:
         and plan.through_links("/var/tmp") not in plan.entries
     ):
         plan.add_dir("/var/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
-
-
-def add_status_d(plan: RootPlan, root: PackageRoot) -> list[UnpackedPackage]:
-    """``status.d/PKG`` for each package the image holds a file or link of; those packages."""
-    top = str(root.top)
-    files = {entry.source for entry in plan.files if entry.source}
-    links = {path for path, entry in plan.entries.items() if entry.kind is EntryKind.SYMLINK}
-    held = []
-    for package in root.packages:
-        if any(top + path in files or path in links for path in package.paths):
-            held.append(package)
-            plan.add_generated(
-                f"{STATUS_D}/{package.ref.name}",
-                package.status.encode("utf-8", "surrogateescape"),  # the archive's paragraph
-                Reason.PACKAGE,
-                "dpkg status",
-            )
-    return held
 
 
 def archive_source(package: UnpackedPackage) -> str:

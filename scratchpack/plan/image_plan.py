@@ -37,6 +37,7 @@ from scratchpack.plan.copies import (
     own_copies,
     owner_names,
 )
+from scratchpack.plan.dpkg import DpkgIndex
 from scratchpack.plan.entries import EntryKind, Reason
 from scratchpack.plan.essentials import (
     CA_BUNDLE,
@@ -60,7 +61,6 @@ from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.from_packages import (
     PackageSelection,
     add_package_dirs,
-    add_status_d,
     add_system_files,
     created_accounts,
     entry_program,
@@ -69,6 +69,7 @@ from scratchpack.plan.from_packages import (
     select,
 )
 from scratchpack.plan.programs import DEFAULT_PATH, Program, program
+from scratchpack.plan.records import Records, add_records
 from scratchpack.plan.relocate import Relocation, kept_paths, mapped, relocate
 from scratchpack.plan.rootplan import RootPlan
 from scratchpack.plan.runtimes import Runtime, RuntimeFiles, runtime_files, runtime_paths
@@ -150,6 +151,9 @@ class ImagePlan:
     closures: tuple[Closure, ...] = ()  # at their host paths, as resolved
     loaded_first: tuple[LoadedFirst, ...] = ()
     moves: tuple[tuple[str, str], ...] = ()  # (host path, image path): the user's files moved
+    records: Records = field(
+        default_factory=Records
+    )  # the packages declared in status.d; unpackaged files
 
 
 def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
@@ -198,10 +202,10 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         accounts |= created_accounts(options.package_root, selection.packages)
     _add_essentials(plan, resolver, closures, options.essentials, env, config.user, accounts)
     if options.package_root is not None:
-        add_system_files(plan, options.package_root)
+        add_system_files(plan)
         own_homes(plan, options.package_root)
         add_package_dirs(plan, options.package_root, config.user)
-        add_status_d(plan, options.package_root)
+    records = plan_records(plan, options.root)
     own_copies(plan, copied)  # owners are names of the passwd just planned; theirs win
     warn_unused_excludes(plan.excludes)
     _warn_about_closed_directories(plan, config.user)
@@ -223,7 +227,20 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         tuple(closures),
         tuple(_moved_loaded_first(loaded_first, placed.moves)),
         placed.moves,
+        dataclasses.replace(records, unknown=_moved_paths(records.unknown, placed.moves)),
     )
+
+
+def _moved_paths(paths: Iterable[str], moves: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """``paths`` where the image has them (a host build's own files are under /app)."""
+    return tuple(sorted(_image_path(path, moves) for path in paths))
+
+
+def plan_records(plan: RootPlan, root_dir: str | None) -> Records:
+    """The package records of what ``plan`` holds of the root's packages (host: this
+    machine's), from the root's dpkg database (:mod:`.records`); none without one."""
+    root = RootFS(root_dir)
+    return add_records(plan, root, DpkgIndex.load_cached(root))
 
 
 def _place_own_files(

@@ -13,6 +13,8 @@ inside the unpacked root with ``--root`` semantics. What is kept, and why
   translations — and the closures of ELF files among them;
 - ``trace``: with ``--trace``, every file the running program touched;
 - ``include``: what ``--include`` names;
+- ``record``: the package records (``status.d``, os-release, debian_version) of
+  the source's packages whose files are kept (:mod:`scratchpack.plan.records`);
 - ``runtime``: CA certificates when the closure speaks TLS, ``/tmp``,
   ``/var/tmp``, ``/run`` and ``/var/run`` (as the source has them), the
   ``/etc/passwd`` and ``/etc/group`` entries of the users that are needed
@@ -54,6 +56,7 @@ from scratchpack.plan.image_plan import (
     warn_unused_excludes,
 )
 from scratchpack.plan.programs import DEFAULT_PATH, SHELLS, program, shell_commands, which
+from scratchpack.plan.records import Records, add_records
 from scratchpack.plan.rootplan import RootPlan
 from scratchpack.plan.users import (
     ACCOUNT_FILES,
@@ -174,6 +177,7 @@ class ShrinkPlan:
     programs: tuple[str, ...]
     loaded_first: tuple[LoadedFirst, ...] = ()  # sonames a library of the image carries
     partly_kept: tuple[PartlyKept, ...] = ()  # data trees the program picks from
+    records: Records = field(default_factory=Records)  # the packages status.d declares
 
 
 @dataclass(frozen=True)
@@ -494,6 +498,7 @@ def plan_shrink(
     run = [*inputs.runtime.argv(), *(trace_args or ())]
     wanted = wanted_accounts(root, plan, inputs, run, traced, static)
     _generate_accounts(plan, root, wanted, [image_path for image_path, _ in included], kept)
+    records = _keep_records(plan, root, kept)
     plan.apply_xattrs(inputs.xattrs)  # file capabilities travel with their files
     warn_unused_excludes(plan.excludes)
     if not elf_paths:
@@ -506,7 +511,18 @@ def plan_shrink(
         tuple(programs),
         tuple(loaded_first),
         tuple(partly_kept(root, plan)),
+        records,
     )
+
+
+def _keep_records(plan: RootPlan, root: RootFS, kept: Kept) -> Records:
+    """The records of the source's packages whose files are kept, and only theirs: from
+    its ``/var/lib/dpkg/status`` or its ``status.d`` (:mod:`.records`)."""
+    records = add_records(plan, root, DpkgIndex.load_any(root))
+    for path, entry in plan.entries.items():
+        if entry.reason is Reason.RECORD and not entry.implied:
+            kept.add(Reason.RECORD, path)
+    return records
 
 
 def _keep_packages(plan: RootPlan, root: RootFS, programs: list[str], kept: Kept) -> list[str]:

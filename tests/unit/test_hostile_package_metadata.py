@@ -22,13 +22,12 @@ from scratchpack.plan import dpkg
 from scratchpack.plan.dpkg import DpkgIndex
 from scratchpack.plan.entries import Reason
 from scratchpack.plan.from_packages import (
-    STATUS_D,
-    add_status_d,
     created_accounts,
     own_homes,
     programs_on_path,
     select,
 )
+from scratchpack.plan.records import STATUS_D, add_records
 from scratchpack.plan.rootplan import RootPlan
 from tests.debkit import ARCHITECTURE, Deb, Dir, File, build_deb
 
@@ -89,11 +88,11 @@ def _status_d(root: PackageRoot, *paths: str) -> dict[str, str]:
     fs = RootFS(str(root.top))
     for path in paths:
         plan.add_path(fs, path, Reason.PACKAGE)
-    add_status_d(plan, root)
+    add_records(plan, fs, DpkgIndex.load(fs))
     return {
         path.removeprefix(STATUS_D + "/"): (entry.data or b"").decode()
         for path, entry in plan.entries.items()
-        if path.startswith(STATUS_D + "/")
+        if path.startswith(STATUS_D + "/") and not path.endswith(".md5sums")
     }
 
 

@@ -132,7 +132,7 @@ def _plan(root: PackageRoot, named: tuple[str, ...], user: str | None) -> RootPl
     add_users(plan, fs, user, created_accounts(root, selection.packages))
     plan.add_dir("/tmp", 0o1777, Reason.ESSENTIAL, "tmp")
     plan.add_dir("/run", 0o755, Reason.ESSENTIAL, "run")
-    add_system_files(plan, root)
+    add_system_files(plan)
     own_homes(plan, root)
     add_package_dirs(plan, root, user)
     return plan
