@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -66,10 +66,12 @@ if TYPE_CHECKING:
     from scratchpack.image.model import Image, ImageIndex
     from scratchpack.image.registry import Credentials, PushResult
     from scratchpack.image.writer import BlobStore
+    from scratchpack.plan.layers import Origin
 
 
 class Layering(str, Enum):
-    """``--layers``: one layer, or the shared libraries in a layer other images share."""
+    """``--layers``: one layer, the shared libraries in a layer other images share, or a
+    layer per source package (:func:`~scratchpack.plan.layers.package_layers`)."""
 
     ONE = "one"
     SPLIT = "split"
@@ -192,6 +194,7 @@ class BuildResult:
     output: str | None = None  # the built-in writer's archive or layout
     manifest_digest: str | None = None
     diff_ids: tuple[str, ...] = ()
+    loaded: bool = False  # the written image was loaded into the engine (--layers, no -o)
     verify: VerifyResult | None = None
     push: PushResult | None = None
     debug: DebugResult | None = None
@@ -219,6 +222,8 @@ class BuildResult:
                 manifest_digest=self.manifest_digest,
                 diff_ids=list(self.diff_ids),
             )
+            if self.loaded:  # written, then loaded into the engine (a layered build, no -o)
+                document["loaded"] = True
         if self.verify is not None:
             document["verify"] = self.verify.to_json()
         if self.push is not None:
@@ -249,6 +254,8 @@ def report_text(result: BuildResult) -> str:
             lines = [f"Wrote {result.tag} {_written_image(result)}{where} {size}"]
             if result.output and result.output.endswith(".tar"):
                 lines.append(f"Load it with: docker load -i {result.output}")
+            if result.loaded:
+                lines.append(f"Loaded {result.tag} into the engine ({len(result.diff_ids)} layers)")
     lines.extend(f"Moved {host} -> {image}" for host, image in result.moved)
     groups = loaded_first_json(result.loaded_first)
     lines.extend(line[0].upper() + line[1:] for line in loaded_first_lines(groups))
@@ -491,7 +498,10 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
                 _stage_lock(staged, sources.lock, [packaged])
         plan = plan_image(request.options, request.config)
         _check_platform(plan, sources.platforms[0] if sources.platforms else None)
-        if builder is not None:
+        plan, origins = _whole_packages(plan, request)
+        # Only the built-in writer cuts layers: a layered build is written, then loaded.
+        dockerfile = builder is not None and target.layering is Layering.ONE
+        if dockerfile:
             for entry in plan.root.files:
                 if entry.xattrs:
                     warn(
@@ -513,11 +523,12 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
         written = None  # the built-in writer's image, reused by a busybox debug variant
         if target.no_build:
             pass
-        elif builder is not None:
-            assert request.tag is not None
+        elif dockerfile:
+            assert request.tag is not None and builder is not None
             result = _engine_build(staged, builder, plan, request, progress, result)
         else:
-            result, written = _write_build(staged, plan, request, progress, engine, result)
+            how = _Written(origins, builder)
+            result, written = _write_build(staged, plan, request, progress, engine, result, how)
         if debug is not None and not target.no_build:
             debug_result = _debug_variant(staged, plan, request, builder, written)
             result = dataclasses.replace(result, debug=debug_result)
@@ -646,7 +657,8 @@ def _index_build(
         packaged.append(one)
         plan = plan_image(one.request.options, one.request.config)
         _check_platform(plan, platform)
-        images.append(write_plan(store, plan, request.target.split, request.show_progress))
+        plan, origins = _whole_packages(plan, one.request)
+        images.append(write_plan(store, plan, request.target, request.show_progress, origins))
         plans.append(plan)
     if request.sources.lock is not None and not packaged[0].from_lock:
         _stage_lock(staged, request.sources.lock, packaged)
@@ -716,21 +728,56 @@ def _engine_build(
 
 
 def write_plan(
-    store: BlobStore, plan: ImagePlan, split: bool = False, show_progress: bool = False
+    store: BlobStore,
+    plan: ImagePlan,
+    target: ImageTarget | None = None,
+    show_progress: bool = False,
+    origins: Mapping[str, tuple[Origin, ...]] | None = None,
 ) -> Image:
-    """The built-in writer: the plan's layers and config into ``store``, hashed as written."""
-    from scratchpack.image.writer import assemble
-    from scratchpack.plan.layers import split_layers
+    """The built-in writer: the plan's layers and config into ``store``, hashed as written.
 
+    ``origins``: with ``--layers packages``, each path's packages (:func:`_whole_packages`).
+    A package layer is dated :data:`~scratchpack.plan.layers.PACKAGE_LAYER_MTIME`, not
+    ``SOURCE_DATE_EPOCH``: its bytes are its packages' alone, whichever image holds it.
+    """
+    from scratchpack.image.config import history_entry
+    from scratchpack.image.writer import assemble
+    from scratchpack.plan.layers import PACKAGE_LAYER_MTIME, LayerKind, package_layers, split_layers
+
+    target = target or ImageTarget()
     epoch = source_date_epoch()
+    history = None
+    if target.layering is Layering.PACKAGES:
+        planned = package_layers(plan.root, origins or {}, target.max_layers)
+        cuts = [
+            (layer.entries, PACKAGE_LAYER_MTIME if layer.kind is LayerKind.PACKAGES else epoch)
+            for layer in planned
+        ]
+        history = [history_entry(epoch, layer.comment) for layer in planned]
+    else:
+        cuts = [(tuple(entries), epoch) for entries in split_layers(plan.root, target.split)]
     progress = ByteProgress("writing layers", plan.root.size, enabled=show_progress)
     with writing(store.top, "the image's layers"):
-        layers = [
-            store.write_layer(entries, epoch, progress.advance)
-            for entries in split_layers(plan.root, split)
-        ]
+        layers = [store.write_layer(entries, mtime, progress.advance) for entries, mtime in cuts]
     progress.done()
-    return assemble(store, layers, plan.config.runtime_json(), plan.platform, epoch)
+    return assemble(store, layers, plan.config.runtime_json(), plan.platform, epoch, history)
+
+
+def _whole_packages(
+    plan: ImagePlan, request: BuildRequest
+) -> tuple[ImagePlan, dict[str, tuple[Origin, ...]]]:
+    """With ``--layers packages``: the plan with each package it holds a file of whole (so
+    each package's layer is the same in every image), and each path's packages."""
+    if request.target.layering is not Layering.PACKAGES:
+        return plan, {}
+    from scratchpack.plan.layers import whole_packages
+
+    options = request.options
+    root, origins = whole_packages(plan.root, options.package_root, options.root)
+    if not origins:
+        warn("--layers packages: no Debian package of the root holds a file of the image (no "
+             "dpkg database?); its files are one layer")  # fmt: skip
+    return dataclasses.replace(plan, root=root), origins
 
 
 def store_for(staged: Publication, target: Path | None) -> BlobStore:
@@ -742,6 +789,14 @@ def store_for(staged: Publication, target: Path | None) -> BlobStore:
     return BlobStore(staged.scratch())
 
 
+@dataclass(frozen=True)
+class _Written:
+    """How the built-in writer's image is cut and where it goes beside its outputs."""
+
+    origins: Mapping[str, tuple[Origin, ...]] = field(default_factory=dict)
+    load_into: CommandEngine | None = None  # a layered build without -o: into this engine
+
+
 def _write_build(
     staged: Publication,
     plan: ImagePlan,
@@ -749,22 +804,24 @@ def _write_build(
     progress: Callable[[str], None] | None,
     engine: CommandEngine | None,
     result: BuildResult,
+    how: _Written | None = None,
 ) -> tuple[BuildResult, Image]:
-    """The built-in writer's image, written to its output, verified (in ``engine``), pushed:
-    ``result`` with all of that, and the image itself."""
+    """The built-in writer's image, written to its output or loaded into the engine,
+    verified (in ``engine``), pushed: ``result`` with all of that, and the image itself."""
     assert request.tag is not None
-    target = _written_to(request)
-    image = write_plan(
-        store_for(staged, target),
-        plan,
-        request.target.split,
-        request.show_progress,
-    )
+    how = how or _Written()
+    loading = how.load_into is not None and request.target.output is None
+    target = None if loading else _written_to(request)
+    store = store_for(staged, target)
+    image = write_plan(store, plan, request.target, request.show_progress, how.origins)
     if target is not None:
         to_output(staged, image, target, request.tag, source_date_epoch())
+    if loading:
+        assert how.load_into is not None
+        to_engine(staged, how.load_into, image, request.tag)
     verify = None
     if request.verify is not None:
-        verify = verify_written(image, request.tag, request.verify, engine)
+        verify = verify_written(image, request.tag, request.verify, engine or how.load_into)
     made = dataclasses.replace(
         result,
         engine=EngineMode.NONE,
@@ -773,6 +830,7 @@ def _write_build(
         output=str(target) if target else None,
         manifest_digest=image.manifest_descriptor.digest,
         diff_ids=tuple(layer.diff_id for layer in image.layers),
+        loaded=loading,
         verify=verify,
         push=_push(image, request, progress) if request.push is not None else None,
     )

@@ -3,7 +3,9 @@
 Identical inputs give identical bytes. Layer tars are built entry by entry,
 never from ``gettarinfo``: sorted paths, an entry for every parent directory,
 the plan's modes and owners, no user or group names, one fixed mtime
-(``SOURCE_DATE_EPOCH``, default 0). gzip runs with no file name and mtime 0.
+(``SOURCE_DATE_EPOCH``, default 0; a ``--layers packages`` package layer is
+dated 0 whatever it says, so that its bytes are its packages' alone). gzip runs
+with no file name and mtime 0.
 The uncompressed layer digest (``diff_id``) is the portable identity:
 compressed bytes can differ between zlib builds.
 

@@ -45,10 +45,18 @@ PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbi
 NOGROUP = "nogroup"  # base-passwd's name for gid 65534 (distroless's, in essentials: nobody)
 NOBODY_GID = NOBODY_UID
 _SUPPORT = ("-doc", "-dbg", "-dbgsym", "-dev", "-tests")
-_NOT_NEEDED = (
+NOT_NEEDED = (
     "/usr/share/doc/", "/usr/share/doc-base/", "/usr/share/man/", "/usr/share/info/",
     "/usr/share/locale/", "/usr/share/lintian/", "/usr/share/bug/", "/usr/share/menu/",
 )  # fmt: skip
+
+
+def kept_of_package(path: str) -> bool:
+    """Whether an image keeps this path of a package's list: not its docs, man pages,
+    translations (what --package and --layers packages both leave out)."""
+    return (
+        path not in ("/", "/.") and not path.startswith(NOT_NEEDED) and path + "/" not in NOT_NEEDED
+    )
 
 
 @dataclass(frozen=True)
@@ -78,12 +86,7 @@ def select(root: PackageRoot, named: Iterable[str]) -> PackageSelection:
         sibling = archive_source(package) in sources and not package.ref.name.endswith(_SUPPORT)
         if package not in chosen and sibling:
             chosen.append(package)
-    paths = [
-        path
-        for package in chosen
-        for path in package.paths
-        if path != "/." and not path.startswith(_NOT_NEEDED) and path + "/" not in _NOT_NEEDED
-    ]
+    paths = [path for package in chosen for path in package.paths if kept_of_package(path)]
     return PackageSelection(tuple(chosen), tuple(dict.fromkeys(paths)))
 
 
