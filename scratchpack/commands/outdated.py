@@ -6,6 +6,9 @@ private state ``--package`` resolves in, gives the candidates of that suite,
 ``-updates`` and ``-security``; the candidate's changelog what changed. The
 exit status tells CI: 0 all current, :data:`~scratchpack.errors.EXIT_OUTDATED`
 when an update exists. Nothing of the image runs, nothing is unpacked.
+
+A multi-platform index is compared platform by platform: each image's records
+against the candidates of its own architecture (apt's state is per architecture).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from typing import Any
 
 from scratchpack.errors import InputError, printable
 from scratchpack.image.media import Platform
-from scratchpack.image.readers import ImageSaver, open_image
-from scratchpack.image.records import read_records
+from scratchpack.image.readers import ImageSaver, open_images
+from scratchpack.image.records import ImageRecords, read_records
 from scratchpack.packages.apt import Archive, Word, check_word
 from scratchpack.packages.fetch import package_apt
 from scratchpack.packages.lock import read_lock
@@ -99,36 +102,58 @@ def run_outdated(
         return _lock_updates(request, request.lock, say)
     if not request.image:
         raise InputError("outdated needs an IMAGE, or --lock FILE")
-    packages, suite, platform = _image_packages(request, engine, say)
-    updates = _compare(request, suite, platform, packages, say)
-    return OutdatedResult(request.image, False, (updates,))
+    platforms = tuple(
+        _compare(request, one.suite, one.platform, list(one.packages), say)
+        for one in _image_packages(request, engine, say)
+    )
+    return OutdatedResult(request.image, False, platforms)
+
+
+@dataclass(frozen=True)
+class _ImagePackages:
+    """One platform's image: its packages as its records say, and its suite."""
+
+    platform: Platform
+    suite: str
+    packages: tuple[InstalledPackage, ...]
 
 
 def _image_packages(
     request: OutdatedRequest, engine: ImageSaver | None, say: Callable[[str], None] | None
-) -> tuple[list[InstalledPackage], str, Platform]:
-    """The installed packages of the image, its suite (or --suite) and its platform."""
+) -> list[_ImagePackages]:
+    """The installed packages and suite (or --suite) of each platform's image."""
     assert request.image is not None
     shown = printable(request.image)
     if say:
         say(f"reading the package records of {shown}")
+    found = []
     with publication() as staged:
         work = staged.scratch()
         with writing(work, f"{shown} as read for its package records"):
-            source = open_image(request.image, work / "source", engine)
-            records = read_records(source.image, shown)
+            sources = open_images(request.image, work / "source", engine)
+            for source in sources:
+                platform = source.image.platform
+                where = shown if len(sources) == 1 else f"{shown} ({platform})"
+                records = read_records(source.image, where)
+                suite = _suite(request, records, where)
+                found.append(_ImagePackages(platform, suite, records.packages))
+    return found
+
+
+def _suite(request: OutdatedRequest, records: ImageRecords, where: str) -> str:
+    """--suite, else the image's own; an image with no records or no Debian suite is refused."""
     if not records.packages:
         raise InputError(
-            f"{shown} holds no package records (no /var/lib/dpkg/status, no status.d): "
+            f"{where} holds no package records (no /var/lib/dpkg/status, no status.d): "
             "outdated compares Debian packages only"
         )
     suite = request.suite or records.suite
     if suite is None:
         raise InputError(
-            f"{shown}: cannot tell its Debian suite (no Debian VERSION_CODENAME in its "
+            f"{where}: cannot tell its Debian suite (no Debian VERSION_CODENAME in its "
             "os-release, no /etc/debian_version): give --suite if it is Debian-based"
         )
-    return list(records.packages), suite, source.image.platform
+    return suite
 
 
 def _lock_updates(

@@ -5,7 +5,8 @@
 an OCI archive, or the OCI + ``manifest.json`` hybrid our writer and Docker 25
 produce. The format is told by the content, not the name. Nothing is unpacked
 here: layers are located (a file of a layout, a member of an archive, read in
-place) and their digests checked when they are read.
+place) and their digests checked when they are read. :func:`open_image` gives
+one image (of an index, the native one); :func:`open_images` each platform's.
 
 Everything in these files is untrusted: names cannot lead out of the
 directory or archive (no ``..``, no symlinks followed on the host, links
@@ -46,6 +47,7 @@ _CHUNK = 1 << 20
 _MAX_MEMBERS = 1 << 16  # an image archive holds a few files per layer, not a file system
 _MAX_MANIFESTS = 256  # descriptors an index (with the indexes it nests) may name
 _MAX_LINK_HOPS = 8
+_IMAGE_CONFIGS = frozenset({MediaType.OCI_CONFIG.value, MediaType.DOCKER_CONFIG.value})
 
 
 class SourceFormat(str, Enum):
@@ -102,21 +104,41 @@ def open_image(reference: str, workdir: Path, engine: ImageSaver | None = None) 
     return SourceImage(reference, SourceFormat.ENGINE, source.image, names or source.names)
 
 
-def open_path(reference: str, path: Path, workdir: Path) -> SourceImage:
+def open_images(
+    reference: str, workdir: Path, engine: ImageSaver | None = None
+) -> tuple[SourceImage, ...]:
+    """Every platform's image ``reference`` holds: each image of a multi-platform index
+    (artifacts, attestations and manifests naming no platform skipped), else its one image.
+
+    For what compares each platform on its own (``outdated``); :func:`open_image`
+    keeps choosing one, for what runs or rewrites an image.
+    """
+    path = Path(reference).expanduser()
+    if not reference.strip() or not os.path.lexists(path):
+        return (open_image(reference, workdir, engine),)
     try:
-        return _read_path(reference, path, workdir)
+        return _read_path(reference, path, workdir, every=True)
     except OSError as err:
         raise InputError(f"{reference}: cannot read it ({err.strerror or err})") from err
 
 
-def _read_path(reference: str, path: Path, workdir: Path) -> SourceImage:
+def open_path(reference: str, path: Path, workdir: Path) -> SourceImage:
+    try:
+        (source,) = _read_path(reference, path, workdir, every=False)
+    except OSError as err:
+        raise InputError(f"{reference}: cannot read it ({err.strerror or err})") from err
+    return source
+
+
+def _read_path(reference: str, path: Path, workdir: Path, every: bool) -> tuple[SourceImage, ...]:
+    """The image (or with ``every``, each platform's image) of a file or directory."""
     info = os.stat(path)
     if stat.S_ISDIR(info.st_mode):
         reader: _Reader = _DirReader(path, reference)
         if reader.has("index.json"):
-            return _from_oci(reference, reader, SourceFormat.OCI_LAYOUT)
+            return _from_oci(reference, reader, SourceFormat.OCI_LAYOUT, every)
         if reader.has("manifest.json"):
-            return _from_docker(reference, reader)
+            return (_from_docker(reference, reader),)
         raise InputError(
             f"{reference}: a directory with neither index.json (OCI layout) nor manifest.json"
         )
@@ -130,9 +152,9 @@ def _read_path(reference: str, path: Path, workdir: Path) -> SourceImage:
         raise InputError(f"{reference}: a {compression.value}-compressed archive; decompress it")
     reader = _TarReader(path, reference)
     if reader.has("index.json"):
-        return _from_oci(reference, reader, SourceFormat.OCI_ARCHIVE)
+        return _from_oci(reference, reader, SourceFormat.OCI_ARCHIVE, every)
     if reader.has("manifest.json"):
-        return _from_docker(reference, reader)
+        return (_from_docker(reference, reader),)
     raise InputError(
         f"{reference}: a tar file with neither index.json (OCI) nor manifest.json (docker save)"
     )
@@ -281,11 +303,48 @@ def _verified(reader: _Reader, descriptor: dict[str, Any], what: str) -> tuple[b
 # -- OCI ----------------------------------------------------------------------------------
 
 
-def _from_oci(reference: str, reader: _Reader, kind: SourceFormat) -> SourceImage:
+def _from_oci(
+    reference: str, reader: _Reader, kind: SourceFormat, every: bool = False
+) -> tuple[SourceImage, ...]:
+    """The index's one image (the native one of several), or with ``every`` each platform's."""
     index = json_object(_document(reader, "index.json"), f"{reference}: index.json")
-    descriptor = _choose_manifest(reader, index)
+    candidates = _image_manifests(reader, index)
+    if not every:
+        descriptor = _choose_manifest(reference, candidates)
+        return (_oci_image(reference, reader, kind, descriptor, _manifest(reader, descriptor)),)
+    if len(candidates) > 1:  # of several, an image says which platform it is for
+        candidates = [one for one in candidates if isinstance(one.get("platform"), dict)]
+    images: dict[str, SourceImage] = {}  # by manifest digest: one named twice is one image
+    for descriptor in candidates:
+        digest = str(Digest.parse(descriptor.get("digest"), f"{reference}: a manifest"))
+        if digest in images:
+            continue
+        manifest = _manifest(reader, descriptor)
+        config = manifest.get("config")
+        config_kind = config.get("mediaType") if isinstance(config, dict) else None
+        if config_kind is not None and config_kind not in _IMAGE_CONFIGS:
+            continue  # an artifact (a signature, an SBOM) packed as a manifest: not an image
+        images[digest] = _oci_image(reference, reader, kind, descriptor, manifest)
+    if not images:
+        raise InputError(f"{reference}: index.json lists no image manifest")
+    return tuple(images.values())
+
+
+def _manifest(reader: _Reader, descriptor: dict[str, Any]) -> dict[str, Any]:
+    """The image manifest a descriptor names, its digest checked."""
+    reference = reader.reference
     data, _digest = _verified(reader, descriptor, "image manifest")
-    manifest = json_object(parse_json(data, f"{reference}: the manifest"), f"{reference}: manifest")
+    return json_object(parse_json(data, f"{reference}: the manifest"), f"{reference}: manifest")
+
+
+def _oci_image(
+    reference: str,
+    reader: _Reader,
+    kind: SourceFormat,
+    descriptor: dict[str, Any],
+    manifest: dict[str, Any],
+) -> SourceImage:
+    """The image one manifest of an OCI index describes, its blobs located and checked."""
     config_descriptor = manifest.get("config")
     layer_descriptors = manifest.get("layers")
     if not isinstance(config_descriptor, dict) or not isinstance(layer_descriptors, list):
@@ -313,10 +372,9 @@ def _from_oci(reference: str, reader: _Reader, kind: SourceFormat) -> SourceImag
     return SourceImage(reference, kind, _image(reference, config_bytes, tuple(layers)), names)
 
 
-def _choose_manifest(reader: _Reader, index: dict[str, Any]) -> dict[str, Any]:
-    """The one image manifest of the index (nested indexes followed, attestations ignored).
+def _image_manifests(reader: _Reader, index: dict[str, Any]) -> list[dict[str, Any]]:
+    """The image manifests of the index (nested indexes followed, attestations ignored).
 
-    Several images: the one for this machine's platform, if exactly one is.
     Each nested index is read once; at most :data:`_MAX_MANIFESTS` are looked at.
     """
     reference = reader.reference
@@ -356,6 +414,11 @@ def _choose_manifest(reader: _Reader, index: dict[str, Any]) -> dict[str, Any]:
             candidates.append(descriptor)
     if not candidates:
         raise InputError(f"{reference}: index.json lists no image manifest")
+    return candidates
+
+
+def _choose_manifest(reference: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one image manifest; of several, the one for this machine's platform, if one is."""
     if len(candidates) == 1:
         return candidates[0]
     host = Platform.host()

@@ -3,6 +3,7 @@ changelogs from hand-made packages (bombs, links out), candidates from a fake ap
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from scratchpack.packages.updates import (
 )
 from tests.debkit import Deb, File, Link, build_deb
 from tests.imagekit import d, f, hard, layer, sym, write_docker_archive, write_oci
+from tests.unit.test_readers_platforms import Layout, on
 
 BOOKWORM = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_CODENAME=bookworm\n'
 
@@ -361,3 +363,53 @@ def test_an_image_without_records_is_one_line(
     image = write_docker_archive(tmp_path / "image.tar", [layer(f("app", b"x"))])
     with pytest.raises(InputError, match="holds no package records"):
         _run(tmp_path, monkeypatch, image, {}, {})
+
+
+def test_each_platform_of_an_index_against_its_own_architecture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amd64's libssl3 has an update in amd64's lists; arm64's is current in arm64's."""
+    out = Layout(tmp_path / "layout")
+    images = {}
+    for architecture in ("amd64", "arm64"):
+        record = _record("libssl3", "3.0.19-1~deb12u2").replace("amd64", architecture)
+        data = layer(d("usr"), d("usr/lib"), f("usr/lib/os-release", BOOKWORM.encode()),
+                     d("var"), d("var/lib"), d("var/lib/dpkg"), d(STATUS_D),
+                     f(f"{STATUS_D}/libssl3", record.encode()))  # fmt: skip
+        images[architecture] = on(out.manifest(architecture, data), architecture)
+    layout = out.index(list(images.values()))
+    deb = build_deb(Deb("libssl3", "3.0.22-1~deb12u2"), tmp_path / "debs")
+    offered = {"amd64": "3.0.22-1~deb12u2", "arm64": "3.0.19-1~deb12u2"}
+    asked: list[str] = []
+
+    def package_apt(suite: str, architecture: str, *args: object, **kw: object) -> FakeApt:
+        asked.append(architecture)
+        apt = FakeApt({"libssl3": offered[architecture]}, {"libssl3": deb})
+        apt.locked = contextlib.nullcontext  # type: ignore[attr-defined]
+        apt.update = lambda force=False: None  # type: ignore[attr-defined]
+        apt.archives = lambda: (Archive("http://x/debian", "bookworm"),)  # type: ignore[attr-defined]
+        return apt
+
+    monkeypatch.setattr(command, "package_apt", package_apt)
+    result = command.run_outdated(command.OutdatedRequest(str(layout)))
+    assert asked == ["amd64", "arm64"]
+    document = json.loads(json.dumps(result.to_json()))
+    assert document["outdated"] == 1
+    assert [(p["platform"], len(p["outdated"])) for p in document["platforms"]] == [
+        ("linux/amd64", 1), ("linux/arm64", 0),
+    ]  # fmt: skip
+    assert document["platforms"][0]["outdated"][0]["architecture"] == "amd64"
+    text = command.report_text(result)
+    assert "(linux/amd64, Debian bookworm): 1 of 1" in text
+    assert "(linux/arm64, Debian bookworm): 0 of 1" in text
+
+
+def test_a_platform_without_records_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = Layout(tmp_path / "layout")
+    amd64 = on(out.manifest("amd64", _base()), "amd64")
+    arm64 = on(out.manifest("arm64", layer(f("app"))), "arm64")
+    layout = out.index([amd64, arm64])
+    with pytest.raises(InputError, match=r"\(linux/arm64\) holds no package records"):
+        _run(tmp_path, monkeypatch, layout, {}, {})
