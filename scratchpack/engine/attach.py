@@ -35,7 +35,9 @@ Decisions, with what was measured (Docker 20.10, Debian 12, kernel 6.x):
   ``docker rm -f $(docker ps -q --filter label=org.scratchpack.debug-target)``.
   The exit status comes from a ``wait?condition=removed`` request made *before*
   the start (the daemon sends the headers once the wait is registered), as
-  ``docker run --rm`` does, so the automatic removal cannot lose it.
+  ``docker run --rm`` does, so the automatic removal cannot lose it; Podman
+  answers that one with 0, so there it is ``condition=next-exit``
+  (:mod:`scratchpack.engine.dialect`).
 - Output and input go through one hijacked attach connection opened before the
   start, relayed with ``select`` (no threads, no polling): the terminal in raw mode
   for interactive sessions, a buffer of multiplexed frames otherwise.
@@ -50,7 +52,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -61,12 +62,20 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import docker
 import docker.errors
 import requests.exceptions
 
 from scratchpack.engine.client import Engine, short
+from scratchpack.engine.dialect import (
+    DOCKER,
+    PODMAN_INSPECT,
+    Dialect,
+    created_ipc_mode,
+    missing_command,
+)
 from scratchpack.errors import EngineError, EngineLost, InputError, Terminated
 from scratchpack.owner import OWNER_LABEL, owner
 
@@ -121,7 +130,14 @@ def attach(
     """
     try:
         return _attach(
-            engine.client, container, tools, shown, command, interactive, allow_host_access
+            engine.client,
+            engine.dialect,
+            container,
+            tools,
+            shown,
+            command,
+            interactive,
+            allow_host_access,
         )
     except requests.exceptions.RequestException as err:
         raise EngineLost(f"lost the Docker engine: {short(err)}") from err
@@ -129,6 +145,7 @@ def attach(
 
 def _attach(
     client: docker.DockerClient,
+    dialect: Dialect,
     container: str,
     image_ref: str,
     shown: str,
@@ -138,7 +155,7 @@ def _attach(
 ) -> AttachResult:
     target = _running_target(client, container)
     if not allow_host_access:
-        _refuse_host_access(client, container, target)
+        _refuse_host_access(client, dialect, container, target)
     _check_architecture(client, image_ref, target)
 
     in_fd = _fileno(sys.stdin)
@@ -155,12 +172,9 @@ def _attach(
     sock = None
     with _exit_on_signals():
         try:
-            sidecar = _create_sidecar(client, image_ref, target, argv, interactive, feed)
-            waiter = _register_wait(client.api, sidecar)
-            sock = client.api.attach_socket(
-                sidecar,
-                params={"stdin": int(feed is not None), "stdout": 1, "stderr": 1, "stream": 1},
-            )
+            sidecar = _create_sidecar(client, dialect, image_ref, target, argv, interactive, feed)
+            waiter = _register_wait(client.api, sidecar, dialect.exit_wait)
+            sock = _attach_socket(client.api, sidecar, feed is not None, shown, argv)
             raw = getattr(sock, "_sock", sock)
             _start(client, sidecar, shown, argv)
             output = None
@@ -190,9 +204,11 @@ def _attach(
                 waiter.close()
 
 
-def _refuse_host_access(client: docker.DockerClient, container: str, target: Any) -> None:
+def _refuse_host_access(
+    client: docker.DockerClient, dialect: Dialect, container: str, target: Any
+) -> None:
     """A target in the host's namespaces (or privileged) would lend the sidecar the host."""
-    shared = host_access(client, target.attrs)
+    shared = host_access(client, target.attrs, dialect)
     if shared is not None:
         raise InputError(
             f"container {container} {shared}: a sidecar there, with CAP_SYS_PTRACE, "
@@ -203,15 +219,21 @@ def _refuse_host_access(client: docker.DockerClient, container: str, target: Any
 
 def _create_sidecar(
     client: docker.DockerClient,
+    dialect: Dialect,
     image_ref: str,
     target: Any,
     argv: list[str],
     interactive: bool,
     feed: int | None,
 ) -> str:
-    """The sidecar in the target's pid and network namespaces (IPC where it is shareable)."""
+    """The sidecar in the target's pid and network namespaces (IPC where it is shareable).
+
+    An engine whose ``IpcMode`` cannot be believed (Podman) gets no IPC join at all.
+    """
     ipc = str(target.attrs["HostConfig"].get("IpcMode") or "")
-    shareable_ipc = ipc in ("shareable", "host") or ipc.startswith("container:")
+    shareable_ipc = dialect.reports_ipc_mode and (
+        ipc in ("shareable", "host") or ipc.startswith("container:")
+    )
     return client.api.create_container(
         image_ref,
         entrypoint=argv,
@@ -253,7 +275,9 @@ _JOIN_LIMIT = 16  # containers followed through "container:ID" modes
 _HOST_CAPABILITIES = frozenset({"ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO"})
 
 
-def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | None:
+def host_access(
+    client: docker.DockerClient, attrs: dict[str, Any], dialect: Dialect = DOCKER
+) -> str | None:
     """Why a sidecar beside this container would reach the host, or None.
 
     The sidecar joins the target's pid, network and IPC namespaces with
@@ -265,12 +289,16 @@ def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | Non
     ``CAP_SYS_PTRACE`` would let the sidecar take over; so does one given
     ``SYS_ADMIN``, ``SYS_MODULE`` or ``ALL``. A joined container that is gone
     cannot be checked, yet the target still holds its namespaces: that refuses
-    too (fail closed).
+    too (fail closed). Where the engine misreports ``IpcMode`` (Podman), the
+    ``--ipc`` of the command that created the container counts instead.
     """
     pending = [attrs]
     seen: set[str] = set()
     while pending:
-        config = pending.pop().get("HostConfig") or {}
+        current = pending.pop()
+        config = dict(current.get("HostConfig") or {})
+        if not dialect.reports_ipc_mode:
+            config["IpcMode"] = _created_ipc_mode(client, str(current.get("Id") or ""))
         if config.get("Privileged") is True:
             return "is privileged (--privileged), or joins one that is"
         added = {str(cap).upper().removeprefix("CAP_") for cap in config.get("CapAdd") or ()}
@@ -280,6 +308,8 @@ def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | Non
             mode = str(config.get(key) or "")
             if mode == "host":
                 return f"shares the host's {name} namespace (--{key[:-4].lower()}=host)"
+            if mode.startswith("ns:"):  # Podman: a namespace by path, perhaps the host's
+                return f"joins the {name} namespace at {mode[3:]}: unknowable"
             joined = mode.partition(":")[2] if mode.startswith("container:") else ""
             if not joined or joined in seen:
                 continue
@@ -293,6 +323,17 @@ def host_access(client: docker.DockerClient, attrs: dict[str, Any]) -> str | Non
             except docker.errors.APIError as err:
                 raise EngineError(f"cannot inspect container {joined}: {short(err)}") from err
     return None
+
+
+def _created_ipc_mode(client: docker.DockerClient, container_id: str) -> str:
+    """The ``--ipc`` a container was created with, from Podman's own record ("" if none)."""
+    api = client.api
+    try:
+        response = api._get(api.base_url + PODMAN_INSPECT.format(quote(container_id, safe="")))
+        native = api._result(response, True)
+    except docker.errors.APIError as err:
+        raise EngineError(f"cannot inspect container {container_id}: {short(err)}") from err
+    return created_ipc_mode(native if isinstance(native, dict) else {}) or ""
 
 
 def _check_architecture(client: docker.DockerClient, image_ref: str, target: Any) -> None:
@@ -309,11 +350,15 @@ def _check_architecture(client: docker.DockerClient, image_ref: str, target: Any
         )
 
 
-def _register_wait(api: docker.APIClient, container_id: str) -> requests.Response:
-    """Ask for the exit status before the start; returns once the daemon has registered it."""
+def _register_wait(api: docker.APIClient, container_id: str, condition: str) -> requests.Response:
+    """Ask for the exit status before the start; returns once the daemon has registered it.
+
+    ``condition`` is the engine's (:attr:`Dialect.exit_wait`): ``removed`` on Docker,
+    ``next-exit`` on Podman, which answers ``removed`` with 0 whatever the status.
+    """
     response = api._post(
         api._url("/containers/{0}/wait", container_id),
-        params={"condition": "removed"},
+        params={"condition": condition},
         stream=True,
         timeout=None,
     )
@@ -332,17 +377,35 @@ def _exit_status(waiter: requests.Response) -> int:
     return int(body.get("StatusCode", -1))
 
 
+def _attach_socket(
+    api: docker.APIClient, container_id: str, stdin: bool, image: str, argv: list[str]
+) -> Any:
+    """The attach connection, opened before the start (Podman runs ``runc create`` here)."""
+    try:
+        return api.attach_socket(
+            container_id, params={"stdin": int(stdin), "stdout": 1, "stderr": 1, "stream": 1}
+        )
+    except docker.errors.APIError as err:
+        raise _refused(err, image, argv) from err
+
+
 def _start(client: docker.DockerClient, container_id: str, image: str, argv: list[str]) -> None:
     try:
         client.api.start(container_id)
     except docker.errors.APIError as err:
-        text = short(err)
-        missing = re.search(
-            r'exec: ".*?: (executable file not found in \$PATH|no such file or directory)', text
-        )
-        if missing:
-            raise EngineError(f"{image} has no {argv[0]!r} to run ({missing.group(1)})") from err
-        raise EngineError(f"cannot start the sidecar from {image}: {text}") from err
+        raise _refused(err, image, argv) from err
+
+
+def _refused(err: docker.errors.APIError, image: str, argv: list[str]) -> EngineError:
+    """The engine's refusal to run the sidecar, in one line: a missing command said plainly.
+
+    Docker refuses at the start, Podman already when the attach connection is opened.
+    """
+    text = short(err)
+    missing = missing_command(text)
+    if missing:
+        return EngineError(f"{image} has no {argv[0]!r} to run ({missing})")
+    return EngineError(f"cannot start the sidecar from {image}: {text}")
 
 
 def _fileno(stream: Any) -> int | None:

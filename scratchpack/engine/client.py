@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from scratchpack.engine.dialect import Dialect, dialect_of
 from scratchpack.engine.direct import (
     DirectAPI,
     engine_timeout,
@@ -299,6 +300,7 @@ class Engine:
     def __init__(self, client: Any = None, direct: DirectAPI | None = None) -> None:
         self._client = client
         self.direct = direct
+        self._version: dict[str, Any] | None = None
 
     @property
     def client(self) -> Any:
@@ -523,26 +525,37 @@ class Engine:
     def leftovers(self) -> list[tuple[str, str, str]]:
         """(kind, name, owner) of the containers and throw-away tags runs of scratchpack made."""
         found: list[tuple[str, str, str]] = []
-        references = [f"{repository}/*" for repository in TAG_REPOSITORIES]
+        dialect = self.dialect
         if self.direct is not None:
             containers = self.direct.listing(
                 "/containers/json", {"label": [OWNER_LABEL]}, "containers"
             )
-            images = self.direct.listing("/images/json", {"reference": references}, "images")
         else:
-            with _translated("while listing containers and images"):
+            with _translated("while listing containers"):
                 containers = self.api.containers(all=True, filters={"label": OWNER_LABEL})
-                images = self.api.images(filters={"reference": references})
+        images = self._throwaway_images(dialect)
         for container in containers:
             names = container.get("Names") or [container.get("Id", "")]
             labels = container.get("Labels") or {}
             found.append(("container", str(names[0]).lstrip("/"), str(labels.get(OWNER_LABEL))))
         for image in images:
             for tag in image.get("RepoTags") or []:
-                who = owner_of(str(tag))
+                who = owner_of(dialect.familiar(str(tag)))
                 if who is not None:
                     found.append(("image", str(tag), who))
         return found
+
+    def _throwaway_images(self, dialect: Dialect) -> list[dict[str, Any]]:
+        """The images tagged in :data:`TAG_REPOSITORIES`, each once."""
+        images: dict[str, dict[str, Any]] = {}
+        for references in dialect.tag_filters(TAG_REPOSITORIES):
+            if self.direct is not None:
+                listed = self.direct.listing("/images/json", {"reference": references}, "images")
+            else:
+                with _translated("while listing images"):
+                    listed = self.api.images(filters={"reference": references})
+            images.update((str(image.get("Id")), image) for image in listed)
+        return list(images.values())
 
     def remove_container(self, name: str) -> None:
         if self.direct is not None:
@@ -569,9 +582,27 @@ class Engine:
         except Exception:
             return False
 
+    def version(self) -> dict[str, Any]:
+        """The engine's ``/version`` answer, asked once per connection."""
+        if self._version is None:
+            doing = "while asking its version"
+            if self.direct is not None:
+                status, document = self.direct.call("GET", "/version", doing)
+                if status >= 400 or not isinstance(document, dict):
+                    raise EngineError(f"the engine refused {doing}: answered {status}")
+            else:
+                with _translated(doing):
+                    document = self.api.version()
+            self._version = dict(document)
+        return self._version
+
+    @property
+    def dialect(self) -> Dialect:
+        """How this engine's answers differ from Docker's (:mod:`scratchpack.engine.dialect`)."""
+        return dialect_of(self.version())
+
     def architecture(self) -> str:
-        with _translated("while asking its version"):
-            return str(self.api.version().get("Arch") or "")
+        return str(self.version().get("Arch") or "")
 
     # -- containers ----------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ def prune_engine(engine: Engine) -> list[str]:
 
 
 def prune_ended_runs(engine: Engine) -> None:
-    """Remove what ended runs left in ``engine``, with a warning; two list calls when nothing.
+    """Remove what ended runs left in ``engine``, with a warning; three calls when nothing.
 
     A cleanup of others' leftovers never fails this run: an engine error here is
     ignored (the command's own calls will meet it if it lasts).
