@@ -49,7 +49,9 @@ OS_RELEASE = Path("/etc/os-release")
 LISTS_MAX_AGE = 6 * 3600  # seconds before the package lists are fetched again
 _INST = re.compile(r"^Inst (\S+) (?:\[[^]]*\] )?\((\S+) .*\[([^]]+)\]\)")
 _ERROR = re.compile(r"^E: (.*)$", re.MULTILINE)
-_GPG_ERROR = re.compile(r"^W: GPG error: (\S+) (\S+) (?:In)?Release: (.*)$", re.MULTILINE)
+# "W: GPG error: …", or, where lists were fetched before, "W: An error occurred during the
+# signature verification. … the previous index files will be used. GPG error: …" (apt 2.6).
+_GPG_ERROR = re.compile(r"^W: (?:.*? )?GPG error: (\S+) (\S+) (?:In)?Release: (.*)$", re.MULTILINE)
 
 
 class PackageError(ScratchpackError):
