@@ -339,6 +339,12 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     metavar="FILE",
     help="Pin --package: write FILE when absent, build exactly its packages when present.",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Resolve the --lock FILE's packages afresh, rebuild, and rewrite FILE with the image; "
+    "report the packages, layers and bytes that changed.",
+)
 @only_listed_suites_option
 @click.option("--entrypoint", metavar="ARGS", help="ENTRYPOINT (default: the first BINARY).")
 @click.option("--cmd", metavar="ARGS", help="CMD: default arguments, shell-quoted.")
@@ -488,6 +494,7 @@ def build(binaries: tuple[str, ...], as_json: bool, **given: Any) -> None:
         given["platforms"],
         given["lock"],
         given["only_listed_suites"],
+        given["update"],
     )
     verify = verify_from_options(
         _args(given["verify"], "--verify") if given["verify"] is not None else None,

@@ -12,6 +12,7 @@ tag moves, unless every step succeeded.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from scratchpack.commands.common import (
     verify_image,
     verify_written,
 )
-from scratchpack.errors import EngineUnreachable, InputError
+from scratchpack.errors import EngineError, EngineUnreachable, InputError, printable
 from scratchpack.image.config import source_date_epoch
 from scratchpack.image.media import Platform
 from scratchpack.image.reference import check_tag
@@ -62,10 +63,14 @@ from scratchpack.report import size_text
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import CommandEngine
+    from scratchpack.image.changes import ImageChanges
     from scratchpack.image.config import ImageConfig
     from scratchpack.image.model import Image, ImageIndex
     from scratchpack.image.registry import Credentials, PushResult
     from scratchpack.image.writer import BlobStore
+    from scratchpack.packages.apt import Archive
+    from scratchpack.packages.changes import PackageChange
+    from scratchpack.packages.lock import Lock, PlatformLock
     from scratchpack.plan.layers import Origin
 
 
@@ -175,6 +180,52 @@ class SbomResult:
 
 
 @dataclass(frozen=True)
+class PlatformChanges:
+    """One platform's new image against its previous one (``build --update``)."""
+
+    platform: str  # "linux/amd64"
+    changes: ImageChanges
+
+    def to_json(self) -> dict[str, Any]:
+        return {"platform": self.platform, **self.changes.to_json()}
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What ``build --update`` changed: the packages (old lock against the fresh
+    resolution), and each platform's layers against the image it replaces."""
+
+    lock: str
+    packages: tuple[PackageChange, ...]
+    digest: str  # the new image's manifest digest (an index's digest for several platforms)
+    compared_with: str | None  # where the previous image was read; None: nothing to compare
+    not_compared: str = ""  # why nothing was compared (no previous image, unreadable...)
+    images: tuple[PlatformChanges, ...] = ()
+
+    @property
+    def identical(self) -> bool:
+        """The rebuilt image is the very image it replaces (every platform's)."""
+        return bool(self.images) and all(one.changes.identical for one in self.images)
+
+    @property
+    def upload_bytes(self) -> int | None:
+        """What a push sends that the previous image's blobs do not hold (None: unknown)."""
+        return sum(one.changes.upload_bytes for one in self.images) if self.images else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lock": self.lock,
+            "packages": [change.to_json() for change in self.packages],
+            "digest": self.digest,
+            "compared_with": self.compared_with,
+            "not_compared": self.not_compared or None,
+            "identical": self.identical,
+            "upload_bytes": self.upload_bytes,
+            "images": [one.to_json() for one in self.images],
+        }
+
+
+@dataclass(frozen=True)
 class BuildResult:
     """What ``build`` made; ``to_json`` is the ``--json`` document."""
 
@@ -199,6 +250,8 @@ class BuildResult:
     push: PushResult | None = None
     debug: DebugResult | None = None
     sbom: SbomResult | None = None
+    archives: tuple[Archive, ...] = ()  # --package: the suites resolved from, with their dates
+    update: UpdateResult | None = None  # --update: what changed
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -214,6 +267,8 @@ class BuildResult:
             document.update(platforms=list(self.platforms), index_digest=self.index_digest)
         if self.lock is not None:
             document["lock"] = self.lock
+        if self.archives:  # package builds only: other documents stay as they were
+            document["archives"] = [archive.to_json() for archive in self.archives]
         if self.engine is not None:
             document.update(engine=self.engine.value, image=self.image, size=self.size)
         if self.engine is EngineMode.NONE:
@@ -235,6 +290,8 @@ class BuildResult:
             document["debug"] = self.debug.to_json()
         if self.sbom is not None:
             document["sbom"] = self.sbom.to_json()
+        if self.update is not None:
+            document["update"] = self.update.to_json()
         return document
 
 
@@ -256,6 +313,10 @@ def report_text(result: BuildResult) -> str:
                 lines.append(f"Load it with: docker load -i {result.output}")
             if result.loaded:
                 lines.append(f"Loaded {result.tag} into the engine ({len(result.diff_ids)} layers)")
+    if result.archives:
+        lines.append(archives_line(result.archives))
+    if result.update is not None:
+        lines.extend(update_lines(result.update))
     lines.extend(f"Moved {host} -> {image}" for host, image in result.moved)
     groups = loaded_first_json(result.loaded_first)
     lines.extend(line[0].upper() + line[1:] for line in loaded_first_lines(groups))
@@ -267,6 +328,73 @@ def report_text(result: BuildResult) -> str:
     if result.sbom is not None:
         lines.append(f"SBOM ({result.sbom.format}) in {result.sbom.path}")
     return "".join(f"{line}\n" for line in lines)
+
+
+def archives_line(archives: tuple[Archive, ...]) -> str:
+    """``Archives: deb.debian.org/debian bookworm (2024-08-10), bookworm-updates (…), …``:
+    each repository once, then its suites with their Release dates."""
+    parts: list[str] = []
+    shown_uri = None
+    for archive in archives:
+        uri = re.sub(r"^[a-z][a-z0-9+.-]*://", "", archive.uri).rstrip("/")
+        date = f" ({_day(archive.date)})" if archive.date else ""
+        head = f"{printable(uri)} " if uri != shown_uri else ""
+        parts.append(f"{head}{printable(archive.suite)}{date}")
+        shown_uri = uri
+    return "Archives: " + ", ".join(parts)
+
+
+def _day(date: str) -> str:
+    """A Release file's ``Date:`` as its day (``2024-08-10``), or as written if it is odd."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(date).strftime("%Y-%m-%d")
+    except (TypeError, ValueError, IndexError):
+        return printable(date)
+
+
+def update_lines(update: UpdateResult) -> list[str]:
+    """``--update``'s part of the report: packages old -> new, layers kept and new, bytes."""
+    count = len(update.packages)
+    if not update.packages and update.identical:
+        return [
+            f"Update of {update.lock}: no package changed: the image is byte-identical "
+            f"(digest {update.digest})"
+        ]
+    if update.packages:
+        lines = [f"Update of {update.lock}: {count} package{'s' * (count != 1)} changed"]
+    else:
+        lines = [f"Update of {update.lock}: no package changed (digest {update.digest})"]
+    lines.extend(f"  {_package_change(change)}" for change in update.packages)
+    if update.compared_with is None:
+        lines.append(f"Nothing to compare the image with: {printable(update.not_compared)}")
+        return lines
+    for one in update.images:
+        changes = one.changes
+        new = changes.new_layers
+        digests = ", ".join(layer.digest[:19] for layer in new)
+        listed = f" ({digests})" if new else ""
+        on = f" ({one.platform})" if len(update.images) > 1 else ""
+        lines.append(
+            f"Layers against {printable(update.compared_with)}{on}: "
+            f"{len(changes.layers) - len(new)} "
+            f"kept, {len(new)} new{listed}"
+        )
+    config = ", config changed" if any(one.changes.config_changed for one in update.images) else ""
+    lines.append(f"A push uploads {size_text(update.upload_bytes or 0)}{config}")
+    return lines
+
+
+def _package_change(change: PackageChange) -> str:
+    """``linux/amd64 libssl3 3.0.20-1 -> 3.0.22-1`` (or added, removed)."""
+    from scratchpack.packages.changes import ChangeKind
+
+    if change.kind is ChangeKind.ADDED:
+        return f"{change.platform} {change.name} {change.new} (added)"
+    if change.kind is ChangeKind.REMOVED:
+        return f"{change.platform} {change.name} {change.old} (removed)"
+    return f"{change.platform} {change.name} {change.old} -> {change.new}"
 
 
 def _written_image(result: BuildResult) -> str | None:
@@ -308,6 +436,7 @@ def check_request(request: BuildRequest) -> None:
             raise InputError("--debug-suffix must not be empty: the variant needs a tag of its own")
         if request.push and target.output is None:
             raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
+    _check_update_fits(request)
     _check_paths(request)
     request.config.check()
     _check_user_form(request.config.user)
@@ -347,6 +476,45 @@ def _check_outputs_agree(request: BuildRequest) -> None:
         ):
             if given:
                 raise InputError(f"{option} makes one image; several --platform make an index")
+
+
+def _check_update_fits(request: BuildRequest) -> None:
+    """``--update``: the lock (its existence checked as the flags were read) was made for
+    this build's suite, packages, repositories and platforms; the image is written."""
+    sources, target = request.sources, request.target
+    if not sources.update:
+        return
+    from scratchpack.packages.apt import PackageError, host_suite
+    from scratchpack.packages.lock import read_lock
+    from scratchpack.packages.root import host_architecture
+
+    refused = "--update re-resolves an existing lock"
+    for given, option in (
+        (target.engine_mode is EngineMode.DOCKER, "--engine docker"),
+        (target.no_build, "--no-build"),
+    ):
+        if given:
+            raise InputError(f"{refused} and writes the image reproducibly: drop {option}")
+    assert sources.lock is not None
+    names = [str(platform) for platform in sources.platforms]
+    names = names or [str(Platform.from_debian(host_architecture()))]
+    try:
+        lock = read_lock(sources.lock)
+        for name in names:
+            lock.check(
+                request.options.suite or host_suite(),
+                request.options.packages,
+                name,
+                sources.lock,
+                sources.repositories,
+            )
+    except PackageError as err:
+        raise InputError(f"{refused}: {err}") from err
+    if sorted(lock.platforms) != sorted(names):
+        raise InputError(
+            f"{refused}: {sources.lock} pins {', '.join(sorted(lock.platforms))}; "
+            f"give the same --platform (this build makes {', '.join(names)})"
+        )
 
 
 def _check_paths(request: BuildRequest) -> None:
@@ -489,18 +657,20 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
         )
     progress = terminal_progress if request.show_progress else None
     with publication() as staged:
+        before = _read_before(staged, request, builder) if sources.update else None
         if len(sources.platforms) > 1:
-            return _index_build(staged, request, progress, engine)
+            return _index_build(staged, request, progress, engine, before)
+        packaged = None
         if request.options.packages:
             packaged = _with_package_root(staged, request, progress)
             request = packaged.request
-            if sources.lock is not None and not packaged.from_lock:
-                _stage_lock(staged, sources.lock, [packaged])
+            _lock_staged(staged, sources, [packaged])
         plan = plan_image(request.options, request.config)
         _check_platform(plan, sources.platforms[0] if sources.platforms else None)
         plan, origins = _whole_packages(plan, request)
-        # Only the built-in writer cuts layers: a layered build is written, then loaded.
-        dockerfile = builder is not None and target.layering is Layering.ONE
+        # Only the built-in writer cuts layers: a layered build is written, then loaded;
+        # an update is written too, to compare its layers and be reproducible.
+        dockerfile = builder is not None and target.layering is Layering.ONE and before is None
         if dockerfile:
             for entry in plan.root.files:
                 if entry.xattrs:
@@ -519,6 +689,7 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
             loaded_first=plan.loaded_first,
             moved=plan.moves,
             lock=str(sources.lock) if sources.lock else None,
+            archives=packaged.archives if packaged is not None else (),
         )
         written = None  # the built-in writer's image, reused by a busybox debug variant
         if target.no_build:
@@ -535,6 +706,12 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
         if request.sbom is not None:
             sbom = _sbom(staged, plan, request, result.image or "")
             result = dataclasses.replace(result, sbom=sbom)
+        if before is not None:
+            assert packaged is not None and written is not None
+            update = _update_result(
+                before, [packaged], [written], written.manifest_descriptor.digest
+            )
+            result = dataclasses.replace(result, update=update)
     return dataclasses.replace(result, warnings=tuple(collected()))
 
 
@@ -556,8 +733,9 @@ class _PackagedPlatform:
     request: BuildRequest
     platform: str  # "linux/arm64"
     suite: str
-    locked: Any  # PlatformLock
-    from_lock: bool  # the packages came from an existing lock
+    locked: PlatformLock
+    from_lock: bool  # the packages came from an existing lock (not --update's fresh ones)
+    archives: tuple[Archive, ...] = ()  # the suites apt read, with their Release dates
 
 
 def _with_package_root(
@@ -567,9 +745,10 @@ def _with_package_root(
     platform: Platform | None = None,
 ) -> _PackagedPlatform:
     """``--package``: resolve (or take from the lock), download and unpack them for one
-    platform; the request then reads that root."""
+    platform; the request then reads that root. ``--update`` resolves afresh: the lock
+    says only what was used before."""
     from scratchpack.packages.apt import host_suite
-    from scratchpack.packages.fetch import package_root
+    from scratchpack.packages.fetch import resolve_package_root
     from scratchpack.packages.lock import PlatformLock, read_lock
     from scratchpack.packages.root import host_architecture
 
@@ -579,11 +758,13 @@ def _with_package_root(
     architecture = platform.debian_architecture if platform else host_architecture()
     name = str(platform or Platform.from_debian(architecture))
     pinned = None
-    if sources.lock is not None and sources.lock.exists():
+    if sources.lock is not None and sources.lock.exists() and not sources.update:
         lock = read_lock(sources.lock)
         lock.check(suite, options.packages, name, sources.lock, sources.repositories)
         pinned = list(lock.platforms[name].packages)
-    root, refs, dates = package_root(
+    if sources.update:  # afresh: the mirror's lists now, not the cached ones
+        _refresh_lists(suite, architecture, sources, progress)
+    resolved = resolve_package_root(
         options.packages,
         staged.scratch() / "root",
         suite,
@@ -591,7 +772,9 @@ def _with_package_root(
         pinned,
         say=progress,
         repositories=sources.repositories,
+        only_listed=sources.only_listed_suites,
     )
+    root = resolved.root
     for message in root.warnings:  # entries the unpacker refused, scripts it did not read
         warn(message)
     options = dataclasses.replace(options, root=str(root.top), package_root=root)
@@ -599,25 +782,138 @@ def _with_package_root(
         dataclasses.replace(request, options=options),
         name,
         suite,
-        PlatformLock(architecture, tuple(refs), dates),
+        PlatformLock(architecture, resolved.refs, resolved.dates),
         pinned is not None,
+        resolved.archives,
     )
 
 
-def _stage_lock(staged: Publication, target: Path, platforms: list[_PackagedPlatform]) -> None:
-    """A new lock of what these platforms used, moved to ``target`` with the other outputs."""
+def _refresh_lists(
+    suite: str, architecture: str, sources: PackageSources, say: Callable[[str], None] | None
+) -> None:
+    """Fetch the package lists of the private apt state now (as ``scratchpack lock`` does),
+    so the resolution that follows sees what the mirror offers today."""
+    from scratchpack.packages.fetch import package_apt
+
+    apt = package_apt(suite, architecture, sources.repositories, sources.only_listed_suites, say)
+    with apt.locked():
+        apt.update(force=True)
+
+
+def _new_lock(platforms: list[_PackagedPlatform]) -> Lock:
+    """The lock of what these platforms used."""
     from scratchpack.packages.lock import Lock
 
     first = platforms[0].request
-    lock = Lock(
+    return Lock(
         platforms[0].suite,
         first.options.packages,
         {one.platform: one.locked for one in platforms},
         first.sources.repositories,
     )
+
+
+def _stage_lock(staged: Publication, target: Path, lock: Lock) -> None:
+    """``lock`` moved to ``target`` with the other outputs (a failed run leaves the old)."""
     path = staged.file(target)
     with writing(path, f"the lock file {target}"):
         path.write_bytes(lock.to_bytes())
+
+
+def _lock_staged(
+    staged: Publication, sources: PackageSources, platforms: list[_PackagedPlatform]
+) -> None:
+    """--lock FILE: written with the image when absent, or rewritten by --update."""
+    if sources.lock is not None and not platforms[0].from_lock:
+        _stage_lock(staged, sources.lock, _new_lock(platforms))
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What ``--update`` compares with: the lock as it was, and the image at the build's
+    destination before the publication replaces it (per platform)."""
+
+    lock: Lock
+    where: str | None  # the archive, layout or engine tag read; None: nothing to compare
+    images: Mapping[str, Image] = field(default_factory=dict)  # platform -> its image
+    why_not: str = ""  # with no ``where``: why
+    saved: bool = False  # read from the engine, whose saved layers are uncompressed
+
+
+def _read_before(
+    staged: Publication, request: BuildRequest, builder: CommandEngine | None
+) -> _Before:
+    """The old lock and the previous image: the ``-o`` archive or layout (or TAG's archive
+    here), else the engine's TAG when the image goes there; an unreadable one is said."""
+    from scratchpack.image.readers import open_images, open_path
+    from scratchpack.packages.lock import read_lock
+
+    sources, tag = request.sources, request.tag
+    assert sources.lock is not None and tag is not None
+    lock = read_lock(sources.lock)
+    in_engine = builder is not None and request.target.output is None
+    in_engine = in_engine and len(sources.platforms) <= 1  # an index is written to a file
+    if in_engine:
+        assert builder is not None
+        where = f"the engine's {tag}"
+        if not builder.has_image(tag):
+            return _Before(lock, None, why_not=f"no image {tag} in the engine")
+    else:
+        path = _written_to(request)
+        if path is None:
+            return _Before(lock, None, why_not="a push-only run keeps no image here (add -o)")
+        if not os.path.lexists(path):
+            return _Before(lock, None, why_not=f"no previous image at {path}")
+        where = str(path)
+    try:
+        if builder is not None and in_engine:
+            archive = staged.scratch() / "previous.tar"
+            builder.save_image(tag, archive)
+            read = (open_path(tag, archive, staged.scratch()),)
+        else:
+            read = open_images(where, staged.scratch())
+    except (InputError, EngineError) as err:
+        return _Before(lock, None, why_not=f"cannot read the previous image {where}: {err}")
+    images = {str(source.image.platform): source.image for source in read}
+    return _Before(lock, where, images, saved=in_engine)
+
+
+def _update_result(
+    before: _Before, platforms: list[_PackagedPlatform], images: list[Image], digest: str
+) -> UpdateResult:
+    """The packages the fresh resolution moved, and each platform's layers kept and new."""
+    from scratchpack.image.changes import image_changes
+    from scratchpack.packages.changes import lock_changes
+
+    assert platforms[0].request.sources.lock is not None
+    compared = []
+    if before.where is not None:
+        for one, image in zip(platforms, images, strict=True):
+            previous = before.images.get(one.platform)
+            if previous is None and len(before.images) == 1 and len(images) == 1:
+                (previous,) = before.images.values()  # one image each: whatever it says it is
+            if previous is not None and before.saved:
+                previous = _by_content(previous, image)
+            compared.append(PlatformChanges(one.platform, image_changes(previous, image)))
+    return UpdateResult(
+        lock=str(platforms[0].request.sources.lock),
+        packages=lock_changes(before.lock, _new_lock(platforms)),
+        digest=digest,
+        compared_with=before.where,
+        not_compared=before.why_not,
+        images=tuple(compared),
+    )
+
+
+def _by_content(previous: Image, new: Image) -> Image:
+    """An engine's image with each layer the new image holds by content (its diff_id) as
+    the new image stores it: the engine saves layers uncompressed, a registry holds what
+    the writer compressed, the same bytes for the same content."""
+    from scratchpack.image.model import Image
+
+    stored = {layer.diff_id: layer for layer in new.layers}
+    layers = tuple(stored.get(layer.diff_id, layer) for layer in previous.layers)
+    return Image(previous.config_bytes, layers, previous.manifest_media_type, previous.where)
 
 
 def _check_platform(plan: ImagePlan, platform: Platform | None) -> None:
@@ -642,6 +938,7 @@ def _index_build(
     request: BuildRequest,
     progress: Callable[[str], None] | None,
     engine: CommandEngine | None,
+    before: _Before | None = None,
 ) -> BuildResult:
     """Several platforms: one image each from its own packages, an OCI image index over them."""
     from scratchpack.image.model import ImageIndex
@@ -660,8 +957,7 @@ def _index_build(
         plan, origins = _whole_packages(plan, one.request)
         images.append(write_plan(store, plan, request.target, request.show_progress, origins))
         plans.append(plan)
-    if request.sources.lock is not None and not packaged[0].from_lock:
-        _stage_lock(staged, request.sources.lock, packaged)
+    _lock_staged(staged, request.sources, packaged)
     index = ImageIndex(tuple(images))
     if target is not None:
         to_output(staged, index, target, request.tag, source_date_epoch())
@@ -694,6 +990,8 @@ def _index_build(
         size=index.size,
         verify=verify,
         push=push,
+        archives=packaged[0].archives,
+        update=_update_result(before, packaged, images, index.digest) if before else None,
     )
 
 

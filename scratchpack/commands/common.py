@@ -202,6 +202,8 @@ class PackageSources:
     # --only-listed-suites: resolve from exactly the suites this machine's apt sources list,
     # without the -updates and -security of Debian's archive added where they are missing
     only_listed_suites: bool = False
+    # --update: resolve the lock's packages afresh, rebuild, rewrite the lock with the image
+    update: bool = False
 
     @classmethod
     def from_options(
@@ -212,11 +214,15 @@ class PackageSources:
         platforms: tuple[str, ...] = (),
         lock: str | None = None,
         only_listed_suites: bool = False,
+        update: bool = False,
     ) -> PackageSources:
-        """Check --package, --suite, --repository, --platform and --lock (from flags or a YAML
-        file) before apt runs."""
+        """Check --package, --suite, --repository, --platform, --lock and --update (from flags
+        or a YAML file) before apt runs."""
         from scratchpack.packages.apt import Word, check_word, parse_repository
         from scratchpack.packages.apt import check_request as check_package
+
+        if update:
+            _check_update(packages, lock)
 
         for given, what in (
             (suite, "--suite chooses the Debian suite of --package"),
@@ -235,6 +241,20 @@ class PackageSources:
             _platforms(platforms),
             Path(lock) if lock else None,
             only_listed_suites,
+            update,
+        )
+
+
+def _check_update(packages: tuple[str, ...], lock: str | None) -> None:
+    """--update rewrites a lock that exists, for the packages it names."""
+    refused = "--update re-resolves an existing lock"
+    if not lock:
+        raise InputError(f"{refused}: add --lock FILE (made by build --lock or scratchpack lock)")
+    if not packages:
+        raise InputError(f"{refused}: add the --package PKG it was made for")
+    if not Path(lock).is_file():
+        raise InputError(
+            f"{refused}: no file {lock} (make it with build --lock {lock} or scratchpack lock)"
         )
 
 

@@ -333,7 +333,7 @@ def test_build_package_usage_errors_come_before_resolution(
 ) -> None:
     from scratchpack.commands.build import check_request
 
-    monkeypatch.setattr("scratchpack.packages.fetch.package_root", _resolved)
+    monkeypatch.setattr("scratchpack.packages.fetch.resolve_package_root", _resolved)
     monkeypatch.setattr("scratchpack.packages.apt.host_suite", lambda: "bookworm")
     request = _package_request(tmp_path, **changes)
     with pytest.raises(InputError, match=message):
