@@ -24,6 +24,12 @@ NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
 
 Argument = str | os.PathLike[str]
 
+# The PIDs of the commands this process started, oldest first. A run's engine objects and
+# temporary names carry its owner, ``<pid namespace>-<pid>`` (scratchpack/owner.py): with
+# these, a test counts only what its own runs left (tests/ownership.py) while other tests
+# run beside it on the same engine (pytest-xdist).
+STARTED: list[int] = []
+
 
 def child_env(env: Mapping[str, str] | None = None, unset: Collection[str] = ()) -> dict[str, str]:
     """This process's environment without the ``unset`` names, plus ``env``.
@@ -53,16 +59,22 @@ def scratchpack(
     ``env`` adds to (and ``unset`` removes from) this process's environment rather than
     replacing it, so a test names only what it changes; ``check`` raises on a non-zero exit.
     """
-    return subprocess.run(
+    with _started(
         [*COMMAND, *map(str, args)],
         cwd=cwd,
         env=child_env(env, unset),
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=check,
-    )
+        stdin=subprocess.PIPE if input is not None else None,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    if check:
+        done.check_returncode()
+    return done
 
 
 def start(
@@ -72,11 +84,16 @@ def start(
     unset: Collection[str] = (),
 ) -> subprocess.Popen[str]:
     """Start the command with its stdout and stderr piped as text, for a test that signals it."""
-    return subprocess.Popen(
-        [*COMMAND, *map(str, args)],
-        cwd=cwd,
-        env=child_env(env, unset),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    return _started([*COMMAND, *map(str, args)], cwd=cwd, env=child_env(env, unset))
+
+
+def _started(
+    argv: list[str], cwd: Argument | None, env: dict[str, str], stdin: int | None = None
+) -> subprocess.Popen[str]:
+    """The child, its PID noted in :data:`STARTED` (what it leaves in the engine is named by it)."""
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
-    )
+    )  # fmt: skip
+    STARTED.append(process.pid)
+    return process

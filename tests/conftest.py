@@ -15,11 +15,28 @@ engine set-up can never pass silently. The same rule applies to ``static_busybox
 Engine tests must never pull: the engine has no images and no registry is
 reachable. Build images ``FROM scratch`` with ``pull=False`` and start containers
 with ``containers.create`` + ``start`` (``containers.run`` pulls missing images).
+
+Running side by side
+--------------------
+tests/run.sh runs the suite in two processes (pytest-xdist, ``--dist loadfile``): the
+tests of one file run in order in one process, files run beside each other on the same
+engine, the same package cache and the same machine. So a test
+
+- counts only its own engine objects and temporary files: names and tags it made
+  (``uuid``), or what tests/ownership.py finds of its own runs — never every container,
+  image, volume or ``scratchpack-*`` name of the engine or of ``/tmp``;
+- takes ports from the OS (bind port 0), names containers and tags uniquely, and keeps
+  files under ``tmp_path``; state shared by the tests of one file stays in that file;
+- shares a cache between processes only through a lock and a rename (tests/debian_images.py
+  does; scratchpack's own apt state and package cache lock themselves).
+
+A plain ``pytest`` (one process) runs the same tests in the same order per file.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -42,12 +59,51 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(f"{reason} (set {REQUIRE_ENGINE_ENV}=1 to fail instead)")
 
 
+# The slowest files (seconds of one process, 2026-12), handed out first when the suite
+# runs side by side, so that no long file starts last while the other process idles.
+SLOWEST_FIRST = (
+    "tests/integration/test_recipes.py",
+    "tests/integration/test_shrink.py",
+    "tests/integration/test_packages.py",
+    "tests/integration/test_package_servers.py",
+    "tests/integration/test_copies.py",
+    "tests/integration/test_faults.py",
+)
+
+
+def side_by_side(config: pytest.Config) -> bool:
+    """Whether this is a worker of a pytest-xdist run, or the run that starts them."""
+    return hasattr(config, "workerinput") or bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before the workers start: build the samples once, not in two processes at a time.
+
+    Many tests ``make -C samples/...`` first; two linkers writing one program at once
+    could hand a test a half-written file. Here a failure is left for those tests to report.
+    """
+    if side_by_side(config) and not hasattr(config, "workerinput"):
+        samples = Path(__file__).resolve().parent.parent / "samples"
+        subprocess.run(["make", "-s", "-C", str(samples)], check=False, capture_output=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "docker_client" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
             "engine"
         ):
             item.add_marker(pytest.mark.engine)
+    if side_by_side(config):
+        rank = {path: index for index, path in enumerate(SLOWEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+@pytest.fixture(autouse=True)
+def _own_runs() -> None:
+    """Commands started from here on are this test's (tests/ownership.py)."""
+    from tests import ownership
+
+    ownership.begin_test()
 
 
 @pytest.fixture(autouse=True)

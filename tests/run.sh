@@ -10,6 +10,11 @@
 #   3. start the Docker engine (dockerd) unless one already answers;
 #   4. run python -m pytest "$@" (temporary files in RAM when there is room) and exit
 #      with pytest's status.
+# Tests run side by side, one pytest-xdist worker per core (at most 4): whole files per
+# worker (--dist loadfile), the slowest files handed out first (tests/conftest.py), on
+# the one engine. SCRATCHPACK_TEST_WORKERS=N sets the number, 0 or 1 runs one process;
+# arguments that choose it themselves (-n, --numprocesses, --dist, -p no:xdist) win.
+# A test must count only its own engine objects and files: tests/conftest.py says how.
 # Nothing is ever pulled: the engine starts without images and no registry is
 # reachable; the engine tests build their images FROM scratch.
 set -euo pipefail
@@ -40,7 +45,17 @@ apt_install() {
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    # The tests start what they need themselves (dockerd below, their own sshd, registry,
+    # Podman service, PostgreSQL): no package install may start a system service (an sshd
+    # on port 22, a PostgreSQL cluster), as in a container without an init.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+    fi
+    local status=0
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null || status=$?
+    [ "$made_policy" -eq 0 ] || rm -f "$policy"
+    return "$status"
 }
 
 missing=()
@@ -52,8 +67,11 @@ pkg_installed busybox-static || missing+=(busybox-static)
 # The image writer's consumers and a real registry for the push tests.
 # qemu-user-static runs the arm64 images of build --platform (test_packages.py).
 # gnupg signs the tests' own apt repository (tests/debkit.py); a fresh machine has gpgv only.
+# podman: the engine tests that matter run against Podman's Docker API too (tests/podman.py
+# starts its service); openssh-server: a remote engine over ssh:// (tests/sshd.py runs
+# its own sshd on loopback, never the system's service).
 for package in skopeo umoci docker-registry openssl make strace musl-tools g++ debootstrap \
-    qemu-user-static gnupg; do
+    qemu-user-static gnupg podman openssh-server; do
     pkg_installed "$package" || missing+=("$package")
 done
 # The README's recipes (tests/integration/test_recipes.py): the programs they package
@@ -138,7 +156,9 @@ fi
 tmp_mount=""
 available_kb="$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo 2>/dev/null || echo 0)"
 if [ -z "${TMPDIR:-}" ] && [ "$(id -u)" -eq 0 ] && [ "${available_kb:-0}" -ge $((12 * 1024 * 1024)) ]; then
-    tmp_mount="$(mktemp -d /var/tmp/scratchpack-tests.XXXXXX)"
+    # A short name: unix sockets under it (a private dockerd's, the tests' own) must stay
+    # within 107 bytes, and pytest-xdist adds a directory per worker (popen-gwN).
+    tmp_mount="$(mktemp -d /var/tmp/spt.XXXXXX)"
     if mount -t tmpfs -o size=8g,mode=1777 tmpfs "$tmp_mount" 2>/dev/null; then
         export TMPDIR="$tmp_mount"
         log "temporary files in $TMPDIR (a tmpfs of up to 8 GB, unmounted at the end)"
@@ -147,8 +167,30 @@ if [ -z "${TMPDIR:-}" ] && [ "$(id -u)" -eq 0 ] && [ "${available_kb:-0}" -ge $(
         tmp_mount=""
     fi
 fi
+
+# Side by side unless the arguments or SCRATCHPACK_TEST_WORKERS say otherwise.
+chooses_workers() {
+    local arg previous=""
+    for arg in "$@"; do
+        case "$arg" in
+            -n | -n* | --numprocesses | --numprocesses=* | --dist | --dist=* | -pno:xdist) return 0 ;;
+        esac
+        [ "$previous $arg" = "-p no:xdist" ] && return 0
+        previous="$arg"
+    done
+    return 1
+}
+cores="$(nproc 2>/dev/null || echo 1)"
+workers="${SCRATCHPACK_TEST_WORKERS:-$((cores < 4 ? cores : 4))}"
+case "$workers" in
+    '' | *[!0-9]*) die "SCRATCHPACK_TEST_WORKERS=$workers is not a number" ;;
+esac
+side_by_side=()
+if [ "$workers" -gt 1 ] && ! chooses_workers "$@"; then
+    side_by_side=(-n "$workers" --dist loadfile --no-loadscope-reorder)
+fi
 status=0
-"$VENV/bin/python" -m pytest "$@" || status=$?
+"$VENV/bin/python" -m pytest "${side_by_side[@]}" "$@" || status=$?
 if [ -n "$tmp_mount" ]; then
     umount "$tmp_mount" || umount -l "$tmp_mount" || true
     rmdir "$tmp_mount" 2>/dev/null || true

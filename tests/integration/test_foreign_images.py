@@ -26,7 +26,7 @@ import docker.errors
 import pytest
 
 from scratchpack.plan.entries import Entry, EntryKind, Reason
-from tests import cli
+from tests import cli, ownership
 from tests.cfixtures import REPO_ROOT
 from tests.imagekit import busybox_entries, load_source
 
@@ -276,8 +276,8 @@ def test_a_failed_command_leaves_no_image_under_its_final_tag(
     before = docker_client.images.get(previous).id
 
     def staging() -> list[str]:
-        throwaway = ("scratchpack-staging/", "scratchpack-verify/", "scratchpack-trace/")
-        return [t for i in docker_client.images.list() for t in i.tags if t.startswith(throwaway)]
+        throwaway = ("scratchpack-staging", "scratchpack-verify", "scratchpack-trace")
+        return ownership.throwaway_tags(docker_client, throwaway)  # this test's runs' only
 
     false = shutil.which("false") or "/bin/false"
     failures = {

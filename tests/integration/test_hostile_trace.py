@@ -24,6 +24,7 @@ from scratchpack.image.config import RuntimeConfig
 from scratchpack.trace import run as trace_run
 from scratchpack.trace.run import trace_image
 from scratchpack.trace.tracer import LOG_DIR, TRACER_MOUNT, TraceError, TracerTree
+from tests import ownership
 from tests.imagekit import busybox_entries, load_source
 
 pytestmark = pytest.mark.engine
@@ -60,7 +61,8 @@ def config(script: str) -> RuntimeConfig:
 
 
 def leftovers(docker_client: Any) -> list[Any]:
-    return docker_client.containers.list(all=True, filters={"label": "scratchpack.trace"})
+    """This test's traced containers (others' run beside it: tests/ownership.py)."""
+    return ownership.containers(docker_client, "scratchpack.trace")
 
 
 def set_id_or_device_files(top: Path) -> list[Path]:
@@ -80,14 +82,15 @@ def test_a_traced_image_cannot_plant_files_on_the_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    volumes_before = {v.name for v in docker_client.volumes.list()}
+    unused_before = ownership.unused_volumes(docker_client)
     engine = Engine.from_client(docker_client)
     result = trace_image(engine, image, config(PLANT), tracer, timeout=60)
     assert result.exit_code == 0
     assert set_id_or_device_files(tmp_path) == [] and set_id_or_device_files(tracer.root) == []
     assert not (tracer.root / "suid").exists() and not (tracer.root / "null").exists()
     assert leftovers(docker_client) == []
-    assert {v.name for v in docker_client.volumes.list()} == volumes_before  # /data went too
+    assert ownership.volumes_left(docker_client, unused_before) == set()  # /data went too
+    assert unused_before <= {v["Name"] for v in docker_client.api.volumes()["Volumes"] or ()}
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from tests import cli
+from tests import cli, ownership
 from tests.cfixtures import REPO_ROOT
 from tests.cli import NO_ENGINE, scratchpack
 
@@ -345,7 +345,7 @@ def test_tracing_an_archive_leaves_the_engines_images_and_tags(
         image_id = json.loads(_read(path, "manifest.json"))[0]["Config"].split("/")[-1]
         assert trace(path)["kept"]["trace"]
         assert state() == before
-        assert not docker_client.images.list(filters={"reference": "scratchpack-trace/*"})
+        assert not ownership.throwaway_tags(docker_client, ["scratchpack-trace"])
         with pytest.raises(docker.errors.ImageNotFound):
             docker_client.images.get(f"sha256:{image_id}")
 
@@ -558,11 +558,9 @@ def sleeper(docker_client, static_busybox: str) -> Iterator[str]:  # type: ignor
 
 
 def _leftovers(docker_client) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
-    containers = [
-        c.name
-        for c in docker_client.containers.list(all=True, filters={"label": "scratchpack.trace"})
-    ]
-    temporary = [p.name for p in Path("/tmp").glob("scratchpack-shrink-*")]
+    """This test's traced containers and temporary directories (tests/ownership.py)."""
+    containers = [c.name for c in ownership.containers(docker_client, "scratchpack.trace")]
+    temporary = ownership.temporary(p.name for p in Path("/tmp").glob("scratchpack-shrink-*"))
     return containers, temporary
 
 

@@ -40,7 +40,7 @@ from scratchpack.trace.tracer import (
     TracerTree,
     TraceTimeout,
 )
-from tests import cli
+from tests import cli, ownership
 from tests.conftest import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +109,8 @@ def _config(client: Any, tag: str, **changes: Any) -> RuntimeConfig:
 
 
 def _leftovers(client: Any) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": "scratchpack.trace"})
+    """This test's traced containers (others' run beside it: tests/ownership.py)."""
+    return ownership.containers(client, "scratchpack.trace")
 
 
 @pytest.fixture
