@@ -47,6 +47,7 @@ from scratchpack.plan.image_plan import (
     loaded_first_lines,
     plan_image,
 )
+from scratchpack.plan.records import Records
 from scratchpack.progress import ByteProgress, terminal_progress
 from scratchpack.publish import (
     Publication,
@@ -252,6 +253,7 @@ class BuildResult:
     sbom: SbomResult | None = None
     archives: tuple[Archive, ...] = ()  # --package: the suites resolved from, with their dates
     update: UpdateResult | None = None  # --update: what changed
+    records: Records = field(default_factory=Records)  # the packages the image declares
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -269,6 +271,11 @@ class BuildResult:
             document["lock"] = self.lock
         if self.archives:  # package builds only: other documents stay as they were
             document["archives"] = [archive.to_json() for archive in self.archives]
+        if self.records.packages or self.records.unknown:
+            document["records"] = {
+                "packages": list(self.records.packages),
+                "unknown": list(self.records.unknown),
+            }
         if self.engine is not None:
             document.update(engine=self.engine.value, image=self.image, size=self.size)
         if self.engine is EngineMode.NONE:
@@ -315,6 +322,7 @@ def report_text(result: BuildResult) -> str:
                 lines.append(f"Loaded {result.tag} into the engine ({len(result.diff_ids)} layers)")
     if result.archives:
         lines.append(archives_line(result.archives))
+    lines.extend(records_lines(result.records))
     if result.update is not None:
         lines.extend(update_lines(result.update))
     lines.extend(f"Moved {host} -> {image}" for host, image in result.moved)
@@ -328,6 +336,19 @@ def report_text(result: BuildResult) -> str:
     if result.sbom is not None:
         lines.append(f"SBOM ({result.sbom.format}) in {result.sbom.path}")
     return "".join(f"{line}\n" for line in lines)
+
+
+def records_lines(records: Records) -> list[str]:
+    """How many packages the image declares to scanners and ``outdated``, and the files
+    nothing can date: what a user must keep patched by other means."""
+    lines = []
+    if records.packages:
+        count = len(records.packages)
+        lines.append(f"Records: {count} package{'s' if count != 1 else ''} (status.d)")
+    if records.unknown:
+        shown = ", ".join(records.unknown[:5]) + (", …" if len(records.unknown) > 5 else "")
+        lines.append(f"Not from a package (no record dates them): {shown}")
+    return lines
 
 
 def archives_line(archives: tuple[Archive, ...]) -> str:
@@ -690,6 +711,7 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
             moved=plan.moves,
             lock=str(sources.lock) if sources.lock else None,
             archives=packaged.archives if packaged is not None else (),
+            records=plan.records,
         )
         written = None  # the built-in writer's image, reused by a busybox debug variant
         if target.no_build:

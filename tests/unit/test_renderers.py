@@ -21,6 +21,7 @@ from scratchpack.errors import InputError
 from scratchpack.image.media import Platform
 from scratchpack.ld.resolve import Closure, Library, Missing
 from scratchpack.plan.image_plan import LoadedFirst
+from scratchpack.plan.records import Records
 from scratchpack.plan.rootplan import RootPlan
 from scratchpack.plan.shrink import Kept, PartlyKept, ShrinkPlan
 from scratchpack.report import json_report
@@ -559,3 +560,33 @@ def test_build_names_the_index_it_wrote(output: str | None, text: str) -> None:
 
     index = f"sha256:{'ab' * 32} (an index of 2 images: linux/amd64, linux/arm64/v8)"
     assert report_text(_index_result(output)) == f"Wrote curl {index}{text}"
+
+
+@pytest.mark.parametrize(
+    ("records", "lines", "document"),
+    [
+        (Records(), "", None),  # no dpkg database: the report and document as before
+        (
+            Records(("libc6", "libssl3")),
+            "Records: 2 packages (status.d)\n",
+            {"packages": ["libc6", "libssl3"], "unknown": []},
+        ),
+        (
+            Records(("libc6",), ("/app/hello",)),
+            "Records: 1 package (status.d)\n"
+            "Not from a package (no record dates them): /app/hello\n",
+            {"packages": ["libc6"], "unknown": ["/app/hello"]},
+        ),
+    ],
+)
+def test_build_names_the_packages_it_declares_and_the_files_none_dates(
+    records: Records, lines: str, document: dict[str, Any] | None
+) -> None:
+    """What outdated will see, and what it never can (the user's own binary)."""
+    import dataclasses
+
+    from scratchpack.commands.build import report_text
+
+    result = dataclasses.replace(_index_result("out"), records=records)
+    assert report_text(result).endswith(f"(3.00 MB, 40 files)\n{lines}")
+    assert result.to_json().get("records") == document
