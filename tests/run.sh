@@ -71,7 +71,7 @@ pkg_installed busybox-static || missing+=(busybox-static)
 # starts its service); openssh-server: a remote engine over ssh:// (tests/sshd.py runs
 # its own sshd on loopback, never the system's service).
 for package in skopeo umoci docker-registry openssl make strace musl-tools g++ debootstrap \
-    qemu-user-static gnupg podman openssh-server; do
+    qemu-user-static gnupg podman openssh-server openssh-client iproute2; do
     pkg_installed "$package" || missing+=("$package")
 done
 # The README's recipes (tests/integration/test_recipes.py): the programs they package

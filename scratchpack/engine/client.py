@@ -35,6 +35,16 @@ from scratchpack.engine.direct import (
     transport_words,
     unix_socket,
 )
+from scratchpack.engine.remote import (
+    EngineAddress,
+    Scheme,
+    SshRelay,
+    engine_address,
+    hidden,
+    remote_refusal,
+    tls_config,
+    tls_words,
+)
 from scratchpack.errors import (
     ContainerTimeout,
     EngineError,
@@ -44,6 +54,7 @@ from scratchpack.errors import (
     InputError,
     NoSuchImage,
     exception_chain,
+    printable,
 )
 from scratchpack.image.saved import ImageStreamer
 from scratchpack.lifecycle import deferred_signals, leftover
@@ -211,8 +222,87 @@ class CommandEngine(StagingEngine, ImageStreamer, TracingEngine, Protocol):
 
 
 def where() -> str:
-    """The engine's address, as the user would recognise it."""
-    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    """The engine's address, as the user would recognise it (never a password)."""
+    try:
+        return engine_address().shown
+    except InputError:
+        return printable(hidden(os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET))
+
+
+def sdk_client() -> Any:
+    """The docker SDK's client for the engine ``DOCKER_HOST`` names, as the docker CLI reads it.
+
+    ``ssh://`` goes through an :class:`~scratchpack.engine.remote.SshRelay` (the
+    system's ssh; the SDK's own ssh needs paramiko), ``tcp://`` with TLS when
+    ``DOCKER_TLS_VERIFY`` is set. :class:`EngineUnreachable` when it does not answer.
+    """
+    import docker
+    import requests.exceptions
+
+    address = engine_address()
+    relay = SshRelay(address) if address.scheme is Scheme.SSH else None
+    try:
+        base_url = relay.url if relay is not None else _base_url(address)
+        tls = tls_config(address)
+        with _engine_ca_only(tls):
+            client = docker.DockerClient(
+                base_url=base_url, tls=tls or False, timeout=int(engine_timeout())
+            )
+        if tls is not None:
+            _keep_engine_ca(client.api)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        reason = (relay.last_words() if relay is not None else None) or _unreachable_words(err)
+        if relay is not None:
+            relay.close()
+        hint = "" if address.remote else (
+            "; start dockerd or point DOCKER_HOST at a running engine (e.g. unix:///run/docker.sock)"
+        )  # fmt: skip
+        raise EngineUnreachable(
+            f"cannot reach a Docker engine at {address.shown} ({reason}){hint}"
+        ) from err
+    client.scratchpack_relay = relay  # lives as long as the client
+    return client
+
+
+# Variables with which requests replaces, in every request, the CA file a session was given:
+# set machine-wide on many hosts, they would make the engine's own CA count for nothing.
+_CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@contextlib.contextmanager
+def _engine_ca_only(tls: Any) -> Iterator[None]:
+    """Without the CA bundle variables while the SDK's client is made (it asks the version)."""
+    hidden_values = {}
+    if tls is not None:
+        hidden_values = {name: os.environ.pop(name) for name in _CA_BUNDLE_VARIABLES
+                         if name in os.environ}  # fmt: skip
+    try:
+        yield
+    finally:
+        os.environ.update(hidden_values)
+
+
+def _keep_engine_ca(api: Any) -> None:
+    """Every request of ``api`` verifies the engine against DOCKER_CERT_PATH's CA, and only it."""
+    merge = api.merge_environment_settings
+
+    def merged(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings = dict(merge(*args, **kwargs))
+        settings["verify"] = api.verify
+        return settings
+
+    api.merge_environment_settings = merged
+
+
+def _base_url(address: EngineAddress) -> str:
+    if address.scheme is Scheme.UNIX:
+        return f"unix://{address.host}"
+    return f"tcp://{address.host}:{address.port}"
+
+
+def _unreachable_words(err: BaseException) -> str:
+    return tls_words(err) or short(err)
 
 
 def short(err: BaseException) -> str:
@@ -306,15 +396,7 @@ class Engine:
     def client(self) -> Any:
         """The docker SDK's client (``docker.DockerClient``), made when first needed."""
         if self._client is None:
-            import docker
-            import requests.exceptions
-
-            try:
-                self._client = docker.from_env(timeout=int(engine_timeout()))
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-                raise EngineUnreachable(
-                    f"cannot reach a Docker engine at {where()}: {short(err)}"
-                ) from err
+            self._client = sdk_client()
         return self._client
 
     @property
@@ -333,18 +415,7 @@ class Engine:
             direct = DirectAPI(path)
             direct.ping()
             return cls(None, direct)
-        import docker
-        import requests.exceptions
-
-        try:
-            client = docker.from_env(timeout=int(engine_timeout()))
-            client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-            raise EngineUnreachable(
-                f"cannot reach a Docker engine at {where()} ({short(err)}); start dockerd or "
-                "point DOCKER_HOST at a running engine (e.g. unix:///run/docker.sock)"
-            ) from err
-        return cls(client)
+        return cls(sdk_client())
 
     @classmethod
     def from_client(cls, client: Any) -> Engine:
@@ -614,6 +685,7 @@ class Engine:
         so an interrupt while the engine creates it still finds and removes it.
         ``containers.create`` never pulls; callers pass images that exist.
         """
+        _check_mounts(options)
         name = options.pop("name", None) or f"{prefix()}{os.urandom(4).hex()}"
         labels = {OWNER_LABEL: owner(), **(options.pop("labels", None) or {})}
         container = Container(self, name)
@@ -662,6 +734,21 @@ class Engine:
                 code = None
                 container.stop(grace=1)
             return RunResult(code, container.logs())
+
+
+def _check_mounts(options: dict[str, Any]) -> None:
+    """Refuse a container that mounts this machine's files when the engine may be elsewhere.
+
+    There the path would name the engine host's files (or none): images and
+    files travel over the connection instead.
+    """
+    volumes = options.get("volumes") or {}
+    paths = [path for path in volumes if str(path).startswith("/")]
+    paths += [str(bind).split(":")[0] for bind in options.get("binds") or ()]
+    if paths:
+        refusal = remote_refusal(f"a container that mounts {printable(paths[0])} from this machine")
+        if refusal is not None:
+            raise EngineError(refusal)
 
 
 class Container:

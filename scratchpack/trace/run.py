@@ -33,6 +33,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.engine.client import Confinement
+from scratchpack.engine.remote import remote_refusal
 from scratchpack.errors import (
     OUTPUT_TAIL_LINES,
     ContainerTimeout,
@@ -216,6 +217,12 @@ def trace_image(
     past it the container is removed and :class:`TraceTimeout` raised. The
     container and the log directory are removed in every case, Ctrl-C included.
     """
+    refusal = remote_refusal(
+        "--trace and --verify mount this machine's strace into the traced container and probe "
+        "its ports on this machine's 127.0.0.1"
+    )
+    if refusal is not None:  # the mount would name the engine host's files, or none
+        raise EngineError(refusal)
     say = progress or (lambda _message: None)
     info = engine.image(image)  # never a pull: a clear error for a missing image
     _check_architecture(image, info.architecture)
