@@ -63,8 +63,11 @@ def unavailable(reason: str) -> NoReturn:
 # runs side by side, so that no long file starts last while the other process idles.
 SLOWEST_FIRST = (
     "tests/integration/test_recipes.py",
-    "tests/integration/test_shrink.py",
+    "tests/integration/test_update.py",
     "tests/integration/test_packages.py",
+    "tests/integration/test_layers_packages.py",
+    "tests/integration/test_shrink.py",
+    "tests/integration/test_outdated.py",
     "tests/integration/test_package_servers.py",
     "tests/integration/test_copies.py",
     "tests/integration/test_faults.py",
