@@ -36,7 +36,7 @@ from scratchpack.commands.common import (
 )
 from scratchpack.errors import EngineError, EngineUnreachable, InputError, printable
 from scratchpack.image.config import source_date_epoch
-from scratchpack.image.media import Platform
+from scratchpack.image.media import Compression, Platform
 from scratchpack.image.reference import check_tag
 from scratchpack.notes import collected, warn
 from scratchpack.plan.image_plan import (
@@ -100,6 +100,7 @@ class ImageTarget:
     context_dir: Path | None = None  # --context: the build context kept here
     no_build: bool = False  # only the build context
     template: Path | None = None  # the user's Dockerfile template
+    compression: Compression = Compression.GZIP  # --compression: of the layers written
 
     @property
     def split(self) -> bool:
@@ -967,7 +968,7 @@ def _index_build(
 
     assert request.tag is not None
     target = _written_to(request)
-    store = store_for(staged, target)
+    store = store_for(staged, target, request.target.compression)
     images: list[Image] = []
     plans: list[ImagePlan] = []
     packaged: list[_PackagedPlatform] = []
@@ -1100,13 +1101,15 @@ def _whole_packages(
     return dataclasses.replace(plan, root=root), origins
 
 
-def store_for(staged: Publication, target: Path | None) -> BlobStore:
+def store_for(
+    staged: Publication, target: Path | None, compression: Compression = Compression.GZIP
+) -> BlobStore:
     """Where blobs go: the staged layout directory itself, or a temporary one."""
     from scratchpack.image.writer import BlobStore
 
     if target is not None and target.suffix != ".tar":
-        return BlobStore(staged.directory(target))
-    return BlobStore(staged.scratch())
+        return BlobStore(staged.directory(target), compression)
+    return BlobStore(staged.scratch(), compression)
 
 
 @dataclass(frozen=True)
@@ -1132,7 +1135,7 @@ def _write_build(
     how = how or _Written()
     loading = how.load_into is not None and request.target.output is None
     target = None if loading else _written_to(request)
-    store = store_for(staged, target)
+    store = store_for(staged, target, request.target.compression)
     image = write_plan(store, plan, request.target, request.show_progress, how.origins)
     if target is not None:
         to_output(staged, image, target, request.tag, source_date_epoch())
@@ -1190,7 +1193,8 @@ def _debug_variant(
     settings = request.debug
     assert settings is not None and request.tag is not None
     tag = check_tag(debug_tag(request.tag, settings.suffix))
-    store = BlobStore(staged.scratch())  # the variant's own blobs; it may reuse the main layers
+    # The variant's own blobs; it may reuse the main layers.
+    store = BlobStore(staged.scratch(), request.target.compression)
     runtime = plan.config.runtime_json()
     if settings.shell is DebugShell.BUSYBOX:
         application = written if written is not None else write_plan(store, plan)

@@ -20,6 +20,7 @@ from scratchpack.commands.common import EngineMode, connected_engine, default_ar
 from scratchpack.engine.client import TRACE_REPOSITORY, Confinement
 from scratchpack.errors import EngineUnreachable, InputError, VerifyError, printable
 from scratchpack.image.config import history_entry, source_date_epoch
+from scratchpack.image.media import Compression
 from scratchpack.image.readers import SourceFormat, SourceImage
 from scratchpack.image.reference import check_tag
 from scratchpack.image.saved import open_and_unpack
@@ -71,6 +72,7 @@ class ShrinkRequest:
     show_progress: bool = False
     max_unpacked: int | None = None  # bytes the source may unpack to (default: free space)
     confinement: Confinement = field(default_factory=Confinement)  # --run-memory, --run-pids
+    compression: Compression = Compression.GZIP  # --compression: of the layer written
 
 
 MAX_FIX_ROUNDS = 8  # --fix gives up after this many rounds, whatever is left
@@ -316,7 +318,8 @@ def run_shrink(request: ShrinkRequest, engine: CommandEngine | None = None) -> S
                 store = BlobStore(
                     staged.directory(target)
                     if target is not None and target.suffix != ".tar"
-                    else work / "out"
+                    else work / "out",
+                    request.compression,
                 )
                 plan, image = _planned_image(request, inputs, traced, (), store, epoch)
         if target is not None:
@@ -441,7 +444,7 @@ def _verified(
     rounds: list[VerifyRound] = []
     while True:
         number = len(rounds) + 1
-        store = BlobStore(work / f"verify-{number}")
+        store = BlobStore(work / f"verify-{number}", request.compression)
         plan, image = _planned_image(request, inputs, traced, tuple(added), store, epoch)
         say(f"verify round {number}: running the shrunk image")
         candidate = tracing.candidate_run(image)

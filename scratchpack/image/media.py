@@ -20,11 +20,13 @@ class MediaType(str, Enum):
     OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
     OCI_LAYER_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar"
     OCI_LAYER_NONDISTRIBUTABLE_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+    OCI_LAYER_NONDISTRIBUTABLE_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
     DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
     DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
     DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
     DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
     DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"  # containerd's name
     DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
     def __str__(self) -> str:
@@ -44,7 +46,11 @@ class MediaType(str, Enum):
 
 
 class Compression(Enum):
-    """How a layer blob is stored; told by its first bytes, whatever its media type says."""
+    """How a layer blob is stored; told by its first bytes, whatever its media type says.
+
+    A zstd stream may open with a skippable frame (magic ``0x184D2A50``-``5F``):
+    ``zstd:chunked`` layers carry their table of contents in such frames.
+    """
 
     NONE = "none"
     GZIP = "gzip"
@@ -57,7 +63,22 @@ class Compression(Enum):
         for magic, compression in _MAGIC:
             if head.startswith(magic):
                 return compression
+        if len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18":
+            return cls.ZSTD  # a skippable frame first
         return cls.NONE
+
+    @property
+    def writable(self) -> bool:
+        """What the built-in writer can write (``--compression``)."""
+        return self in (Compression.GZIP, Compression.ZSTD, Compression.NONE)
+
+    def layer_media_type(self, manifest: MediaType = MediaType.OCI_MANIFEST) -> MediaType:
+        """The media type of a layer stored so, in an OCI or a Docker manifest."""
+        docker = manifest is MediaType.DOCKER_MANIFEST
+        found = (_DOCKER_LAYERS if docker else _OCI_LAYERS).get(self)
+        if found is None:
+            raise InputError(f"no {manifest} layer media type for {self.value} compression")
+        return found
 
 
 _MAGIC = (
@@ -66,6 +87,18 @@ _MAGIC = (
     (b"\xfd7zXZ\x00", Compression.XZ),
     (b"\x28\xb5\x2f\xfd", Compression.ZSTD),
 )
+
+
+_OCI_LAYERS = {
+    Compression.NONE: MediaType.OCI_LAYER,
+    Compression.GZIP: MediaType.OCI_LAYER_GZIP,
+    Compression.ZSTD: MediaType.OCI_LAYER_ZSTD,
+}
+_DOCKER_LAYERS = {
+    Compression.NONE: MediaType.DOCKER_LAYER,
+    Compression.GZIP: MediaType.DOCKER_LAYER_GZIP,
+    Compression.ZSTD: MediaType.DOCKER_LAYER_ZSTD,
+}
 
 
 def media_type(value: object) -> MediaType | None:

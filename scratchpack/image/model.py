@@ -24,6 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
+import zstandard as zstd
+
 from scratchpack.errors import InputError
 from scratchpack.image.config import ConfigFile
 from scratchpack.image.digest import Digest, HashingReader, sha256_digest
@@ -31,6 +33,12 @@ from scratchpack.image.documents import canonical_json
 from scratchpack.image.media import Compression, MediaType, Platform
 
 _CHUNK = 1 << 20
+# A zstd frame names the window its decoder must hold: 128 MiB at most (zstd's own
+# default limit, what `zstd --ultra -22` and `--long` write), never the 2 GiB allowed.
+MAX_ZSTD_WINDOW = 1 << 27
+# Compressed bytes per decoder step: a zstd block (3-byte header, 1 byte of RLE) may
+# expand 32768-fold, so a step makes at most 32 MiB however hostile the stream.
+_ZSTD_STEP = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -149,12 +157,6 @@ class Layer:
                 _Prefixed(head, stored), blob_digest.algorithm, progress, limit=self.size
             )
             compression = Compression.sniff(head)
-            if compression is Compression.ZSTD:
-                raise InputError(
-                    f"{where} is zstd-compressed ({self.descriptor.media_type}), which "
-                    "scratchpack cannot read; recompress it: skopeo copy "
-                    "--dest-compress-format gzip"
-                )
             try:
                 with _decompressed(raw, compression) as plain_stream:
                     plain = HashingReader(plain_stream, diff_id.algorithm)  # type: ignore[arg-type]
@@ -162,7 +164,9 @@ class Layer:
                         yield tar
                     got_diff_id = plain.drain()
                     got_digest = raw.drain()
-            except (tarfile.TarError, EOFError, lzma.LZMAError, OSError, zlib.error) as err:
+            except (
+                tarfile.TarError, EOFError, lzma.LZMAError, OSError, zlib.error, zstd.ZstdError
+            ) as err:  # fmt: skip
                 raise InputError(
                     f"{where} is not a readable tar ({self.descriptor.media_type}): {err}"
                 ) from err
@@ -329,5 +333,68 @@ def _decompressed(raw: IO[bytes], compression: Compression) -> Iterator[IO[bytes
     elif compression is Compression.XZ:
         with lzma.LZMAFile(raw) as stream:
             yield stream
+    elif compression is Compression.ZSTD:
+        yield _ZstdReader(raw)  # type: ignore[misc]
     else:
         yield raw
+
+
+class _ZstdReader:
+    """A zstd stream's frames decompressed in bounded steps; a truncated frame is an error.
+
+    python-zstandard's ``stream_reader`` bounds its output but ends quietly inside a
+    cut frame; a decompression object says where a frame ends, and fed at most
+    :data:`_ZSTD_STEP` bytes at a time its output stays bounded too. Skippable
+    frames (``zstd:chunked``'s table of contents) are frames that decompress to nothing.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.decoder = zstd.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
+        self.frame = self.decoder.decompressobj()
+        self.in_frame = False  # bytes of the current frame were fed, its end not seen
+        self.chunk = b""  # compressed bytes read; those before ``fed`` were decompressed
+        self.fed = 0
+        self.out = b""
+        self.position = 0  # of self.out, already returned
+        self.ended = False
+
+    def read(self, count: int = -1) -> bytes:
+        if count < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        while self.position == len(self.out) and not self.ended:
+            self.out, self.position = self._step(), 0
+        data = self.out[self.position : self.position + count]
+        self.position += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def _step(self) -> bytes:
+        if self.fed == len(self.chunk):
+            self.chunk, self.fed = self.raw.read(_CHUNK), 0
+            if not self.chunk:
+                self.ended = True
+                if self.in_frame:
+                    raise EOFError("the zstd stream ends inside a frame (a truncated blob)")
+                return b""
+        piece = self.chunk[self.fed : self.fed + _ZSTD_STEP]
+        self.fed += len(piece)
+        try:
+            data = self.frame.decompress(piece)
+        except zstd.ZstdError as err:
+            raise zstd.ZstdError(_zstd_reason(err)) from None
+        self.in_frame = True
+        if self.frame.eof:  # the frame ended in this piece: its rest starts the next one
+            self.fed -= len(self.frame.unused_data)
+            self.frame = self.decoder.decompressobj()
+            self.in_frame = False
+        return data
+
+
+def _zstd_reason(err: Exception) -> str:
+    text = str(err)
+    if "too much memory" in text:
+        return f"a zstd frame asks for a window over {MAX_ZSTD_WINDOW >> 20} MiB: refused ({text})"
+    return text

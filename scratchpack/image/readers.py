@@ -491,7 +491,9 @@ def _docker_layer(blob: Blob, size: int, diff_id: str) -> Layer:
         return Layer(Descriptor(MediaType.OCI_LAYER, diff_id, size), diff_id, blob)
     with blob.open() as stream:
         digest = HashingReader(stream).drain()
-    kind = MediaType.OCI_LAYER_GZIP if compression is Compression.GZIP else MediaType.DOCKER_LAYER
+    # gzip and zstd have OCI types; bzip2 and xz (old docker saves) only Docker's generic one.
+    compressed = compression in (Compression.GZIP, Compression.ZSTD)
+    kind = compression.layer_media_type() if compressed else MediaType.DOCKER_LAYER
     return Layer(Descriptor(kind, digest, size), diff_id, blob)
 
 

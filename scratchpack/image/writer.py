@@ -5,7 +5,8 @@ never from ``gettarinfo``: sorted paths, an entry for every parent directory,
 the plan's modes and owners, no user or group names, one fixed mtime
 (``SOURCE_DATE_EPOCH``, default 0; a ``--layers packages`` package layer is
 dated 0 whatever it says, so that its bytes are its packages' alone). gzip runs
-with no file name and mtime 0.
+with no file name and mtime 0; zstd (``--compression zstd``) at one fixed level,
+single-threaded, with neither the content size nor a checksum in the frame.
 The uncompressed layer digest (``diff_id``) is the portable identity:
 compressed bytes can differ between zlib builds.
 
@@ -16,6 +17,7 @@ Blobs land in a :class:`BlobStore` (``blobs/sha256/`` of a directory); the
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import tarfile
@@ -23,11 +25,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import zstandard as zstd
+
 from scratchpack.errors import InputError
 from scratchpack.image import tarstream
 from scratchpack.image.config import config_document, history_entry
 from scratchpack.image.digest import Digest, HashingReader, HashingWriter, sha256_digest
-from scratchpack.image.media import MediaType, Platform
+from scratchpack.image.media import Compression, MediaType, Platform
 from scratchpack.image.model import Descriptor, FileBlob, Image, Layer
 from scratchpack.plan.entries import Entry, EntryKind
 
@@ -35,6 +39,9 @@ from scratchpack.plan.entries import Entry, EntryKind
 # libraries: 0.19 s / 6.68 MB against 0.66 s / 6.19 MB) — the writer must beat
 # `docker build`, and registries and `docker load` take any gzip level alike.
 GZIP_LEVEL = 1
+# Level 3 (zstd's default): on 61 MB of libraries 0.49 s / 20.3 MB, where gzip level 1
+# takes 1.45 s / 22.2 MB and zstd level 1 0.27 s / 22.1 MB; it decompresses 3x faster.
+ZSTD_LEVEL = 3
 
 
 def entry_info(entry: Entry, epoch: int, prefix: str = "") -> tarfile.TarInfo:
@@ -83,8 +90,11 @@ class BlobStore:
     the same directory finds the blobs already in place.
     """
 
-    def __init__(self, top: Path) -> None:
+    def __init__(self, top: Path, compression: Compression = Compression.GZIP) -> None:
+        if not compression.writable:
+            raise InputError(f"layers cannot be written {compression.value}-compressed")
         self.top = Path(top)
+        self.compression = compression  # of the layers written here
         self.blobs = self.top / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
 
@@ -108,16 +118,14 @@ class BlobStore:
         epoch: int,
         progress: Callable[[int], None] | None = None,
     ) -> Layer:
-        """One gzip layer from plan entries (sorted by path here): tar, compress, hash, once."""
+        """One layer from plan entries (sorted by path here): tar, compress, hash, once."""
         ordered = sorted(entries, key=lambda entry: entry.path)
         temporary = self.blobs / f".layer-{os.getpid()}-{id(ordered):x}.tmp"
         try:
             with open(temporary, "wb") as out:
                 compressed = HashingWriter(out)
-                with gzip.GzipFile(
-                    filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=GZIP_LEVEL
-                ) as gz:
-                    plain = HashingWriter(gz)  # type: ignore[arg-type]
+                with _compressor(self.compression, compressed) as sink:
+                    plain = HashingWriter(sink)
                     for chunk in tarstream.chunks(_counted(ordered, epoch, progress)):
                         plain.write(chunk)
             digest = compressed.digest
@@ -126,7 +134,7 @@ class BlobStore:
             temporary.unlink(missing_ok=True)
             raise
         return Layer(
-            Descriptor(MediaType.OCI_LAYER_GZIP, digest, compressed.size),
+            Descriptor(self.compression.layer_media_type(), digest, compressed.size),
             plain.digest,
             FileBlob(self.path(digest)),
             uncompressed_size=plain.size,
@@ -162,6 +170,24 @@ class BlobStore:
         return Layer(
             layer.descriptor, layer.diff_id, FileBlob(target), layer.uncompressed_size, hashed=True
         )
+
+
+@contextlib.contextmanager
+def _compressor(compression: Compression, out: HashingWriter) -> Iterator[BinaryIO]:
+    """A writable stream that compresses into ``out``, the same bytes for the same input."""
+    if compression is Compression.GZIP:
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=out, mtime=0, compresslevel=GZIP_LEVEL
+        ) as gz:
+            yield gz  # type: ignore[misc]
+    elif compression is Compression.ZSTD:
+        encoder = zstd.ZstdCompressor(
+            level=ZSTD_LEVEL, write_checksum=False, write_content_size=False, threads=0
+        )
+        with encoder.stream_writer(out, closefd=False) as zst:  # type: ignore[arg-type]
+            yield zst  # type: ignore[misc]
+    else:
+        yield out  # type: ignore[misc]
 
 
 def _counted(
