@@ -764,6 +764,20 @@ def shrink(
     help="With --attach: attach even to a container that shares the host's pid, network or "
     "IPC namespace or is privileged; the shell can then read and write the host's files.",
 )
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    metavar="PKG[=VERSION]",
+    help="Tools from this Debian package (repeatable), resolved as build --package does and "
+    "cached in the engine; with --attach the sidecar gets the capabilities they need.",
+)
+@click.option("--suite", metavar="CODENAME", help="The Debian suite of --package.")
+@click.option(
+    "--as-target-user",
+    is_flag=True,
+    help="With --attach: run the sidecar as the container's user (a numeric UID[:GID]).",
+)
 @max_unpacked_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @clear_errors
@@ -776,6 +790,9 @@ def debug(
     container: str | None,
     tools_image: str | None,
     allow_host_access: bool,
+    packages: tuple[str, ...],
+    suite: str | None,
+    as_target_user: bool,
     max_unpacked: str | None,
     as_json: bool,
 ) -> None:
@@ -785,6 +802,7 @@ def debug(
       scratchpack debug myapp:1.0                  # builds myapp:1.0-debug
       scratchpack debug --attach web               # a shell next to container web
       scratchpack debug --attach web -- ps         # one command instead
+      scratchpack debug --attach web --package strace -- strace -p 1
     """
     from scratchpack.commands.common import DebugShell, connected_engine
     from scratchpack.commands.debug import (
@@ -795,9 +813,11 @@ def debug(
         report_text,
         run_attach,
         run_debug,
+        tools_request,
         variant_names,
     )
 
+    tools = tools_request(packages, suite, not as_json)
     if container is not None:
         check_attach(container, tag, debug_shell, debug_base, busybox_path)
         outcome = run_attach(
@@ -806,10 +826,14 @@ def debug(
             tools_image,
             list(args) or None,
             allow_host_access=allow_host_access,
+            tools=tools,
+            as_target_user=as_target_user,
         )
         click.echo(attach_text(outcome), nl=False)
         sys.exit(outcome.exit_code)
-    image, variant_tag = variant_names(args, tag, allow_host_access)
+    if as_target_user:
+        raise InputError("--as-target-user goes with --attach CONTAINER")
+    image, variant_tag = variant_names(args, tag, allow_host_access, tools, debug_shell, debug_base)
     engine = connected_engine()
     request = DebugImageRequest(
         image=image,
@@ -819,6 +843,7 @@ def debug(
         busybox=busybox_path,
         show_progress=not as_json,
         max_unpacked=_size_bytes(max_unpacked),
+        tools=tools,
     )
     _print_report(DebugImageResult(image, run_debug(engine, request)), as_json, report_text)
 

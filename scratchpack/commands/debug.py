@@ -6,12 +6,17 @@ never built ``FROM`` the image: a build from someone else's image would run its
 source's layers are reused byte for byte, its configuration copied exactly
 (with ``/busybox`` added to PATH for the busybox shell); only the shell's
 layer is new.
+
+``--package PKG`` brings tools from Debian packages, resolved as ``build --package``
+does: beside a container (``--attach``) from a tools image cached in the engine under
+``scratchpack-tools/pkgs:``, or laid on IMAGE without shadowing any of its files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,10 @@ from scratchpack.report import size_text
 if TYPE_CHECKING:
     from scratchpack.engine.attach import AttachResult
     from scratchpack.engine.client import CommandEngine, Engine
+    from scratchpack.image.model import Image
+    from scratchpack.packages.root import PackageRoot
+    from scratchpack.plan.image_plan import ImagePlan
+    from scratchpack.publish import Publication
 
 TOOLS_IMAGE = "scratchpack/debug-tools:busybox"
 # What makes a tools image current: the busybox it holds and this layout's version.
@@ -57,6 +66,7 @@ class DebugImageRequest:
     busybox: str = DEFAULT_BUSYBOX
     show_progress: bool = False
     max_unpacked: int | None = None  # bytes the image may unpack to (default: free space)
+    tools: ToolsRequest | None = None  # --package: tools laid on the image itself
 
 
 @dataclass(frozen=True)
@@ -110,11 +120,21 @@ def check_attach(container: str, tag: str | None, shell: str, base: str, busybox
 
 
 def variant_names(
-    args: tuple[str, ...], tag: str | None, allow_host_access: bool
+    args: tuple[str, ...],
+    tag: str | None,
+    allow_host_access: bool,
+    tools: ToolsRequest | None = None,
+    shell: str = DebugShell.BASE.value,
+    base: str = DEFAULT_BASE,
 ) -> tuple[str, str]:
     """``debug IMAGE [-t TAG]``: the one IMAGE and its variant's tag (IMAGE's tag + ``-debug``)."""
     if allow_host_access:
         raise InputError("--allow-host-access goes with --attach CONTAINER")
+    if tools is not None and (shell != DebugShell.BASE.value or base != DEFAULT_BASE):
+        raise InputError(
+            "--package lays the tools on IMAGE itself, with busybox's shell: "
+            "--debug-shell and --debug-base do not apply"
+        )
     if len(args) != 1:
         raise InputError("debug takes one IMAGE (or --attach CONTAINER)")
     image = args[0]
@@ -131,6 +151,8 @@ def run_debug(engine: CommandEngine, request: DebugImageRequest) -> DebugResult:
 
     if not os.path.lexists(os.path.expanduser(request.image)):
         engine.image(request.image)  # an unknown image fails first, and clearly
+    if request.tools is not None:
+        return _tools_variant(engine, request, request.tools)
     if request.shell is DebugShell.BASE:
         engine.image(request.base)  # a missing base fails before anything is read
     with publication() as staged:
@@ -162,6 +184,42 @@ def run_debug(engine: CommandEngine, request: DebugImageRequest) -> DebugResult:
         to_engine(staged, engine, image, request.tag)
     base = request.base if request.shell is DebugShell.BASE else None
     return DebugResult(request.tag, request.shell, base, image.image_id, image.size)
+
+
+def _tools_variant(
+    engine: CommandEngine, request: DebugImageRequest, tools: ToolsRequest
+) -> DebugResult:
+    """``debug IMAGE --package PKG``: IMAGE's layers as they are, then the packages' tools
+    for IMAGE's architecture, none of their files shadowing one of IMAGE's."""
+    from scratchpack.image.debug_variant import tools_variant
+    from scratchpack.notes import warn
+    from scratchpack.packages.fetch import resolve_package_root
+    from scratchpack.progress import terminal_progress
+
+    say = terminal_progress if tools.show_progress else None
+    with publication() as staged:
+        work = staged.scratch()
+        with writing(work, f"{request.image} as read from the engine"):
+            source = open_image(request.image, work / "source", engine)
+        architecture = source.image.platform.debian_architecture
+        resolved = resolve_package_root(
+            tools.packages, work / "root", tools.suite, architecture, say=say
+        )
+        plan, _programs = _tools_plan(resolved.root, tools)
+        runtime = source.image.config.runtime.copy_json()
+        busybox = tools.busybox if _static_machine(tools.busybox) is not None else None
+        store = BlobStore(work / "out")
+        image, left_out = tools_variant(
+            store, source.image, runtime, plan.root, request.image, busybox
+        )
+        if left_out:
+            warn(
+                f"{len(left_out)} files of the tools are {request.image}'s own already and "
+                f"stay its own ({', '.join(left_out[:4])}{', …' if len(left_out) > 4 else ''})"
+            )
+        to_engine(staged, engine, image, request.tag)
+    shell = DebugShell.BUSYBOX if busybox is not None else DebugShell.BASE
+    return DebugResult(request.tag, shell, None, image.image_id, image.size)
 
 
 def ensure_tools_image(engine: Engine, busybox_path: str = DEFAULT_BUSYBOX) -> str:
@@ -244,26 +302,264 @@ def run_attach(
     command: list[str] | None = None,
     interactive: bool | None = None,
     allow_host_access: bool = False,
+    tools: ToolsRequest | None = None,
+    as_target_user: bool = False,
 ) -> AttachResult:
     """A shell (or ``command``) in a sidecar beside ``container``, with tools from an image.
 
     The tools are :data:`TOOLS_IMAGE` (made once from the host's static busybox)
-    unless ``tools_image`` names a local image. A container that shares a host
-    namespace or is privileged is refused unless ``allow_host_access``.
+    unless ``tools_image`` names a local image or ``tools`` names Debian packages
+    (:func:`ensure_package_tools`: then the sidecar gets the capabilities those
+    tools need, and no others). A container that shares a host namespace or is
+    privileged is refused unless ``allow_host_access``.
     """
-    from scratchpack.engine.attach import attach
+    from scratchpack.engine.attach import SidecarAccess, attach
     from scratchpack.errors import EngineError, NoSuchImage
 
     if not container.strip():
         raise InputError("--attach needs the name or ID of a running container")
-    if tools_image is None:
-        tools, shown = ensure_tools_image(engine), TOOLS_IMAGE
+    access = SidecarAccess(as_target_user=as_target_user)
+    if tools is not None:
+        if tools_image is not None:
+            raise InputError("--image and --package both choose the tools: give one")
+        made = ensure_package_tools(engine, tools)
+        image_id, shown = made.image, made.tag
+        access = SidecarAccess(made.capabilities, as_target_user)
+    elif tools_image is None:
+        image_id, shown = ensure_tools_image(engine), TOOLS_IMAGE
     else:
         try:
-            tools, shown = engine.image(tools_image).id, tools_image
+            image_id, shown = engine.image(tools_image).id, tools_image
         except NoSuchImage as err:
             raise EngineError(
                 f"no image {tools_image} in the local engine; "
                 "build one or omit --image for scratchpack's busybox tools"
             ) from err
-    return attach(engine, container, tools, shown, command, interactive, allow_host_access)
+    return attach(
+        engine, container, image_id, shown, command, interactive, allow_host_access, access
+    )
+
+
+# -- tools from Debian packages (--package) -------------------------------------------------
+
+TOOLS_REPOSITORY = "scratchpack-tools/pkgs"  # not a throw-away repository: prune keeps it
+TOOLS_REQUEST_LABEL = "org.scratchpack.tools-request"
+TOOLS_PACKAGES_LABEL = "org.scratchpack.tools-packages"  # name=version:arch, space-separated
+TOOLS_PROGRAMS_LABEL = "org.scratchpack.tools-programs"  # the programs on PATH, by name
+
+
+@dataclass(frozen=True)
+class PackageTools:
+    """A tools image made from Debian packages, and what it holds."""
+
+    image: str  # its ID
+    tag: str  # scratchpack-tools/pkgs:<hash of the resolved packages>
+    programs: tuple[str, ...]  # names of the programs the packages put on PATH
+    packages: tuple[str, ...]  # name=version:arch of every package used
+    cached: bool  # found in the engine: nothing resolved, nothing built
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        from scratchpack.plan.debug import tool_capabilities
+
+        return tool_capabilities(self.programs)
+
+
+@dataclass(frozen=True)
+class ToolsRequest:
+    """``--package`` (and ``--suite``) of ``debug``: which tools, from which suite."""
+
+    packages: tuple[str, ...]
+    suite: str | None = None
+    busybox: str = DEFAULT_BUSYBOX  # the shell beside the tools, when the host has one
+    show_progress: bool = False
+
+
+def tools_request(
+    packages: tuple[str, ...], suite: str | None, show_progress: bool = False
+) -> ToolsRequest | None:
+    """``--package`` and ``--suite``, checked before anything runs; None without packages."""
+    from scratchpack.packages.apt import Word, check_request, check_word
+
+    if not packages:
+        if suite is not None:
+            raise InputError("--suite chooses the Debian suite of --package: add --package PKG")
+        return None
+    for package in packages:
+        check_request(package, "--package")
+    if suite is not None:
+        check_word(Word.SUITE, suite, "--suite")
+    return ToolsRequest(tuple(dict.fromkeys(packages)), suite, show_progress=show_progress)
+
+
+def request_key(request: ToolsRequest, architecture: str, busybox_digest: str) -> str:
+    """What names a request's image before apt runs: packages, suite, architecture, shell."""
+    from scratchpack import __version__
+    from scratchpack.packages.apt import host_suite
+
+    words = [
+        *sorted(set(request.packages)),
+        f"suite={request.suite or host_suite()}",
+        f"arch={architecture}",
+        f"busybox={busybox_digest}",
+        f"scratchpack={__version__}",
+    ]
+    return hashlib.sha256("\n".join(words).encode()).hexdigest()
+
+
+def packages_key(packages: tuple[str, ...]) -> str:
+    """The cache tag's hash: every package used (name=version:arch) and scratchpack's version."""
+    from scratchpack import __version__
+
+    text = "\n".join([*sorted(packages), f"scratchpack={__version__}"])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ensure_package_tools(engine: Engine, request: ToolsRequest) -> PackageTools:
+    """The tools image of ``request``: found by its request label, else resolved and built.
+
+    Resolving takes apt's private state (never the host's), as ``build --package`` does;
+    the image is tagged by the packages resolved, so two requests that resolve alike share
+    one. A request's image is reused as it is (its packages are in its labels): removing
+    it, or another scratchpack version, resolves afresh.
+    """
+    from scratchpack.packages.apt import check_request
+
+    for package in request.packages:
+        check_request(package, "--package")
+    architecture = Platform.parse(f"linux/{engine.architecture() or 'amd64'}").debian_architecture
+    busybox = _busybox_digest(request.busybox)
+    key = request_key(request, architecture, busybox)
+    alias = f"{TOOLS_REPOSITORY}:request-{key[:20]}"
+    found = _labelled_tools(engine, alias, key)
+    if found is not None:
+        if request.show_progress:
+            from scratchpack.progress import terminal_progress
+
+            terminal_progress(f"tools {found.tag}: in the engine already ({found.image[:19]})")
+        return found
+    return _make_package_tools(engine, request, architecture, key, alias)
+
+
+def _labelled_tools(engine: Engine, alias: str, key: str) -> PackageTools | None:
+    """The image ``alias`` names, if its label says it holds tools (made for ``key``)."""
+    from scratchpack.errors import NoSuchImage
+
+    try:
+        info = engine.image(alias)
+    except NoSuchImage:
+        return None
+    labels = info.config.get("Labels") or {}
+    if TOOLS_PACKAGES_LABEL not in labels:
+        return None
+    return PackageTools(
+        info.id,
+        alias,
+        tuple(str(labels.get(TOOLS_PROGRAMS_LABEL) or "").split()),
+        tuple(str(labels.get(TOOLS_PACKAGES_LABEL) or "").split()),
+        cached=True,
+    )
+
+
+def _busybox_digest(busybox: str) -> str:
+    """The sha256 of the host's static busybox (the tools' shell), or ``none``."""
+    if _static_machine(busybox) is None:
+        return "none"
+    try:
+        return hashlib.sha256(Path(busybox).read_bytes()).hexdigest()
+    except OSError:
+        return "none"
+
+
+def _make_package_tools(
+    engine: Engine, request: ToolsRequest, architecture: str, key: str, alias: str
+) -> PackageTools:
+    """Resolve, unpack and plan the packages; write their image, load it, tag it twice."""
+    from scratchpack.errors import NoSuchImage
+    from scratchpack.packages.fetch import resolve_package_root
+    from scratchpack.progress import terminal_progress
+
+    say = terminal_progress if request.show_progress else None
+    with publication() as staged:
+        resolved = resolve_package_root(
+            request.packages, staged.scratch() / "root", request.suite, architecture, say=say
+        )
+        used = tuple(f"{ref.name}={ref.version}:{ref.architecture}" for ref in resolved.refs)
+        tag = f"{TOOLS_REPOSITORY}:{packages_key(used)[:20]}"
+        try:
+            existing = engine.image(tag)
+        except NoSuchImage:
+            existing = None
+        if existing is not None:  # the same packages for another request, or an old one
+            labels = existing.config.get("Labels") or {}
+            programs = tuple(str(labels.get(TOOLS_PROGRAMS_LABEL) or "").split())
+            engine.tag(existing.id, alias)
+            return PackageTools(existing.id, tag, programs, used, cached=False)
+        labels = {TOOLS_REQUEST_LABEL: key, TOOLS_PACKAGES_LABEL: " ".join(used)}
+        image, programs = _tools_image(staged, resolved.root, request, labels)
+        image_id = to_engine(staged, engine, image, tag)
+        staged.after_publish(lambda: engine.tag(image_id, alias))
+    return PackageTools(image.image_id, tag, programs, used, cached=False)
+
+
+def _tools_plan(root: PackageRoot, request: ToolsRequest) -> tuple[ImagePlan, tuple[str, ...]]:
+    """The packages' files as ``build --package`` plans them, every program on PATH kept
+    (with a busybox at /bin/sh for their scripts, when the host has a static one); and the
+    names of those programs."""
+    from scratchpack.image.config import ImageConfig
+    from scratchpack.ld.rootfs import RootFS
+    from scratchpack.plan.essentials import Essentials
+    from scratchpack.plan.from_packages import distinct_programs, programs_on_path, select
+    from scratchpack.plan.image_plan import BuildOptions, plan_image
+
+    names = tuple(package.partition("=")[0] for package in request.packages)
+    selection = select(root, names)
+    programs = distinct_programs(root, programs_on_path(selection, names), names)
+    if not programs:
+        raise InputError(f"--package {', '.join(names)}: put no program on PATH")
+    # The programs' closures are planned from the ELF ones; scripts come as the package's
+    # files (gcore's "#!/usr/bin/env sh" would need coreutils only to be planned).
+    fs = RootFS(str(root.top))
+    elf = [path for path in programs if fs.read_bytes(path, limit=4) == b"\x7fELF"]
+    options = BuildOptions(
+        binaries=tuple(elf or programs),
+        root=str(root.top),
+        allow_missing=True,  # a plugin without its library (iproute2's q_atm.so): a warning
+        essentials=Essentials(shell=_shell(request)),
+        packages=request.packages,
+        suite=request.suite,
+        package_root=root,
+    )
+    plan = plan_image(options, ImageConfig(entrypoint=None))
+    return plan, tuple(sorted({posixpath.basename(path) for path in programs}))
+
+
+def _shell(request: ToolsRequest) -> str | None:
+    """The host's static busybox, the tools' shell; None (with a note) without one."""
+    from scratchpack.notes import warn
+
+    if _static_machine(request.busybox) is not None:
+        return request.busybox
+    warn(f"no static busybox at {request.busybox}: the tools have no shell; give -- COMMAND")
+    return None
+
+
+def _tools_image(
+    staged: Publication, root: PackageRoot, request: ToolsRequest, labels: dict[str, str]
+) -> tuple[Image, tuple[str, ...]]:
+    """The tools' image: their plan, then busybox at /busybox (last in PATH) for a shell."""
+    plan, programs = _tools_plan(root, request)
+    epoch = source_date_epoch()
+    store = BlobStore(staged.scratch())
+    layers = [store.write_layer(plan.root.sorted_entries(), epoch)]
+    path = DEFAULT_PATH
+    if _static_machine(request.busybox) is not None:  # _tools_plan said so if not
+        applets = busybox_applets(request.busybox)
+        layers.append(store.write_layer(busybox_entries(request.busybox, applets), epoch))
+        path = f"{DEFAULT_PATH}:{BUSYBOX_DIR}"
+    runtime = {
+        "Env": [f"PATH={path}"],
+        "Cmd": ["sh"],
+        "Labels": {**labels, TOOLS_PROGRAMS_LABEL: " ".join(programs)},
+    }
+    return assemble(store, layers, runtime, plan.platform, epoch), programs

@@ -20,7 +20,11 @@ Decisions, with what was measured (Docker 20.10, Debian 12, kernel 6.x):
   the sidecar read and wrote, through ``/proc/<host pid>/root``, host files the
   target could not. So a target that shares the host's pid, network or IPC
   namespace (directly or through ``container:ID``), or is privileged, is refused
-  unless the user passes ``--allow-host-access`` (:func:`host_access`).
+  unless the user passes ``--allow-host-access`` (:func:`host_access`). Tools from
+  ``--package`` are known, so their sidecar gets only what they need
+  (:func:`sidecar_plan`): ``CAP_SYS_PTRACE`` for strace/ltrace/gdb, or to open the
+  ``/proc/1/root`` of a target running as another user; ``NET_RAW``/``NET_ADMIN``
+  for tcpdump; ``--as-target-user`` runs it as the target's numeric ``User``.
 - IPC: the engine refuses to join a ``private`` IPC namespace (the default:
   "non-shareable IPC"), so the sidecar joins the target's only when the target's
   ``IpcMode`` is ``shareable``, ``host`` or ``container:...``. POSIX shared memory
@@ -52,6 +56,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -87,6 +92,22 @@ _CHUNK = 65536
 
 
 @dataclass(frozen=True)
+class SidecarAccess:
+    """What the sidecar may do beyond joining the target's namespaces.
+
+    ``capabilities`` None: a tools image of unknown tools gets ``CAP_SYS_PTRACE``
+    (see the module's notes). A set: the tools' own needs
+    (:func:`scratchpack.plan.debug.tool_capabilities`), plus ``CAP_SYS_PTRACE``
+    when the target runs as another user than the sidecar, whose ``/proc/1/root``
+    is a ptrace access check. ``as_target_user``: run as the target's ``User``.
+    """
+
+    capabilities: frozenset[str] | None = None
+    as_target_user: bool = False
+    environment: tuple[str, ...] = ()  # KEY=VALUE for the sidecar
+
+
+@dataclass(frozen=True)
 class AttachResult:
     exit_code: int
     output: str | None  # combined stdout and stderr of a non-interactive run
@@ -116,6 +137,7 @@ def attach(
     command: Sequence[str] | None = None,
     interactive: bool | None = None,
     allow_host_access: bool = False,
+    access: SidecarAccess | None = None,
 ) -> AttachResult:
     """Run ``command`` (default: a shell) in a sidecar next to a running ``container``.
 
@@ -138,6 +160,7 @@ def attach(
             command,
             interactive,
             allow_host_access,
+            access or SidecarAccess(),
         )
     except requests.exceptions.RequestException as err:
         raise EngineLost(f"lost the Docker engine: {short(err)}") from err
@@ -152,8 +175,10 @@ def _attach(
     command: Sequence[str] | None,
     interactive: bool | None,
     allow_host_access: bool,
+    access: SidecarAccess,
 ) -> AttachResult:
     target = _running_target(client, container)
+    plan = sidecar_plan(access, str(target.attrs.get("Config", {}).get("User") or ""), container)
     if not allow_host_access:
         _refuse_host_access(client, dialect, container, target)
     _check_architecture(client, image_ref, target)
@@ -172,7 +197,9 @@ def _attach(
     sock = None
     with _exit_on_signals():
         try:
-            sidecar = _create_sidecar(client, dialect, image_ref, target, argv, interactive, feed)
+            sidecar = _create_sidecar(
+                client, dialect, image_ref, target, argv, interactive, feed, plan
+            )
             waiter = _register_wait(client.api, sidecar, dialect.exit_wait)
             sock = _attach_socket(client.api, sidecar, feed is not None, shown, argv)
             raw = getattr(sock, "_sock", sock)
@@ -225,6 +252,7 @@ def _create_sidecar(
     argv: list[str],
     interactive: bool,
     feed: int | None,
+    plan: SidecarPlan,
 ) -> str:
     """The sidecar in the target's pid and network namespaces (IPC where it is shareable).
 
@@ -241,14 +269,54 @@ def _create_sidecar(
         labels={TARGET_LABEL: target.id, OWNER_LABEL: owner()},
         tty=interactive,
         stdin_open=feed is not None,
+        user=plan.user,
+        environment=list(plan.environment) or None,
         host_config=client.api.create_host_config(
             pid_mode=f"container:{target.id}",
             network_mode=f"container:{target.id}",
             ipc_mode=f"container:{target.id}" if shareable_ipc else None,
-            cap_add=["SYS_PTRACE"],
+            cap_add=list(plan.capabilities) or None,
             auto_remove=True,
         ),
     )["Id"]
+
+
+@dataclass(frozen=True)
+class SidecarPlan:
+    """The user, capabilities and environment the sidecar is created with."""
+
+    user: str | None  # None: the tools image's (root)
+    capabilities: tuple[str, ...]
+    environment: tuple[str, ...] = ()
+
+
+def sidecar_plan(access: SidecarAccess, target_user: str, container: str) -> SidecarPlan:
+    """The sidecar's user and capabilities for a target running as ``target_user``.
+
+    ``--as-target-user`` takes the target's ``User`` as it is, so it must be
+    numeric: a name means the target's own ``/etc/passwd``, which the sidecar's
+    root does not have.
+    """
+    user = None
+    if access.as_target_user and not runs_as_root(target_user):
+        if not re.fullmatch(r"\d+(:\d+)?", target_user):
+            raise InputError(
+                f"container {container} runs as {target_user!r}, a name only its own "
+                "/etc/passwd knows: --as-target-user needs a numeric UID[:GID] (docker run "
+                "--user 1000:1000); without it the sidecar runs as root"
+            )
+        user = target_user
+    if access.capabilities is None:
+        return SidecarPlan(user, ("SYS_PTRACE",), access.environment)
+    needed = set(access.capabilities)
+    if user is None and not runs_as_root(target_user):
+        needed.add("SYS_PTRACE")  # root opening another user's /proc/1/root
+    return SidecarPlan(user, tuple(sorted(needed)), access.environment)
+
+
+def runs_as_root(user: str) -> bool:
+    """Whether a container's ``User`` (``""``, ``root``, ``0``, ``0:0``…) is root."""
+    return user.partition(":")[0] in ("", "0", "root")
 
 
 def _running_target(client: docker.DockerClient, container: str) -> Any:

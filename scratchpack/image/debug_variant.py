@@ -20,7 +20,14 @@ from scratchpack.image.readers import ImageSaver, open_image
 from scratchpack.image.tree import flattened_tree
 from scratchpack.image.writer import BlobStore, assemble
 from scratchpack.plan.busybox import busybox_applets
-from scratchpack.plan.debug import BUSYBOX_DIR, busybox_entries, merge_onto_base, with_path
+from scratchpack.plan.debug import (
+    BUSYBOX_DIR,
+    busybox_entries,
+    merge_onto_base,
+    tools_onto_image,
+    with_path,
+)
+from scratchpack.plan.programs import DEFAULT_PATH
 from scratchpack.plan.rootplan import RootPlan
 
 
@@ -55,3 +62,32 @@ def variant_on_base(
     layer = store.write_layer(merged.sorted_entries(), epoch)
     history = [*base.image.config.history, history_entry(epoch, "debug: application")]
     return assemble(store, [*base.image.layers, layer], runtime, platform, epoch, history)
+
+
+def tools_variant(
+    store: BlobStore,
+    image: Image,
+    runtime: dict[str, Any],
+    tools: RootPlan,
+    where: str,
+    busybox: str | None,
+) -> tuple[Image, tuple[str, ...]]:
+    """``image`` plus a layer of tools that shadows none of its files (and busybox at
+    /busybox when given); the tools' directories and /busybox appended to PATH.
+
+    Returns the image and the tools' paths left out because the image has them.
+    """
+    merged, left_out = tools_onto_image(tools, flattened_tree(image, where))
+    epoch = source_date_epoch()
+    layers = [store.write_layer(merged.sorted_entries(), epoch)]
+    env = list(runtime.get("Env") or [])
+    for directory in DEFAULT_PATH.split(":"):
+        env = with_path(env, directory)
+    if busybox is not None:
+        layers.append(store.write_layer(busybox_entries(busybox, busybox_applets(busybox)), epoch))
+        env = with_path(env, BUSYBOX_DIR)
+    runtime = copy.deepcopy(runtime)
+    runtime["Env"] = env
+    history = [*image.config.history, *(history_entry(epoch, "debug: tools") for _ in layers)]
+    variant = assemble(store, [*image.layers, *layers], runtime, image.platform, epoch, history)
+    return variant, left_out

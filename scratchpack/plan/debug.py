@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from scratchpack.errors import InputError
@@ -143,3 +143,63 @@ def debug_output(output: Path, suffix: str) -> Path:
     if output.suffix == ".tar":
         return output.with_name(output.stem + suffix + ".tar")
     return output.with_name(output.name + suffix)
+
+
+# -- the capabilities of debugging tools -------------------------------------------------------
+
+_PTRACE = frozenset({"SYS_PTRACE"})
+_RAW_NET = frozenset({"NET_RAW", "NET_ADMIN"})  # raw sockets; NET_ADMIN for promiscuous mode
+
+# What a tool needs beyond the engine's default set, by program name. A sidecar with
+# ``--package`` tools gets the union for the programs its packages put on PATH, and nothing
+# else: strace, ltrace and gdb attach to processes (ptrace), tcpdump and its kin capture on
+# raw sockets and switch interfaces to promiscuous mode.
+TOOL_CAPABILITIES: Mapping[str, frozenset[str]] = {
+    "strace": _PTRACE,
+    "ltrace": _PTRACE,
+    "gdb": _PTRACE,
+    "gdbserver": _PTRACE,
+    "gcore": _PTRACE,
+    "tcpdump": _RAW_NET,
+    "tshark": _RAW_NET,
+    "dumpcap": _RAW_NET,
+    "ping": frozenset({"NET_RAW"}),
+    "arping": frozenset({"NET_RAW"}),
+}
+
+
+def tool_capabilities(programs: Iterable[str]) -> frozenset[str]:
+    """The capabilities the programs (paths or names) need, from :data:`TOOL_CAPABILITIES`."""
+    needed: set[str] = set()
+    for path in programs:
+        needed |= TOOL_CAPABILITIES.get(posixpath.basename(path), frozenset())
+    return frozenset(needed)
+
+
+def tools_onto_image(
+    tools: RootPlan, image: Mapping[str, Node]
+) -> tuple[RootPlan, tuple[str, ...]]:
+    """The tools' entries to lay over ``image`` without shadowing any of the image's files.
+
+    Where the image has a file or a link (its ``/bin/sh``, its ``libc.so.6``), the
+    image's stays and the tools' entry is left out: the image runs as it did, and the
+    tools use what the image has there. The rest merges as :func:`merge_onto_base`
+    lays an application over a base. Returns the merged entries and the paths left out.
+    """
+    links = RootPlan()
+    for path, node in image.items():
+        if node.kind is NodeKind.DIR:
+            links.entries[path] = Entry(path, EntryKind.DIR, 0o755, Reason.BASE)
+        elif node.kind is NodeKind.SYMLINK:
+            links.entries[path] = Entry(
+                path, EntryKind.SYMLINK, 0o777, Reason.BASE, target=node.target
+            )
+    kept = RootPlan()
+    left_out: list[str] = []
+    for entry in tools.sorted_entries():
+        node = image.get(links.through_links(entry.path))
+        if node is not None and node.kind is not NodeKind.DIR and entry.kind is not EntryKind.DIR:
+            left_out.append(entry.path)
+            continue
+        kept.add(entry, replace=True)
+    return merge_onto_base(kept, image), tuple(left_out)

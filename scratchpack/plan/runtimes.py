@@ -13,7 +13,10 @@ and the root, never by running anything, and never from a list per program.
   ``site-packages``/``dist-packages`` and ``__pycache__``: the image's files
   carry a fixed mtime, so every timestamp ``.pyc`` made on the host is stale
   there and would only be recompiled. In a package root this is what
-  ``libpythonX.Y-minimal`` and ``libpythonX.Y-stdlib`` ship.
+  ``libpythonX.Y-minimal`` and ``libpythonX.Y-stdlib`` ship. A program that links
+  ``libpythonX.Y.so`` embeds the same interpreter (gdb: "Python not initialized"
+  without it) and gets the same library, found beside the library's directory
+  (``/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0`` -> ``/usr/lib/python3.11``).
 - **Node.js**: Debian's ``libnode`` reads its "externalized builtins" (acorn,
   cjs-module-lexer, undici) from ``/usr/share/nodejs`` at start and aborts
   without them; their paths are compiled into it. A self-contained Node names
@@ -75,6 +78,7 @@ PYTHON_FILE = re.compile(r"^python(\d+)\.(\d+)$")
 PYTHON_SKIP = (
     "test", "site-packages", "dist-packages", "config-*", "__pycache__", "*/__pycache__",
 )  # fmt: skip
+LIBPYTHON_FILE = re.compile(r"^libpython(\d+)\.(\d+)d?\.so(\.[0-9]+)*$")
 NODE_FILE = re.compile(r"^(node|nodejs|libnode\.so(\.[0-9]+)*)$")
 NODE_BUILTINS = "/usr/share/nodejs"
 _NODE_PATH = re.compile(rb"/usr/share/nodejs(?:/[A-Za-z0-9@._+-]{1,255}){1,16}")
@@ -96,6 +100,27 @@ def python_stdlib(root: RootFS, program: str) -> RuntimeFiles | None:
     return RuntimeFiles(
         Runtime.PYTHON, f"Python {version}'s standard library", top, (top,), PYTHON_SKIP
     )
+
+
+def embedded_python_stdlib(root: RootFS, library: str) -> RuntimeFiles | None:
+    """``libpythonX.Y.so``: the standard library of the interpreter it embeds, if in the root.
+
+    Looked for as ``pythonX.Y`` in the library's directory, then in its parent
+    (a multiarch directory's ``lib``): where ``pythonX.Y`` itself finds it.
+    """
+    real = root.realpath(library)
+    match = LIBPYTHON_FILE.match(posixpath.basename(real or ""))
+    if real is None or match is None:
+        return None
+    version = f"{match[1]}.{match[2]}"
+    directory = posixpath.dirname(real)
+    for candidate in (directory, posixpath.dirname(directory)):
+        top = posixpath.join(candidate, f"python{version}")
+        if root.is_dir(top):
+            return RuntimeFiles(
+                Runtime.PYTHON, f"Python {version}'s standard library", top, (top,), PYTHON_SKIP
+            )
+    return None
 
 
 def node_builtins(root: RootFS, binaries: Iterable[str]) -> RuntimeFiles | None:
@@ -144,11 +169,17 @@ def runtime_files(
     """What the runtimes among ``interpreters`` (programs' ELF files) and ``loaded`` (every
     file of the closures) read at start, each runtime once."""
     found: list[RuntimeFiles] = []
-    for interpreter in dict.fromkeys(interpreters):
-        stdlib = python_stdlib(root, interpreter)
+    loaded = list(dict.fromkeys(loaded))
+    stdlibs = [python_stdlib(root, interpreter) for interpreter in dict.fromkeys(interpreters)]
+    stdlibs += [
+        embedded_python_stdlib(root, path)
+        for path in loaded
+        if LIBPYTHON_FILE.match(posixpath.basename(path))
+    ]
+    for stdlib in stdlibs:
         if stdlib is not None and all(stdlib.top != seen.top for seen in found):
             found.append(stdlib)
-    node = node_builtins(root, dict.fromkeys(loaded))
+    node = node_builtins(root, loaded)
     if node is not None:
         found.append(node)
     return found

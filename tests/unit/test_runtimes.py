@@ -23,8 +23,10 @@ from scratchpack.plan.entries import Reason
 from scratchpack.plan.image_plan import BuildOptions, plan_image
 from scratchpack.plan.runtimes import (
     Runtime,
+    embedded_python_stdlib,
     node_builtins,
     python_stdlib,
+    runtime_files,
     runtime_paths,
 )
 from tests import tarcompat
@@ -123,6 +125,38 @@ def test_only_a_versioned_python_names_its_library(tmp_path: Path, name: str) ->
     _file(root, f"/usr/bin/{name}")
     _stdlib(root)
     assert python_stdlib(RootFS(str(root)), f"/usr/bin/{name}") is None
+
+
+def test_a_program_linking_libpython_keeps_its_standard_library(tmp_path: Path) -> None:
+    """gdb links libpython3.11: without the library its embedded Python dies at start."""
+    root = tmp_path / "root"
+    lib = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+    _file(root, lib)
+    (root / "usr/lib/x86_64-linux-gnu/libpython3.11.so.1").symlink_to("libpython3.11.so.1.0")
+    _stdlib(root)
+    fs = RootFS(str(root))
+    found = embedded_python_stdlib(fs, "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1")
+    assert found is not None and found.runtime is Runtime.PYTHON
+    assert found.top == "/usr/lib/python3.11"
+    assert "/usr/lib/python3.11/encodings/__init__.py" in set(runtime_paths(fs, found))
+    kept = runtime_files(fs, [], ["/usr/bin/gdb", lib])
+    assert [files.top for files in kept] == ["/usr/lib/python3.11"]
+
+
+@pytest.mark.parametrize(
+    "name", ["libpython3.so", "libpython3.11.a", "libpythonista.so.1", "libpython3.11.so.x"]
+)
+def test_only_a_versioned_libpython_names_a_library(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root"
+    _file(root, f"/usr/lib/{name}")
+    _stdlib(root)
+    assert embedded_python_stdlib(RootFS(str(root)), f"/usr/lib/{name}") is None
+
+
+def test_a_libpython_without_its_library_in_the_root_adds_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _file(root, "/usr/lib/libpython3.11.so.1.0")
+    assert embedded_python_stdlib(RootFS(str(root)), "/usr/lib/libpython3.11.so.1.0") is None
 
 
 # -- build's plan --------------------------------------------------------------------------
