@@ -2,8 +2,8 @@
 
 scratchpack speaks to Podman through its Docker-compatible API, at the socket
 ``podman system service`` opens (:data:`SOCKET`). A service already answering there
-(CI starts one in .ci/run) is used as it is; otherwise one is started for the session
-and stopped at its end (only the process started here).
+(one the machine runs) is used as it is; otherwise one is started, shared by the suite's
+workers, and stopped when the last of them is done (only the process started here).
 
 Root cannot raise resource limits on these machines, and Podman gives every container
 ``nofile`` and ``nproc`` limits above them unless told otherwise: each container then
@@ -18,10 +18,12 @@ Without podman the tests are skipped, or fail with ``SCRATCHPACK_REQUIRE_ENGINE=
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -102,31 +104,76 @@ def is_podman(document: dict[str, Any] | None) -> bool:
 
 @contextlib.contextmanager
 def podman_service(work: Path) -> Iterator[Podman]:
-    """The Podman service at :data:`SOCKET`: the one running, or one started until the end."""
+    """The Podman service at :data:`SOCKET`: the one running, or one started until the last
+    user of it, in any process, is done (the suite's workers share it: :func:`_users`)."""
     import docker
 
     if shutil.which("podman") is None:
         unavailable("podman is missing: apt-get install podman")
     conf = work / "containers.conf"
     conf.write_text(containers_conf())
-    started = None
-    found = version()
-    if found is not None and not is_podman(found):
-        unavailable(f"{SOCKET} answers, but not as Podman")
-    if found is None:
-        started = _start(conf, work / "service.log")
-    client = docker.DockerClient(base_url=HOST, timeout=120)
+    with _users(conf, work / "service.log"):
+        client = docker.DockerClient(base_url=HOST, timeout=120)
+        try:
+            yield Podman(HOST, conf, client)
+        finally:
+            client.close()
+
+
+_LOCKS = SOCKET.parent / "scratchpack-tests"  # beside the socket: one per machine
+
+
+@contextlib.contextmanager
+def _users(conf: Path, log: Path) -> Iterator[None]:
+    """Use the service, starting it if none answers; the last user stops what was started.
+
+    Every user holds a shared lock on ``users.lock``; starting and leaving happen under
+    ``start.lock``, so a worker never starts a second service or stops one another
+    worker still uses. The started service's PID is kept in ``started.pid``.
+    """
+    _LOCKS.mkdir(parents=True, exist_ok=True)
+    with (_LOCKS / "users.lock").open("a") as users:
+        with _held(_LOCKS / "start.lock"):
+            fcntl.flock(users, fcntl.LOCK_SH)
+            found = version()
+            if found is not None and not is_podman(found):
+                unavailable(f"{SOCKET} answers, but not as Podman")
+            if found is None:
+                (_LOCKS / "started.pid").write_text(str(_start(conf, log).pid))
+        try:
+            yield
+        finally:
+            with _held(_LOCKS / "start.lock"):
+                fcntl.flock(users, fcntl.LOCK_UN)
+                try:
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # another process still uses it
+                _stop_started()
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _stop_started() -> None:
+    """Stop the service the tests started (none: a service of the machine's, left alone)."""
+    pid_file = _LOCKS / "started.pid"
     try:
-        yield Podman(HOST, conf, client)
-    finally:
-        client.close()
-        if started is not None:
-            started.terminate()
-            try:
-                started.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                started.kill()
-                started.wait()
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    pid_file.unlink()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while version() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if version() is not None:  # still answering after 15 s
+            os.kill(pid, signal.SIGKILL)
 
 
 def _start(conf: Path, log: Path) -> subprocess.Popen[bytes]:
