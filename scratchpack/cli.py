@@ -28,6 +28,7 @@ from scratchpack.errors import (
     ScratchpackError,
     Terminated,
 )
+from scratchpack.image.media import Compression
 from scratchpack.report import Reportable, json_report
 
 if TYPE_CHECKING:
@@ -111,7 +112,15 @@ def _fail(message: str, left: list[Any], code: Any, details: tuple[str, ...] = (
 
 
 def image_output_options(command: F) -> F:
-    """--engine and -o/--output: where build and shrink put the image."""
+    """--engine, -o/--output and --compression: where build and shrink put the image."""
+    command = click.option(
+        "--compression",
+        type=click.Choice(["gzip", "zstd", "none"]),
+        default="gzip",
+        show_default=True,
+        help="How the built-in writer compresses layers (zstd: smaller, faster to read; "
+        "Docker 20.10 cannot load it: use with -o).",
+    )(command)
     command = click.option(
         "-o",
         "--output",
@@ -580,6 +589,7 @@ def _image_target(given: dict[str, Any]) -> ImageTarget:
         output=Path(output) if output else None,
         layering=Layering(given["layers"]),
         max_layers=given["max_layers"],
+        compression=Compression(given["compression"]),
         context_dir=Path(context_dir) if context_dir else None,
         no_build=given["no_build"],
         template=Path(template) if template else None,
@@ -703,6 +713,7 @@ def shrink(
     allow_missing: bool,
     engine_mode: str,
     output: str | None,
+    compression: str,
     max_unpacked: str | None,
     run_memory: str,
     run_pids: int,
@@ -733,6 +744,7 @@ def shrink(
             fix=fix,
             engine_mode=EngineMode(engine_mode),
             output=Path(output) if output else None,
+            compression=Compression(compression),
             allow_missing=allow_missing,
             show_progress=not as_json,
             max_unpacked=_size_bytes(max_unpacked),

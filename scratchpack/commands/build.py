@@ -255,6 +255,7 @@ class BuildResult:
     archives: tuple[Archive, ...] = ()  # --package: the suites resolved from, with their dates
     update: UpdateResult | None = None  # --update: what changed
     records: Records = field(default_factory=Records)  # the packages the image declares
+    loadable: bool = True  # docker load takes the archive (not with zstd layers)
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -317,7 +318,7 @@ def report_text(result: BuildResult) -> str:
         else:
             where = f" to {result.output}" if result.output else ""
             lines = [f"Wrote {result.tag} {_written_image(result)}{where} {size}"]
-            if result.output and result.output.endswith(".tar"):
+            if result.output and result.output.endswith(".tar") and result.loadable:
                 lines.append(f"Load it with: docker load -i {result.output}")
             if result.loaded:
                 lines.append(f"Loaded {result.tag} into the engine ({len(result.diff_ids)} layers)")
@@ -431,6 +432,17 @@ def _written_image(result: BuildResult) -> str | None:
 # -- checks before any work -------------------------------------------------------------------
 
 
+def _check_compression(target: ImageTarget, push: bool) -> None:
+    """zstd and none are the built-in writer's: an engine build compresses its own way, and
+    Docker 20.10 cannot load zstd layers."""
+    if target.compression is not Compression.GZIP and target.output is None and not push:
+        raise InputError(
+            f"--compression {target.compression.value} is how the built-in writer writes "
+            "layers: add -o PATH or --push (the engine compresses its own way, and Docker "
+            "20.10 cannot load zstd layers)"
+        )
+
+
 def check_request(request: BuildRequest) -> None:
     """Refuse contradictions and unusable output paths before anything is resolved.
 
@@ -458,6 +470,7 @@ def check_request(request: BuildRequest) -> None:
             raise InputError("--debug-suffix must not be empty: the variant needs a tag of its own")
         if request.push and target.output is None:
             raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
+    _check_compression(target, request.push is not None)
     _check_update_fits(request)
     _check_paths(request)
     request.config.check()
@@ -713,6 +726,7 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
             lock=str(sources.lock) if sources.lock else None,
             archives=packaged.archives if packaged is not None else (),
             records=plan.records,
+            loadable=target.compression is not Compression.ZSTD,
         )
         written = None  # the built-in writer's image, reused by a busybox debug variant
         if target.no_build:

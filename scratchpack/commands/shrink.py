@@ -240,6 +240,11 @@ def _check(request: ShrinkRequest) -> Path | None:
         )
     if request.engine_mode is EngineMode.DOCKER and request.output is not None:
         raise InputError("-o/--output uses the built-in writer: drop --engine docker")
+    if request.compression is not Compression.GZIP and request.output is None:
+        raise InputError(
+            f"--compression {request.compression.value} is how the built-in writer writes "
+            "layers: add -o PATH (the engine takes gzip, and Docker 20.10 cannot load zstd)"
+        )
     if request.engine_mode is EngineMode.NONE or request.output is not None:
         return _output_target(request.tag, request.output)
     return None

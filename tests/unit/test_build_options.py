@@ -98,6 +98,17 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "--layers split uses the built-in writer: drop --engine docker",
     ),
     (
+        "docker-packages",
+        {**TRUE, "engine": "docker", "layers": "packages"},
+        "--layers packages uses the built-in writer: drop --engine docker",
+    ),
+    (
+        "zstd-into-the-engine",
+        {**TRUE, "compression": "zstd"},
+        "--compression zstd is how the built-in writer writes layers: add -o PATH or --push "
+        "(the engine compresses its own way, and Docker 20.10 cannot load zstd layers)",
+    ),
+    (
         "debug-suffix",
         {**TRUE, "debug": True, "debug-suffix": ""},
         "--debug-suffix must not be empty: the variant needs a tag of its own",

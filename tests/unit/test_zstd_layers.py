@@ -232,3 +232,19 @@ def _assert_zstd(image) -> None:  # type: ignore[no-untyped-def]
             assert Compression.sniff(stream.read(6)) is Compression.ZSTD
         with stored.open_tar("a layer") as tar:
             assert all(isinstance(member, tarfile.TarInfo) for member in tar)
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_shrink_into_the_engine_refuses_a_compression_of_the_writer(
+    compression: str, tmp_path: Path
+) -> None:
+    """An engine image is the engine's to compress: the flag without -o is one line."""
+    from click.testing import CliRunner
+
+    from scratchpack.cli import cli
+
+    done = CliRunner().invoke(
+        cli, ["shrink", str(tmp_path / "image.tar"), "-t", "x:1", "--compression", compression]
+    )
+    assert done.exit_code == 2
+    assert f"--compression {compression} is how the built-in writer writes layers" in done.output
