@@ -36,23 +36,6 @@ class PackageResolution:
     archives: tuple[Archive, ...]
 
 
-def package_root(
-    requests: Iterable[str],
-    destination: Path,
-    suite: str | None = None,
-    architecture: str = "amd64",
-    pinned: list[PackageRef] | None = None,
-    say: Callable[[str], None] | None = None,
-    repositories: tuple[str, ...] = (),
-    only_listed: bool = False,
-) -> tuple[PackageRoot, list[PackageRef], dict[str, str]]:
-    """:func:`resolve_package_root`, as (root, packages used, each suite's Release date)."""
-    resolved = resolve_package_root(
-        requests, destination, suite, architecture, pinned, say, repositories, only_listed
-    )
-    return resolved.root, list(resolved.refs), resolved.dates
-
-
 def resolve_package_root(
     requests: Iterable[str],
     destination: Path,
