@@ -471,6 +471,11 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     show_default=True,
     help="SPDX 2.3 or CycloneDX 1.5 JSON.",
 )
+@click.option(
+    "--attest",
+    is_flag=True,
+    help="Attach an SBOM (--sbom-format) and SLSA provenance to the image (-o or --push).",
+)
 @click.option("--debug", is_flag=True, help="Also make TAG-debug: the same image with a shell.")
 @click.option("--debug-suffix", default="-debug", show_default=True, help="Tag suffix of it.")
 @debug_variant_options
@@ -486,7 +491,9 @@ def build(binaries: tuple[str, ...], as_json: bool, **given: Any) -> None:
     from Debian packages fetched for the purpose, and BINARY is optional.
     """
     from scratchpack.commands.build import (
+        AttestRequest,
         BuildRequest,
+        SbomFormat,
         SbomRequest,
         check_request,
         logged_in,
@@ -495,7 +502,7 @@ def build(binaries: tuple[str, ...], as_json: bool, **given: Any) -> None:
     )
     from scratchpack.commands.common import PackageSources
 
-    sbom = SbomRequest.from_options(given["sbom"], given["sbom_format"])
+    sbom = SbomRequest.from_options(given["sbom"], given["sbom_format"], given["attest"])
     sources = PackageSources.from_options(
         given["packages"],
         given["suite"],
@@ -520,6 +527,7 @@ def build(binaries: tuple[str, ...], as_json: bool, **given: Any) -> None:
         verify=verify,
         push=_push_request(given),
         sbom=sbom,
+        attest=AttestRequest(SbomFormat(given["sbom_format"])) if given["attest"] else None,
         debug=_debug_request(given),
         show_progress=not as_json,
     )
@@ -981,6 +989,29 @@ def outdated(
     _print_report(result, as_json, report_text)
     if result.outdated:
         sys.exit(EXIT_OUTDATED)
+
+
+@cli.command()
+@click.argument("image", metavar="IMAGE")
+@click.option("--insecure", is_flag=True, help="Allow a plain-HTTP or self-signed registry.")
+@click.option("--json", "as_json", is_flag=True, help="Print what is attached as JSON.")
+@clear_errors
+def attestations(image: str, insecure: bool, as_json: bool) -> None:
+    """List the SBOMs and provenance attached to IMAGE and check they are about it.
+
+    IMAGE is an OCI layout or archive (build --attest -o) or REGISTRY/REPO:TAG
+    (build --attest --push; the referrers API, else the sha256-HEX tag). Exits 0
+    when every attached artifact names the image, 8 when one does not.
+    """
+    from scratchpack.commands.attestations import problem_line, report_text, run_attestations
+    from scratchpack.errors import EXIT_ATTESTATION
+
+    result = run_attestations(image, insecure)
+    _print_report(result, as_json, report_text)
+    line = problem_line(result)
+    if line is not None:
+        click.echo(f"scratchpack: {line}", err=True)
+        sys.exit(EXIT_ATTESTATION)
 
 
 @cli.command()

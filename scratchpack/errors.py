@@ -11,6 +11,7 @@ EXIT_VERIFY = 4
 EXIT_PUSH = 5
 EXIT_TRACE = 6
 EXIT_OUTDATED = 7  # outdated: an update exists for a package (a CI gate fails on it)
+EXIT_ATTESTATION = 8  # attestations: an attached artifact or statement is about another image
 EXIT_INTERNAL = 70  # a bug of ours (sysexits' EX_SOFTWARE)
 
 

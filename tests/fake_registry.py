@@ -202,3 +202,88 @@ def bearer_flow(token_answer: Answer, registry_answer: Answer = registry_flow) -
             registry_answer(request)
 
     return answer
+
+
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+class StoringRegistry:
+    """A registry that keeps what is pushed (blobs, manifests by digest and by tag) and,
+    with ``referrers_api``, serves OCI 1.1's ``GET /v2/NAME/referrers/DIGEST`` from the
+    stored manifests' ``subject``; without it that endpoint answers 404, as distribution
+    2.8 does. ``subject_header``: a manifest PUT with a subject is answered with
+    ``OCI-Subject`` (the registry says it indexed it). ``override`` answers first: a test
+    makes one path lie."""
+
+    def __init__(
+        self,
+        referrers_api: bool = True,
+        subject_header: bool = False,
+        override: Callable[[Recorder], bool] | None = None,
+    ) -> None:
+        self.referrers_api = referrers_api
+        self.subject_header = subject_header
+        self.override = override
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, tuple[str, bytes]] = {}  # digest or tag -> (type, bytes)
+        self.uploads = 0
+
+    def __call__(self, request: Recorder) -> None:
+        import hashlib
+        from urllib.parse import parse_qs, urlsplit
+
+        if self.override is not None and self.override(request):
+            return
+        url = urlsplit(request.path)
+        parts = url.path.split("/")
+        if url.path == "/v2/":
+            request.reply(200, {"Content-Type": "application/json"}, b"{}")
+        elif request.command == "POST":
+            self.uploads += 1
+            request.reply(202, {"Location": f"/upload/{self.uploads}"})
+        elif url.path.startswith("/upload/"):
+            digest = parse_qs(url.query)["digest"][0]
+            self.blobs[digest] = request.body
+            request.reply(201)
+        elif "blobs" in parts:
+            data = self.blobs.get(parts[-1])
+            if data is None:
+                request.reply(404)
+            else:
+                request.reply(200, {}, b"" if request.command == "HEAD" else data)
+        elif "manifests" in parts and request.command == "PUT":
+            digest = "sha256:" + hashlib.sha256(request.body).hexdigest()
+            kind = request.headers.get("Content-Type", "")
+            self.manifests[parts[-1]] = self.manifests[digest] = (kind, request.body)
+            headers = {"Docker-Content-Digest": digest}
+            subject = json.loads(request.body).get("subject")
+            if self.subject_header and isinstance(subject, dict):
+                headers["OCI-Subject"] = subject["digest"]
+            request.reply(201, headers)
+        elif "manifests" in parts:
+            found = self.manifests.get(parts[-1])
+            if found is None:
+                request.reply(404)
+            else:
+                request.reply(200, {"Content-Type": found[0]}, found[1])
+        elif "referrers" in parts and self.referrers_api:
+            request.reply(200, {"Content-Type": INDEX_TYPE}, self.referrers(parts[-1]))
+        else:
+            request.reply(404)
+
+    def referrers(self, subject: str) -> bytes:
+        listed = []
+        for key, (kind, data) in sorted(self.manifests.items()):
+            document = json.loads(data)
+            named = (document.get("subject") or {}).get("digest")
+            if key.startswith("sha256:") and named == subject:
+                listed.append(
+                    {
+                        "mediaType": kind,
+                        "digest": key,
+                        "size": len(data),
+                        "artifactType": document.get("artifactType"),
+                    }
+                )
+        index = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": listed}
+        return json.dumps(index).encode()

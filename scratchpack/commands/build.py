@@ -64,6 +64,7 @@ from scratchpack.report import size_text
 
 if TYPE_CHECKING:
     from scratchpack.engine.client import CommandEngine
+    from scratchpack.image.attest import Artifact, BuildFacts
     from scratchpack.image.changes import ImageChanges
     from scratchpack.image.config import ImageConfig
     from scratchpack.image.model import Image, ImageIndex
@@ -125,9 +126,12 @@ class SbomRequest:
     format: SbomFormat = SbomFormat.SPDX
 
     @classmethod
-    def from_options(cls, path: str | None, sbom_format: str) -> SbomRequest | None:
-        """``--sbom PATH --sbom-format F``: a format without a path is a mistake worth saying."""
-        if sbom_format != SbomFormat.SPDX.value and not path:
+    def from_options(
+        cls, path: str | None, sbom_format: str, attest: bool = False
+    ) -> SbomRequest | None:
+        """``--sbom PATH --sbom-format F``: a format with neither a path nor --attest is a
+        mistake worth saying."""
+        if sbom_format != SbomFormat.SPDX.value and not path and not attest:
             raise InputError("--sbom-format goes with --sbom PATH")
         return cls(Path(path), SbomFormat(sbom_format)) if path else None
 
@@ -143,6 +147,13 @@ def verify_from_options(
             raise InputError("--run-memory and --run-pids bound the run of --verify: add --verify")
         return None
     return VerifyRequest(args, timeout, run_confinement(memory, pids))
+
+
+@dataclass(frozen=True)
+class AttestRequest:
+    """``--attest``: an SBOM in this format and SLSA provenance, attached to each image."""
+
+    sbom_format: SbomFormat = SbomFormat.SPDX
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,7 @@ class BuildRequest:
     verify: VerifyRequest | None = None
     push: PushRequest | None = None
     sbom: SbomRequest | None = None
+    attest: AttestRequest | None = None
     debug: DebugRequest | None = None
     show_progress: bool = False
 
@@ -256,6 +268,7 @@ class BuildResult:
     update: UpdateResult | None = None  # --update: what changed
     records: Records = field(default_factory=Records)  # the packages the image declares
     loadable: bool = True  # docker load takes the archive (not with zstd layers)
+    attestations: tuple[dict[str, str], ...] = ()  # --attest: artifact type, digest, subject
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -301,6 +314,8 @@ class BuildResult:
             document["sbom"] = self.sbom.to_json()
         if self.update is not None:
             document["update"] = self.update.to_json()
+        if self.attestations:
+            document["attestations"] = list(self.attestations)
         return document
 
 
@@ -337,6 +352,10 @@ def report_text(result: BuildResult) -> str:
         lines.append(f"Debug variant {result.debug.tag} {result.debug.image}{where}")
     if result.sbom is not None:
         lines.append(f"SBOM ({result.sbom.format}) in {result.sbom.path}")
+    lines.extend(
+        f"Attached {one['artifact_type']} {one['digest']} to {one['subject']}"
+        for one in result.attestations
+    )
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -471,6 +490,11 @@ def check_request(request: BuildRequest) -> None:
         if request.push and target.output is None:
             raise InputError("--debug with --push: a push-only run keeps nothing locally; add -o")
     _check_compression(target, request.push is not None)
+    if request.attest is not None and target.output is None and request.push is None:
+        raise InputError(
+            "--attest attaches to an OCI layout, an archive or a pushed image: add -o PATH "
+            "or --push"
+        )
     _check_update_fits(request)
     _check_paths(request)
     request.config.check()
@@ -735,7 +759,8 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
             assert request.tag is not None and builder is not None
             result = _engine_build(staged, builder, plan, request, progress, result)
         else:
-            how = _Written(origins, builder)
+            attest = _attestation_maker(request, plan, [packaged] if packaged else [])
+            how = _Written(origins, builder, attest)
             result, written = _write_build(staged, plan, request, progress, engine, result, how)
         if debug is not None and not target.no_build:
             debug_result = _debug_variant(staged, plan, request, builder, written)
@@ -996,14 +1021,19 @@ def _index_build(
         plans.append(plan)
     _lock_staged(staged, request.sources, packaged)
     index = ImageIndex(tuple(images))
+    attached: tuple[Artifact, ...] = ()
+    if request.attest is not None:
+        for image, plan, one in zip(images, plans, packaged, strict=True):
+            make = _attestation_maker(one.request, plan, [one])
+            attached += make(image) if make is not None else ()
     if target is not None:
-        to_output(staged, index, target, request.tag, source_date_epoch())
+        to_output(staged, _attested(index, attached), target, request.tag, source_date_epoch())
     host = Platform.host()
     native = next((image for image in images if host and image.platform == host), None)
     verify = None
     if request.verify is not None and native is not None:
         verify = verify_written(native, request.tag, request.verify, engine)
-    push = _push(index, request, progress) if request.push is not None else None
+    push = _push(index, request, progress, attached) if request.push is not None else None
     return BuildResult(
         tag=request.tag,
         files=sum(len(plan.root.files) for plan in plans),
@@ -1029,6 +1059,7 @@ def _index_build(
         push=push,
         archives=packaged[0].archives,
         update=_update_result(before, packaged, images, index.digest) if before else None,
+        attestations=_attached_json(attached),
     )
 
 
@@ -1132,6 +1163,7 @@ class _Written:
 
     origins: Mapping[str, tuple[Origin, ...]] = field(default_factory=dict)
     load_into: CommandEngine | None = None  # a layered build without -o: into this engine
+    attest: Callable[[Image], tuple[Artifact, ...]] | None = None  # --attest: what to attach
 
 
 def _write_build(
@@ -1151,8 +1183,9 @@ def _write_build(
     target = None if loading else _written_to(request)
     store = store_for(staged, target, request.target.compression)
     image = write_plan(store, plan, request.target, request.show_progress, how.origins)
+    attached = how.attest(image) if how.attest is not None else ()
     if target is not None:
-        to_output(staged, image, target, request.tag, source_date_epoch())
+        to_output(staged, _attested(image, attached), target, request.tag, source_date_epoch())
     if loading:
         assert how.load_into is not None
         to_engine(staged, how.load_into, image, request.tag)
@@ -1169,13 +1202,17 @@ def _write_build(
         diff_ids=tuple(layer.diff_id for layer in image.layers),
         loaded=loading,
         verify=verify,
-        push=_push(image, request, progress) if request.push is not None else None,
+        push=_push(image, request, progress, attached) if request.push is not None else None,
+        attestations=_attached_json(attached),
     )
     return made, image
 
 
 def _push(
-    image: Image | ImageIndex, request: BuildRequest, progress: Callable[[str], None] | None
+    image: Image | ImageIndex,
+    request: BuildRequest,
+    progress: Callable[[str], None] | None,
+    attached: tuple[Artifact, ...] = (),
 ) -> PushResult:
     """--push: the image or index to the registry, with the request's credentials and retries."""
     from scratchpack.image.registry import push_image
@@ -1189,6 +1226,7 @@ def _push(
         insecure=push.insecure,
         progress=progress,
         retries=push.retries,
+        attachments=attached,
     )
 
 
@@ -1241,3 +1279,100 @@ def _sbom(staged: Publication, plan: ImagePlan, request: BuildRequest, digest: s
     staged.file(sbom.path).write_bytes(data)
     packages = {file.package for file in files if file.package is not None}
     return SbomResult(str(sbom.path.absolute()), sbom.format.value, len(files), len(packages))
+
+
+# -- --attest ----------------------------------------------------------------------------------
+
+
+def _attested(image: Image | ImageIndex, attached: tuple[Artifact, ...]) -> Any:
+    """What the writers take: the image alone, or with its attestations beside it."""
+    from scratchpack.image.attest import Attested
+
+    return Attested(image, attached) if attached else image
+
+
+def _attached_json(attached: tuple[Artifact, ...]) -> tuple[dict[str, str], ...]:
+    return tuple(
+        {
+            "artifact_type": str(one.artifact_type),
+            "digest": one.digest,
+            "subject": one.subject.digest,
+        }
+        for one in attached
+    )
+
+
+def _attestation_maker(
+    request: BuildRequest, plan: ImagePlan, packaged: list[_PackagedPlatform]
+) -> Callable[[Image], tuple[Artifact, ...]] | None:
+    """``--attest``: for an image of ``plan``, its SBOM and its provenance as artifacts."""
+    from scratchpack.image.attest import attestations
+
+    if request.attest is None:
+        return None
+    assert request.tag is not None
+    sbom_format = request.attest.sbom_format.value
+    facts = _build_facts(request, packaged)
+
+    def make(image: Image) -> tuple[Artifact, ...]:
+        sbom = _sbom_document(plan, request, sbom_format, image.image_id)
+        return attestations(image, request.tag or "image", sbom, sbom_format, facts)
+
+    return make
+
+
+def _sbom_document(plan: ImagePlan, request: BuildRequest, sbom_format: str, digest: str) -> bytes:
+    """The SBOM ``--sbom`` would write for this image (the same bytes)."""
+    from scratchpack.image.sbom import render, sbom_files
+    from scratchpack.ld.rootfs import RootFS
+    from scratchpack.plan.dpkg import DpkgIndex
+
+    root = RootFS(request.options.root)
+    files = sbom_files(plan.root.entries.values(), DpkgIndex.load(root), root)
+    return render(sbom_format, files, request.tag or "image", digest, source_date_epoch())
+
+
+def _build_facts(request: BuildRequest, packaged: list[_PackagedPlatform]) -> BuildFacts:
+    """The provenance's options and inputs: binaries, packages, the lock, by SHA-256."""
+    import hashlib
+
+    from scratchpack.image.attest import BuildFacts, Dependency
+
+    options, sources = request.options, request.sources
+    dependencies = []
+    for binary in options.binaries:
+        path = Path(binary)
+        if options.root and path.is_absolute():
+            path = Path(options.root) / binary.lstrip("/")
+        if path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            dependencies.append(Dependency(binary, digest))
+    for one in packaged:
+        for ref in one.locked.packages:
+            uri = f"pkg:deb/debian/{ref.name}@{ref.version}?arch={ref.architecture}"
+            dependencies.append(Dependency(ref.name, ref.sha256, uri, ref.version))
+    if sources.lock is not None and packaged:
+        data = (
+            sources.lock.read_bytes() if packaged[0].from_lock else _new_lock(packaged).to_bytes()
+        )
+        dependencies.append(Dependency(sources.lock.name, hashlib.sha256(data).hexdigest()))
+    given = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return BuildFacts(_parameters(request), tuple(dependencies), int(given) if given else None)
+
+
+def _parameters(request: BuildRequest) -> dict[str, Any]:
+    """The invocation's options that decide the image (no paths of this machine's outputs)."""
+    options, target, sources = request.options, request.target, request.sources
+    return {
+        "tag": request.tag,
+        "binaries": list(options.binaries),
+        "packages": list(options.packages),
+        "suite": options.suite,
+        "repositories": list(sources.repositories),
+        "platforms": [str(platform) for platform in sources.platforms],
+        "includes": list(options.includes),
+        "excludes": list(options.excludes),
+        "layers": target.layering.value,
+        "compression": target.compression.value,
+        "config": request.config.runtime_json(),
+    }

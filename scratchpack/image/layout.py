@@ -20,7 +20,8 @@ from pathlib import Path
 
 from scratchpack.errors import InputError
 from scratchpack.image import tarstream
-from scratchpack.image.digest import Digest, HashingReader
+from scratchpack.image.attest import Artifact, Attested, unwrap
+from scratchpack.image.digest import Digest, HashingReader, sha256_digest
 from scratchpack.image.documents import canonical_json
 from scratchpack.image.media import CONTAINERD_NAME, REF_NAME, Compression, MediaType
 from scratchpack.image.model import Image, ImageIndex, Layer
@@ -30,9 +31,15 @@ from scratchpack.image.writer import BlobStore
 LAYOUT_MARKER = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
-def index_document(image: Image | ImageIndex, reference: str | None) -> bytes:
+Written = Image | ImageIndex | Attested  # what the writers take: attestations ride along
+
+
+def index_document(
+    image: Image | ImageIndex, reference: str | None, attached: tuple[Artifact, ...] = ()
+) -> bytes:
     """``index.json``: the one manifest (or image index), named by the OCI and containerd
-    annotations."""
+    annotations; then each attached artifact, marked as an attestation, so that copying
+    the layout keeps them and readers can tell them from images."""
     entry = (
         image.descriptor.to_json()
         if isinstance(image, ImageIndex)
@@ -41,8 +48,9 @@ def index_document(image: Image | ImageIndex, reference: str | None) -> bytes:
     if reference:
         parsed = Reference.parse(reference)
         entry["annotations"] = {REF_NAME: parsed.tag, CONTAINERD_NAME: str(parsed)}
+    manifests = [entry, *(artifact.descriptor_json() for artifact in attached)]
     return canonical_json(
-        {"schemaVersion": 2, "mediaType": str(MediaType.OCI_INDEX), "manifests": [entry]}
+        {"schemaVersion": 2, "mediaType": str(MediaType.OCI_INDEX), "manifests": manifests}
     )
 
 
@@ -63,7 +71,8 @@ def _images(artifact: Image | ImageIndex) -> tuple[Image, ...]:
     return artifact.images if isinstance(artifact, ImageIndex) else (artifact,)
 
 
-def _documents(artifact: Image | ImageIndex) -> list[tuple[str, bytes]]:
+def _documents(written: Written) -> list[tuple[str, bytes]]:
+    artifact, attached = unwrap(written)
     documents = []
     for image in _images(artifact):
         documents += [
@@ -72,11 +81,15 @@ def _documents(artifact: Image | ImageIndex) -> list[tuple[str, bytes]]:
         ]
     if isinstance(artifact, ImageIndex):
         documents.append((Digest.parse(artifact.digest).blob_path, artifact.index_bytes))
+    for one in attached:
+        for data in (*one.blobs(), one.manifest_bytes):
+            documents.append((Digest.parse(sha256_digest(data)).blob_path, data))
     return documents
 
 
-def _layers(artifact: Image | ImageIndex) -> list[Layer]:
+def _layers(written: Written) -> list[Layer]:
     """Every layer once: images of several platforms may share one (their data)."""
+    artifact, _attached = unwrap(written)
     seen: dict[str, Layer] = {}
     for image in _images(artifact):
         for layer in image.layers:
@@ -84,13 +97,13 @@ def _layers(artifact: Image | ImageIndex) -> list[Layer]:
     return list(seen.values())
 
 
-def _top_files(
-    artifact: Image | ImageIndex, reference: str | None, epoch: int
-) -> dict[str, tarstream.Member]:
+def _top_files(written: Written, reference: str | None, epoch: int) -> dict[str, tarstream.Member]:
     """oci-layout, index.json, and for one image the manifest.json of ``docker load``."""
+    artifact, attached = unwrap(written)
+    index = index_document(artifact, reference, attached)
     files = {
         "oci-layout": _bytes_member("oci-layout", LAYOUT_MARKER, epoch),
-        "index.json": _bytes_member("index.json", index_document(artifact, reference), epoch),
+        "index.json": _bytes_member("index.json", index, epoch),
     }
     if isinstance(artifact, Image):
         tags = [str(Reference.parse(reference))] if reference else []
@@ -100,7 +113,7 @@ def _top_files(
     return files
 
 
-def write_layout(artifact: Image | ImageIndex, directory: Path, reference: str | None) -> None:
+def write_layout(artifact: Written, directory: Path, reference: str | None) -> None:
     """Write an image (with a docker-load ``manifest.json``) or an image index as an OCI
     layout into ``directory``.
 
@@ -117,14 +130,12 @@ def write_layout(artifact: Image | ImageIndex, directory: Path, reference: str |
         (directory / name).write_bytes(member.data)
 
 
-def archive_chunks(
-    artifact: Image | ImageIndex, reference: str | None, epoch: int
-) -> Iterator[bytes]:
+def archive_chunks(artifact: Written, reference: str | None, epoch: int) -> Iterator[bytes]:
     """The layout of :func:`write_layout` as one tar: sorted names, root-owned, one mtime."""
     return tarstream.chunks(_with_blobs(artifact, _top_files(artifact, reference, epoch), epoch))
 
 
-def archive_size(artifact: Image | ImageIndex, reference: str | None, epoch: int) -> int:
+def archive_size(artifact: Written, reference: str | None, epoch: int) -> int:
     """The exact size :func:`archive_chunks` will write."""
     files = _top_files(artifact, reference, epoch)
     return tarstream.size(list(_with_blobs(artifact, files, epoch)))
@@ -147,7 +158,7 @@ def docker_archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
 
 
 def _with_blobs(
-    artifact: Image | ImageIndex, files: dict[str, tarstream.Member], epoch: int
+    artifact: Written, files: dict[str, tarstream.Member], epoch: int
 ) -> Iterator[tarstream.Member]:
     for name, data in _documents(artifact):
         files[name] = _bytes_member(name, data, epoch)

@@ -23,7 +23,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -132,13 +132,21 @@ def open_path(reference: str, path: Path, workdir: Path) -> SourceImage:
 
 def _read_path(reference: str, path: Path, workdir: Path, every: bool) -> tuple[SourceImage, ...]:
     """The image (or with ``every``, each platform's image) of a file or directory."""
+    reader, kind = _open_reader(reference, path, workdir)
+    if kind is SourceFormat.DOCKER_ARCHIVE:
+        return (_from_docker(reference, reader),)
+    return _from_oci(reference, reader, kind, every)
+
+
+def _open_reader(reference: str, path: Path, workdir: Path) -> tuple[_Reader, SourceFormat]:
+    """The files of a layout, an archive or a docker save, and which of those it is."""
     info = os.stat(path)
     if stat.S_ISDIR(info.st_mode):
         reader: _Reader = _DirReader(path, reference)
         if reader.has("index.json"):
-            return _from_oci(reference, reader, SourceFormat.OCI_LAYOUT, every)
+            return reader, SourceFormat.OCI_LAYOUT
         if reader.has("manifest.json"):
-            return (_from_docker(reference, reader),)
+            return reader, SourceFormat.DOCKER_ARCHIVE
         raise InputError(
             f"{reference}: a directory with neither index.json (OCI layout) nor manifest.json"
         )
@@ -152,9 +160,9 @@ def _read_path(reference: str, path: Path, workdir: Path, every: bool) -> tuple[
         raise InputError(f"{reference}: a {compression.value}-compressed archive; decompress it")
     reader = _TarReader(path, reference)
     if reader.has("index.json"):
-        return _from_oci(reference, reader, SourceFormat.OCI_ARCHIVE, every)
+        return reader, SourceFormat.OCI_ARCHIVE
     if reader.has("manifest.json"):
-        return (_from_docker(reference, reader),)
+        return reader, SourceFormat.DOCKER_ARCHIVE
     raise InputError(
         f"{reference}: a tar file with neither index.json (OCI) nor manifest.json (docker save)"
     )
@@ -310,6 +318,8 @@ def _from_oci(
     index = json_object(_document(reader, "index.json"), f"{reference}: index.json")
     candidates = _image_manifests(reader, index)
     if not every:
+        if len(candidates) > 1:  # artifacts (attestations) beside the image are not images
+            candidates = [one for one in candidates if _is_image(reader, one)] or candidates
         descriptor = _choose_manifest(reference, candidates)
         return (_oci_image(reference, reader, kind, descriptor, _manifest(reader, descriptor)),)
     if len(candidates) > 1:  # of several, an image says which platform it is for
@@ -320,14 +330,25 @@ def _from_oci(
         if digest in images:
             continue
         manifest = _manifest(reader, descriptor)
-        config = manifest.get("config")
-        config_kind = config.get("mediaType") if isinstance(config, dict) else None
-        if config_kind is not None and config_kind not in _IMAGE_CONFIGS:
+        if not _is_image_manifest(manifest):
             continue  # an artifact (a signature, an SBOM) packed as a manifest: not an image
         images[digest] = _oci_image(reference, reader, kind, descriptor, manifest)
     if not images:
         raise InputError(f"{reference}: index.json lists no image manifest")
     return tuple(images.values())
+
+
+def _is_image_manifest(manifest: dict[str, Any]) -> bool:
+    """Not an artifact: no ``artifactType``, and a config that is an image's (or unsaid)."""
+    config = manifest.get("config")
+    config_kind = config.get("mediaType") if isinstance(config, dict) else None
+    if "artifactType" in manifest:
+        return False
+    return config_kind is None or config_kind in _IMAGE_CONFIGS
+
+
+def _is_image(reader: _Reader, descriptor: dict[str, Any]) -> bool:
+    return "artifactType" not in descriptor and _is_image_manifest(_manifest(reader, descriptor))
 
 
 def _manifest(reader: _Reader, descriptor: dict[str, Any]) -> dict[str, Any]:
@@ -515,3 +536,117 @@ def _image(reference: str, config_bytes: bytes, layers: tuple[Layer, ...] = ()) 
     image = Image(config_bytes, layers, where=reference)
     image.config  # noqa: B018 - parse and check it once, here
     return image
+
+
+# -- attestations beside the image ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """An artifact manifest that refers to an image: what it is, and its one document."""
+
+    digest: str  # of the artifact manifest
+    size: int
+    artifact_type: str
+    subject: str | None  # the manifest digest its ``subject`` names
+    document: bytes | None  # its first layer, read when it is small enough to check
+    document_type: str = ""
+
+
+MAX_ATTACHED_DOCUMENT = 16 << 20  # a statement or SBOM read back for checking
+
+
+def referrer_of(
+    digest: str,
+    manifest: dict[str, Any],
+    read_layer: Callable[[dict[str, Any]], bytes | None] | None,
+    where: str,
+) -> Referrer:
+    """A parsed artifact manifest as a :class:`Referrer`; ``read_layer(descriptor)`` reads
+    (bounded, checked) the document when the caller wants it."""
+    subject = manifest.get("subject")
+    subject_digest = (
+        str(Digest.parse(subject.get("digest"), f"{where}: its subject"))
+        if isinstance(subject, dict)
+        else None
+    )
+    layers = manifest.get("layers")
+    first = layers[0] if isinstance(layers, list) and layers else None
+    artifact_type = manifest.get("artifactType")
+    if not isinstance(artifact_type, str):
+        config = manifest.get("config")
+        artifact_type = config.get("mediaType") if isinstance(config, dict) else None
+    if not isinstance(artifact_type, str) or not isinstance(first, dict):
+        raise InputError(f"{where}: an artifact manifest without an artifactType or a layer")
+    document = read_layer(first) if read_layer is not None else None
+    kind = first.get("mediaType")
+    return Referrer(digest, 0, artifact_type, subject_digest, document, str(kind or ""))
+
+
+def open_attachments(reference: str, workdir: Path) -> tuple[tuple[str, ...], tuple[Referrer, ...]]:
+    """The image manifest digests of an OCI layout or archive, and the artifacts its
+    ``index.json`` lists beside them (anything naming a ``subject`` or an ``artifactType``)."""
+    path = Path(reference).expanduser()
+    if not os.path.lexists(path):
+        raise InputError(f"{reference}: no such file or directory")
+    try:
+        reader, kind = _open_reader(reference, path, workdir)
+        if kind is SourceFormat.DOCKER_ARCHIVE:
+            raise InputError(f"{reference}: a docker save archive holds no attestations")
+        index = json_object(_document(reader, "index.json"), f"{reference}: index.json")
+        images: list[str] = []
+        referrers: list[Referrer] = []
+        manifests = index.get("manifests")
+        if not isinstance(manifests, list) or len(manifests) > _MAX_MANIFESTS:
+            raise InputError(f"{reference}: index.json lists no manifests, or too many")
+        for descriptor in manifests:
+            found = _attached_or_image(reader, descriptor)
+            if isinstance(found, Referrer):
+                referrers.append(found)
+            else:
+                images += found
+    except OSError as err:
+        raise InputError(f"{reference}: cannot read it ({err.strerror or err})") from err
+    if not images:
+        raise InputError(f"{reference}: index.json lists no image manifest")
+    return tuple(images), tuple(referrers)
+
+
+def _attached_or_image(reader: _Reader, descriptor: Any) -> Referrer | list[str]:
+    """An index.json entry: an artifact, or the image manifest digests it is (an index:
+    itself and its platforms' manifests, which their referrers name)."""
+    where = reader.reference
+    if not isinstance(descriptor, dict):
+        raise InputError(f"{where}: index.json lists something that is not a descriptor")
+    kind = media_type(descriptor.get("mediaType"))
+    data, digest = _verified(reader, descriptor, "manifest")
+    manifest = json_object(parse_json(data, f"{where}: a manifest"), f"{where}: a manifest")
+    if kind is not None and kind.is_index:
+        listed = manifest.get("manifests")
+        listed = listed[:_MAX_MANIFESTS] if isinstance(listed, list) else []
+        platforms = [one.get("digest") for one in listed if isinstance(one, dict)]
+        return [digest, *(str(Digest.parse(one, f"{where}: an index")) for one in platforms)]
+    if "subject" not in manifest and "artifactType" not in descriptor:
+        return [digest] if _is_image_manifest(manifest) else []
+
+    def read_layer(layer: dict[str, Any]) -> bytes:
+        body, _ = _verified_limit(reader, layer, "attached document", MAX_ATTACHED_DOCUMENT)
+        return body
+
+    found = referrer_of(digest, manifest, read_layer, f"{where}: {digest}")
+    return Referrer(
+        found.digest, len(data), found.artifact_type, found.subject, found.document,
+        found.document_type,
+    )  # fmt: skip
+
+
+def _verified_limit(
+    reader: _Reader, descriptor: dict[str, Any], what: str, limit: int
+) -> tuple[bytes, str]:
+    digest = Digest.parse(descriptor.get("digest"), f"{reader.reference}: the {what} descriptor")
+    data = _read(reader, digest.blob_path, limit)
+    hasher = digest.hasher()
+    hasher.update(data)
+    if hasher.hexdigest() != digest.hex:
+        raise InputError(f"{reader.reference}: the {what} does not match its digest {digest}")
+    return data, str(digest)

@@ -471,6 +471,7 @@ class RegistryClient:
         # registry's old token); the no-op auth keeps ~/.netrc out of it too.
         self.token_session = _watched_session(_keep_headers)
         self.secrets: list[str] = []  # what a server's text must never show
+        self.actions = "pull,push"  # the token scope asked for; a reader asks for "pull"
         if credentials is not None:
             self.secrets += [credentials.basic().split()[1], credentials.password]
 
@@ -521,6 +522,7 @@ class RegistryClient:
         verify: bool | str | None = None,
         deadline: float | None = None,
         doing: str | None = None,
+        limit: int = MAX_ANSWER_BODY,
     ) -> Answer:
         """One request and its answer, redirects followed, all within one deadline.
 
@@ -534,7 +536,15 @@ class RegistryClient:
             for _hop in range(_MAX_REDIRECTS + 1):
                 tls = (self.verify if verify is None else verify) if self._ours(url) else None
                 answer = self._exchange(
-                    self.session, method, url, clock, doing, headers=sent, body=body, verify=tls
+                    self.session,
+                    method,
+                    url,
+                    clock,
+                    doing,
+                    headers=sent,
+                    body=body,
+                    verify=tls,
+                    limit=limit,
                 )
                 if answer.status not in _REDIRECTS or "Location" not in answer.headers:
                     return answer
@@ -747,7 +757,7 @@ class RegistryClient:
         realm = params.get("realm")
         if not realm:
             raise PushError(f"{self.registry} sent a Bearer challenge without a realm")
-        query = {"scope": f"repository:{self.repository}:pull,push"}
+        query = {"scope": f"repository:{self.repository}:{self.actions}"}
         if params.get("service"):
             query["service"] = params["service"]
         realm_origin = origin(realm)
