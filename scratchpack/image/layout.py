@@ -144,17 +144,35 @@ def archive_size(artifact: Written, reference: str | None, epoch: int) -> int:
 def docker_archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
     """A ``docker load`` archive of ``image`` that names ``tag`` and nothing else.
 
-    zstd layers are refused here, before a byte goes: Docker 20.10 neither loads
-    nor pulls them (its layer store reads gzip, bzip2, xz or plain tars only).
+    Docker 20.10 neither loads nor pulls zstd layers (its layer store reads gzip,
+    bzip2, xz or plain tars only): a zstd layer goes decompressed, as a plain tar,
+    which the engine checks against the config's diff_id as it checks any layer.
     """
-    zstd_layers = [layer for layer in image.layers if _is_zstd(layer)]
-    if zstd_layers:
-        raise InputError(
-            f"{tag}: {len(zstd_layers)} zstd-compressed layer(s), which Docker 20.10 cannot "
-            "load; write it with -o DIR or -o FILE.tar, or use --compression gzip"
-        )
     files = {"manifest.json": _bytes_member("manifest.json", docker_manifest(image, [tag]), 0)}
-    return tarstream.chunks(_with_blobs(image, files, 0))
+    members = _with_blobs(image, files, 0)
+    zstd_layers = {layer.digest: layer for layer in image.layers if _is_zstd(layer)}
+    if zstd_layers:
+        members = (_plain_if_zstd(member, zstd_layers, tag) for member in members)
+    return tarstream.chunks(members)
+
+
+def _plain_if_zstd(
+    member: tarstream.Member, zstd_layers: dict[str, Layer], tag: str
+) -> tarstream.Member:
+    """A zstd layer's member, replaced by its decompressed tar under the same name."""
+    layer = next(
+        (layer for digest, layer in zstd_layers.items() if member.info.name == _blob_name(digest)),
+        None,
+    )
+    if layer is None:
+        return member
+    where = f"{tag}: layer {layer.digest}"
+    info = tarstream.regular(member.info.name, layer.plain_size(where), mtime=0)
+    return tarstream.Member(info, opener=lambda: layer.open_plain(where))
+
+
+def _blob_name(digest: str) -> str:
+    return Digest.parse(digest).blob_path
 
 
 def _with_blobs(

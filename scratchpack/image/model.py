@@ -139,6 +139,25 @@ class Layer:
         return self.descriptor.size
 
     @contextlib.contextmanager
+    def open_plain(self, where: str) -> Iterator[IO[bytes]]:
+        """The layer's tar bytes, decompressed (bounded as :meth:`open_tar`'s), unchecked:
+        for a reader that checks the diff_id itself (the engine, given a plain layer)."""
+        with self.blob.open() as stored:
+            head = stored.read(6)
+            try:
+                with _decompressed(_Prefixed(head, stored), Compression.sniff(head)) as plain:
+                    yield plain  # type: ignore[misc]
+            except (EOFError, lzma.LZMAError, OSError, zlib.error) as err:
+                raise InputError(f"{where} cannot be decompressed: {err}") from err
+
+    def plain_size(self, where: str) -> int:
+        """Bytes of the layer's tar: known when scratchpack wrote it, else counted."""
+        if self.uncompressed_size is not None:
+            return self.uncompressed_size
+        with self.open_plain(where) as plain:
+            return sum(len(chunk) for chunk in iter(lambda: plain.read(_CHUNK), b""))
+
+    @contextlib.contextmanager
     def open_tar(
         self, where: str, progress: Callable[[int], None] | None = None, verify: bool = True
     ) -> Iterator[tarfile.TarFile]:

@@ -21,6 +21,7 @@ from scratchpack.commands.common import EngineMode
 from scratchpack.commands.shrink import ShrinkRequest, run_shrink
 from scratchpack.errors import InputError
 from scratchpack.image.config import ImageConfig
+from scratchpack.image.digest import Digest
 from scratchpack.image.layout import docker_archive_chunks
 from scratchpack.image.media import Compression, MediaType
 from scratchpack.image.readers import open_image
@@ -162,11 +163,22 @@ def test_zstd_output_is_byte_identical_and_its_frame_carries_no_size_or_checksum
     assert params.content_size == zstandard.CONTENTSIZE_UNKNOWN and not params.has_checksum
 
 
-def test_the_engine_is_never_handed_zstd_layers(tmp_path: Path) -> None:
+def test_the_engine_is_handed_zstd_layers_as_plain_tars(tmp_path: Path) -> None:
+    """Docker 20.10 loads no zstd layer: the docker-load stream carries it decompressed,
+    the tar whose digest is the config's diff_id, under the blob's own name."""
+    import hashlib
+    import io
+    import tarfile
+
     image = _written(tmp_path / "store", Compression.ZSTD)
-    with pytest.raises(InputError, match="cannot load") as error:
-        docker_archive_chunks(image, "zstd:test")
-    assert "\n" not in str(error.value)
+    stream = io.BytesIO(b"".join(docker_archive_chunks(image, "zstd:test")))
+    with tarfile.open(fileobj=stream) as archive:
+        (layer,) = image.layers
+        member = archive.extractfile(Digest.parse(layer.digest).blob_path)
+        assert member is not None
+        plain = member.read()
+    assert "sha256:" + hashlib.sha256(plain).hexdigest() == layer.diff_id
+    assert not plain.startswith(b"\x28\xb5\x2f\xfd")  # a tar, not a zstd frame
     assert next(docker_archive_chunks(_written(tmp_path / "g", Compression.GZIP), "g:test"))
 
 
