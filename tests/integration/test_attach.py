@@ -15,7 +15,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import struct
 import subprocess
@@ -38,7 +37,7 @@ from scratchpack.engine.client import Engine
 from scratchpack.errors import EngineError, InputError
 from scratchpack.plan.busybox import busybox_applets
 from tests import cli
-from tests.conftest import unavailable
+from tests.targets import TARGET_DOCKERFILE, scratch_image, static_program
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MARKER = "scratchpack-attach-marker"
@@ -102,36 +101,11 @@ def _child_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def target_image(docker_client: docker.DockerClient, tmp_path_factory) -> Iterator[str]:
     """A FROM-scratch image whose only file is a static C program: no shell at all."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        unavailable("gcc is missing: apt-get install gcc libc6-dev")
-    work = tmp_path_factory.mktemp("attach-target")
-    (work / "target.c").write_text(TARGET_SOURCE)
-    compiled = subprocess.run(
-        [gcc, "-static", "-O2", "-o", str(work / "target"), str(work / "target.c")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if compiled.returncode != 0:
-        unavailable(f"gcc -static failed (libc6-dev missing?): {compiled.stderr.strip()}")
-
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        dockerfile = b'FROM scratch\nCOPY target /target\nENTRYPOINT ["/target"]\n'
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-        tar.add(work / "target", arcname="target")
-    context.seek(0)
+    program = static_program(tmp_path_factory.mktemp("attach-target"), TARGET_SOURCE)
     tag = f"scratchpack-attach-target:{uuid.uuid4().hex[:12]}"
     image_id = None
     try:
-        for chunk in docker_client.api.build(
-            fileobj=context, custom_context=True, tag=tag, pull=False, rm=True, decode=True
-        ):
-            assert "error" not in chunk, chunk
-            image_id = chunk.get("aux", {}).get("ID", image_id)
+        image_id = scratch_image(docker_client, tag, {"target": program}, TARGET_DOCKERFILE)
         yield tag
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):

@@ -11,12 +11,9 @@ pkgs:…``), which ``prune`` keeps.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import shutil
 import signal
 import subprocess
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,8 +33,8 @@ from scratchpack.engine.attach import TARGET_LABEL
 from scratchpack.engine.client import Engine
 from scratchpack.engine.prune import prune_engine
 from tests import cli
-from tests.conftest import unavailable
 from tests.podman import Podman, podman_service
+from tests.targets import TARGET_DOCKERFILE, scratch_image, static_program
 
 CACHE = Path(os.environ.get("SCRATCHPACK_TEST_CACHE", "/var/cache/scratchpack-tests"))
 PACKAGES_ENV = {"SCRATCHPACK_CACHE": str(CACHE / "packages")}
@@ -65,39 +62,15 @@ def _package_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def target_program(tmp_path_factory: Any) -> Path:
     """The static C program of the targets (no shell, no tools in its image)."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        unavailable("gcc is missing: apt-get install gcc libc6-dev")
-    work = tmp_path_factory.mktemp("debug-packages-program")
-    (work / "target.c").write_text(TARGET_SOURCE)
-    compiled = subprocess.run(
-        [gcc, "-static", "-O2", "-o", str(work / "target"), str(work / "target.c")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if compiled.returncode != 0:
-        unavailable(f"gcc -static failed (libc6-dev missing?): {compiled.stderr.strip()}")
-    return work / "target"
+    return static_program(tmp_path_factory.mktemp("debug-packages-program"), TARGET_SOURCE)
 
 
 @pytest.fixture(scope="module")
 def target_image(docker_client: docker.DockerClient, target_program: Path) -> Iterator[str]:
     """A FROM-scratch image whose only file is the static program: no shell, no tools."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        dockerfile = b'FROM scratch\nCOPY target /target\nENTRYPOINT ["/target"]\n'
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-        tar.add(target_program, arcname="target")
-    context.seek(0)
     tag = f"scratchpack-debug-packages-target:{uuid.uuid4().hex[:12]}"
     try:
-        for chunk in docker_client.api.build(
-            fileobj=context, custom_context=True, tag=tag, pull=False, rm=True, decode=True
-        ):
-            assert "error" not in chunk, chunk
+        scratch_image(docker_client, tag, {"target": target_program}, TARGET_DOCKERFILE)
         yield tag
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):
