@@ -731,27 +731,10 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
         # an update is written too, to compare its layers and be reproducible.
         dockerfile = builder is not None and target.layering is Layering.ONE and before is None
         if dockerfile:
-            for entry in plan.root.files:
-                if entry.xattrs:
-                    warn(
-                        f"{entry.path}: the engine's build drops its file capabilities; "
-                        "--engine none keeps them"
-                    )
+            _warn_about_dropped_capabilities(plan)
         if target.context_dir is not None:
             _write_context(staged, plan, target.context_dir, target.template)
-        result = BuildResult(  # the image steps below each add what they made
-            tag=request.tag,
-            files=len(plan.root.files),
-            content_bytes=plan.root.size,
-            context=str(target.context_dir.absolute()) if target.context_dir else None,
-            warnings=(),
-            loaded_first=plan.loaded_first,
-            moved=plan.moves,
-            lock=str(sources.lock) if sources.lock else None,
-            archives=packaged.archives if packaged is not None else (),
-            records=plan.records,
-            loadable=target.compression is not Compression.ZSTD,
-        )
+        result = _planned_result(request, plan, packaged)  # the steps below add what they made
         written = None  # the built-in writer's image, reused by a busybox debug variant
         if target.no_build:
             pass
@@ -775,6 +758,35 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
             )
             result = dataclasses.replace(result, update=update)
     return dataclasses.replace(result, warnings=tuple(collected()))
+
+
+def _warn_about_dropped_capabilities(plan: ImagePlan) -> None:
+    for entry in plan.root.files:
+        if entry.xattrs:
+            warn(
+                f"{entry.path}: the engine's build drops its file capabilities; "
+                "--engine none keeps them"
+            )
+
+
+def _planned_result(
+    request: BuildRequest, plan: ImagePlan, packaged: _PackagedPlatform | None
+) -> BuildResult:
+    """What the plan already says of the build, before an image is made."""
+    target, lock = request.target, request.sources.lock
+    return BuildResult(
+        tag=request.tag,
+        files=len(plan.root.files),
+        content_bytes=plan.root.size,
+        context=str(target.context_dir.absolute()) if target.context_dir else None,
+        warnings=(),
+        loaded_first=plan.loaded_first,
+        moved=plan.moves,
+        lock=str(lock) if lock else None,
+        archives=packaged.archives if packaged is not None else (),
+        records=plan.records,
+        loadable=target.compression is not Compression.ZSTD,
+    )
 
 
 def _write_context(
