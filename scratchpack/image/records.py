@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scratchpack.errors import InputError
+from scratchpack.errors import InputError, printable
 from scratchpack.image.model import Image
 from scratchpack.image.tree import flattened_tree
 from scratchpack.inroot import Node, NodeKind, WalkError, inside, walk
@@ -55,7 +55,7 @@ def read_records(image: Image, where: str) -> ImageRecords:
         for path in sorted(path for path in tree if path.rsplit("/", 1)[0] == status_d):
             body = text(path)
             if body is not None and not path.endswith(".md5sums"):
-                packages += parse_status(body, f"{where}: {path}", need_installed=False)
+                packages += parse_status(body, f"{where}: {printable(path)}", need_installed=False)
                 files.append(path)
     status = text(STATUS)
     if status is not None:
@@ -97,7 +97,8 @@ def _kept_files(image: Image, tree: dict[str, Node], where: str) -> dict[str, by
                 limit = MAX_STATUS if parts[-1] == "status" else MAX_SMALL
                 if member.size > limit:
                     raise InputError(
-                        f"{where}: {real} is larger than {limit >> 20} MiB: not a package record"
+                        f"{where}: {printable(real)} is larger than {limit >> 20} MiB: "
+                        "not a package record"
                     )
                 total += member.size
                 if total > MAX_KEPT:

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from scratchpack.errors import InputError
+from scratchpack.errors import InputError, printable
 from scratchpack.ld.rootfs import RootFS, open_regular
 from scratchpack.packages.apt import NAME
 from scratchpack.packages.deb import Md5sums, parse_md5sums
@@ -257,7 +257,7 @@ def _installed(root: RootFS, vendor: str, distro: str | None) -> Iterator[tuple[
             raise InputError(f"{STATUS}: more than {MAX_PACKAGES} packages, not read")
         arch = fields.get("Architecture", "")
         if (name, arch) in seen:
-            raise InputError(f"{STATUS}: package {name}:{arch} is listed twice")
+            raise InputError(f"{STATUS}: package {printable(f'{name}:{arch}')} is listed twice")
         seen.add((name, arch))
         state = fields.get("Status", "").split()
         if len(state) == 3 and state[2] in _FILES_PRESENT:
@@ -379,7 +379,10 @@ def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> Iterator[str
         fd = None
     if fd is None:
         return
-    too_big = InputError(f"{path}: more than {_size(limit)}, not read (a dpkg database is smaller)")
+    shown = printable(path)  # a status.d name is the image's word
+    too_big = InputError(
+        f"{shown}: more than {_size(limit)}, not read (a dpkg database is smaller)"
+    )
     with os.fdopen(fd, "rb") as stream:
         if os.fstat(stream.fileno()).st_size > limit:
             raise too_big
@@ -389,7 +392,7 @@ def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> Iterator[str
             if total > limit:
                 raise too_big
             if len(line) > line_limit:
-                raise InputError(f"{path}: a line of more than {_size(line_limit)}, not read")
+                raise InputError(f"{shown}: a line of more than {_size(line_limit)}, not read")
             yield line.rstrip(b"\n").decode("utf-8", "surrogateescape")
 
 

@@ -124,7 +124,8 @@ def add_records(plan: RootPlan, root: RootFS, index: DpkgIndex) -> Records:
     names = record_names(index, held)
     for key, name in names.items():
         paragraph = index.paragraphs.get(key, "")
-        _add(plan, f"{STATUS_D}/{name}", record_paragraph(paragraph).encode(), name)
+        record = record_paragraph(paragraph).encode("utf-8", "surrogateescape")  # bytes as read
+        _add(plan, f"{STATUS_D}/{name}", record, name)
         md5sums = md5sums_text(index, key, held[key])
         if md5sums:
             _add(plan, f"{STATUS_D}/{name}.md5sums", md5sums, name)
@@ -147,17 +148,26 @@ def record_names(index: DpkgIndex, held: Iterable[str]) -> dict[str, str]:
 
 def record_paragraph(paragraph: str) -> str:
     """``paragraph`` as a record: ``Status: install ok installed`` after ``Package``, dpkg's
-    local fields (and their continuation lines) left out, the rest as written."""
+    local fields (and their continuation lines) left out, the rest as written.
+
+    Lines are split at ``\n`` alone, as the database was read (``splitlines`` would also
+    split at ``\x85`` or ``\u2028`` inside a value and let a root add a paragraph of its
+    own); a line of only blanks, which some parsers take for a paragraph's end, is dropped.
+    """
     lines: list[str] = []
     keep = True
-    for line in paragraph.splitlines():
+    seen: set[str] = {"status"}  # ours replaces the database's
+    for line in paragraph.split("\n"):
+        if not line.strip(" \t"):
+            continue
         if line[:1] not in (" ", "\t"):
             field = line.partition(":")[0].strip()
-            keep = field.lower() not in _LOCAL_FIELDS
+            keep = field.lower() not in _LOCAL_FIELDS and field.lower() not in seen
+            seen.add(field.lower())  # a field once: the first, as the database was read
             if keep:
                 lines.append(line)
-            if field.lower() == "package":
-                lines.append(INSTALLED)
+                if field.lower() == "package":
+                    lines.append(INSTALLED)
         elif keep:
             lines.append(line)
     return "".join(f"{line}\n" for line in lines)

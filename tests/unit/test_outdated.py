@@ -171,6 +171,17 @@ def test_a_huge_record_file_is_refused_unread(tmp_path: Path) -> None:
         read_records(_image(tmp_path, _base(), big), "img")
 
 
+@pytest.mark.parametrize("body", [b"Package: x\n" + b"#" * (2 << 20), b"Package: ../x\n"])
+def test_a_record_files_name_reaches_no_terminal_raw(tmp_path: Path, body: bytes) -> None:
+    """The file's name is the image's word: an escape sequence in it is shown escaped."""
+    from scratchpack.errors import ScratchpackError
+
+    evil = layer(f(f"{STATUS_D}/\x1b]0;owned\x07", body))
+    with pytest.raises(ScratchpackError) as caught:
+        read_records(_image(tmp_path, _base(), evil), "img")
+    assert "\x1b" not in str(caught.value) and "\x07" not in str(caught.value)
+
+
 def test_a_full_dpkg_status_is_read_too(tmp_path: Path) -> None:
     full = layer(f("var/lib/dpkg/status", STATUS.encode()), f("etc/debian_version", b"12.7\n"))
     image = _image(tmp_path, layer(d("etc"), d("var"), d("var/lib"), d("var/lib/dpkg")), full)

@@ -651,3 +651,28 @@ def test_a_status_d_beyond_its_bounds_is_one_line(
     with pytest.raises(InputError, match=message) as error:
         DpkgIndex.load_status_d(root)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x\u0085\u0085Package: evil",  # NEL: a line break to str.splitlines, not to dpkg
+        "x\u2028\u2028Package: evil",
+        "x\x1c\x1cPackage: evil",
+        "x\n \t\nPackage: evil",  # a line of only blanks: a paragraph's end to some parsers
+    ],
+)
+def test_a_root_cannot_add_a_paragraph_of_its_own_to_a_record(value: str) -> None:
+    """A field value of a hostile root's status stays one field of one paragraph."""
+    record = record_paragraph(f"Package: tool\nVersion: 1\nDescription: {value}\n")
+    assert record.count("\nPackage:") == 0 and record.startswith("Package: tool\n")
+    assert all(line.strip(" \t") for line in record.split("\n")[:-1])  # no blank line
+
+
+def test_a_status_that_is_not_utf8_is_recorded_byte_for_byte(tmp_path: Path) -> None:
+    """Old images hold Latin-1 maintainers; a hostile one any byte: never an internal error."""
+    root = _host_like_root(tmp_path)
+    status = Path(root.top) / "var/lib/dpkg/status"
+    status.write_bytes(status.read_bytes().replace(b"a tool", b"a t\xe9ol"))
+    plan = _planned(root, ["/usr/bin/tool"])
+    assert b"Description: a t\xe9ol\n" in (plan.entries[f"{STATUS_D}/tool"].data or b"")
