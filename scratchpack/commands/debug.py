@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.commands.common import DebugResult, DebugShell
-from scratchpack.errors import InputError
+from scratchpack.errors import InputError, printable
 from scratchpack.image.config import source_date_epoch
 from scratchpack.image.debug_variant import busybox_variant, variant_on_base
 from scratchpack.image.media import Platform
@@ -215,7 +215,8 @@ def _tools_variant(
         if left_out:
             warn(
                 f"{len(left_out)} files of the tools are {request.image}'s own already and "
-                f"stay its own ({', '.join(left_out[:4])}{', …' if len(left_out) > 4 else ''})"
+                f"stay its own ({printable(', '.join(left_out[:4]))}"
+                f"{', …' if len(left_out) > 4 else ''})"
             )
         to_engine(staged, engine, image, request.tag)
     shell = DebugShell.BUSYBOX if busybox is not None else DebugShell.BASE
