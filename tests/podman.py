@@ -47,20 +47,48 @@ class Podman:
     """A Podman service the tests can use: its address, its containers.conf, a client."""
 
     host: str  # DOCKER_HOST for scratchpack
-    conf: Path  # CONTAINERS_CONF for podman itself
+    configs: tuple[tuple[str, str], ...]  # CONTAINERS_CONF (and CONTAINERS_STORAGE_CONF)
     client: Any  # a docker.DockerClient connected to it
 
     @property
     def env(self) -> dict[str, str]:
         """The environment of a command that must use Podman as its engine."""
-        return {"DOCKER_HOST": self.host, "CONTAINERS_CONF": str(self.conf)}
+        return {"DOCKER_HOST": self.host, **dict(self.configs)}
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """``podman ARGS`` with the tests' containers.conf; never a pull (``--pull never``)."""
-        env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
+        """``podman ARGS`` with the tests' configuration; never a pull (``--pull never``)."""
+        env = {**os.environ, **dict(self.configs)}
         return subprocess.run(
             ["podman", *args], env=env, capture_output=True, text=True, timeout=timeout
         )
+
+
+def _configs(work: Path) -> dict[str, str]:
+    """Podman's configuration for the tests: the ulimits below (``CONTAINERS_CONF``), and
+    where the machine's own disk is overlayfs (a container, as a fresh test machine is),
+    the vfs storage driver in a store of its own (``CONTAINERS_STORAGE_CONF``): overlay
+    is not supported over overlayfs without fuse-overlayfs."""
+    conf = work / "containers.conf"
+    conf.write_text(containers_conf())
+    configs = {"CONTAINERS_CONF": str(conf)}
+    if _backing_filesystem(Path("/var/lib/containers")) == "overlayfs":
+        storage = work / "storage.conf"
+        storage.write_text(
+            '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/scratchpack-tests-vfs"\n'
+            'graphroot = "/var/lib/containers/scratchpack-tests-vfs"\n'
+        )
+        configs["CONTAINERS_STORAGE_CONF"] = str(storage)
+    return configs
+
+
+def _backing_filesystem(path: Path) -> str:
+    """``stat -f`` of ``path``, or of its nearest existing parent."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    done = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
 
 
 def containers_conf() -> str:
@@ -110,12 +138,11 @@ def podman_service(work: Path) -> Iterator[Podman]:
 
     if shutil.which("podman") is None:
         unavailable("podman is missing: apt-get install podman")
-    conf = work / "containers.conf"
-    conf.write_text(containers_conf())
-    with _users(conf, work / "service.log"):
+    configs = _configs(work)
+    with _users(configs, work / "service.log"):
         client = docker.DockerClient(base_url=HOST, timeout=120)
         try:
-            yield Podman(HOST, conf, client)
+            yield Podman(HOST, tuple(configs.items()), client)
         finally:
             client.close()
 
@@ -124,7 +151,7 @@ _LOCKS = SOCKET.parent / "scratchpack-tests"  # beside the socket: one per machi
 
 
 @contextlib.contextmanager
-def _users(conf: Path, log: Path) -> Iterator[None]:
+def _users(configs: dict[str, str], log: Path) -> Iterator[None]:
     """Use the service, starting it if none answers; the last user stops what was started.
 
     Every user holds a shared lock on ``users.lock``; starting and leaving happen under
@@ -139,7 +166,7 @@ def _users(conf: Path, log: Path) -> Iterator[None]:
             if found is not None and not is_podman(found):
                 unavailable(f"{SOCKET} answers, but not as Podman")
             if found is None:
-                (_LOCKS / "started.pid").write_text(str(_start(conf, log).pid))
+                (_LOCKS / "started.pid").write_text(str(_start(configs, log).pid))
         try:
             yield
         finally:
@@ -176,7 +203,7 @@ def _stop_started() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _start(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start(configs: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``podman system service`` at :data:`SOCKET`, answering; a clear skip if it will not."""
     SOCKET.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
@@ -185,7 +212,7 @@ def _start(conf: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
-            env={**os.environ, "CONTAINERS_CONF": str(conf)},
+            env={**os.environ, **configs},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
