@@ -31,6 +31,7 @@ class Verdict(str, Enum):
     OTHER_SUBJECT = "other-subject"  # its manifest's subject is not one of the image's
     STATEMENT_MISMATCH = "statement-mismatch"  # the statement's subjects omit its image
     UNCHECKED = "unchecked"  # a statement too large to read back
+    MALFORMED = "malformed"  # not an in-toto Statement v1: one verdict, the others still given
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,17 @@ def _checked(referrer: Referrer, manifests: tuple[str, ...]) -> Attached:
             verdict = Verdict.UNCHECKED if verdict is Verdict.OK else verdict
         else:
             where = f"the statement {referrer.digest}"
-            found = check_statement(referrer.document, referrer.subject or "", where)
+            try:
+                found = check_statement(referrer.document, referrer.subject or "", where)
+            except InputError:  # anyone who may push may attach junk: it hides nothing else
+                return Attached(
+                    referrer.artifact_type,
+                    referrer.digest,
+                    referrer.size,
+                    referrer.subject,
+                    None,
+                    Verdict.MALFORMED,
+                )
             predicate = found.predicate_type
             if verdict is Verdict.OK and not found.matches:
                 verdict = Verdict.STATEMENT_MISMATCH
@@ -135,6 +146,7 @@ def problem_line(result: AttestationsResult) -> str | None:
         Verdict.OTHER_SUBJECT: f"is about {first.subject}, not this image",
         Verdict.STATEMENT_MISMATCH: "is a statement whose subjects do not name its image",
         Verdict.UNCHECKED: "could not be read back to check",
+        Verdict.MALFORMED: "is not an in-toto Statement v1",
     }
     more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
     return printable(

@@ -166,6 +166,19 @@ def test_an_artifact_about_another_image(image: Image, tmp_path: Path) -> None:
     assert {one.verdict for one in result.attached} == {Verdict.OTHER_SUBJECT}
 
 
+def test_one_junk_statement_is_one_verdict_and_hides_nothing(image: Image, tmp_path: Path) -> None:
+    """Whoever may push may attach junk: it is said, and the other artifacts still checked."""
+    junk = Artifact(ArtifactType.IN_TOTO, b'{"_type": "junk"}', image.manifest_descriptor, "x")
+    out = tmp_path / "layout"
+    out.mkdir()
+    write_layout(Attested(image, (*_attached(image), junk)), out, "app:1")
+    result = run_attestations(str(out))
+    verdicts = sorted(one.verdict.value for one in result.attached)
+    assert verdicts == ["malformed", "ok", "ok"]
+    line = problem_line(result)
+    assert line is not None and "is not an in-toto Statement v1" in line
+
+
 def test_a_statement_that_is_not_one_is_malformed() -> None:
     with pytest.raises(InputError, match="not an in-toto Statement"):
         check_statement(b'{"_type": "x"}', "sha256:" + "0" * 64, "s")
