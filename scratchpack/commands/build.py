@@ -1286,7 +1286,7 @@ def _sbom(staged: Publication, plan: ImagePlan, request: BuildRequest, digest: s
     sbom = request.sbom
     assert sbom is not None
     root = RootFS(request.options.root)
-    files = sbom_files(plan.root.entries.values(), DpkgIndex.load(root), root)
+    files = sbom_files(plan.root.entries.values(), DpkgIndex.load_cached(root), root)
     data = render(sbom.format.value, files, request.tag or "image", digest, source_date_epoch())
     staged.file(sbom.path).write_bytes(data)
     packages = {file.package for file in files if file.package is not None}
@@ -1340,7 +1340,7 @@ def _sbom_document(plan: ImagePlan, request: BuildRequest, sbom_format: str, dig
     from scratchpack.plan.dpkg import DpkgIndex
 
     root = RootFS(request.options.root)
-    files = sbom_files(plan.root.entries.values(), DpkgIndex.load(root), root)
+    files = sbom_files(plan.root.entries.values(), DpkgIndex.load_cached(root), root)
     return render(sbom_format, files, request.tag or "image", digest, source_date_epoch())
 
 

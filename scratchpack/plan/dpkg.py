@@ -142,18 +142,21 @@ class DpkgIndex:
 
     @classmethod
     def load_cached(cls, root: RootFS) -> DpkgIndex:
-        """:meth:`load`; this machine's database once per process while it is unchanged
-        (every host build reads it, ~0.2 s each for a few hundred packages)."""
-        if not root.is_host:
-            return cls.load(root)
+        """:meth:`load`, once per process for a root's database while it is unchanged: a
+        build reads it for its records, its layers and its SBOM (a host's few hundred
+        packages take ~0.2 s each time)."""
+        paths = [root.host_path(path) for path in (STATUS, INFO_DIR)]
         try:
-            stamp = tuple(os.stat(path).st_mtime_ns for path in (STATUS, INFO_DIR))
+            stats = [os.stat(path) for path in paths if path is not None]
         except OSError:
             return cls.load(root)
-        cached = _HOST_INDEX.get(stamp)
+        if len(stats) != len(paths):  # a root not on disk (a lazy one): read it each time
+            return cls.load(root)
+        key = (root.top, *((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats))
+        cached = _INDEXES.get(key)
         if cached is None:
-            _HOST_INDEX.clear()
-            cached = _HOST_INDEX[stamp] = cls.load(root)
+            _INDEXES.clear()
+            cached = _INDEXES[key] = cls.load(root)
         return cached
 
     @classmethod
@@ -229,7 +232,7 @@ class DpkgIndex:
             yield from _spellings(posixpath.join(real_parent, name))
 
 
-_HOST_INDEX: dict[tuple[int, ...], DpkgIndex] = {}  # (mtimes of status, info/) -> index
+_INDEXES: dict[tuple[object, ...], DpkgIndex] = {}  # (root, status's and info/'s stat) -> index
 
 
 def _spellings(path: str) -> Iterator[str]:

@@ -405,7 +405,7 @@ def whole_packages(
     if package_root is not None:
         packages = RootPackages.of_package_root(package_root)
     else:
-        packages = RootPackages.of_dpkg(DpkgIndex.load(RootFS(root)))
+        packages = RootPackages.of_dpkg(DpkgIndex.load_cached(RootFS(root)))
     completed = complete_packages(plan, packages)
     if package_root is not None:
         own_homes(completed, package_root)
