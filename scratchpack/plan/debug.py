@@ -35,14 +35,7 @@ def merge_onto_base(plan: RootPlan, base: Mapping[str, Node]) -> RootPlan:
     - Our entries under a base symlink land where it points.
     - Any other clash: the application's entry wins.
     """
-    merged = RootPlan()
-    for path, node in base.items():
-        if node.kind is NodeKind.DIR:
-            merged.entries[path] = Entry(path, EntryKind.DIR, 0o755, Reason.BASE)
-        elif node.kind is NodeKind.SYMLINK:
-            merged.entries[path] = Entry(
-                path, EntryKind.SYMLINK, 0o777, Reason.BASE, target=node.target
-            )
+    merged = _described(base)
     deferred: list[Entry] = []
     for entry in plan.sorted_entries():
         path = merged.through_links(entry.path)
@@ -186,14 +179,7 @@ def tools_onto_image(
     tools use what the image has there. The rest merges as :func:`merge_onto_base`
     lays an application over a base. Returns the merged entries and the paths left out.
     """
-    links = RootPlan()
-    for path, node in image.items():
-        if node.kind is NodeKind.DIR:
-            links.entries[path] = Entry(path, EntryKind.DIR, 0o755, Reason.BASE)
-        elif node.kind is NodeKind.SYMLINK:
-            links.entries[path] = Entry(
-                path, EntryKind.SYMLINK, 0o777, Reason.BASE, target=node.target
-            )
+    links = _described(image)
     kept = RootPlan()
     left_out: list[str] = []
     for entry in tools.sorted_entries():
@@ -203,3 +189,17 @@ def tools_onto_image(
             continue
         kept.add(entry, replace=True)
     return merge_onto_base(kept, image), tuple(left_out)
+
+
+def _described(tree: Mapping[str, Node]) -> RootPlan:
+    """A flattened tree's directories and links as planned entries (``Reason.BASE``:
+    described, never written), for what is laid over it to resolve through."""
+    plan = RootPlan()
+    for path, node in tree.items():
+        if node.kind is NodeKind.DIR:
+            plan.entries[path] = Entry(path, EntryKind.DIR, 0o755, Reason.BASE)
+        elif node.kind is NodeKind.SYMLINK:
+            plan.entries[path] = Entry(
+                path, EntryKind.SYMLINK, 0o777, Reason.BASE, target=node.target
+            )
+    return plan
