@@ -676,3 +676,24 @@ def test_a_status_that_is_not_utf8_is_recorded_byte_for_byte(tmp_path: Path) -> 
     status.write_bytes(status.read_bytes().replace(b"a tool", b"a t\xe9ol"))
     plan = _planned(root, ["/usr/bin/tool"])
     assert b"Description: a t\xe9ol\n" in (plan.entries[f"{STATUS_D}/tool"].data or b"")
+
+
+def test_os_files_that_link_out_of_the_root_are_read_inside_it(tmp_path: Path) -> None:
+    """A --root's debian_version and os-release are another party's links: resolved in
+    the root (to nothing there), never to this machine's files; too big is left out."""
+    root = _host_like_root(tmp_path)
+    top = Path(root.top)
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    (top / "etc/debian_version").unlink()
+    (top / "etc/debian_version").symlink_to(str(secret))  # absolute: the root's /tmp/…/secret
+    (top / "usr/lib/os-release").unlink()
+    (top / "usr/lib/os-release").symlink_to("../../../../../../../" + str(secret))
+    (top / "etc/os-release").unlink()
+    (top / "etc/os-release").write_bytes(b"ID=debian\n" + b"#" * (1 << 20))
+    plan = _planned(RootFS(str(top)), ["/usr/bin/tool"])
+    held = b"".join(entry.data or b"" for entry in plan.entries.values())
+    sources = {entry.source for entry in plan.entries.values() if entry.source}
+    assert b"host secret" not in held and str(secret) not in sources
+    left_out = ("/etc/debian_version", "/usr/lib/os-release", "/etc/os-release")
+    assert not any(path in plan.entries for path in left_out)
