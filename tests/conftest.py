@@ -36,6 +36,7 @@ A plain ``pytest`` (one process) runs the same tests in the same order per file.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,21 @@ def _engine_marker(request: pytest.FixtureRequest) -> None:
     """Give every ``@pytest.mark.engine`` test the engine check of ``docker_client``."""
     if request.node.get_closest_marker("engine") is not None:
         request.getfixturevalue("docker_client")
+
+
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt for the test's length, as in a terminal.
+
+    A shell starts a background job with SIGINT ignored, and the command rightly
+    leaves an ignored SIGINT ignored: tests of what an interrupt does must not
+    depend on how the suite was started.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def _report(error: BaseException) -> sys.UnraisableHookArgs:
 
 
 @pytest.fixture
-def alarm() -> Iterator[None]:
+def alarm(sigint_raises: None) -> Iterator[None]:
     """SIGALRM runs the command's handler, SIGTERM the command's, for the test's length."""
     previous = {
         signal.SIGALRM: signal.signal(signal.SIGALRM, _raise_lost),

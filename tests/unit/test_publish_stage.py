@@ -82,6 +82,7 @@ def test_a_failed_rollback_is_reported_as_what_it_left(tmp_path: Path) -> None:
     assert leftovers() == []  # outside the collector: nothing claimed
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_signals_wait_until_the_block_is_done() -> None:
     done = []
     with pytest.raises(KeyboardInterrupt), deferred_signals():
