@@ -45,6 +45,7 @@ MAX_RECORDS = 100_000  # packages in one image's records
 MAX_CHANGELOG = 32 << 20  # bytes of a decompressed changelog (glibc's is about 1 MB)
 MAX_CHANGELOG_GZ = 8 << 20  # bytes of the compressed member
 MAX_ENTRIES = 500  # changelog entries reported for one package
+MAX_DEB_MEMBERS = 1_000_000  # entries of a .deb searched for its changelog (Debian's most: ~100k)
 MAX_CVES = 200  # CVE ids reported for one entry
 _CVE = re.compile(r"\bCVE-[0-9]{4}-[0-9]{4,7}\b")
 _URGENCY = re.compile(r"[a-z]{1,16}")
@@ -318,13 +319,23 @@ class _BytesReader:
 def _changelog_member(deb: Path, package: str) -> bytes | ChangelogNews:
     """``usr/share/doc/PACKAGE/changelog.Debian.gz`` of ``deb`` (or ``changelog.gz``, a native
     package's), its links resolved inside the package; a link to a sibling's doc directory
-    is said, not followed; a link that leaves the package is refused."""
+    is said, not followed; a link that leaves the package is refused. Only the links that
+    could lead to it are kept, and no member once passed: memory stays constant whatever
+    the package holds, and its entries are capped."""
     doc = f"usr/share/doc/{package}"
     wanted = (f"{doc}/changelog.Debian.gz", f"{doc}/changelog.gz")
     links: dict[str, str] = {}
     with data_tar(deb) as tar:
-        for member in tar:
+        for count, member in enumerate(iter(tar.next, None), start=1):
+            tar.members.clear()  # a stream is read once: nothing goes back to a member
+            if count > MAX_DEB_MEMBERS:
+                return ChangelogNews(
+                    ChangelogState.REFUSED,
+                    note=f"the package has more than {MAX_DEB_MEMBERS} entries",
+                )
             name = "/".join(inside(member.name) or [])
+            if name != doc and name not in wanted:
+                continue
             if member.issym():
                 links[name] = member.linkname
             elif member.islnk():  # a hard link names a member, from the package's top

@@ -15,6 +15,7 @@ from scratchpack.commands import outdated as command
 from scratchpack.errors import InputError
 from scratchpack.image.readers import open_image
 from scratchpack.image.records import read_records
+from scratchpack.packages import updates
 from scratchpack.packages.apt import Archive, Candidate, PackageError, PackageRef
 from scratchpack.packages.updates import (
     MAX_CHANGELOG,
@@ -250,6 +251,32 @@ def test_a_hostile_or_absent_changelog_is_said_not_followed(
     news = changelog_news(_deb(tmp_path, files), "hello", "1.0-1")
     assert news.state is state
     assert note in news.note and not news.entries
+
+
+def test_a_package_of_too_many_members_is_refused_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for a changelog keeps no member and no link it does not need: a package of
+    millions of entries costs time bounded by the cap and memory bounded by a constant."""
+    monkeypatch.setattr(updates, "MAX_DEB_MEMBERS", 50)
+    links = {f"usr/lib/l{n}": Link(f"t{n}") for n in range(60)}
+    news = changelog_news(_deb(tmp_path, links), "hello", "1.0-1")
+    assert news.state is ChangelogState.REFUSED
+    assert "more than 50 entries" in news.note
+
+
+def test_the_links_a_changelog_search_keeps_are_the_doc_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept: list[dict[str, str]] = []
+    real = updates._linked_changelog
+    monkeypatch.setattr(
+        updates, "_linked_changelog", lambda links, *rest: kept.append(links) or real(links, *rest)
+    )
+    files = {f"usr/lib/l{n}": Link(f"t{n}") for n in range(20)} | {DOC: Link("libhello0")}
+    news = changelog_news(_deb(tmp_path, files), "hello", "1.0-1")
+    assert news.state is ChangelogState.ELSEWHERE
+    assert list(kept[0]) == [DOC]
 
 
 @pytest.mark.parametrize(
