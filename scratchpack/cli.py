@@ -701,6 +701,18 @@ def _report(result: BuildResult, as_json: bool) -> None:
 @exclude_option
 @click.option("--allow-missing", is_flag=True, help="Build even if a library is not found.")
 @image_output_options
+@click.option(
+    "--attest",
+    is_flag=True,
+    help="Attach an SBOM (--sbom-format) and SLSA provenance naming IMAGE to the result (-o).",
+)
+@click.option(
+    "--sbom-format",
+    type=click.Choice(["spdx", "cyclonedx"]),
+    default="spdx",
+    show_default=True,
+    help="With --attest: SPDX 2.3 or CycloneDX 1.5 JSON.",
+)
 @max_unpacked_option
 @run_limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -722,6 +734,8 @@ def shrink(
     engine_mode: str,
     output: str | None,
     compression: str,
+    attest: bool,
+    sbom_format: str,
     max_unpacked: str | None,
     run_memory: str,
     run_pids: int,
@@ -733,9 +747,11 @@ def shrink(
     OCI layout or archive). It is only read: the new image is TAG.
     """
     from scratchpack.commands.common import EngineMode
-    from scratchpack.commands.shrink import ShrinkRequest, report_text, run_shrink
+    from scratchpack.commands.shrink import SbomKind, ShrinkRequest, report_text, run_shrink
     from scratchpack.trace.run import TraceNetwork
 
+    if sbom_format != SbomKind.SPDX.value and not attest:
+        raise InputError("--sbom-format goes with --attest")
     result = run_shrink(
         ShrinkRequest(
             image=image,
@@ -753,6 +769,7 @@ def shrink(
             engine_mode=EngineMode(engine_mode),
             output=Path(output) if output else None,
             compression=Compression(compression),
+            attest=SbomKind(sbom_format) if attest else None,
             allow_missing=allow_missing,
             show_progress=not as_json,
             max_unpacked=_size_bytes(max_unpacked),
@@ -999,7 +1016,7 @@ def outdated(
 def attestations(image: str, insecure: bool, as_json: bool) -> None:
     """List the SBOMs and provenance attached to IMAGE and check they are about it.
 
-    IMAGE is an OCI layout or archive (build --attest -o) or REGISTRY/REPO:TAG
+    IMAGE is an OCI layout or archive (build or shrink --attest -o) or REGISTRY/REPO:TAG
     (build --attest --push; the referrers API, else the sha256-HEX tag). Exits 0
     when every attached artifact names the image, 8 when one does not.
     """

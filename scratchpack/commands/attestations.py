@@ -1,11 +1,12 @@
 """``attestations``: what is attached to an image, and whether it is about that image.
 
 IMAGE is an OCI layout, an OCI archive (whose ``index.json`` lists the artifacts
-beside the image, as ``build --attest -o`` writes them) or a registry reference,
-whose referrers come from the referrers API or, on registries without it, from
-the OCI 1.1 fallback tag ``sha256-<hex>``. Each artifact's ``subject`` must be one
+beside the image, as ``build --attest -o`` and ``shrink --attest -o`` write them) or a
+registry reference, whose referrers come from the referrers API or, on registries
+without it, from the OCI 1.1 fallback tag ``sha256-<hex>``. Each artifact's ``subject`` must be one
 of the image's manifests and each in-toto statement must name that manifest's
-digest among its subjects; an image without an SBOM is said. Everything read is
+digest among its subjects; an image without an SBOM is said, and a provenance's inputs
+(binaries, packages, the source image of a shrink) are listed. Everything read is
 another party's: bounded, digests checked, shown escaped.
 """
 
@@ -44,9 +45,10 @@ class Attached:
     subject: str | None
     predicate_type: str | None
     verdict: Verdict
+    inputs: tuple[tuple[str, str], ...] = ()  # a provenance's: what the image was made from
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "artifact_type": self.artifact_type,
             "digest": self.digest,
             "size": self.size,
@@ -54,6 +56,9 @@ class Attached:
             "predicate_type": self.predicate_type,
             "verdict": self.verdict.value,
         }
+        if self.inputs:
+            document["inputs"] = [{"name": name, "digest": digest} for name, digest in self.inputs]
+        return document
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ def _checked(referrer: Referrer, manifests: tuple[str, ...]) -> Attached:
         verdict = Verdict.OTHER_SUBJECT
     else:
         verdict = Verdict.OK
-    predicate = None
+    predicate, inputs = None, ()
     if referrer.artifact_type == ArtifactType.IN_TOTO.value:
         if referrer.document is None:
             verdict = Verdict.UNCHECKED if verdict is Verdict.OK else verdict
@@ -128,11 +133,17 @@ def _checked(referrer: Referrer, manifests: tuple[str, ...]) -> Attached:
                     None,
                     Verdict.MALFORMED,
                 )
-            predicate = found.predicate_type
+            predicate, inputs = found.predicate_type, found.inputs
             if verdict is Verdict.OK and not found.matches:
                 verdict = Verdict.STATEMENT_MISMATCH
     return Attached(
-        referrer.artifact_type, referrer.digest, referrer.size, referrer.subject, predicate, verdict
+        referrer.artifact_type,
+        referrer.digest,
+        referrer.size,
+        referrer.subject,
+        predicate,
+        verdict,
+        inputs,
     )
 
 
@@ -168,5 +179,6 @@ def report_text(result: AttestationsResult) -> str:
                 f"  {one.artifact_type}{kind} {one.digest} ({one.size} bytes): {one.verdict.value}"
             )
         )
+        lines.extend(printable(f"    from {name} {digest}") for name, digest in one.inputs)
     lines.append("SBOM attached" if result.has_sbom else "no SBOM attached")
     return "\n".join(lines) + "\n"

@@ -13,12 +13,22 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchpack.commands.common import EngineMode, connected_engine, default_archive
 from scratchpack.engine.client import TRACE_REPOSITORY, Confinement
 from scratchpack.errors import EngineUnreachable, InputError, VerifyError, printable
+from scratchpack.image.attest import (
+    SHRINK_TYPE,
+    BuildFacts,
+    attached_json,
+    attestations,
+    attested,
+    pinned_epoch,
+    source_dependencies,
+)
 from scratchpack.image.config import history_entry, source_date_epoch
 from scratchpack.image.media import Compression
 from scratchpack.image.readers import SourceFormat, SourceImage
@@ -47,9 +57,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from scratchpack.engine.client import CommandEngine
+    from scratchpack.image.attest import Artifact
     from scratchpack.image.model import Image
     from scratchpack.image.unpack import UnpackReport
     from scratchpack.trace.run import TraceResult
+
+
+class SbomKind(str, Enum):
+    """``--sbom-format`` of the SBOM ``--attest`` attaches."""
+
+    SPDX = "spdx"
+    CYCLONEDX = "cyclonedx"
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,7 @@ class ShrinkRequest:
     max_unpacked: int | None = None  # bytes the source may unpack to (default: free space)
     confinement: Confinement = field(default_factory=Confinement)  # --run-memory, --run-pids
     compression: Compression = Compression.GZIP  # --compression: of the layer written
+    attest: SbomKind | None = None  # --attest: attach an SBOM of this format and provenance
 
 
 MAX_FIX_ROUNDS = 8  # --fix gives up after this many rounds, whatever is left
@@ -124,6 +143,7 @@ class ShrinkResult:
     trace: TraceResult | None
     warnings: tuple[str, ...]
     verification: Verification | None = None
+    attestations: tuple[dict[str, str], ...] = ()  # --attest: artifact type, digest, subject
 
     def to_json(self) -> dict[str, Any]:
         kept = {reason: sorted(set(paths)) for reason, paths in self.plan.kept.reasons.items()}
@@ -151,6 +171,8 @@ class ShrinkResult:
             document["verify"] = self.verification.to_json()
         if self.plan.records.packages:  # the packages status.d declares
             document["records"] = list(self.plan.records.packages)
+        if self.attestations:
+            document["attestations"] = list(self.attestations)
         return document
 
 
@@ -186,6 +208,10 @@ def report_text(result: ShrinkResult) -> str:
     for reason, paths in sorted(result.plan.kept.reasons.items()):
         lines.append(f"{reason}:")
         lines.extend(f"  {path}" for path in sorted(set(paths)))
+    lines.extend(
+        f"attached {one['artifact_type']} {one['digest']} to {one['subject']}"
+        for one in result.attestations
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -244,6 +270,10 @@ def _check(request: ShrinkRequest) -> Path | None:
         raise InputError(
             f"--compression {request.compression.value} is how the built-in writer writes "
             "layers: add -o PATH (the engine takes gzip, and Docker 20.10 cannot load zstd)"
+        )
+    if request.attest is not None and request.output is None:
+        raise InputError(
+            "--attest attaches to an OCI layout or an archive: add -o DIR or -o FILE.tar"
         )
     if request.engine_mode is EngineMode.NONE or request.output is not None:
         return _output_target(request.tag, request.output)
@@ -327,8 +357,9 @@ def run_shrink(request: ShrinkRequest, engine: CommandEngine | None = None) -> S
                     request.compression,
                 )
                 plan, image = _planned_image(request, inputs, traced, (), store, epoch)
+            attached = _attestations(request, source, inputs, plan, image, engine)
         if target is not None:
-            to_output(staged, image, target, request.tag, epoch)
+            to_output(staged, attested(image, attached), target, request.tag, epoch)
         else:
             assert engine is not None
             to_engine(staged, engine, image, request.tag)
@@ -346,6 +377,7 @@ def run_shrink(request: ShrinkRequest, engine: CommandEngine | None = None) -> S
         trace=traced,
         warnings=tuple(collected()),
         verification=verification,
+        attestations=attached_json(attached),
     )
 
 
@@ -403,6 +435,58 @@ def _planned_image(
         layer = store.write_layer(plan.root.sorted_entries(), epoch)
     history = [history_entry(epoch, f"shrink of {inputs.source_digest}")]
     return plan, assemble(store, [layer], plan.runtime, plan.platform, epoch, history)
+
+
+def _attestations(
+    request: ShrinkRequest,
+    source: SourceImage,
+    inputs: ShrinkInputs,
+    plan: ShrinkPlan,
+    image: Image,
+    engine: CommandEngine | None,
+) -> tuple[Artifact, ...]:
+    """``--attest``: the shrunk image's SBOM (as build makes one of its plan) and its SLSA
+    provenance, whose one input is the source image; read while the unpacked root is open."""
+    if request.attest is None:
+        return ()
+    from scratchpack.image.sbom import render, sbom_files
+    from scratchpack.plan.dpkg import DpkgIndex
+
+    root = RootFS(inputs.root_dir)
+    files = sbom_files(plan.root.entries.values(), DpkgIndex.load_any(root), root)
+    sbom_format = request.attest.value
+    sbom = render(sbom_format, files, request.tag, image.image_id, source_date_epoch())
+    repo_digests: tuple[str, ...] = ()
+    if source.format is SourceFormat.ENGINE and engine is not None:
+        # the registry manifests the engine pulled or pushed it as, if any
+        repo_digests = engine.image(source.digest).repo_digests
+    dependencies = source_dependencies(
+        request.image,
+        source.format.value,
+        source.digest,
+        source.manifest_digest,
+        repo_digests,
+    )
+    facts = BuildFacts(shrink_parameters(request), dependencies, pinned_epoch(), SHRINK_TYPE)
+    return attestations(image, request.tag, sbom, sbom_format, facts)
+
+
+def shrink_parameters(request: ShrinkRequest) -> dict[str, Any]:
+    """The options that decide the shrunk image, for its provenance (no output paths)."""
+    traced = request.trace or request.verify
+    return {
+        "tag": request.tag,
+        "includes": list(request.includes),
+        "excludes": list(request.excludes),
+        "allow_missing": request.allow_missing,
+        "trace": request.trace,
+        "trace_args": list(request.trace_args) if request.trace_args is not None else None,
+        "probe_cmd": list(request.probe_cmd) if request.probe_cmd is not None else None,
+        "trace_network": request.trace_network.value if traced else None,
+        "verify": request.verify,
+        "fix": request.fix,
+        "compression": request.compression.value,
+    }
 
 
 def _plan(

@@ -82,6 +82,7 @@ class ImageInfo:
     variant: str | None = None
     config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     diff_ids: tuple[str, ...] = ()  # RootFS.Layers: the layers' digests, in order
+    repo_digests: tuple[str, ...] = ()  # RepoDigests: NAME@sha256:... it was pulled or pushed as
 
 
 DEFAULT_RUN_MEMORY = 2 << 30  # bytes of memory (swap included) a run of an image may use
@@ -512,6 +513,7 @@ class Engine:
             variant=attrs.get("Variant") or None,
             config=dict(attrs.get("Config") or {}),
             diff_ids=_diff_ids(attrs.get("RootFS")),
+            repo_digests=tuple(str(one) for one in attrs.get("RepoDigests") or ()),
         )
 
     def has_image(self, reference: str) -> bool:

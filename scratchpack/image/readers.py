@@ -65,6 +65,7 @@ class SourceImage:
     format: SourceFormat
     image: Image
     names: tuple[str, ...] = ()  # tags the source records (RepoTags, ref.name annotations)
+    manifest_digest: str | None = None  # an OCI layout's or archive's, as its index names it
 
     @property
     def digest(self) -> str:
@@ -390,7 +391,9 @@ def _oci_image(
     annotations = annotations if isinstance(annotations, dict) else {}
     name = annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME)
     names = (name,) if isinstance(name, str) and name else ()
-    return SourceImage(reference, kind, _image(reference, config_bytes, tuple(layers)), names)
+    image = _image(reference, config_bytes, tuple(layers))
+    digest = str(Digest.parse(descriptor.get("digest"), f"{reference}: the manifest"))
+    return SourceImage(reference, kind, image, names, digest)
 
 
 def _image_manifests(reader: _Reader, index: dict[str, Any]) -> list[dict[str, Any]]:
