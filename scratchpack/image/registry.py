@@ -19,24 +19,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
+import re
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
 
-from scratchpack.errors import EXIT_PUSH, InputError
+from scratchpack.errors import EXIT_PUSH, InputError, printable
 from scratchpack.image.attest import (
     MAX_REFERRERS,
-    Artifact,
+    PREDICATE_ANNOTATION,
+    Attachable,
+    StoredArtifact,
     fallback_tag,
     merged_index,
     referrer_descriptors,
 )
 from scratchpack.image.digest import Digest, HashingReader, sha256_digest
-from scratchpack.image.documents import json_object, parse_json
-from scratchpack.image.media import MediaType
-from scratchpack.image.model import Blob, BytesBlob, Image, ImageIndex
+from scratchpack.image.documents import MAX_DOCUMENT, json_object, parse_json
+from scratchpack.image.media import MediaType, media_type
+from scratchpack.image.model import Blob, BytesBlob, FileBlob, Image, ImageIndex
 from scratchpack.image.readers import Referrer, referrer_of
 from scratchpack.image.reference import Reference
 from scratchpack.image.registry_auth import (
@@ -55,6 +60,7 @@ from scratchpack.image.registry_transport import (
     upload_deadline,
 )
 from scratchpack.image.registry_transport import is_loopback as _is_loopback
+from scratchpack.notes import warn
 
 MAX_STATEMENT = 4 << 20  # an in-toto statement read back from a registry
 
@@ -81,6 +87,7 @@ class PushResult:
     blobs_uploaded: int
     blobs_skipped: int
     referrers: tuple[str, ...] = ()  # per subject: "referrers API" or the fallback tag written
+    not_attached: tuple[str, ...] = ()  # push_layout: the layout's artifacts left behind, why
 
 
 # --- references ---------------------------------------------------------------
@@ -232,7 +239,7 @@ def push_image(
     timeout: float = 60,
     ca_file: str | Path | None = None,
     retries: int = DEFAULT_RETRIES,
-    attachments: Sequence[Artifact] = (),
+    attachments: Sequence[Attachable] = (),
 ) -> PushResult:
     """Push ``image`` (or an image index and its images) as ``reference``; no engine needed.
 
@@ -297,9 +304,147 @@ def push_layout(layout_dir: str | Path, reference: str, *args: Any, **kwargs: An
                     f"{layout}: the layer blob {layer.digest} is corrupt: its content hashes "
                     f"to {actual} ({reader.size} bytes)"
                 )
+        attachments, left = layout_attachments(layout, image.manifest_descriptor.digest)
     except InputError as err:
         raise PushError(str(err)) from None
-    return push_image(image, reference, *args, **kwargs)
+    for line in left:
+        warn(line)
+    attachments = [*kwargs.pop("attachments", ()), *attachments]
+    result = push_image(image, reference, *args, attachments=attachments, **kwargs)
+    return dataclasses.replace(result, not_attached=tuple(left))
+
+
+# --- a layout's own attestations -------------------------------------------------------------
+
+MAX_ARTIFACT_MANIFEST = 4 << 20  # an artifact manifest of a layout
+MAX_ARTIFACT_BLOB = 64 << 20  # each blob of an artifact: a statement, an SBOM, a signature
+MAX_ARTIFACT_LAYERS = 16
+_INDEX_ENTRIES = 1024  # index.json entries looked at
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]{0,126}/[A-Za-z0-9][\w!#$&^.+-]{0,126}")
+_PREDICATE_TYPE = re.compile(r"[\x21-\x7e]{1,256}")
+
+
+def layout_attachments(layout: Path, subject: str) -> tuple[list[StoredArtifact], list[str]]:
+    """The artifacts ``index.json`` lists beside the image whose ``subject`` is that image,
+    read and hash-checked; and one printable line for each other artifact, left behind.
+
+    A layout is another party's: one junk entry costs its own artifact, never the push.
+    """
+    where = f"{layout}: index.json"
+    index = json_object(parse_json(_layout_bytes(layout, "index.json", MAX_DOCUMENT), where), where)
+    listed = index.get("manifests")
+    found: list[StoredArtifact] = []
+    left: list[str] = []
+    for number, descriptor in enumerate(
+        listed[:_INDEX_ENTRIES] if isinstance(listed, list) else [], 1
+    ):
+        named = descriptor.get("digest") if isinstance(descriptor, dict) else None
+        what = f"the artifact {named}" if isinstance(named, str) else f"index.json entry {number}"
+        try:
+            artifact = _layout_artifact(layout, descriptor, subject)
+        except InputError as err:
+            left.append(printable(f"{layout}: {what} is not pushed: {err}"))
+            continue
+        if artifact is not None:
+            found.append(artifact)
+    return found, left
+
+
+def _layout_artifact(layout: Path, descriptor: Any, subject: str) -> StoredArtifact | None:
+    """One ``index.json`` entry: an artifact about ``subject``, None for an image or an
+    index; anything else an :class:`InputError` saying why it stays behind."""
+    if not isinstance(descriptor, dict):
+        raise InputError("not a descriptor")
+    kind = media_type(descriptor.get("mediaType"))
+    if kind is not None and kind.is_index:
+        return None  # an index of platforms: push_layout pushes one image
+    digest = Digest.parse(descriptor.get("digest"), "its digest")
+    data = _layout_blob(layout, digest, descriptor.get("size"), MAX_ARTIFACT_MANIFEST)
+    manifest = json_object(parse_json(bytes(data), "its manifest"), "its manifest")
+    if not {"subject", "artifactType"} & (manifest.keys() | descriptor.keys()):
+        return None  # an image: the pushed one, or one this push leaves alone
+    if manifest.get("mediaType", descriptor.get("mediaType")) != str(MediaType.OCI_MANIFEST):
+        raise InputError("not an OCI image manifest")
+    about = manifest.get("subject")
+    about = Digest.parse(about.get("digest") if isinstance(about, dict) else None, "its subject")
+    if str(about) != subject:
+        raise InputError(f"it is about {about}, not the pushed image {subject}")
+    config, layers = manifest.get("config"), manifest.get("layers")
+    if not isinstance(config, dict) or not isinstance(layers, list):
+        raise InputError("an artifact manifest without a config or layers")
+    if len(layers) > MAX_ARTIFACT_LAYERS:
+        raise InputError(f"more than {MAX_ARTIFACT_LAYERS} layers")
+    artifact_type = manifest.get("artifactType", config.get("mediaType"))
+    if not isinstance(artifact_type, str) or not _MEDIA_TYPE.fullmatch(artifact_type):
+        raise InputError("its artifactType is not a media type")
+    blobs = tuple(_checked_blob(layout, one) for one in (config, *layers))
+    return StoredArtifact(
+        str(digest), bytes(data), subject, artifact_type, _predicate(layers), blobs
+    )
+
+
+def _predicate(layers: list[Any]) -> str | None:
+    """The in-toto predicate type the first layer's annotation names, if it is a clean one."""
+    annotations = layers[0].get("annotations") if layers and isinstance(layers[0], dict) else None
+    named = annotations.get(PREDICATE_ANNOTATION) if isinstance(annotations, dict) else None
+    return named if isinstance(named, str) and _PREDICATE_TYPE.fullmatch(named) else None
+
+
+def _checked_blob(layout: Path, descriptor: Any) -> tuple[str, int, Blob]:
+    """A blob of an artifact: in the layout (no link followed), its size and hash as named."""
+    if not isinstance(descriptor, dict):
+        raise InputError("a blob that is not a descriptor")
+    digest = Digest.parse(descriptor.get("digest"), "a blob")
+    size = descriptor.get("size")
+    if not isinstance(size, int) or not 0 <= size <= MAX_ARTIFACT_BLOB:
+        raise InputError(f"the blob {digest} has no size, or more than {MAX_ARTIFACT_BLOB} bytes")
+    _layout_blob(layout, digest, size, MAX_ARTIFACT_BLOB, keep=False)
+    return str(digest), size, FileBlob(layout.joinpath(*digest.blob_path.split("/")))
+
+
+def _layout_blob(
+    layout: Path, digest: Digest, size: Any, limit: int, keep: bool = True
+) -> bytearray:
+    """The blob's bytes (``keep``), read within ``limit`` and checked against its digest
+    and, when named, its size."""
+    hasher = digest.hasher()
+    data = bytearray()
+    read = 0
+    with FileBlob(_layout_path(layout, digest.blob_path)).open() as stream:
+        while chunk := stream.read(min(1 << 20, limit + 1 - read)):
+            read += len(chunk)
+            hasher.update(chunk)
+            if keep:
+                data += chunk
+            if read > limit:
+                raise InputError(f"the blob {digest} is larger than {limit} bytes")
+    if hasher.hexdigest() != digest.hex:
+        raise InputError(f"the blob {digest} does not match its digest")
+    if isinstance(size, int) and size != read:
+        raise InputError(f"the blob {digest} has {read} bytes, not {size}")
+    return data
+
+
+def _layout_bytes(layout: Path, name: str, limit: int) -> bytes:
+    with FileBlob(_layout_path(layout, name)).open() as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(f"{layout}: {name} is larger than {limit} bytes")
+    return data
+
+
+def _layout_path(layout: Path, name: str) -> Path:
+    """``name`` in the layout, no directory on the way a link (FileBlob refuses a last one)."""
+    path = layout
+    for part in name.split("/")[:-1]:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as err:
+            raise InputError(f"{name} is missing ({err.strerror})") from None
+        if not stat.S_ISDIR(mode):
+            raise InputError(f"{part} of {name} is not a directory in the layout")
+    return path / name.split("/")[-1]
 
 
 # --- attestations: OCI 1.1 referrers ------------------------------------------------------
@@ -317,29 +462,31 @@ _MANIFEST_ACCEPT = ", ".join(
 
 
 def _attach(
-    client: RegistryClient, attachments: Sequence[Artifact], report: Callable[[str], None]
+    client: RegistryClient, attachments: Sequence[Attachable], report: Callable[[str], None]
 ) -> list[str]:
     """Each artifact's blobs and manifest (by digest); then, per subject, the referrers API
     if the registry has it, else the OCI 1.1 fallback: the index under ``sha256-<hex>``,
     read, added to, put back. What was used, per subject."""
     with quiet_insecure():
-        blobs = {sha256_digest(data): data for one in attachments for data in one.blobs()}
-        for digest, data in blobs.items():
-            step = functools.partial(_push_blob, client, digest, len(data), BytesBlob(data), report)
+        blobs = {
+            digest: (size, blob) for one in attachments for digest, size, blob in one.stored_blobs()
+        }
+        for digest, (size, blob) in blobs.items():
+            step = functools.partial(_push_blob, client, digest, size, blob, report)
             client.retrying(f"uploading blob {_short(digest)}", step)
         indexed: set[str] = set()
         for one in attachments:
             manifest = _Manifest(one.digest, one.manifest_bytes, MediaType.OCI_MANIFEST)
             step = functools.partial(_put_manifest, client, manifest)
             answer = client.retrying(f"PUT manifest {_short(one.digest)}", step)
-            if answer.headers.get("OCI-Subject") == one.subject.digest:
-                indexed.add(one.subject.digest)  # an OCI 1.1 registry indexed it itself
+            if answer.headers.get("OCI-Subject") == one.subject_digest:
+                indexed.add(one.subject_digest)  # an OCI 1.1 registry indexed it itself
         used = []
-        for subject in dict.fromkeys(one.subject.digest for one in attachments):
+        for subject in dict.fromkeys(one.subject_digest for one in attachments):
             if subject in indexed or _has_referrers_api(client, subject):
                 used.append("referrers API")
                 continue
-            mine = [one for one in attachments if one.subject.digest == subject]
+            mine = [one for one in attachments if one.subject_digest == subject]
             step = functools.partial(_update_fallback, client, subject, mine)
             used.append(client.retrying(f"the referrers tag of {_short(subject)}", step))
     return used
@@ -358,7 +505,7 @@ def _has_referrers_api(client: RegistryClient, subject: str) -> bool:
     client.fail(answer, f"GET referrers of {_short(subject)}")
 
 
-def _update_fallback(client: RegistryClient, subject: str, added: Sequence[Artifact]) -> str:
+def _update_fallback(client: RegistryClient, subject: str, added: Sequence[Attachable]) -> str:
     """The tag ``sha256-<hex>``'s index with ``added`` in it (what it listed is kept)."""
     tag = fallback_tag(subject)
     existing = _read_index(client, tag) or []
