@@ -8,6 +8,7 @@ trace, 7 outdated found an update, 70 a bug of ours, 130 Ctrl-C, 128+N another s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -1029,6 +1030,56 @@ def attestations(image: str, insecure: bool, as_json: bool) -> None:
     if line is not None:
         click.echo(f"scratchpack: {line}", err=True)
         sys.exit(EXIT_ATTESTATION)
+
+
+@cli.command()
+@click.argument("source", metavar="SOURCE")
+@click.argument("reference", metavar="REGISTRY/REPO:TAG")
+@click.option("--registry-user", metavar="USER", help="Registry user; the password from stdin.")
+@click.option(
+    "--registry-password-stdin", is_flag=True, help="Read the --registry-user password from stdin."
+)
+@click.option("--insecure", is_flag=True, help="Allow a plain-HTTP or self-signed registry.")
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Retry a push step N times after 429, 5xx, a reset or a timeout (with backoff).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was pushed as JSON.")
+@clear_errors
+def push(source: str, reference: str, as_json: bool, **given: Any) -> None:
+    """Push the image in SOURCE, with its SBOM and provenance, to a registry.
+
+    SOURCE is an OCI layout or archive (build or shrink -o, with --attest) or a docker
+    save archive. The image (an index: every platform) goes up under the digest SOURCE
+    names; its attestations through the referrers API, else the sha256-HEX tag.
+    Credentials: --registry-user with the password on stdin, else docker login's.
+    """
+    from scratchpack.commands.push import (
+        PushRequest,
+        check_request,
+        registry_of,
+        report_text,
+        run_push,
+    )
+    from scratchpack.image.registry_auth import login_credentials
+
+    request = PushRequest(
+        source,
+        reference,
+        insecure=given["insecure"],
+        retries=given["retries"],
+        user=given["registry_user"],
+        password_stdin=given["registry_password_stdin"],
+    )
+    check_request(request)
+    credentials = login_credentials(registry_of(request), request.user, _read_password, _note)
+    request = dataclasses.replace(request, credentials=credentials)
+    result = run_push(request, terminal_progress_or_none(as_json))
+    _print_report(result, as_json, report_text)
 
 
 @cli.command()

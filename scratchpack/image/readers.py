@@ -133,17 +133,17 @@ def open_path(reference: str, path: Path, workdir: Path) -> SourceImage:
 
 def _read_path(reference: str, path: Path, workdir: Path, every: bool) -> tuple[SourceImage, ...]:
     """The image (or with ``every``, each platform's image) of a file or directory."""
-    reader, kind = _open_reader(reference, path, workdir)
+    reader, kind = open_reader(reference, path, workdir)
     if kind is SourceFormat.DOCKER_ARCHIVE:
-        return (_from_docker(reference, reader),)
-    return _from_oci(reference, reader, kind, every)
+        return (docker_archive_image(reference, reader),)
+    return oci_images(reference, reader, kind, every)
 
 
-def _open_reader(reference: str, path: Path, workdir: Path) -> tuple[_Reader, SourceFormat]:
+def open_reader(reference: str, path: Path, workdir: Path) -> tuple[BlobReader, SourceFormat]:
     """The files of a layout, an archive or a docker save, and which of those it is."""
     info = os.stat(path)
     if stat.S_ISDIR(info.st_mode):
-        reader: _Reader = _DirReader(path, reference)
+        reader: BlobReader = _DirReader(path, reference)
         if reader.has("index.json"):
             return reader, SourceFormat.OCI_LAYOUT
         if reader.has("manifest.json"):
@@ -183,7 +183,7 @@ def _gunzip(reference: str, path: Path, workdir: Path) -> Path:
 # -- where the files are ------------------------------------------------------------------
 
 
-class _Reader(Protocol):
+class BlobReader(Protocol):
     reference: str
 
     def has(self, name: str) -> bool: ...
@@ -283,7 +283,7 @@ def _normalised(name: str, reference: str) -> list[str]:
     return parts
 
 
-def _read(reader: _Reader, name: str, limit: int = MAX_DOCUMENT) -> bytes:
+def _read(reader: BlobReader, name: str, limit: int = MAX_DOCUMENT) -> bytes:
     blob, size = reader.blob(name)
     if size > limit:
         raise InputError(f"{reader.reference}: {name} is too large to be image metadata")
@@ -291,11 +291,11 @@ def _read(reader: _Reader, name: str, limit: int = MAX_DOCUMENT) -> bytes:
         return stream.read(limit + 1)
 
 
-def _document(reader: _Reader, name: str) -> Any:
+def _document(reader: BlobReader, name: str) -> Any:
     return parse_json(_read(reader, name), f"{reader.reference}: {name}")
 
 
-def _verified(reader: _Reader, descriptor: dict[str, Any], what: str) -> tuple[bytes, str]:
+def _verified(reader: BlobReader, descriptor: dict[str, Any], what: str) -> tuple[bytes, str]:
     """The bytes a descriptor names, checked against its digest and size."""
     digest = Digest.parse(descriptor.get("digest"), f"{reader.reference}: the {what} descriptor")
     data = _read(reader, digest.blob_path)
@@ -312,8 +312,8 @@ def _verified(reader: _Reader, descriptor: dict[str, Any], what: str) -> tuple[b
 # -- OCI ----------------------------------------------------------------------------------
 
 
-def _from_oci(
-    reference: str, reader: _Reader, kind: SourceFormat, every: bool = False
+def oci_images(
+    reference: str, reader: BlobReader, kind: SourceFormat, every: bool = False
 ) -> tuple[SourceImage, ...]:
     """The index's one image (the native one of several), or with ``every`` each platform's."""
     index = json_object(_document(reader, "index.json"), f"{reference}: index.json")
@@ -348,11 +348,11 @@ def _is_image_manifest(manifest: dict[str, Any]) -> bool:
     return config_kind is None or config_kind in _IMAGE_CONFIGS
 
 
-def _is_image(reader: _Reader, descriptor: dict[str, Any]) -> bool:
+def _is_image(reader: BlobReader, descriptor: dict[str, Any]) -> bool:
     return "artifactType" not in descriptor and _is_image_manifest(_manifest(reader, descriptor))
 
 
-def _manifest(reader: _Reader, descriptor: dict[str, Any]) -> dict[str, Any]:
+def _manifest(reader: BlobReader, descriptor: dict[str, Any]) -> dict[str, Any]:
     """The image manifest a descriptor names, its digest checked."""
     reference = reader.reference
     data, _digest = _verified(reader, descriptor, "image manifest")
@@ -361,7 +361,7 @@ def _manifest(reader: _Reader, descriptor: dict[str, Any]) -> dict[str, Any]:
 
 def _oci_image(
     reference: str,
-    reader: _Reader,
+    reader: BlobReader,
     kind: SourceFormat,
     descriptor: dict[str, Any],
     manifest: dict[str, Any],
@@ -396,7 +396,7 @@ def _oci_image(
     return SourceImage(reference, kind, image, names, digest)
 
 
-def _image_manifests(reader: _Reader, index: dict[str, Any]) -> list[dict[str, Any]]:
+def _image_manifests(reader: BlobReader, index: dict[str, Any]) -> list[dict[str, Any]]:
     """The image manifests of the index (nested indexes followed, attestations ignored).
 
     Each nested index is read once; at most :data:`_MAX_MANIFESTS` are looked at.
@@ -466,7 +466,7 @@ def _choose_manifest(reference: str, candidates: list[dict[str, Any]]) -> dict[s
 # -- docker save ---------------------------------------------------------------------------
 
 
-def _from_docker(reference: str, reader: _Reader) -> SourceImage:
+def docker_archive_image(reference: str, reader: BlobReader) -> SourceImage:
     entries = _document(reader, "manifest.json")
     if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
         raise InputError(f"{reference}: manifest.json lists no image")
@@ -593,7 +593,7 @@ def open_attachments(reference: str, workdir: Path) -> tuple[tuple[str, ...], tu
     if not os.path.lexists(path):
         raise InputError(f"{reference}: no such file or directory")
     try:
-        reader, kind = _open_reader(reference, path, workdir)
+        reader, kind = open_reader(reference, path, workdir)
         if kind is SourceFormat.DOCKER_ARCHIVE:
             raise InputError(f"{reference}: a docker save archive holds no attestations")
         index = json_object(_document(reader, "index.json"), f"{reference}: index.json")
@@ -615,7 +615,7 @@ def open_attachments(reference: str, workdir: Path) -> tuple[tuple[str, ...], tu
     return tuple(images), tuple(referrers)
 
 
-def _attached_or_image(reader: _Reader, descriptor: Any) -> Referrer | list[str]:
+def _attached_or_image(reader: BlobReader, descriptor: Any) -> Referrer | list[str]:
     """An index.json entry: an artifact, or the image manifest digests it is (an index:
     itself and its platforms' manifests, which their referrers name)."""
     where = reader.reference
@@ -644,7 +644,7 @@ def _attached_or_image(reader: _Reader, descriptor: Any) -> Referrer | list[str]
 
 
 def _verified_limit(
-    reader: _Reader, descriptor: dict[str, Any], what: str, limit: int
+    reader: BlobReader, descriptor: dict[str, Any], what: str, limit: int
 ) -> tuple[bytes, str]:
     digest = Digest.parse(descriptor.get("digest"), f"{reader.reference}: the {what} descriptor")
     data = _read(reader, digest.blob_path, limit)

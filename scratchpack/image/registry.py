@@ -11,7 +11,10 @@ exactly as stored. This module is that flow; the credentials are
 :mod:`~scratchpack.image.registry_auth`'s, the HTTP client (auth challenges,
 retries, bounds, deadlines, TLS) is :mod:`~scratchpack.image.registry_transport`'s.
 Loopback registries are insecure by default, as docker has it (:func:`push_image`
-decides, so a test can treat one as remote).
+decides, so a test can treat one as remote). An image someone wrote earlier (a layout,
+an OCI or docker archive: ``scratchpack push``, :func:`push_layout`) is read by the
+readers, every blob hashed before anything is sent, and goes up with the attestations
+its ``index.json`` lists about it (:func:`open_source`, :func:`push_opened`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import re
-import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
@@ -41,8 +43,8 @@ from scratchpack.image.attest import (
 from scratchpack.image.digest import Digest, HashingReader, sha256_digest
 from scratchpack.image.documents import MAX_DOCUMENT, json_object, parse_json
 from scratchpack.image.media import MediaType, media_type
-from scratchpack.image.model import Blob, BytesBlob, FileBlob, Image, ImageIndex
-from scratchpack.image.readers import Referrer, referrer_of
+from scratchpack.image.model import Blob, BytesBlob, Descriptor, Image, ImageIndex
+from scratchpack.image.readers import Referrer, SourceImage, referrer_of
 from scratchpack.image.reference import Reference
 from scratchpack.image.registry_auth import (
     Credentials,
@@ -72,9 +74,11 @@ __all__ = [
     "credentials_from_docker_config",
     "default_docker_config",
     "fetch_attachments",
+    "open_source",
     "parse_reference",
     "push_image",
     "push_layout",
+    "push_opened",
 ]
 
 
@@ -88,6 +92,7 @@ class PushResult:
     blobs_skipped: int
     referrers: tuple[str, ...] = ()  # per subject: "referrers API" or the fallback tag written
     not_attached: tuple[str, ...] = ()  # push_layout: the layout's artifacts left behind, why
+    attached: tuple[str, ...] = ()  # the artifact manifests attached, by digest
 
 
 # --- references ---------------------------------------------------------------
@@ -277,41 +282,161 @@ def push_image(
         client.close()
     report(f"pushed {top_digest} as {registry}/{repository}:{tag}")
     return PushResult(
-        f"{registry}/{repository}:{tag}", top_digest, uploaded, skipped, tuple(referrers)
+        f"{registry}/{repository}:{tag}",
+        top_digest,
+        uploaded,
+        skipped,
+        tuple(referrers),
+        attached=tuple(one.digest for one in attachments),
     )
 
 
 def push_layout(layout_dir: str | Path, reference: str, *args: Any, **kwargs: Any) -> PushResult:
-    """Push the one image of an OCI layout directory that this process did not write.
+    """Push the image (or image index) of an OCI layout directory that this process did not
+    write, with its attestations; an unreadable or corrupt layout is a :class:`PushError`.
 
-    Bytes read from disk are checked before anything is sent: every blob is
-    hashed against its name, so a corrupt layout pushes nothing. (Images the
-    writer just made need no such pass: :func:`push_image` them.)
+    (Images the writer just made need no checking pass: :func:`push_image` them.)
     """
-    from scratchpack.image.readers import open_path
-
     layout = Path(layout_dir)
     if not (layout / "oci-layout").is_file() or not (layout / "index.json").is_file():
         raise PushError(f"{layout}: not an OCI image layout (no oci-layout or index.json)")
     try:
-        image = open_path(str(layout), layout, layout).image
+        opened = open_source(layout, layout)
+    except InputError as err:
+        raise PushError(str(err)) from None
+    return push_opened(opened, reference, *args, **kwargs)
+
+
+@dataclass(frozen=True)
+class OpenedSource:
+    """An image read from a layout or an archive, checked, with what goes up beside it."""
+
+    image: Image | ImageIndex
+    attachments: tuple[StoredArtifact, ...] = ()
+    left: tuple[str, ...] = ()  # artifacts that stay behind, one printable line each
+
+
+def open_source(source: Path, workdir: Path) -> OpenedSource:
+    """The image (an index: every platform) of an OCI layout, an OCI archive or a docker
+    archive, every blob hashed against its name before anything is sent, and the
+    artifacts ``index.json`` lists about its images. ``workdir`` (private) takes what a
+    gzip-compressed archive decompresses to. Unreadable or corrupt: an :class:`InputError`.
+    """
+    from scratchpack.image.readers import (
+        SourceFormat,
+        docker_archive_image,
+        oci_images,
+        open_reader,
+    )
+
+    where = printable(str(source))  # readers name it in their messages
+    try:
+        reader, kind = open_reader(where, source, workdir)
+        if kind is SourceFormat.DOCKER_ARCHIVE:
+            image: Image | ImageIndex = docker_archive_image(where, reader).image
+            _check_layers(where, (image,))
+            return OpenedSource(image)
+        index = _index_json(where, reader.blob)
+        stored_index = _top_index(index)
+        sources = oci_images(where, reader, kind, every=stored_index is not None)
+        images = tuple(one.image for one in sources)
+        _check_layers(where, images)
+        if stored_index is None:
+            images = (_as_stored(where, reader.blob, sources[0]),)
+        image = ImageIndex(images) if stored_index is not None else images[0]
+        _warn_respelled(where, sources, stored_index, image)
+        subjects = frozenset(one.manifest_descriptor.digest for one in images)
+        found, left = _attachments(where, reader.blob, index, subjects)
+    except OSError as err:
+        raise InputError(f"{where}: cannot read it ({err.strerror or err})") from err
+    return OpenedSource(image, tuple(found), tuple(left))
+
+
+@dataclass(frozen=True)
+class _StoredImage(Image):
+    """An image whose manifest goes up as its layout stored it (another tool's spelling:
+    annotations, key order, Docker's media type), so its digest, which the layout's
+    attestations name, is kept."""
+
+    stored_manifest: bytes = b""
+    stored_media_type: str = str(MediaType.OCI_MANIFEST)
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        return self.stored_manifest
+
+    @cached_property
+    def manifest_descriptor(self) -> Descriptor:
+        data = self.stored_manifest
+        return Descriptor(self.stored_media_type, sha256_digest(data), len(data))
+
+
+def _as_stored(where: str, locate: Locate, source: SourceImage) -> Image:
+    """``source``'s image, its manifest the stored bytes when they differ from the canonical
+    ones (read again, bounded, checked against the digest the index names)."""
+    image, named = source.image, source.manifest_digest
+    if named is None or named == image.manifest_descriptor.digest:
+        return image
+    data = bytes(_layout_blob(locate, Digest.parse(named, where), None, MAX_DOCUMENT))
+    manifest = json_object(parse_json(data, f"{where}: {named}"), f"{where}: {named}")
+    kind = media_type(manifest.get("mediaType"))
+    manifest_kind = kind if kind is not None and kind.is_manifest else MediaType.OCI_MANIFEST
+    return _StoredImage(
+        image.config_bytes,
+        image.layers,
+        where=image.where,
+        stored_manifest=data,
+        stored_media_type=str(manifest_kind),
+    )
+
+
+def _warn_respelled(
+    where: str, sources: Sequence[SourceImage], stored_index: str | None, pushed: Image | ImageIndex
+) -> None:
+    """An index goes up as its canonical form: where that changes a digest the layout
+    names, say so (the platforms' attestations then stay behind, each named)."""
+    if not isinstance(pushed, ImageIndex):
+        return
+    spelled = [(one.manifest_digest, one.image.manifest_descriptor.digest) for one in sources]
+    for named, derived in [*spelled, (stored_index, pushed.digest)]:
+        if named and named != derived:
+            warn(f"{where}: {named} is not in canonical form: it goes up as {derived}")
+
+
+def _top_index(index: dict[str, Any]) -> str | None:
+    """The digest of the image index ``index.json`` lists (a multi-platform image), if any."""
+    for one in _listed(index):
+        kind = media_type(one.get("mediaType")) if isinstance(one, dict) else None
+        if kind is not None and kind.is_index:
+            return str(Digest.parse(one.get("digest"), "index.json: the image index"))
+    return None
+
+
+def push_opened(opened: OpenedSource, reference: str, *args: Any, **kwargs: Any) -> PushResult:
+    """:func:`push_image` of an opened source with its attestations (and any given)."""
+    for line in opened.left:
+        warn(line)
+    attachments = [*kwargs.pop("attachments", ()), *opened.attachments]
+    result = push_image(opened.image, reference, *args, attachments=attachments, **kwargs)
+    return dataclasses.replace(result, not_attached=opened.left)
+
+
+def _check_layers(where: str, images: Sequence[Image]) -> None:
+    """Every layer blob hashed against its digest and size: a corrupt one sends nothing."""
+    checked: set[str] = set()
+    for image in images:
         for layer in image.layers:
+            if layer.digest in checked:
+                continue
+            checked.add(layer.digest)
             with layer.blob.open() as stream:
                 reader = HashingReader(stream, Digest.parse(layer.digest).algorithm)
                 actual = reader.drain()
             if actual != layer.digest or reader.size != layer.size:
-                raise PushError(
-                    f"{layout}: the layer blob {layer.digest} is corrupt: its content hashes "
+                raise InputError(
+                    f"{where}: the layer blob {layer.digest} is corrupt: its content hashes "
                     f"to {actual} ({reader.size} bytes)"
                 )
-        attachments, left = layout_attachments(layout, image.manifest_descriptor.digest)
-    except InputError as err:
-        raise PushError(str(err)) from None
-    for line in left:
-        warn(line)
-    attachments = [*kwargs.pop("attachments", ()), *attachments]
-    result = push_image(image, reference, *args, attachments=attachments, **kwargs)
-    return dataclasses.replace(result, not_attached=tuple(left))
 
 
 # --- a layout's own attestations -------------------------------------------------------------
@@ -323,43 +448,60 @@ _INDEX_ENTRIES = 1024  # index.json entries looked at
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]{0,126}/[A-Za-z0-9][\w!#$&^.+-]{0,126}")
 _PREDICATE_TYPE = re.compile(r"[\x21-\x7e]{1,256}")
 
+Locate = Callable[[str], tuple[Blob, int]]  # a name in a layout or archive: its blob, its size
+
+
+def _index_json(where: str, locate: Locate) -> dict[str, Any]:
+    """``index.json`` of a layout or archive, bounded."""
+    data = _located_bytes(locate, "index.json", MAX_DOCUMENT, where)
+    return json_object(parse_json(data, f"{where}: index.json"), f"{where}: index.json")
+
+
+def _listed(index: dict[str, Any]) -> list[Any]:
+    listed = index.get("manifests")
+    return listed[:_INDEX_ENTRIES] if isinstance(listed, list) else []
+
 
 def layout_attachments(layout: Path, subject: str) -> tuple[list[StoredArtifact], list[str]]:
-    """The artifacts ``index.json`` lists beside the image whose ``subject`` is that image,
-    read and hash-checked; and one printable line for each other artifact, left behind.
+    """The artifacts a layout directory's ``index.json`` lists about the image ``subject``,
+    read and hash-checked; and one printable line for each other artifact, left behind."""
+    from scratchpack.image.readers import open_reader
 
-    A layout is another party's: one junk entry costs its own artifact, never the push.
-    """
-    where = f"{layout}: index.json"
-    index = json_object(parse_json(_layout_bytes(layout, "index.json", MAX_DOCUMENT), where), where)
-    listed = index.get("manifests")
+    reader, _kind = open_reader(str(layout), layout, layout)
+    return _attachments(str(layout), reader.blob, _index_json(str(layout), reader.blob), {subject})
+
+
+def _attachments(
+    where: str, locate: Locate, index: dict[str, Any], subjects: Set[str]
+) -> tuple[list[StoredArtifact], list[str]]:
+    """The artifacts ``index.json`` lists beside the images whose ``subject`` is one of them;
+    one printable line for each other artifact. A layout is another party's: one junk
+    entry costs its own artifact, never the push."""
     found: list[StoredArtifact] = []
     left: list[str] = []
-    for number, descriptor in enumerate(
-        listed[:_INDEX_ENTRIES] if isinstance(listed, list) else [], 1
-    ):
+    for number, descriptor in enumerate(_listed(index), 1):
         named = descriptor.get("digest") if isinstance(descriptor, dict) else None
         what = f"the artifact {named}" if isinstance(named, str) else f"index.json entry {number}"
         try:
-            artifact = _layout_artifact(layout, descriptor, subject)
+            artifact = _layout_artifact(locate, descriptor, subjects)
         except InputError as err:
-            left.append(printable(f"{layout}: {what} is not pushed: {err}"))
+            left.append(printable(f"{where}: {what} is not pushed: {err}"))
             continue
         if artifact is not None:
             found.append(artifact)
     return found, left
 
 
-def _layout_artifact(layout: Path, descriptor: Any, subject: str) -> StoredArtifact | None:
-    """One ``index.json`` entry: an artifact about ``subject``, None for an image or an
-    index; anything else an :class:`InputError` saying why it stays behind."""
+def _layout_artifact(locate: Locate, descriptor: Any, subjects: Set[str]) -> StoredArtifact | None:
+    """One ``index.json`` entry: an artifact about one of ``subjects``, None for an image or
+    an index; anything else an :class:`InputError` saying why it stays behind."""
     if not isinstance(descriptor, dict):
         raise InputError("not a descriptor")
     kind = media_type(descriptor.get("mediaType"))
     if kind is not None and kind.is_index:
-        return None  # an index of platforms: push_layout pushes one image
+        return None  # the index of platforms: pushed as the image
     digest = Digest.parse(descriptor.get("digest"), "its digest")
-    data = _layout_blob(layout, digest, descriptor.get("size"), MAX_ARTIFACT_MANIFEST)
+    data = _layout_blob(locate, digest, descriptor.get("size"), MAX_ARTIFACT_MANIFEST)
     manifest = json_object(parse_json(bytes(data), "its manifest"), "its manifest")
     if not {"subject", "artifactType"} & (manifest.keys() | descriptor.keys()):
         return None  # an image: the pushed one, or one this push leaves alone
@@ -367,8 +509,9 @@ def _layout_artifact(layout: Path, descriptor: Any, subject: str) -> StoredArtif
         raise InputError("not an OCI image manifest")
     about = manifest.get("subject")
     about = Digest.parse(about.get("digest") if isinstance(about, dict) else None, "its subject")
-    if str(about) != subject:
-        raise InputError(f"it is about {about}, not the pushed image {subject}")
+    if str(about) not in subjects:
+        pushed = next(iter(subjects)) if len(subjects) == 1 else "any of the pushed images"
+        raise InputError(f"it is about {about}, not the pushed image {pushed}")
     config, layers = manifest.get("config"), manifest.get("layers")
     if not isinstance(config, dict) or not isinstance(layers, list):
         raise InputError("an artifact manifest without a config or layers")
@@ -377,9 +520,9 @@ def _layout_artifact(layout: Path, descriptor: Any, subject: str) -> StoredArtif
     artifact_type = manifest.get("artifactType", config.get("mediaType"))
     if not isinstance(artifact_type, str) or not _MEDIA_TYPE.fullmatch(artifact_type):
         raise InputError("its artifactType is not a media type")
-    blobs = tuple(_checked_blob(layout, one) for one in (config, *layers))
+    blobs = tuple(_checked_blob(locate, one) for one in (config, *layers))
     return StoredArtifact(
-        str(digest), bytes(data), subject, artifact_type, _predicate(layers), blobs
+        str(digest), bytes(data), str(about), artifact_type, _predicate(layers), blobs
     )
 
 
@@ -390,27 +533,27 @@ def _predicate(layers: list[Any]) -> str | None:
     return named if isinstance(named, str) and _PREDICATE_TYPE.fullmatch(named) else None
 
 
-def _checked_blob(layout: Path, descriptor: Any) -> tuple[str, int, Blob]:
-    """A blob of an artifact: in the layout (no link followed), its size and hash as named."""
+def _checked_blob(locate: Locate, descriptor: Any) -> tuple[str, int, Blob]:
+    """A blob of an artifact: in the layout or archive, its size and hash as named."""
     if not isinstance(descriptor, dict):
         raise InputError("a blob that is not a descriptor")
     digest = Digest.parse(descriptor.get("digest"), "a blob")
     size = descriptor.get("size")
     if not isinstance(size, int) or not 0 <= size <= MAX_ARTIFACT_BLOB:
         raise InputError(f"the blob {digest} has no size, or more than {MAX_ARTIFACT_BLOB} bytes")
-    _layout_blob(layout, digest, size, MAX_ARTIFACT_BLOB, keep=False)
-    return str(digest), size, FileBlob(layout.joinpath(*digest.blob_path.split("/")))
+    _layout_blob(locate, digest, size, MAX_ARTIFACT_BLOB, keep=False)
+    return str(digest), size, locate(digest.blob_path)[0]
 
 
 def _layout_blob(
-    layout: Path, digest: Digest, size: Any, limit: int, keep: bool = True
+    locate: Locate, digest: Digest, size: Any, limit: int, keep: bool = True
 ) -> bytearray:
     """The blob's bytes (``keep``), read within ``limit`` and checked against its digest
     and, when named, its size."""
     hasher = digest.hasher()
     data = bytearray()
     read = 0
-    with FileBlob(_layout_path(layout, digest.blob_path)).open() as stream:
+    with locate(digest.blob_path)[0].open() as stream:
         while chunk := stream.read(min(1 << 20, limit + 1 - read)):
             read += len(chunk)
             hasher.update(chunk)
@@ -425,26 +568,12 @@ def _layout_blob(
     return data
 
 
-def _layout_bytes(layout: Path, name: str, limit: int) -> bytes:
-    with FileBlob(_layout_path(layout, name)).open() as stream:
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise InputError(f"{layout}: {name} is larger than {limit} bytes")
-    return data
-
-
-def _layout_path(layout: Path, name: str) -> Path:
-    """``name`` in the layout, no directory on the way a link (FileBlob refuses a last one)."""
-    path = layout
-    for part in name.split("/")[:-1]:
-        path = path / part
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError as err:
-            raise InputError(f"{name} is missing ({err.strerror})") from None
-        if not stat.S_ISDIR(mode):
-            raise InputError(f"{part} of {name} is not a directory in the layout")
-    return path / name.split("/")[-1]
+def _located_bytes(locate: Locate, name: str, limit: int, where: str) -> bytes:
+    blob, size = locate(name)
+    if size > limit:
+        raise InputError(f"{where}: {name} is larger than {limit} bytes")
+    with blob.open() as stream:
+        return stream.read(limit + 1)
 
 
 # --- attestations: OCI 1.1 referrers ------------------------------------------------------

@@ -67,6 +67,30 @@ def origin(url: str) -> tuple[str, str, int]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+# --- who logs in -----------------------------------------------------------------------------
+
+
+def check_login_options(user: str | None, password_stdin: bool) -> None:
+    """``--registry-user`` and ``--registry-password-stdin`` come together, or neither."""
+    if password_stdin and not user:
+        raise InputError("--registry-password-stdin needs --registry-user")
+    if user and not password_stdin:
+        raise InputError("--registry-user needs --registry-password-stdin (the password)")
+
+
+def login_credentials(
+    registry: str,
+    user: str | None,
+    read_password: Callable[[], str],
+    note: Callable[[str], None] | None = None,
+) -> Credentials | None:
+    """``user`` with the password ``read_password`` gives (read only now, once every check
+    passed), else what docker's config keeps for ``registry`` (and only for it)."""
+    if user:
+        return Credentials(user, read_password())
+    return credentials_from_docker_config(registry, note=note)
+
+
 # --- docker's config file -------------------------------------------------------------
 
 
