@@ -209,7 +209,7 @@ def report_text(result: ShrinkResult) -> str:
         lines.append(f"{reason}:")
         lines.extend(f"  {path}" for path in sorted(set(paths)))
     lines.extend(
-        f"attached {one['artifact_type']} {one['digest']} to {one['subject']}"
+        f"Attached {one['artifact_type']} {one['digest']} to {one['subject']}"
         for one in result.attestations
     )
     return "\n".join(lines) + "\n"
