@@ -14,6 +14,7 @@ does: beside a container (``--attach``) from a tools image cached in the engine 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -347,6 +348,7 @@ TOOLS_REPOSITORY = "scratchpack-tools/pkgs"  # not a throw-away repository: prun
 TOOLS_REQUEST_LABEL = "org.scratchpack.tools-request"
 TOOLS_PACKAGES_LABEL = "org.scratchpack.tools-packages"  # name=version:arch, space-separated
 TOOLS_PROGRAMS_LABEL = "org.scratchpack.tools-programs"  # the programs on PATH, by name
+TOOLS_MAX_AGE = 24 * 3600  # seconds a request's tools image is used before apt is asked again
 
 
 @dataclass(frozen=True)
@@ -421,10 +423,12 @@ def ensure_package_tools(engine: Engine, request: ToolsRequest) -> PackageTools:
 
     Resolving takes apt's private state (never the host's), as ``build --package`` does;
     the image is tagged by the packages resolved, so two requests that resolve alike share
-    one. A request's image is reused as it is (its packages are in its labels): removing
-    it, or another scratchpack version, resolves afresh.
+    one. A request's image is used as it is for :data:`TOOLS_MAX_AGE` after apt was last
+    asked (its packages are in its labels); then the request is resolved again, so the
+    tools, which parse hostile input with capabilities, follow security updates. Without
+    apt (offline), the cached image serves, with a warning.
     """
-    from scratchpack.packages.apt import check_request
+    from scratchpack.packages.apt import PackageError, check_request
 
     for package in request.packages:
         check_request(package, "--package")
@@ -433,13 +437,59 @@ def ensure_package_tools(engine: Engine, request: ToolsRequest) -> PackageTools:
     key = request_key(request, architecture, busybox)
     alias = f"{TOOLS_REPOSITORY}:request-{key[:20]}"
     found = _labelled_tools(engine, alias, key)
-    if found is not None:
+    if found is not None and _checked_lately(key, found.image):
         if request.show_progress:
             from scratchpack.progress import terminal_progress
 
             terminal_progress(f"tools {found.tag}: in the engine already ({found.image[:19]})")
         return found
-    return _make_package_tools(engine, request, architecture, key, alias)
+    try:
+        made = _make_package_tools(engine, request, architecture, key, alias)
+    except PackageError as err:
+        if found is None:
+            raise
+        from scratchpack.notes import warn
+
+        warn(
+            f"the tools could not be checked for updates ({err}): using {found.tag} "
+            f"({found.image[:19]}) as it was"
+        )
+        return found
+    _mark_checked(key, made.image)
+    return made
+
+
+def _check_stamp(key: str) -> Path:
+    from scratchpack.packages.apt import cache_dir
+
+    return cache_dir() / "tools" / f"request-{key[:20]}"
+
+
+def _checked_lately(key: str, image_id: str) -> bool:
+    """Whether apt was asked for ``key`` within the day and answered ``image_id``."""
+    import time
+
+    stamp = _check_stamp(key)
+    try:
+        age = time.time() - stamp.stat().st_mtime
+        with open(stamp, "rb") as handle:
+            recorded = handle.read(200).decode("ascii", "replace").strip()
+    except OSError:
+        return False
+    return 0 <= age < TOOLS_MAX_AGE and recorded == image_id
+
+
+def _mark_checked(key: str, image_id: str) -> None:
+    """Remember that ``key`` resolved to ``image_id`` now (a cache not writable: ask each time)."""
+    stamp = _check_stamp(key)
+    partial = stamp.with_name(f"{stamp.name}.{os.getpid()}.part")
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(image_id + "\n", encoding="ascii")
+        os.replace(partial, stamp)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def _labelled_tools(engine: Engine, alias: str, key: str) -> PackageTools | None:
