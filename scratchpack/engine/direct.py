@@ -8,11 +8,15 @@ untag — are plain HTTP requests on the local socket, so they are made here
 with the standard library; everything else (load, save, containers, attach)
 goes through the SDK in :mod:`scratchpack.engine.client`. Engines reached any
 other way (``tcp://``, TLS, ``ssh://``) use the SDK for everything.
+
+HTTP/1.1 itself is spoken here too (:class:`_Exchange`), not by ``http.client``:
+that module imports ``email`` and ``ssl`` for 15 ms of every build's start, to
+parse the few headers a local engine sends. One request per connection, the
+answer framed by its length or its chunks, every line read within a bound.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -56,20 +60,23 @@ _DECODER = json.JSONDecoder()
 def transport_words(err: BaseException) -> str:
     """What happened to a connection to the engine, in words (never an exception's repr)."""
     chain = exception_chain(err)
+    names = " ".join(type(item).__name__ for item in chain)
+    if "RemoteDisconnected" in names:  # http.client's, under the SDK (requests, urllib3)
+        return "it closed the connection without answering"
     kinds: tuple[tuple[type[BaseException], str], ...] = (
-        (http.client.RemoteDisconnected, "it closed the connection without answering"),
+        (NoAnswer, "it closed the connection without answering"),
+        (AnswerCut, "its answer ended in the middle"),
+        (BadAnswer, "its answer was not HTTP as an engine speaks it"),
         (ConnectionRefusedError, "it refused the connection"),
         (ConnectionResetError, "it reset the connection"),
         (BrokenPipeError, "it closed the connection while we were sending"),
         (FileNotFoundError, "its socket is gone"),
         (PermissionError, "permission denied on its socket"),
-        (http.client.IncompleteRead, "its answer ended in the middle"),
         (TimeoutError, "it did not answer in time"),
     )
     for kind, words in kinds:
         if any(isinstance(item, kind) for item in chain):
             return words
-    names = " ".join(type(item).__name__ for item in chain)
     if "Timeout" in names:
         return "it did not answer in time"
     if "ChunkedEncoding" in names or "ProtocolError" in names or "IncompleteRead" in names:
@@ -90,20 +97,116 @@ def unix_socket() -> str | None:
     return None
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
+class NoAnswer(ConnectionResetError):
+    """The engine closed the connection before its answer's status line."""
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+
+class AnswerCut(ConnectionError):
+    """The engine's answer ended before its length, or its last chunk, said it would."""
+
+
+class BadAnswer(ConnectionError):
+    """What came back is not HTTP/1.x as an engine speaks it."""
+
+
+_MAX_HEAD_LINE = 64 << 10  # a status line, a header or a chunk's size line
+_MAX_HEADERS = 100
+_PIECE = 1 << 16  # what one read of the body returns at most
+
+
+class _Exchange:
+    """One HTTP/1.1 request on a fresh unix-socket connection, and its answer's body."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(self.path)
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+            self.stream = self.sock.makefile("rb")
         except BaseException:
-            sock.close()
+            self.sock.close()
             raise
-        self.sock = sock
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sock.close()
+
+    def send(self, head: str, body: bytes | Iterable[bytes] | None, sized: bool) -> None:
+        """The request line and headers, then the body: as is when its length was
+        given (or it is bytes), else in chunks."""
+        self.sock.sendall(head.encode("latin-1"))
+        if body is None or isinstance(body, bytes):
+            if body:
+                self.sock.sendall(body)
+            return
+        for piece in body:
+            if piece:
+                self.sock.sendall(piece if sized else b"%x\r\n%b\r\n" % (len(piece), piece))
+        if not sized:
+            self.sock.sendall(b"0\r\n\r\n")
+
+    def _line(self) -> bytes:
+        line = self.stream.readline(_MAX_HEAD_LINE + 1)
+        if len(line) > _MAX_HEAD_LINE:
+            raise BadAnswer("a line of the answer is too long")
+        if not line.endswith(b"\n"):
+            raise AnswerCut("the answer ended in the middle of a line")
+        return line.rstrip(b"\r\n")
+
+    def answer(self, method: str) -> tuple[int, Iterator[bytes]]:
+        """The status, and the body as it arrives (framed by its length or its chunks)."""
+        first = self.stream.readline(_MAX_HEAD_LINE + 1)
+        if not first:
+            raise NoAnswer("the engine closed the connection without answering")
+        words = first.split(None, 2) if first.endswith(b"\n") else []
+        if len(words) < 2 or not words[0].startswith(b"HTTP/1.") or not words[1].isdigit():
+            raise BadAnswer("the answer is not HTTP/1.x")
+        status = int(words[1])
+        headers: dict[str, str] = {}
+        for count in range(_MAX_HEADERS + 1):
+            if not (line := self._line()):
+                break
+            if count == _MAX_HEADERS:
+                raise BadAnswer("the answer has too many headers")
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return status, iter(())
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return status, self._chunks()
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise BadAnswer("the answer's length is not a number")
+            return status, self._sized(int(length))
+        return status, self._to_the_end()
+
+    def _sized(self, left: int) -> Iterator[bytes]:
+        while left:
+            data = self.stream.read1(min(left, _PIECE))
+            if not data:
+                raise AnswerCut(f"the answer ended {left} bytes short")
+            left -= len(data)
+            yield data
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size_word = self._line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_word, 16)
+            except ValueError:
+                raise BadAnswer("a chunk's size is not a number") from None
+            if size == 0:
+                while self._line():  # trailers, up to the empty line
+                    pass
+                return
+            yield from self._sized(size)
+            if self._line():
+                raise BadAnswer("a chunk does not end where its size says")
+
+    def _to_the_end(self) -> Iterator[bytes]:
+        while data := self.stream.read1(_PIECE):
+            yield data
 
 
 class DirectAPI:
@@ -136,34 +239,38 @@ class DirectAPI:
     ) -> tuple[int, Iterator[bytes]]:
         """Send a request; the status and the body as it arrives (read it to the end)."""
         url = path + (f"?{urlencode(params)}" if params else "")
-        connection = _UnixConnection(self.path, timeout if timeout is not None else call_timeout())
+        fields = {"Host": "localhost", "Connection": "close", **(headers or {})}
+        sized = body is None or isinstance(body, bytes) or "Content-Length" in fields
+        if isinstance(body, bytes):
+            fields["Content-Length"] = str(len(body))
+        elif body is not None and not sized:
+            fields["Transfer-Encoding"] = "chunked"
+        head = f"{method} {url} HTTP/1.1\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in fields.items()) + "\r\n"
         try:
-            connection.request(method, url, body=body, headers=headers or {})
-            response = connection.getresponse()
+            exchange = _Exchange(self.path, timeout if timeout is not None else call_timeout())
         except OSError as err:
-            connection.close()
             raise self._failure(err, doing) from err
-        except http.client.HTTPException as err:
-            connection.close()
-            raise EngineLost(
-                f"lost the Docker engine at unix://{self.path} {doing}: {transport_words(err)}"
-            ) from err
+        try:
+            exchange.send(head, body, sized)
+            status, answer = exchange.answer(method)
+        except OSError as err:
+            exchange.close()
+            raise self._failure(err, doing) from err
+        except BaseException:
+            exchange.close()
+            raise
         self.answered = True
 
         def chunks() -> Iterator[bytes]:
             try:
-                while data := response.read1(1 << 16):
-                    yield data
+                yield from answer
             except OSError as err:
                 raise self._failure(err, doing) from err
-            except http.client.HTTPException as err:
-                raise EngineLost(
-                    f"lost the Docker engine at unix://{self.path} {doing}: {transport_words(err)}"
-                ) from err
             finally:
-                connection.close()
+                exchange.close()
 
-        return response.status, chunks()
+        return status, chunks()
 
     def call(self, method: str, path: str, doing: str, **options: Any) -> tuple[int, Any]:
         """A request whose answer is one JSON document (or nothing)."""

@@ -73,3 +73,73 @@ def test_an_absent_engine_a_refusal_and_a_lost_one(tmp_path: Path) -> None:
     api.answered = True
     with pytest.raises(EngineError):
         api.inspect_image("app:1")
+
+
+def test_a_chunked_answer_is_read_whole_and_a_cut_one_is_lost(tmp_path: Path) -> None:
+    """The build's answer comes in chunks (split anywhere); one cut short is an engine lost."""
+    whole = tmp_path / "whole.sock"
+    serve_once(
+        whole,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'7;ext=1\r\n{"a": 1\r\n2\r\n}\n\r\n0\r\nTrailer: x\r\n\r\n',
+    )
+    status, body = DirectAPI(str(whole)).request("GET", "/x", "while testing")
+    assert status == 200 and b"".join(body) == b'{"a": 1}\n'
+    cut = tmp_path / "cut-chunks.sock"
+    serve_once(cut, b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{"a"')
+    api = DirectAPI(str(cut))
+    status, body = api.request("GET", "/x", "while testing")
+    with pytest.raises(EngineLost, match="ended in the middle"):
+        b"".join(body)
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (b"", "closed the connection without answering"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "not HTTP"),
+        (b"HTTP/1.1 200 " + b"x" * (70 << 10), "not HTTP"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n", "not HTTP"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n", "not HTTP"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not HTTP"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 << 10) + b"\r\n\r\n", "not HTTP"),
+    ],
+)
+def test_an_answer_that_is_not_http_is_an_engine_error_in_words(
+    tmp_path: Path, answer: bytes, words: str
+) -> None:
+    """Whatever answers on the socket, the error is one line in words, never a traceback."""
+    path = tmp_path / "odd.sock"
+    serve_once(path, answer)
+    api = DirectAPI(str(path))
+    api.answered = True  # it answered before: a failure now means it went wrong
+    with pytest.raises(EngineError) as caught:
+        api.call("GET", "/x", "while testing")
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_request_body_of_unknown_length_goes_in_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "echo.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    received = bytearray()
+
+    def run() -> None:
+        connection, _ = server.accept()
+        while not received.endswith(b"0\r\n\r\n"):
+            data = connection.recv(65536)
+            if not data:
+                break
+            received.extend(data)
+        connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        connection.close()
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    status, body = DirectAPI(str(path)).request("POST", "/x", "while testing", body=[b"ab", b"c"])
+    assert status == 204 and b"".join(body) == b""
+    thread.join(timeout=5)
+    head, _, sent = bytes(received).partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and sent == b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
