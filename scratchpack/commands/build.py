@@ -677,15 +677,18 @@ def logged_in(
 
 
 def choose_engine(
-    mode: EngineMode, output: Path | None, given: CommandEngine | None = None
+    mode: EngineMode, output: Path | None, given: CommandEngine | None = None, prune: bool = True
 ) -> CommandEngine | None:
-    """The engine to build in (``given``, else the environment's), or None for the writer."""
+    """The engine to build in (``given``, else the environment's), or None for the writer.
+
+    With ``prune`` false, what ended runs left in the environment's engine stays:
+    the caller prunes it (:func:`run_build` does, beside its plan)."""
     if mode is EngineMode.NONE or output is not None:
         return None
     if given is not None:
         return given
     try:
-        return connected_engine()
+        return connected_engine(prune)
     except EngineUnreachable:
         if mode is EngineMode.DOCKER:
             raise
@@ -700,14 +703,27 @@ def run_build(request: BuildRequest, engine: CommandEngine | None = None) -> Bui
 
     ``request`` is one :func:`check_request` passed. ``engine`` is the engine
     to build in and verify with; without one, the environment's is connected
-    when the request needs it.
+    when the request needs it, and what ended runs left in it is removed while
+    the plan is made.
     """
-    target, sources = request.target, request.sources
+    from scratchpack.engine.prune import pruning_aside
+
+    target = request.target
     builder = (
         None
         if target.no_build or request.push
-        else choose_engine(target.engine_mode, target.output, engine)
+        else choose_engine(target.engine_mode, target.output, engine, prune=False)
     )
+    with pruning_aside(builder if builder is not engine else None):
+        result = _run_build(request, builder, engine)
+    return dataclasses.replace(result, warnings=tuple(collected()))  # the pruning's too
+
+
+def _run_build(
+    request: BuildRequest, builder: CommandEngine | None, engine: CommandEngine | None
+) -> BuildResult:
+    """:func:`run_build` once the engine to build in (``builder``) is chosen."""
+    target, sources = request.target, request.sources
     debug = request.debug
     if debug and debug.shell is DebugShell.BASE and builder is None and not target.no_build:
         raise InputError(

@@ -92,17 +92,20 @@ def default_archive(tag: str) -> Path:
     return Path(Reference.parse(tag).archive_name())
 
 
-def connected_engine() -> Engine:
+def connected_engine(prune: bool = True) -> Engine:
     """The environment's engine, once what ended runs left in it is removed (with a warning).
 
-    Connecting never prunes by itself: a command that connects calls this.
+    Connecting never prunes by itself: a command that connects calls this. With
+    ``prune`` false, the caller prunes (``build`` does, beside its plan:
+    :func:`~scratchpack.engine.prune.pruning_aside`).
     """
     # The docker SDK takes a tenth of a second to import: only when an engine is wanted.
     from scratchpack.engine.client import Engine
     from scratchpack.engine.prune import prune_ended_runs
 
     engine = Engine.connect()
-    prune_ended_runs(engine)
+    if prune:
+        prune_ended_runs(engine)
     return engine
 
 
