@@ -56,13 +56,13 @@ from scratchpack.errors import (
     exception_chain,
     printable,
 )
-from scratchpack.image.saved import ImageStreamer
 from scratchpack.lifecycle import deferred_signals, leftover
 from scratchpack.owner import OWNER_LABEL, TAG_REPOSITORIES, owner, owner_of, prefix
 
 if TYPE_CHECKING:
     from scratchpack.engine.context import Context
     from scratchpack.image.model import Image
+    from scratchpack.image.saved import ImageStreamer
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 _CHUNK = 1 << 20
@@ -201,25 +201,27 @@ class TracingEngine(Protocol):
     ) -> contextlib.AbstractContextManager[RunningContainer]: ...
 
 
-class CommandEngine(StagingEngine, ImageStreamer, TracingEngine, Protocol):
-    """What ``build``, ``shrink`` and ``debug`` ask of an engine besides staging and tracing."""
+if TYPE_CHECKING:  # a type only: the image floor's reader (ImageStreamer's) loads when used
 
-    def build(  # in the engine, from a streamed context; the image ID
-        self, context: Context, tag: str, progress: Progress | None = None, shown: str = ""
-    ) -> str: ...
+    class CommandEngine(StagingEngine, ImageStreamer, TracingEngine, Protocol):
+        """What ``build``, ``shrink`` and ``debug`` ask of an engine besides staging and tracing."""
 
-    def run(  # a --verify run: no network, keyword options
-        self,
-        image: str,
-        command: Sequence[str] | None = None,
-        *,
-        timeout: float = ...,
-        confinement: Confinement | None = None,
-    ) -> RunResult: ...
+        def build(  # in the engine, from a streamed context; the image ID
+            self, context: Context, tag: str, progress: Progress | None = None, shown: str = ""
+        ) -> str: ...
 
-    def loaded(
-        self, image: Image, repository: str = ...
-    ) -> contextlib.AbstractContextManager[str]: ...
+        def run(  # a --verify run: no network, keyword options
+            self,
+            image: str,
+            command: Sequence[str] | None = None,
+            *,
+            timeout: float = ...,
+            confinement: Confinement | None = None,
+        ) -> RunResult: ...
+
+        def loaded(
+            self, image: Image, repository: str = ...
+        ) -> contextlib.AbstractContextManager[str]: ...
 
 
 def where() -> str:

@@ -14,7 +14,7 @@ import os
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scratchpack.errors import EXIT_MISSING, InputError, ScratchpackError
 from scratchpack.image.config import ImageConfig
@@ -25,7 +25,6 @@ from scratchpack.ld.loaders import HwcapsChoice, LoaderRules
 from scratchpack.ld.resolve import Closure, Library, Missing, Resolver
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
-from scratchpack.packages.root import PackageRoot
 from scratchpack.plan.copies import (
     Copied,
     CopiedRoot,
@@ -58,21 +57,15 @@ from scratchpack.plan.essentials import (
     user_known,
 )
 from scratchpack.plan.excludes import Excludes
-from scratchpack.plan.from_packages import (
-    PackageSelection,
-    add_package_dirs,
-    add_system_files,
-    created_accounts,
-    entry_program,
-    own_homes,
-    package_essentials,
-    select,
-)
 from scratchpack.plan.programs import DEFAULT_PATH, Program, program
 from scratchpack.plan.records import Records, add_records
 from scratchpack.plan.relocate import Relocation, kept_paths, mapped, relocate
 from scratchpack.plan.rootplan import RootPlan
 from scratchpack.plan.runtimes import Runtime, RuntimeFiles, runtime_files, runtime_paths
+
+if TYPE_CHECKING:  # imported where used: only a --package build needs the package floor
+    from scratchpack.packages.root import PackageRoot
+    from scratchpack.plan.from_packages import PackageSelection
 
 
 class MissingLibraryError(ScratchpackError):
@@ -173,18 +166,15 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     root = resolver.root
     # The host's directory modes are not the image's.
     plan = RootPlan(source_parent_modes=False, excludes=Excludes(options.excludes))
-    selection = None
     packages = options.package_root is not None
-    if options.package_root is not None:
-        selection = select(options.package_root, options.package_names)
+    selection = _selection(options) if packages else None
     named = [
         (binary, _binary(root, binary, env["PATH"], options.essentials.shell, packages))
         for binary in _binaries(options, config, selection)
     ]
     programs = [found for _, found in named]
     if options.package_root is not None and selection is not None:  # a program, then notes
-        kept = package_essentials(options.essentials, options.package_root, selection)
-        options = dataclasses.replace(options, essentials=kept)
+        options = _package_essentials(options, selection)
     closures = _program_closures(plan, resolver, programs, options.essentials)
     if selection is not None:
         closures += _package_closures(plan, resolver, selection.paths, options.essentials)
@@ -197,14 +187,10 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
     loaded_first = satisfy_from_image(resolver, closures)
     _add_closures(plan, root, closures, options.allow_missing)
     add_copies(plan, copied)  # after the root's files: a copy replaces what stands at DEST
-    accounts = owner_names(options.copies)
-    if options.package_root is not None and selection is not None:
-        accounts |= created_accounts(options.package_root, selection.packages)
+    accounts = owner_names(options.copies) | _created_accounts(options, selection)
     _add_essentials(plan, resolver, closures, options.essentials, env, config.user, accounts)
     if options.package_root is not None:
-        add_system_files(plan)
-        own_homes(plan, options.package_root)
-        add_package_dirs(plan, options.package_root, config.user)
+        _add_package_files(plan, options.package_root, config.user)
     records = plan_records(plan, options.root)
     own_copies(plan, copied)  # owners are names of the passwd just planned; theirs win
     warn_unused_excludes(plan.excludes)
@@ -229,6 +215,46 @@ def plan_image(options: BuildOptions, config: ImageConfig) -> ImagePlan:
         placed.moves,
         dataclasses.replace(records, unknown=_moved_paths(records.unknown, placed.moves)),
     )
+
+
+def _selection(options: BuildOptions) -> PackageSelection:
+    """What ``--package`` selects of its unpacked root (:mod:`.from_packages`).
+
+    That module, and the package floor's unpacker it brings, is imported by a
+    ``--package`` build only: a build of this machine's programs would pay a
+    fiftieth of a second for it on every run.
+    """
+    from scratchpack.plan.from_packages import select
+
+    assert options.package_root is not None
+    return select(options.package_root, options.package_names)
+
+
+def _package_essentials(options: BuildOptions, selection: PackageSelection) -> BuildOptions:
+    """``options`` with the essentials the selected packages call for."""
+    from scratchpack.plan.from_packages import package_essentials
+
+    assert options.package_root is not None
+    kept = package_essentials(options.essentials, options.package_root, selection)
+    return dataclasses.replace(options, essentials=kept)
+
+
+def _created_accounts(options: BuildOptions, selection: PackageSelection | None) -> set[str]:
+    """The accounts the selected packages create (none without ``--package``)."""
+    if options.package_root is None or selection is None:
+        return set()
+    from scratchpack.plan.from_packages import created_accounts
+
+    return created_accounts(options.package_root, selection.packages)
+
+
+def _add_package_files(plan: RootPlan, package_root: PackageRoot, user: str | None) -> None:
+    """A package root's system files, its accounts' homes and its packages' directories."""
+    from scratchpack.plan.from_packages import add_package_dirs, add_system_files, own_homes
+
+    add_system_files(plan)
+    own_homes(plan, package_root)
+    add_package_dirs(plan, package_root, user)
 
 
 def _moved_paths(paths: Iterable[str], moves: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
@@ -279,6 +305,8 @@ def _binaries(
     """The BINARY arguments; with ``--package`` and none, the packages' entry program."""
     if options.binaries or options.package_root is None or selection is None:
         return options.binaries
+    from scratchpack.plan.from_packages import entry_program
+
     first = config.entrypoint[0] if config.entrypoint else None
     return (entry_program(options.package_root, selection, options.package_names, first),)
 
