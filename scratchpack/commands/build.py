@@ -646,12 +646,10 @@ def _check_push(push: PushRequest) -> None:
     """The reference, and a user with a password to read (or neither)."""
     # registry imports requests (a tenth of a second): only when pushing.
     from scratchpack.image.registry import parse_reference
+    from scratchpack.image.registry_auth import check_login_options
 
     parse_reference(push.reference)
-    if push.password_stdin and not push.user:
-        raise InputError("--registry-password-stdin needs --registry-user")
-    if push.user and not push.password_stdin:
-        raise InputError("--registry-user needs --registry-password-stdin (the password)")
+    check_login_options(push.user, push.password_stdin)
 
 
 def logged_in(
@@ -662,17 +660,11 @@ def logged_in(
     push = request.push
     if push is None:
         return request
-    from scratchpack.image.registry import (
-        Credentials,
-        credentials_from_docker_config,
-        parse_reference,
-    )
+    from scratchpack.image.registry import parse_reference
+    from scratchpack.image.registry_auth import login_credentials
 
-    if push.user:
-        credentials = Credentials(push.user, read_password())
-    else:
-        registry, _repository, _tag = parse_reference(push.reference)
-        credentials = credentials_from_docker_config(registry, note=note)
+    registry, _repository, _tag = parse_reference(push.reference)
+    credentials = login_credentials(registry, push.user, read_password, note)
     return dataclasses.replace(request, push=dataclasses.replace(push, credentials=credentials))
 
 
@@ -1290,8 +1282,40 @@ def _debug_variant(
         return DebugResult(tag, settings.shell, base, image.image_id, image.size)
     main = request.target.output or default_archive(request.tag)
     target = debug_output(main, settings.suffix)
-    to_output(staged, image, target, tag, source_date_epoch())
+    attached = _variant_attestations(request, image, written, tag, engine)
+    to_output(staged, _attested(image, attached), target, tag, source_date_epoch())
     return DebugResult(tag, settings.shell, base, image.image_id, output=str(target))
+
+
+def _variant_attestations(
+    request: BuildRequest,
+    variant: Image,
+    written: Image | None,
+    tag: str,
+    engine: CommandEngine | None,
+) -> tuple[Artifact, ...]:
+    """--attest: TAG-debug's provenance names the image it was made from (and its base)."""
+    settings = request.debug
+    if request.attest is None or written is None or settings is None or request.tag is None:
+        return ()
+    import hashlib
+
+    from scratchpack.image.attest import Dependency, source_dependencies, variant_provenance
+
+    shell: tuple[Dependency, ...] = ()
+    if settings.shell is DebugShell.BASE and engine is not None:
+        shell = source_dependencies(settings.base, "engine", engine.image(settings.base).id)
+    elif settings.shell is DebugShell.BUSYBOX:
+        digest = hashlib.sha256(Path(settings.busybox).read_bytes()).hexdigest()
+        shell = (Dependency(settings.busybox, digest),)
+    parameters = {
+        "tag": tag,
+        "made_from": request.tag,
+        "shell": settings.shell.value,
+        "base": settings.base if settings.shell is DebugShell.BASE else None,
+        "compression": request.target.compression.value,
+    }
+    return (variant_provenance(variant, tag, written, request.tag, parameters, shell),)
 
 
 def _sbom(staged: Publication, plan: ImagePlan, request: BuildRequest, digest: str) -> SbomResult:
@@ -1313,21 +1337,15 @@ def _sbom(staged: Publication, plan: ImagePlan, request: BuildRequest, digest: s
 
 
 def _attested(image: Image | ImageIndex, attached: tuple[Artifact, ...]) -> Any:
-    """What the writers take: the image alone, or with its attestations beside it."""
-    from scratchpack.image.attest import Attested
+    from scratchpack.image.attest import attested  # only when attaching: 5 ms of imports
 
-    return Attested(image, attached) if attached else image
+    return attested(image, attached)
 
 
 def _attached_json(attached: tuple[Artifact, ...]) -> tuple[dict[str, str], ...]:
-    return tuple(
-        {
-            "artifact_type": str(one.artifact_type),
-            "digest": one.digest,
-            "subject": one.subject.digest,
-        }
-        for one in attached
-    )
+    from scratchpack.image.attest import attached_json
+
+    return attached_json(attached)
 
 
 def _attestation_maker(
@@ -1364,7 +1382,7 @@ def _build_facts(request: BuildRequest, packaged: list[_PackagedPlatform]) -> Bu
     """The provenance's options and inputs: binaries, packages, the lock, by SHA-256."""
     import hashlib
 
-    from scratchpack.image.attest import BuildFacts, Dependency
+    from scratchpack.image.attest import BuildFacts, Dependency, pinned_epoch
 
     options, sources = request.options, request.sources
     dependencies = []
@@ -1384,8 +1402,7 @@ def _build_facts(request: BuildRequest, packaged: list[_PackagedPlatform]) -> Bu
             sources.lock.read_bytes() if packaged[0].from_lock else _new_lock(packaged).to_bytes()
         )
         dependencies.append(Dependency(sources.lock.name, hashlib.sha256(data).hexdigest()))
-    given = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    return BuildFacts(_parameters(request), tuple(dependencies), int(given) if given else None)
+    return BuildFacts(_parameters(request), tuple(dependencies), pinned_epoch())
 
 
 def _parameters(request: BuildRequest) -> dict[str, Any]:
