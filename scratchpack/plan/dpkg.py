@@ -200,8 +200,7 @@ class DpkgIndex:
         path = self._md5sums_files.get(key)
         if path is None:
             return Md5sums()
-        text = "\n".join(_lines(self.root, path, MAX_LIST_BYTES, _MAX_LINE))
-        return parse_md5sums(text)
+        return parse_md5sums(_text(self.root, path, MAX_LIST_BYTES, _MAX_LINE))
 
     def owned(self, path: str) -> tuple[str, str] | None:
         """(package key, the path as the package lists it) of in-root ``path``, or None."""
@@ -307,7 +306,7 @@ def _md5sums_lists(root: RootFS, md5sums: dict[str, str]) -> dict[str, tuple[str
     lists: dict[str, tuple[str, ...]] = {}
     total_paths = total_bytes = 0
     for key, path in sorted(md5sums.items()):
-        text = "\n".join(_lines(root, path, MAX_LIST_BYTES, _MAX_LINE))
+        text = _text(root, path, MAX_LIST_BYTES, _MAX_LINE)
         lists[key] = tuple("/" + listed for _, listed in parse_md5sums(text).lines)
         total_paths += len(lists[key])
         total_bytes += len(text)
@@ -325,10 +324,11 @@ def _lists(root: RootFS, info_dir: str, keys: Iterable[str]) -> dict[str, tuple[
     total_paths = total_bytes = 0
     for key in keys:
         path = f"{info_dir}/{key}.list"
-        listed = tuple(line for line in _lines(root, path, MAX_LIST_BYTES, _MAX_LINE) if line)
+        text = _text(root, path, MAX_LIST_BYTES, _MAX_LINE)
+        listed = tuple(filter(None, text.split("\n")))
         lists[key] = listed
         total_paths += len(listed)
-        total_bytes += sum(len(line) + 1 for line in listed)
+        total_bytes += len(text)
         if total_paths > MAX_PATHS or total_bytes > MAX_LISTS_BYTES:
             raise InputError(
                 f"{INFO_DIR}: the packages list more than {MAX_PATHS} paths or "
@@ -344,11 +344,12 @@ def _owners(
     diversions = _diversions(root)
     diverted = {source for source, _, _ in diversions}
     owners: dict[str, str] = {}
+    for key, listed in reversed(lists.items()):  # the first claim stands: it is set last
+        owners.update(dict.fromkeys(listed, key))
     claims: dict[str, list[str]] = {}  # every package listing a diverted path
     for key, listed in lists.items():
-        for path in listed:
-            owners.setdefault(path, key)
-            if path in diverted:
+        if not diverted.isdisjoint(listed):
+            for path in diverted.intersection(listed):
                 claims.setdefault(path, []).append(key)
     for source, target, diverter in diversions:
         listed = claims.get(source, [])
@@ -368,35 +369,40 @@ def _is_file(root: RootFS, path: str) -> bool:
     return host is not None and os.path.isfile(host)
 
 
-def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> Iterator[str]:
-    """The lines of regular file ``path`` in the root, streamed; nothing when it is absent.
-
-    Over ``limit`` bytes in all (told by its size before anything is read) or
-    ``line_limit`` in one line is an :class:`InputError` naming the file: memory
-    stays bounded whatever the image holds.
-    """
+def _text(root: RootFS, path: str, limit: int, line_limit: int) -> str:
+    """The whole of regular file ``path`` in the root, read at once within ``limit``
+    bytes, each line within ``line_limit``: "" when it is absent (see :func:`_lines`)."""
     host = root.host_path(path)
     try:
         fd = None if host is None else open_regular(host, follow=root.is_host)
     except OSError:
         fd = None
     if fd is None:
-        return
-    shown = printable(path)  # a status.d name is the image's word
-    too_big = InputError(
-        f"{shown}: more than {_size(limit)}, not read (a dpkg database is smaller)"
-    )
+        return ""
     with os.fdopen(fd, "rb") as stream:
-        if os.fstat(stream.fileno()).st_size > limit:
-            raise too_big
-        total = 0
-        while line := stream.readline(line_limit + 1):
-            total += len(line)
-            if total > limit:
-                raise too_big
-            if len(line) > line_limit:
-                raise InputError(f"{shown}: a line of more than {_size(line_limit)}, not read")
-            yield line.rstrip(b"\n").decode("utf-8", "surrogateescape")
+        size = os.fstat(stream.fileno()).st_size
+        # As much as it holds (a read of the bound would allocate the bound), then
+        # whatever it grew by since, up to one byte beyond the bound.
+        data = stream.read(size + 1) if size <= limit else b""
+        if len(data) > size:
+            data += stream.read(limit + 1 - len(data))
+        if size > limit or len(data) > limit:
+            raise InputError(
+                f"{printable(path)}: more than {_size(limit)}, not read (a dpkg database is "
+                "smaller)"
+            )
+    if len(data) > line_limit and max(map(len, data.split(b"\n"))) > line_limit:
+        raise InputError(f"{printable(path)}: a line of more than {_size(line_limit)}, not read")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> list[str]:
+    """The lines of regular file ``path`` in the root (split at newlines only, none at the
+    end); nothing when it is absent; its bounds as :func:`_text`'s."""
+    lines = _text(root, path, limit, line_limit).split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def _paragraphs(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], str]]:
@@ -430,7 +436,7 @@ def _paragraphs(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], str]]:
 
 def _diversions(root: RootFS) -> list[tuple[str, str, str]]:
     """(diverted path, where its file went, diverting package) triples; ':' is a local one."""
-    lines = list(_lines(root, DIVERSIONS, MAX_DIVERSIONS_BYTES, _MAX_LINE))
+    lines = _lines(root, DIVERSIONS, MAX_DIVERSIONS_BYTES, _MAX_LINE)
     return [(lines[i], lines[i + 1], lines[i + 2]) for i in range(0, len(lines) - 2, 3)]
 
 
