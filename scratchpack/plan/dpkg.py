@@ -101,11 +101,17 @@ class DpkgIndex:
         files: dict[str, tuple[str, ...]] | None = None,
         paragraphs: dict[str, str] | None = None,
         md5sums_files: dict[str, str] | None = None,
+        diversions: list[tuple[str, str, str]] | None = None,
     ) -> None:
         self.root = root
         self.packages = packages or {}  # key: the .list name ("curl", "libc6:amd64")
-        self._owners = owners or {}  # path as dpkg lists it -> package key
+        # path as dpkg lists it -> package key; None: made from the lists when first asked
+        # (or, for the paths given to prime(), only theirs: a build holds a few dozen)
+        self._owners = owners if owners is not None or files else {}
         self._files = files or {}  # package key -> its .list, as read (bounded) at load
+        self._diversions = diversions or []  # (diverted, where it went, diverting package)
+        self._primed: dict[str, str] = {}  # the owners of _primed_paths only
+        self._primed_paths: set[str] = set()  # spellings whose owner (or none) is known
         # package key -> its status paragraph as the database has it (continuations kept)
         self.paragraphs = paragraphs or {}
         self._md5sums_files = md5sums_files or {}  # package key -> in-root md5sums path
@@ -138,7 +144,7 @@ class DpkgIndex:
                     break
         files = _lists(root, info_dir, sorted(packages))
         md5sums = {key: f"{info_dir}/{key}.md5sums" for key in packages}
-        return cls(root, packages, _owners(root, packages, files), files, paragraphs, md5sums)
+        return cls(root, packages, None, files, paragraphs, md5sums, _diversions(root))
 
     @classmethod
     def load_cached(cls, root: RootFS) -> DpkgIndex:
@@ -204,11 +210,34 @@ class DpkgIndex:
 
     def owned(self, path: str) -> tuple[str, str] | None:
         """(package key, the path as the package lists it) of in-root ``path``, or None."""
-        for candidate in self._candidates(path) if self._owners else ():
-            key = self._owners.get(candidate)
+        if self._owners is not None and not self._owners:
+            return None  # no database, or nothing listed
+        candidates = list(self._candidates(path))
+        owners = self._primed
+        if self._owners is not None or not self._primed_paths.issuperset(candidates):
+            owners = self._all_owners()
+        for candidate in candidates:
+            key = owners.get(candidate)
             if key is not None:
                 return key, candidate
         return None
+
+    def prime(self, paths: Iterable[str]) -> None:
+        """Find the owners of in-root ``paths`` (as :meth:`owned` will ask) in one pass over
+        the lists, without the map of every path they hold: a build asks about a few
+        dozen files of a database listing a hundred thousand."""
+        if self._owners is not None:
+            return
+        wanted = {one for path in paths for one in self._candidates(path)}
+        wanted -= self._primed_paths
+        if wanted:
+            self._primed.update(_owners(self.packages, self._files, self._diversions, wanted))
+            self._primed_paths |= wanted
+
+    def _all_owners(self) -> dict[str, str]:
+        if self._owners is None:
+            self._owners = _owners(self.packages, self._files, self._diversions)
+        return self._owners
 
     def files(self, key: str) -> list[str]:
         """The paths package ``key`` (a key of :attr:`packages`) shipped, as dpkg lists them."""
@@ -338,19 +367,26 @@ def _lists(root: RootFS, info_dir: str, keys: Iterable[str]) -> dict[str, tuple[
 
 
 def _owners(
-    root: RootFS, packages: dict[str, Package], lists: dict[str, tuple[str, ...]]
+    packages: dict[str, Package],
+    lists: dict[str, tuple[str, ...]],
+    diversions: list[tuple[str, str, str]],
+    wanted: set[str] | None = None,
 ) -> dict[str, str]:
-    """Path -> the key of the package that shipped it, diversions honoured."""
-    diversions = _diversions(root)
+    """Path -> the key of the package that shipped it, diversions honoured; of the
+    ``wanted`` paths only when given (the same answers for them, less work)."""
     diverted = {source for source, _, _ in diversions}
+    looked = diverted if wanted is None else diverted | wanted
     owners: dict[str, str] = {}
-    for key, listed in reversed(lists.items()):  # the first claim stands: it is set last
-        owners.update(dict.fromkeys(listed, key))
     claims: dict[str, list[str]] = {}  # every package listing a diverted path
-    for key, listed in lists.items():
-        if not diverted.isdisjoint(listed):
-            for path in diverted.intersection(listed):
-                claims.setdefault(path, []).append(key)
+    for key, listed in reversed(lists.items()):  # the first claim stands: it is set last
+        if wanted is None:
+            owners.update(dict.fromkeys(listed, key))
+        found = looked.intersection(listed) if looked else ()
+        for path in found:
+            if wanted is not None and path in wanted:
+                owners[path] = key
+            if path in diverted:
+                claims.setdefault(path, []).insert(0, key)  # in the lists' order
     for source, target, diverter in diversions:
         listed = claims.get(source, [])
         mine = [key for key in listed if packages[key].name == diverter]
@@ -361,6 +397,8 @@ def _owners(
             owners.pop(source, None)  # a local diversion, or one to a file nobody ships
         if others:
             owners[target] = others[0]
+    if wanted is not None:
+        owners = {path: key for path, key in owners.items() if path in wanted}
     return owners
 
 

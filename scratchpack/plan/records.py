@@ -102,6 +102,8 @@ def held_packages(
     in-image paths of the copied files no package lists."""
     held: dict[str, set[str]] = {}
     unknown: list[str] = []
+    entries = list(entries)
+    index.prime(origin for entry in entries if (origin := _origin(entry, root)) is not None)
     for entry in entries:
         owned = _owned(entry, index, root)
         if owned is not None:

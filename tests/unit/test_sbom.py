@@ -240,6 +240,31 @@ def test_fake_root_packages(fake_root: Path) -> None:
     assert index.owner("/usr/bin/missing") is None
 
 
+_ASKED = (
+    "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6",
+    "/opt/libdir/libc.so.6", "/opt/libc-link", "/usr/lib64/ld-linux-x86-64.so.2",
+    "/usr/bin/tool.real", "/usr/bin/tool", "/bin/tool", "/usr/bin/helper", "/usr/bin/gone",
+    "/usr/bin/missing", "/usr", "/",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("primed", [_ASKED, _ASKED[::2], ()])
+def test_primed_owners_answer_as_the_whole_map_does(
+    fake_root: Path, primed: tuple[str, ...]
+) -> None:
+    """A build primes the owners of its few files (one pass over the lists, no map of
+    every listed path); every answer, diversions included, is the whole map's."""
+    whole = DpkgIndex.load(RootFS(fake_root))
+    expected = {path: whole.owned(path) for path in _ASKED}
+    index = DpkgIndex.load(RootFS(fake_root))
+    index.prime(primed)
+    assert {path: index.owned(path) for path in _ASKED} == expected
+    if primed == _ASKED:
+        assert index._owners is None  # answered from the primed paths alone
+    assert expected["/usr/bin/tool"] == ("wrapper", "/usr/bin/tool")
+    assert expected["/usr/bin/tool.real"] == ("tool", "/usr/bin/tool.real")
+
+
 # -- SBOM documents for a real binary ----------------------------------------------
 
 
