@@ -43,6 +43,7 @@ from pathlib import Path
 
 from scratchpack.errors import ScratchpackError
 from scratchpack.notes import warn
+from scratchpack.packages.control import NAME
 
 APT_ETC = Path("/etc/apt")
 OS_RELEASE = Path("/etc/os-release")
@@ -60,7 +61,7 @@ class PackageError(ScratchpackError):
 
 # Debian's grammar (policy 5.6.1, 5.6.7, 5.6.12): what a name, version or
 # architecture may be. A word outside it never reaches apt, a path or a source.
-NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+# NAME: scratchpack.packages.control's (a build reads names without importing apt).
 _EPOCH = r"(?:[0-9]+:)?"
 VERSION = re.compile(
     rf"{_EPOCH}[0-9][A-Za-z0-9.+~]*"  # no revision: no hyphen in the upstream part

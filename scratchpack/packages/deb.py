@@ -17,57 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scratchpack.packages.apt import PackageError
+from scratchpack.packages.control import Md5sums, parse_md5sums
 
 MAX_CONTROL_MEMBER = 4 << 20  # bytes of one control file (control, conffiles, a script)
 # md5sums lists every file: texlive's largest packages list ~100,000 (~10 MiB).
 MAX_MD5SUMS_MEMBER = 32 << 20
 _SCRIPTS = ("preinst", "postinst")
 _READ = ("control", "conffiles", "md5sums", *_SCRIPTS)  # the members read; not the others
-# One md5sums line as dpkg writes it: 32 hex digits, two spaces (or md5sum's " *"), the
-# path relative to the root. The path is checked apart (:func:`md5sums_path`).
-_MD5SUMS_LINE = re.compile(r"([0-9a-f]{32}) [ *](.+)")
-MAX_MD5SUMS_PATH = 4096  # PATH_MAX
-
-
-@dataclass(frozen=True)
-class Md5sums:
-    """A package's md5sums, checked: (digest, relative path) pairs, and how many lines
-    were not taken (malformed, or a path that is not a plain relative one)."""
-
-    lines: tuple[tuple[str, str], ...] = ()
-    skipped: int = 0
-
-
-def parse_md5sums(text: str) -> Md5sums:
-    """The well-formed lines of an md5sums file; the others counted, never taken.
-
-    A path must be relative, below the root (no ``..``, no ``.`` component) and
-    free of control characters: it is written into an image's record and read by
-    scanners, so nothing else passes.
-    """
-    lines: list[tuple[str, str]] = []
-    skipped = 0
-    for line in text.split("\n"):
-        if not line:
-            continue
-        match = _MD5SUMS_LINE.fullmatch(line)
-        path = md5sums_path(match.group(2)) if match else None
-        if match is None or path is None:
-            skipped += 1
-            continue
-        lines.append((match.group(1), path))
-    return Md5sums(tuple(lines), skipped)
-
-
-def md5sums_path(path: str) -> str | None:
-    """``path`` as an md5sums line names it (``usr/bin/curl``), or None when it is not one."""
-    path = path.removeprefix("./")
-    parts = path.split("/")
-    plain = all(part not in ("", ".", "..") for part in parts)
-    printable = all(ord(char) >= 0x20 and char != "\x7f" for char in path)
-    if not plain or not printable or len(path) > MAX_MD5SUMS_PATH:
-        return None
-    return path
 
 
 @dataclass(frozen=True)

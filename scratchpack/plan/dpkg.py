@@ -29,8 +29,7 @@ from dataclasses import dataclass
 
 from scratchpack.errors import InputError, printable
 from scratchpack.ld.rootfs import RootFS, open_regular
-from scratchpack.packages.apt import NAME
-from scratchpack.packages.deb import Md5sums, parse_md5sums
+from scratchpack.packages.control import NAME, Md5sums, parse_md5sums
 
 STATUS = "/var/lib/dpkg/status"
 STATUS_D = "/var/lib/dpkg/status.d"  # distroless's database: a paragraph file per package

@@ -22,7 +22,7 @@ from enum import Enum
 from scratchpack.errors import InputError
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.notes import warn
-from scratchpack.packages.apt import NAME
+from scratchpack.packages.control import NAME
 from scratchpack.packages.deb import paragraph_fields
 from scratchpack.packages.root import PackageRoot
 from scratchpack.plan.dpkg import DpkgIndex

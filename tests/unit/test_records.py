@@ -26,7 +26,8 @@ from scratchpack.image.media import Platform
 from scratchpack.ld.rootfs import RootFS
 from scratchpack.packages import deb as deb_module
 from scratchpack.packages.apt import PackageRef
-from scratchpack.packages.deb import md5sums_path, parse_md5sums, read_control
+from scratchpack.packages.control import md5sums_path, parse_md5sums
+from scratchpack.packages.deb import read_control
 from scratchpack.packages.root import unpack_packages
 from scratchpack.plan import dpkg
 from scratchpack.plan.dpkg import DpkgIndex
