@@ -205,6 +205,42 @@ def only_listed_suites_option(command: F) -> F:
     )(command)
 
 
+def registry_options(which: str = "") -> Callable[[F], F]:
+    """--registry-user, --registry-password-stdin, --insecure, --retries: how a push logs
+    in and how hard it tries (``which``: what they are for, in the help)."""
+    suffix = f" {which}" if which else ""
+
+    def apply(command: F) -> F:
+        for option in reversed(
+            [
+                click.option("--registry-user", metavar="USER", help=f"Registry user{suffix}."),
+                click.option(
+                    "--registry-password-stdin",
+                    is_flag=True,
+                    help="Read the --registry-user password from stdin.",
+                ),
+                click.option(
+                    "--insecure",
+                    is_flag=True,
+                    help=f"Allow a plain-HTTP or self-signed registry{suffix}.",
+                ),
+                click.option(
+                    "--retries",
+                    type=click.IntRange(0, 20),
+                    default=5,
+                    show_default=True,
+                    metavar="N",
+                    help="Retry a push step N times after 429, 5xx, a reset or a timeout "
+                    "(with backoff).",
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return apply
+
+
 def debug_variant_options(command: F) -> F:
     """--debug-shell, --debug-base, --busybox: how a debug variant gets its shell."""
     for option in reversed(
@@ -446,19 +482,7 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     metavar="REGISTRY/REPO:TAG",
     help="Upload the image straight to a registry (built-in writer, digest kept).",
 )
-@click.option("--registry-user", metavar="USER", help="Registry user for --push.")
-@click.option(
-    "--registry-password-stdin", is_flag=True, help="Read the --registry-user password from stdin."
-)
-@click.option("--insecure", is_flag=True, help="Allow a plain-HTTP registry for --push.")
-@click.option(
-    "--retries",
-    type=click.IntRange(0, 20),
-    default=5,
-    show_default=True,
-    metavar="N",
-    help="Retry a push step N times after 429, 5xx, a reset or a timeout (with backoff).",
-)
+@registry_options("for --push")
 @click.option(
     "--sbom",
     type=click.Path(dir_okay=False),
@@ -1035,19 +1059,7 @@ def attestations(image: str, insecure: bool, as_json: bool) -> None:
 @cli.command()
 @click.argument("source", metavar="SOURCE")
 @click.argument("reference", metavar="REGISTRY/REPO:TAG")
-@click.option("--registry-user", metavar="USER", help="Registry user; the password from stdin.")
-@click.option(
-    "--registry-password-stdin", is_flag=True, help="Read the --registry-user password from stdin."
-)
-@click.option("--insecure", is_flag=True, help="Allow a plain-HTTP or self-signed registry.")
-@click.option(
-    "--retries",
-    type=click.IntRange(0, 20),
-    default=5,
-    show_default=True,
-    metavar="N",
-    help="Retry a push step N times after 429, 5xx, a reset or a timeout (with backoff).",
-)
+@registry_options()
 @click.option("--json", "as_json", is_flag=True, help="Print what was pushed as JSON.")
 @clear_errors
 def push(source: str, reference: str, as_json: bool, **given: Any) -> None:
