@@ -37,7 +37,7 @@ from scratchpack.image.documents import MAX_DOCUMENT, parse_json
 from scratchpack.image.media import MediaType
 from scratchpack.image.model import Descriptor, Image, Layer
 from scratchpack.image.readers import ImageSaver, SourceFormat, SourceImage, open_image
-from scratchpack.image.unpack import UnpackReport, unpack, unpack_tars
+from scratchpack.image.unpack import ForwardReader, UnpackReport, unpack, unpack_tars
 from scratchpack.inroot import components
 
 _CHUNK = 1 << 20
@@ -206,9 +206,11 @@ class _SavedStream:
         source = outer.extractfile(member)
         assert source is not None  # a regular file
         hashing = HashingReader(source, algorithm, self.progress)  # type: ignore[arg-type]
+        forward = ForwardReader(hashing)
         try:
-            with tarfile.open(fileobj=hashing, mode="r|") as tar:
+            with tarfile.open(fileobj=forward, mode="r:") as tar:  # type: ignore[call-overload]
                 yield tar
+            forward.detach()  # what it read ahead is hashed; the rest is read here
             digest = hashing.drain()  # the end-of-archive blocks and any padding count too
         except tarfile.TarError as err:
             raise InputError(f"{where} is not a readable tar: {err}") from err
@@ -235,7 +237,7 @@ class _SavedStream:
         where = self.layer_where()
         self._check(key, digest, size, where)  # hashed when spooled: the file is ours since
         try:
-            with open(path, "rb") as stored, tarfile.open(fileobj=stored, mode="r|") as tar:
+            with open(path, "rb") as stored, tarfile.open(fileobj=stored, mode="r:") as tar:
                 yield tar
         except tarfile.TarError as err:
             raise InputError(f"{where} is not a readable tar: {err}") from err

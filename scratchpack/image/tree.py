@@ -34,6 +34,7 @@ def flattened_tree(image: Image, where: str) -> dict[str, Node]:
         cleared: set[str] = set()  # directories this layer's opaque markers cleared
         with layer.open_tar(f"{where}: layer {number}/{len(image.layers)}") as tar:
             for member in tar:
+                tar.members.clear()  # a streamed TarFile would keep every member read
                 parts = inside(member.name)
                 if not parts:
                     continue

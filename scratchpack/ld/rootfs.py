@@ -12,12 +12,14 @@ import errno
 import fnmatch
 import glob
 import os
+import posixpath
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from scratchpack.inroot import Node, NodeKind, WalkError, walk
-from scratchpack.lazyroot import LazyRoot
+from scratchpack.lazyroot import Entry, LazyRoot
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,13 @@ class PathStep:
     mode: int  # st_mode from lstat
     target: str | None  # the symlink's target, as written
     size: int = 0  # st_size from lstat
+
+
+class _IndexStat(NamedTuple):
+    """What a PathStep takes from an lstat, for a path of an index (not on disk)."""
+
+    st_mode: int
+    st_size: int
 
 
 def _kind(mode: int) -> NodeKind:
@@ -82,7 +91,8 @@ class RootFS:
         self.top = os.path.realpath(top) if top else "/"
         self.is_host = self.top == "/"
         self._real_cache: dict[str, str | None] = {}
-        # A root unpacked lazily: its regular files are created when looked up here.
+        # A root unpacked as an index: lookups read the index, and a path is made on
+        # disk (with its parents) when a host path of it is handed out.
         self.lazy = top.files if isinstance(top, LazyRoot) and not self.is_host else None
 
     def __repr__(self) -> str:
@@ -93,7 +103,23 @@ class RootFS:
         if self.is_host:
             return path
         real = self.realpath(path)
-        return None if real is None else self.top + real
+        if real is None:
+            return None
+        if self.lazy is not None:
+            self._materialize(real)
+        return self.top + real
+
+    def _materialize(self, real: str) -> None:
+        """Make canonical ``real`` on disk; a directory with the links in it, which callers
+        tell from its other entries by their host paths (``os.path.islink``, ``readlink``)."""
+        assert self.lazy is not None
+        self.lazy.materialize(real)
+        entry = self.lazy.entries.get(real)
+        if entry is not None and entry.is_dir:
+            prefix = real.rstrip("/") + "/"
+            for name in self.lazy.names(real):
+                if self.lazy.entries[prefix + name].is_link:
+                    self.lazy.materialize(prefix + name)
 
     def realpath(self, path: str) -> str | None:
         """In-root canonical path of absolute ``path``, or None when a component is missing."""
@@ -128,6 +154,9 @@ class RootFS:
         steps = self._walk(path)
         if steps is not None and steps and steps[-1].kind == "other":
             return None
+        if steps and self.lazy is not None:
+            for step in steps:  # every step's host path is handed out
+                self.lazy.materialize(step.path)
         return steps
 
     def _walk(self, path: str) -> list[PathStep] | None:
@@ -148,22 +177,54 @@ class RootFS:
 
     def _node(self, in_root: str) -> Node | None:
         host = in_root if self.is_host else self.top + in_root
+        if self.lazy is not None:
+            entry = self.lazy.entries.get(in_root)
+            if entry is None:
+                return None
+            info = (host, _IndexStat(entry.mode, entry.size))
+            if entry.is_link:
+                return Node(NodeKind.SYMLINK, str(entry.link), info)
+            return Node(NodeKind.DIR if entry.is_dir else NodeKind.FILE, None, info)
         try:
             info = os.lstat(host)
         except OSError:
-            if self.lazy is None or not self.lazy.materialize(in_root):
-                return None
-            info = os.lstat(host)
+            return None
         if stat.S_ISLNK(info.st_mode):
             return Node(NodeKind.SYMLINK, os.readlink(host), (host, info))
         return Node(_kind(info.st_mode), None, (host, info))
 
+    def _entry(self, path: str) -> tuple[str, Entry] | None:
+        """The canonical path and the index entry ``path`` leads to (an index root only)."""
+        assert self.lazy is not None
+        real = self.realpath(path)
+        entry = None if real is None else self.lazy.entries.get(real)
+        return None if real is None or entry is None else (real, entry)
+
+    def is_link(self, path: str) -> bool:
+        """Whether the last component of ``path`` is a symbolic link (its parents followed)."""
+        parent, name = posixpath.split(path)
+        real_parent = self.realpath(parent or "/")
+        if real_parent is None or not name:
+            return False
+        link = real_parent.rstrip("/") + "/" + name
+        if self.lazy is not None:
+            entry = self.lazy.entries.get(link)
+            return entry is not None and entry.is_link
+        return os.path.islink(link if self.is_host else self.top + link)
+
     def exists(self, path: str) -> bool:
+        if self.lazy is not None:
+            return self.realpath(path) is not None
         host = self.host_path(path)
         return host is not None and os.path.exists(host)
 
     def is_elf(self, path: str) -> bool:
         """Whether ``path`` is a regular file that starts like an ELF file."""
+        if self.lazy is not None:
+            try:
+                return self.read_bytes(path, 4) == b"\x7fELF"
+            except OSError:
+                return False
         host = self.host_path(path)
         if host is None or not os.path.isfile(host):
             return False
@@ -174,6 +235,9 @@ class RootFS:
             return False
 
     def is_dir(self, path: str) -> bool:
+        if self.lazy is not None:
+            found = self._entry(path)
+            return found is not None and found[1].is_dir
         host = self.host_path(path)
         return host is not None and os.path.isdir(host)
 
@@ -181,8 +245,14 @@ class RootFS:
         """The regular file's bytes (the first ``limit``), or None when absent or not a file.
 
         A FIFO or a device in the root must not block or stream forever: the file
-        is opened non-blocking and read only when it is a regular file.
+        is opened non-blocking and read only when it is a regular file. An index
+        root's file is read from its content file, not made on disk.
         """
+        if self.lazy is not None:
+            found = self._entry(path)
+            if found is None or not found[1].is_file:
+                return None
+            return self.lazy.read(found[0], limit)
         host = self.host_path(path)
         if host is None:
             return None
@@ -206,20 +276,21 @@ class RootFS:
             real_parent = self.realpath(parent)
             if real_parent is None:
                 continue
-            host_parent = self.top + real_parent if not self.is_host else real_parent
-            names = {
-                os.path.basename(host)
-                for host in glob.glob(os.path.join(glob.escape(host_parent), name_pattern))
-            }
-            names.update(self._lazy_matches(real_parent, name_pattern))
+            if self.lazy is not None:
+                names = set(self._index_matches(real_parent, name_pattern))
+            else:
+                host_parent = self.top + real_parent if not self.is_host else real_parent
+                names = {
+                    os.path.basename(host)
+                    for host in glob.glob(os.path.join(glob.escape(host_parent), name_pattern))
+                }
             matches.extend(parent.rstrip("/") + "/" + name for name in names)
         return sorted(matches)
 
-    def _lazy_matches(self, directory: str, name_pattern: str) -> list[str]:
-        """The lazy files of ``directory`` that glob(3) would match (dot files by a dot)."""
-        if self.lazy is None:
-            return []
-        names = self.lazy.names_in(directory)
+    def _index_matches(self, directory: str, name_pattern: str) -> list[str]:
+        """The names of ``directory`` that glob(3) would match (dot files by a dot)."""
+        assert self.lazy is not None
+        names = self.lazy.names(directory)
         if not glob.has_magic(name_pattern):
             return [name_pattern] if name_pattern in names else []
         return [
@@ -230,36 +301,65 @@ class RootFS:
         ]
 
     def listdir(self, path: str) -> list[str] | None:
-        """The names in directory ``path`` (lazy files too), sorted; None if it is not one."""
-        real = self.realpath(path)
+        """The names in directory ``path``, sorted; None if it is not one."""
+        if self.lazy is not None:
+            found = self._entry(path)
+            if found is None or not found[1].is_dir:
+                return None
+            return sorted(self.lazy.names(found[0]))
         host = self.host_path(path)
-        if real is None or host is None or not os.path.isdir(host):
+        if host is None or not os.path.isdir(host):
             return None
         try:
-            names = set(os.listdir(host))
+            return sorted(os.listdir(host))
         except OSError:
             return None
-        if self.lazy is not None:
-            names |= self.lazy.names_in(real)
-        return sorted(names)
 
     def walk(self, path: str) -> Iterator[tuple[str, list[str], list[str]]]:
-        """:func:`os.walk` of directory ``path`` on the host, lazy files among the files.
+        """:func:`os.walk` of directory ``path`` on the host (of the index, for an index root).
 
         The yielded ``dirs`` list may be pruned in place, as with os.walk;
         nothing is walked when ``path`` is not a directory.
         """
+        if self.lazy is not None:
+            found = self._entry(path)
+            if found is not None and found[1].is_dir:
+                yield from self._walk_index(found[0])
+            return
         host = self.host_path(path)
         if host is None or not os.path.isdir(host):
             return
-        for current, dirs, files in os.walk(host):
-            if self.lazy is not None:
-                in_root = current[len(self.top) :] or "/"
-                files = sorted({*files, *self.lazy.names_in(in_root)})
-            yield current, dirs, files
+        yield from os.walk(host)
+
+    def _walk_index(self, top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+        """os.walk's answers from the index: a link to a directory among the directories
+        (made on disk, for a caller's ``islink``), never walked into."""
+        assert self.lazy is not None
+        entries = self.lazy.entries
+        pending = [top]
+        while pending:
+            current = pending.pop()
+            prefix = current.rstrip("/") + "/"
+            dirs: list[str] = []
+            files: list[str] = []
+            for name in self.lazy.names(current):
+                entry = entries[prefix + name]
+                if entry.is_dir:
+                    dirs.append(name)
+                elif entry.is_link and self.is_dir(prefix + name):
+                    self.lazy.materialize(prefix + name)
+                    dirs.append(name)
+                else:
+                    files.append(name)
+            yield self.top + current, dirs, files
+            pending.extend(
+                prefix + name
+                for name in reversed(dirs)
+                if (entry := entries.get(prefix + name)) is not None and entry.is_dir
+            )
 
     def materialize_tree(self, path: str) -> None:
-        """Create every lazy file below ``path``: a tree about to be read file by file."""
+        """Make everything below ``path`` on disk: a tree about to be read file by file."""
         real = self.realpath(path)
         if self.lazy is not None and real is not None:
             self.lazy.materialize_under(real)

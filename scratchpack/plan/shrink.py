@@ -377,16 +377,15 @@ def _under(path: str, tops: Iterable[str]) -> bool:
 
 def _tree(root: RootFS, path: str) -> list[str]:
     """``path`` and, for a directory (not a link to one), everything below it."""
-    host = root.host_path(path)
-    parent, name = posixpath.split(path)
-    real_parent = root.realpath(parent)
     paths = [path]
-    if host is None or real_parent is None or not os.path.isdir(host):
+    if not root.is_dir(path):
         return paths
-    if os.path.islink(root.top + real_parent.rstrip("/") + "/" + name):
+    if root.is_link(path):
         return paths  # a link to a directory: the link (and its target) only
+    host = None
     for current, dirs, files in root.walk(path):
         dirs.sort()
+        host = host or current
         relative = os.path.relpath(current, host)
         below = path if relative == "." else f"{path}/{relative}"
         paths += [f"{below}/{name}" for name in sorted(dirs + files)]

@@ -250,6 +250,8 @@ def test_unprivileged_unpack(tmp_path: Path) -> None:
             lazy = unpack(source.image, Path("{work}/lazy"), lazy=Path("{work}/w/contents"))
             fs = RootFS(LazyRoot("{work}/lazy", lazy.lazy))
             assert fs.read_bytes("/ro/b") == b"b" and fs.listdir("/ro") == ["b"]
+            assert not os.path.lexists("{work}/lazy/ro")  # read from the index only
+            assert open(fs.host_path("/ro/b"), "rb").read() == b"b"  # made in a 0555 directory
             assert stat.S_IMODE(os.stat("{work}/lazy/ro").st_mode) == 0o555
             assert stat.S_IMODE(os.stat(fs.host_path("/suid")).st_mode) == 0o4755
             print(os.geteuid())
