@@ -26,7 +26,6 @@ from scratchpack import __version__
 from scratchpack.errors import InputError
 from scratchpack.image import tarstream
 from scratchpack.image.config import ImageConfig
-from scratchpack.image.writer import entry_members
 from scratchpack.plan.entries import Entry
 from scratchpack.plan.rootplan import write_tree
 
@@ -256,7 +255,7 @@ def context_stream(entries: list[Entry], dockerfile: str) -> Context:
     data = dockerfile.encode()
     members = [tarstream.Member(tarstream.regular("Dockerfile", len(data)), data=data)]
     for directory, placed in _context_entries(entries).items():
-        members.extend(entry_members(placed, 0, directory))
+        members.extend(tarstream.entry_members(placed, 0, directory))
     return Context(tarstream.size(members), tarstream.chunks(members))
 
 

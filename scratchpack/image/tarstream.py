@@ -11,12 +11,14 @@ are those ``tarfile`` would write.
 from __future__ import annotations
 
 import contextlib
+import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from scratchpack.errors import InputError
+from scratchpack.plan.entries import Entry, EntryKind
 
 BLOCK = tarfile.BLOCKSIZE
 CHUNK = 1 << 20
@@ -106,3 +108,43 @@ def write(members: Iterable[Member], sink: BinaryIO) -> int:
         sink.write(data)
         size += len(data)
     return size
+
+
+# -- plan entries as members (the writer's layers and the engine's build context) ----
+
+
+def entry_info(entry: Entry, epoch: int, prefix: str = "") -> tarfile.TarInfo:
+    """A plan entry's tar header, normalised: its mode and owner, no names, one mtime."""
+    info = tarfile.TarInfo(prefix + entry.path.lstrip("/"))
+    info.mtime = epoch
+    info.mode = entry.mode
+    info.uid, info.gid = entry.uid, entry.gid
+    info.uname = info.gname = ""
+    if entry.xattrs:
+        # PAX SCHILY.xattr records: how Docker, containerd and GNU tar carry them.
+        info.pax_headers = {
+            f"SCHILY.xattr.{name}": value.decode("utf-8", "surrogateescape")
+            for name, value in entry.xattrs
+        }
+    if entry.kind is EntryKind.DIR:
+        info.type = tarfile.DIRTYPE
+    elif entry.kind is EntryKind.SYMLINK:
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.target or ""
+        info.mode = 0o777
+    elif entry.data is not None:
+        info.size = len(entry.data)
+    else:
+        assert entry.source is not None
+        info.size = os.stat(entry.source).st_size
+    return info
+
+
+def entry_members(entries: Iterable[Entry], epoch: int, prefix: str = "") -> Iterator[Member]:
+    """The tar members of plan entries, in the order given."""
+    for entry in entries:
+        info = entry_info(entry, epoch, prefix)
+        if entry.kind is EntryKind.FILE:
+            yield Member(info, data=entry.data, source=entry.source)
+        else:
+            yield Member(info)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -33,7 +32,8 @@ from scratchpack.image.config import config_document, history_entry
 from scratchpack.image.digest import Digest, HashingReader, HashingWriter, sha256_digest
 from scratchpack.image.media import Compression, MediaType, Platform
 from scratchpack.image.model import Descriptor, FileBlob, Image, Layer
-from scratchpack.plan.entries import Entry, EntryKind
+from scratchpack.image.tarstream import entry_members
+from scratchpack.plan.entries import Entry
 
 # Level 1: 3.4x faster than 6 on a glibc closure for 8% more bytes (15.1 MB of
 # libraries: 0.19 s / 6.68 MB against 0.66 s / 6.19 MB) — the writer must beat
@@ -42,45 +42,6 @@ GZIP_LEVEL = 1
 # Level 3 (zstd's default): on 61 MB of libraries 0.49 s / 20.3 MB, where gzip level 1
 # takes 1.45 s / 22.2 MB and zstd level 1 0.27 s / 22.1 MB; it decompresses 3x faster.
 ZSTD_LEVEL = 3
-
-
-def entry_info(entry: Entry, epoch: int, prefix: str = "") -> tarfile.TarInfo:
-    """A plan entry's tar header, normalised: its mode and owner, no names, one mtime."""
-    info = tarfile.TarInfo(prefix + entry.path.lstrip("/"))
-    info.mtime = epoch
-    info.mode = entry.mode
-    info.uid, info.gid = entry.uid, entry.gid
-    info.uname = info.gname = ""
-    if entry.xattrs:
-        # PAX SCHILY.xattr records: how Docker, containerd and GNU tar carry them.
-        info.pax_headers = {
-            f"SCHILY.xattr.{name}": value.decode("utf-8", "surrogateescape")
-            for name, value in entry.xattrs
-        }
-    if entry.kind is EntryKind.DIR:
-        info.type = tarfile.DIRTYPE
-    elif entry.kind is EntryKind.SYMLINK:
-        info.type = tarfile.SYMTYPE
-        info.linkname = entry.target or ""
-        info.mode = 0o777
-    elif entry.data is not None:
-        info.size = len(entry.data)
-    else:
-        assert entry.source is not None
-        info.size = os.stat(entry.source).st_size
-    return info
-
-
-def entry_members(
-    entries: Iterable[Entry], epoch: int, prefix: str = ""
-) -> Iterator[tarstream.Member]:
-    """The tar members of plan entries, in the order given."""
-    for entry in entries:
-        info = entry_info(entry, epoch, prefix)
-        if entry.kind is EntryKind.FILE:
-            yield tarstream.Member(info, data=entry.data, source=entry.source)
-        else:
-            yield tarstream.Member(info)
 
 
 class BlobStore:
