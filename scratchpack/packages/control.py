@@ -14,6 +14,7 @@ NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # a Debian package name (Policy 5.6.
 # path relative to the root. The path is checked apart (:func:`md5sums_path`).
 _MD5SUMS_LINE = re.compile(r"([0-9a-f]{32}) [ *](.+)")
 MAX_MD5SUMS_PATH = 4096  # PATH_MAX
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a C0 control character, or DEL
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def md5sums_path(path: str) -> str | None:
     path = path.removeprefix("./")
     parts = path.split("/")
     plain = all(part not in ("", ".", "..") for part in parts)
-    printable = all(ord(char) >= 0x20 and char != "\x7f" for char in path)
+    printable = _CONTROL.search(path) is None
     if not plain or not printable or len(path) > MAX_MD5SUMS_PATH:
         return None
     return path

@@ -442,9 +442,13 @@ def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> list[str]:
     return lines
 
 
+_FIELDS = ("Package:", "Architecture:", "Status:", "Source:", "Version:")  # the ones read
+
+
 def _paragraphs(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], str]]:
     """The stanzas of a deb822 file, each at most :data:`MAX_PARAGRAPH_BYTES`: the
-    fields, and the stanza's text as written (for the image's records).
+    fields this module reads (:data:`_FIELDS`), and the stanza's text as written (for
+    the image's records); a stanza of continuation lines alone is none.
 
     A line of blanks ends a stanza, as in Debian's parsers; continuation lines
     are left out of the fields (no field needed has them) but kept in the text.
@@ -452,23 +456,26 @@ def _paragraphs(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], str]]:
     fields: dict[str, str] = {}
     text: list[str] = []
     size = 0
+    named = False  # a field line was seen
     for line in lines:
-        if not line.strip():
-            if fields:
-                yield fields, "".join(text)
-            fields, text, size = {}, [], 0
+        if not line or line.isspace():  # what str.strip() would leave empty
+            if named:
+                yield fields, "\n".join(text) + "\n"
+            fields, text, size, named = {}, [], 0, False
             continue
         size += len(line) + 1
         if size > MAX_PARAGRAPH_BYTES:
             raise InputError(
                 f"{STATUS}: a paragraph of more than {_size(MAX_PARAGRAPH_BYTES)}, not read"
             )
-        text.append(line + "\n")
+        text.append(line)
         if line[0] not in " \t":
-            name, _, value = line.partition(":")
-            fields.setdefault(name, value.strip())
-    if fields:
-        yield fields, "".join(text)
+            named = True
+            if line.startswith(_FIELDS):
+                name, _, value = line.partition(":")
+                fields.setdefault(name, value.strip())
+    if named:
+        yield fields, "\n".join(text) + "\n"
 
 
 def _diversions(root: RootFS) -> list[tuple[str, str, str]]:
