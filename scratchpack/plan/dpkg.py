@@ -442,7 +442,8 @@ def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> list[str]:
     return lines
 
 
-_FIELDS = ("Package:", "Architecture:", "Status:", "Source:", "Version:")  # the ones read
+_FIELD_NAMES = ("Package", "Architecture", "Status", "Source", "Version")  # the ones read
+_FIELDS = tuple(f"{name}:" for name in _FIELD_NAMES)
 
 
 def _paragraphs(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], str]]:
@@ -471,7 +472,7 @@ def _paragraphs(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], str]]:
         text.append(line)
         if line[0] not in " \t":
             named = True
-            if line.startswith(_FIELDS):
+            if line.startswith(_FIELDS) or line in _FIELD_NAMES:  # no colon: claimed, empty
                 name, _, value = line.partition(":")
                 fields.setdefault(name, value.strip())
     if named:
