@@ -480,12 +480,21 @@ def _checked_lately(key: str, image_id: str) -> bool:
 
 
 def _mark_checked(key: str, image_id: str) -> None:
-    """Remember that ``key`` resolved to ``image_id`` now (a cache not writable: ask each time)."""
+    """Remember that ``key`` resolved to ``image_id`` now (a cache not writable: ask each time).
+
+    Written beside the stamp under a name of its own, created afresh and never through a
+    link, then renamed over it: a half-written or planted stamp is never read as one.
+    """
+    import secrets
+
     stamp = _check_stamp(key)
-    partial = stamp.with_name(f"{stamp.name}.{os.getpid()}.part")
+    partial = stamp.with_name(f".{stamp.name}.{secrets.token_hex(8)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(image_id + "\n", encoding="ascii")
+        descriptor = os.open(partial, flags, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(image_id.encode("ascii", "replace") + b"\n")
         os.replace(partial, stamp)
     except OSError:
         with contextlib.suppress(OSError):

@@ -112,3 +112,29 @@ def test_a_cache_that_cannot_be_written_checks_every_time(
     monkeypatch.setenv("SCRATCHPACK_CACHE", str(tmp_path / "file"))  # not a directory
     assert not _ensure().cached
     assert not _ensure().cached and engine_images["resolved"] == 2
+
+
+def test_an_image_id_that_is_not_ascii_is_no_internal_error(engine_images: dict) -> None:
+    engine_images["next"] = "sha256:\xe9t\xe9"  # the engine's word
+    assert not _ensure().cached
+    assert not _ensure().cached  # recorded as something else: asked again, never trusted
+
+
+def test_a_planted_link_at_the_stamps_partial_name_is_not_written_through(
+    engine_images: dict, tmp_path: Path
+) -> None:
+    _ensure()
+    (stamp,) = (tmp_path / "cache" / "tools").iterdir()
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    stamp.unlink()
+    stamp.symlink_to(victim)  # the stamp itself a link: replaced, not written through
+    _age_stamps_no_follow(stamp)
+    _ensure()
+    assert victim.read_text() == "mine\n"
+    assert not stamp.is_symlink()
+
+
+def _age_stamps_no_follow(stamp: Path) -> None:
+    then = time.time() - debug.TOOLS_MAX_AGE - 60
+    os.utime(stamp, (then, then), follow_symlinks=False)
