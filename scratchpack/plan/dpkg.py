@@ -131,13 +131,14 @@ class DpkgIndex:
         vendor, distro = _os_release(root)
         packages: dict[str, Package] = {}
         paragraphs: dict[str, str] = {}
+        listed = set(root.listdir(info_dir) or ())  # one listing, not a failed stat per name
         for package, paragraph in _installed(root, vendor, distro):
             name, arch = package.name, package.architecture
             # Multi-Arch: same packages (and every package on a multiarch-converted
             # system) list their files as name:arch.list, the rest as name.list.
             keys = [f"{name}:{arch}"] if _ARCH.match(arch) else []
             for key in [*keys, name]:
-                if _is_file(root, f"{info_dir}/{key}.list"):
+                if f"{key}.list" in listed and _is_file(root, f"{info_dir}/{key}.list"):
                     packages[key] = package
                     paragraphs[key] = paragraph
                     break
