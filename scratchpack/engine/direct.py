@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -112,6 +113,10 @@ class BadAnswer(ConnectionError):
 _MAX_HEAD_LINE = 64 << 10  # a status line, a header or a chunk's size line
 _MAX_HEADERS = 100
 _PIECE = 1 << 16  # what one read of the body returns at most
+_MAX_INTERIM = 10  # interim (1xx) answers skipped before the final one
+_MAX_DIGITS = 19  # of a Content-Length (int() refuses more than 4300)
+_STATUS = re.compile(rb"[1-9][0-9][0-9]")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # int(x, 16) takes signs, 0x, _ and spaces too
 
 
 class _Exchange:
@@ -155,31 +160,50 @@ class _Exchange:
 
     def answer(self, method: str) -> tuple[int, Iterator[bytes]]:
         """The status, and the body as it arrives (framed by its length or its chunks)."""
-        first = self.stream.readline(_MAX_HEAD_LINE + 1)
-        if not first:
-            raise NoAnswer("the engine closed the connection without answering")
-        words = first.split(None, 2) if first.endswith(b"\n") else []
-        if len(words) < 2 or not words[0].startswith(b"HTTP/1.") or not words[1].isdigit():
-            raise BadAnswer("the answer is not HTTP/1.x")
-        status = int(words[1])
-        headers: dict[str, str] = {}
-        for count in range(_MAX_HEADERS + 1):
-            if not (line := self._line()):
-                break
-            if count == _MAX_HEADERS:
-                raise BadAnswer("the answer has too many headers")
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
+        status, headers = self._final_head()
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return status, iter(())
         if "chunked" in headers.get("transfer-encoding", "").lower():
             return status, self._chunks()
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit() and len(length) <= _MAX_DIGITS):
                 raise BadAnswer("the answer's length is not a number")
             return status, self._sized(int(length))
         return status, self._to_the_end()
+
+    def _final_head(self) -> tuple[int, dict[str, str]]:
+        """The status line and headers of the answer, past any interim (1xx) ones a
+        server may send first (101 is final: the connection is no longer HTTP)."""
+        for interim in range(_MAX_INTERIM + 1):
+            status = self._status(first=interim == 0)
+            headers = self._headers()
+            if not 100 <= status < 200 or status == 101:
+                return status, headers
+        raise BadAnswer("the answer has too many interim answers")
+
+    def _status(self, first: bool) -> int:
+        line = self.stream.readline(_MAX_HEAD_LINE + 1)
+        if not line and first:
+            raise NoAnswer("the engine closed the connection without answering")
+        if not line:
+            raise AnswerCut("the answer ended after an interim answer")
+        words = line.split(None, 2) if line.endswith(b"\n") else []
+        if len(words) < 2 or not words[0].startswith(b"HTTP/1.") or not _STATUS.fullmatch(words[1]):
+            raise BadAnswer("the answer is not HTTP/1.x")
+        return int(words[1])
+
+    def _headers(self) -> dict[str, str]:
+        """Header (or trailer) lines up to the empty one, at most ``_MAX_HEADERS``."""
+        headers: dict[str, str] = {}
+        for count in range(_MAX_HEADERS + 1):
+            if not (line := self._line()):
+                return headers
+            if count == _MAX_HEADERS:
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        raise BadAnswer("the answer has too many headers")
 
     def _sized(self, left: int) -> Iterator[bytes]:
         while left:
@@ -191,14 +215,12 @@ class _Exchange:
 
     def _chunks(self) -> Iterator[bytes]:
         while True:
-            size_word = self._line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_word, 16)
-            except ValueError:
-                raise BadAnswer("a chunk's size is not a number") from None
+            size_word = self._line().split(b";", 1)[0].rstrip(b" \t")  # space before ;ext
+            if not _CHUNK_SIZE.fullmatch(size_word):
+                raise BadAnswer("a chunk's size is not a number")
+            size = int(size_word, 16)
             if size == 0:
-                while self._line():  # trailers, up to the empty line
-                    pass
+                self._headers()  # trailers, up to the empty line
                 return
             yield from self._sized(size)
             if self._line():

@@ -103,19 +103,41 @@ def test_a_chunked_answer_is_read_whole_and_a_cut_one_is_lost(tmp_path: Path) ->
         (b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n", "not HTTP"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not HTTP"),
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 << 10) + b"\r\n\r\n", "not HTTP"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nab", "not HTTP"),  # "2" in latin-1
+        (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", "not HTTP"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + b"T: x\r\n" * 200,
+            "not HTTP",
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 11 + b"HTTP/1.1 200 OK\r\n\r\n", "not HTTP"),
+        (b"HTTP/1.1 100 Continue\r\n" + b"X: y\r\n" * 200 + b"\r\n", "not HTTP"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", "ended in the middle"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "not HTTP"),
     ],
 )
 def test_an_answer_that_is_not_http_is_an_engine_error_in_words(
     tmp_path: Path, answer: bytes, words: str
 ) -> None:
     """Whatever answers on the socket, the error is one line in words, never a traceback."""
-    path = tmp_path / "odd.sock"
+    failure = _failure(tmp_path / "odd.sock", answer)
+    assert words in failure and "\n" not in failure
+
+
+def _failure(path: Path, answer: bytes) -> str:
+    """The engine error a call gets when ``answer`` comes back, in words."""
     serve_once(path, answer)
     api = DirectAPI(str(path))
     api.answered = True  # it answered before: a failure now means it went wrong
     with pytest.raises(EngineError) as caught:
         api.call("GET", "/x", "while testing")
-    assert words in str(caught.value) and "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def _answered(path: Path, answer: bytes) -> tuple[int, bytes]:
+    """The status and the whole body a request gets when ``answer`` comes back."""
+    serve_once(path, answer)
+    status, body = DirectAPI(str(path)).request("POST", "/x", "while testing")
+    return status, b"".join(body)
 
 
 def test_a_request_body_of_unknown_length_goes_in_chunks(tmp_path: Path) -> None:
@@ -143,3 +165,30 @@ def test_a_request_body_of_unknown_length_goes_in_chunks(tmp_path: Path) -> None
     thread.join(timeout=5)
     head, _, sent = bytes(received).partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head and sent == b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "size", [b"-2", b"0x2", b"+2", b"1_0", b" 2", b"2 2", b"\xb2", b"", b"0" * 16 + b"2"]
+)
+def test_a_chunk_size_is_hex_digits_and_nothing_else(tmp_path: Path, size: bytes) -> None:
+    """``int(x, 16)`` takes a sign, a 0x, underscores and spaces; a negative size read to the
+    end of the stream. A chunk's size is 1 to 16 hex digits (an extension may follow)."""
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    failure = _failure(tmp_path / "chunk.sock", chunked + size + b"\r\nab\r\n0\r\n\r\n" + b"x" * 99)
+    assert "not HTTP" in failure and "\n" not in failure
+
+
+def test_longest_chunk_size_and_an_extension_are_read(tmp_path: Path) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = b"000000000000000A ; name=value\r\n0123456789\r\n0\r\n\r\n"
+    assert _answered(tmp_path / "chunk.sock", chunked + chunks) == (200, b"0123456789")
+
+
+def test_interim_answers_are_skipped_for_the_final_one(tmp_path: Path) -> None:
+    """A ``100 Continue`` (or any 1xx but 101) is not the answer: its headers are read and
+    the next status line is the one that counts."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX: y\r\n\r\n"
+    final = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+    assert _answered(tmp_path / "interim.sock", interim + final) == (201, b"{}")
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n\r\nraw"
+    assert _answered(tmp_path / "switching.sock", switching) == (101, b"")  # final: not HTTP now
