@@ -476,14 +476,21 @@ def _attachments(
 ) -> tuple[list[StoredArtifact], list[str]]:
     """The artifacts ``index.json`` lists beside the images whose ``subject`` is one of them;
     one printable line for each other artifact. A layout is another party's: one junk
-    entry costs its own artifact, never the push."""
+    entry costs its own artifact, never the push; an entry naming a digest an earlier one
+    named is the same content, and is not read again."""
     found: list[StoredArtifact] = []
     left: list[str] = []
+    blobs = _LayoutBlobs(locate)
+    seen: set[str] = set()
     for number, descriptor in enumerate(_listed(index), 1):
         named = descriptor.get("digest") if isinstance(descriptor, dict) else None
+        if isinstance(named, str):
+            if named in seen:
+                continue
+            seen.add(named)
         what = f"the artifact {named}" if isinstance(named, str) else f"index.json entry {number}"
         try:
-            artifact = _layout_artifact(locate, descriptor, subjects)
+            artifact = _layout_artifact(blobs, descriptor, subjects)
         except InputError as err:
             left.append(printable(f"{where}: {what} is not pushed: {err}"))
             continue
@@ -492,7 +499,9 @@ def _attachments(
     return found, left
 
 
-def _layout_artifact(locate: Locate, descriptor: Any, subjects: Set[str]) -> StoredArtifact | None:
+def _layout_artifact(
+    blobs: _LayoutBlobs, descriptor: Any, subjects: Set[str]
+) -> StoredArtifact | None:
     """One ``index.json`` entry: an artifact about one of ``subjects``, None for an image or
     an index; anything else an :class:`InputError` saying why it stays behind."""
     if not isinstance(descriptor, dict):
@@ -501,7 +510,7 @@ def _layout_artifact(locate: Locate, descriptor: Any, subjects: Set[str]) -> Sto
     if kind is not None and kind.is_index:
         return None  # the index of platforms: pushed as the image
     digest = Digest.parse(descriptor.get("digest"), "its digest")
-    data = _layout_blob(locate, digest, descriptor.get("size"), MAX_ARTIFACT_MANIFEST)
+    data = _layout_blob(blobs.locate, digest, descriptor.get("size"), MAX_ARTIFACT_MANIFEST)
     manifest = json_object(parse_json(bytes(data), "its manifest"), "its manifest")
     if not {"subject", "artifactType"} & (manifest.keys() | descriptor.keys()):
         return None  # an image: the pushed one, or one this push leaves alone
@@ -520,9 +529,9 @@ def _layout_artifact(locate: Locate, descriptor: Any, subjects: Set[str]) -> Sto
     artifact_type = manifest.get("artifactType", config.get("mediaType"))
     if not isinstance(artifact_type, str) or not _MEDIA_TYPE.fullmatch(artifact_type):
         raise InputError("its artifactType is not a media type")
-    blobs = tuple(_checked_blob(locate, one) for one in (config, *layers))
+    checked = tuple(blobs.checked(one) for one in (config, *layers))
     return StoredArtifact(
-        str(digest), bytes(data), str(about), artifact_type, _predicate(layers), blobs
+        str(digest), bytes(data), str(about), artifact_type, _predicate(layers), checked
     )
 
 
@@ -533,16 +542,36 @@ def _predicate(layers: list[Any]) -> str | None:
     return named if isinstance(named, str) and _PREDICATE_TYPE.fullmatch(named) else None
 
 
-def _checked_blob(locate: Locate, descriptor: Any) -> tuple[str, int, Blob]:
-    """A blob of an artifact: in the layout or archive, its size and hash as named."""
-    if not isinstance(descriptor, dict):
-        raise InputError("a blob that is not a descriptor")
-    digest = Digest.parse(descriptor.get("digest"), "a blob")
-    size = descriptor.get("size")
-    if not isinstance(size, int) or not 0 <= size <= MAX_ARTIFACT_BLOB:
-        raise InputError(f"the blob {digest} has no size, or more than {MAX_ARTIFACT_BLOB} bytes")
-    _layout_blob(locate, digest, size, MAX_ARTIFACT_BLOB, keep=False)
-    return str(digest), size, locate(digest.blob_path)[0]
+@dataclass(frozen=True)
+class _LayoutBlobs:
+    """The blobs of a layout's artifacts, each read and hashed once however many artifacts
+    name it: a hostile layout names one 64 MB blob in every layer of every entry."""
+
+    locate: Locate
+    outcomes: dict[str, int | InputError] = dataclasses.field(default_factory=dict)
+
+    def checked(self, descriptor: Any) -> tuple[str, int, Blob]:
+        """A blob of an artifact: in the layout or archive, its size and hash as named."""
+        if not isinstance(descriptor, dict):
+            raise InputError("a blob that is not a descriptor")
+        digest = Digest.parse(descriptor.get("digest"), "a blob")
+        size = descriptor.get("size")
+        if not isinstance(size, int) or not 0 <= size <= MAX_ARTIFACT_BLOB:
+            raise InputError(
+                f"the blob {digest} has no size, or more than {MAX_ARTIFACT_BLOB} bytes"
+            )
+        outcome = self.outcomes.get(str(digest))
+        if outcome is None:
+            try:
+                outcome = _read_blob(self.locate, digest, MAX_ARTIFACT_BLOB, keep=False)[1]
+            except InputError as err:
+                outcome = err
+            self.outcomes[str(digest)] = outcome
+        if isinstance(outcome, InputError):
+            raise InputError(str(outcome))
+        if outcome != size:
+            raise InputError(f"the blob {digest} has {outcome} bytes, not {size}")
+        return str(digest), size, self.locate(digest.blob_path)[0]
 
 
 def _layout_blob(
@@ -550,6 +579,14 @@ def _layout_blob(
 ) -> bytearray:
     """The blob's bytes (``keep``), read within ``limit`` and checked against its digest
     and, when named, its size."""
+    data, read = _read_blob(locate, digest, limit, keep)
+    if isinstance(size, int) and size != read:
+        raise InputError(f"the blob {digest} has {read} bytes, not {size}")
+    return data
+
+
+def _read_blob(locate: Locate, digest: Digest, limit: int, keep: bool) -> tuple[bytearray, int]:
+    """The blob's bytes (``keep``) and its size, read within ``limit``, hash-checked."""
     hasher = digest.hasher()
     data = bytearray()
     read = 0
@@ -563,9 +600,7 @@ def _layout_blob(
                 raise InputError(f"the blob {digest} is larger than {limit} bytes")
     if hasher.hexdigest() != digest.hex:
         raise InputError(f"the blob {digest} does not match its digest")
-    if isinstance(size, int) and size != read:
-        raise InputError(f"the blob {digest} has {read} bytes, not {size}")
-    return data
+    return data, read
 
 
 def _located_bytes(locate: Locate, name: str, limit: int, where: str) -> bytes:

@@ -8,9 +8,12 @@ not one, a control character in an artifact type, a subject that is not a digest
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,8 @@ import pytest
 from scratchpack.commands.attestations import run_attestations
 from scratchpack.image.attest import Artifact, Attested, BuildFacts, attestations
 from scratchpack.image.layout import write_layout
-from scratchpack.image.model import Image
-from scratchpack.image.registry import PushError, push_layout
+from scratchpack.image.model import FileBlob, Image
+from scratchpack.image.registry import PushError, open_source, push_layout
 from scratchpack.notes import collecting
 from tests.fake_registry import (
     Servers,
@@ -138,6 +141,73 @@ def test_malformed_artifacts_are_named_and_left_behind(
         assert "\n" not in line and "\x1b" not in line and "not pushed" in line
     assert b'{"lie": 2}' not in registry.blobs.values()
     assert b'{"linked": 1}' not in registry.blobs.values()
+
+
+def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How often each blob file is opened (each open is one read, one hash)."""
+    opened: Counter[str] = Counter()
+    real_open = FileBlob.open
+
+    @contextlib.contextmanager
+    def counted(self: FileBlob) -> Iterator[Any]:
+        opened[self.path.name] += 1
+        with real_open(self) as stream:
+            yield stream
+
+    monkeypatch.setattr(FileBlob, "open", counted)
+    return opened
+
+
+def _sharing(layout: Path, subject: str, shared: dict[str, Any], count: int) -> list[Any]:
+    """``count`` artifacts, each listing the blob ``shared`` many times, each entry twice."""
+    entries = []
+    for number in range(count):
+        document = {"mediaType": IN_TOTO, **_blob(layout, b'{"n": %d}' % number)}
+        layers = [document, *[{"mediaType": IN_TOTO, **shared}] * 15]
+        entries += [_artifact(layout, subject, layers=layers)] * 2
+    return entries
+
+
+def test_a_blob_many_entries_list_is_hashed_once(
+    servers: Servers, image: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries listing the same artifact, artifacts listing the same blob: every blob is
+    read and hashed once, however often it is named (not 64 MB times 1024 entries times
+    16 layers), and each artifact goes up once."""
+    layout, attached = _layout(image, tmp_path / "layout")
+    subject = image.manifest_descriptor.digest
+    shared = _blob(layout, os.urandom(1 << 20))
+    entries = _sharing(layout, subject, shared, 20)
+    for entry in entries:
+        _add(layout, entry)
+    opened = _counting_opens(monkeypatch)
+    source = open_source(layout, tmp_path / "work")
+    assert not source.left and opened[shared["digest"][7:]] == 1
+    assert all(opened[one["digest"][7:]] == 1 for one in entries)
+    digests = [one.digest for one in source.attachments]
+    assert len(digests) == len(set(digests)) == len(attached) + 20
+    registry = StoringRegistry(referrers_api=True)
+    address, _handler = servers.serve("127.0.0.1", registry)
+    _result, warnings = _push(layout, address)
+    assert not warnings and {one["digest"] for one in entries} <= set(registry.manifests)
+
+
+def test_a_corrupt_blob_many_entries_list_is_hashed_once(
+    image: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob that fails its check fails it once: each artifact listing it stays behind,
+    named once, without reading it again."""
+    layout, _attached = _layout(image, tmp_path / "layout")
+    subject = image.manifest_descriptor.digest
+    shared = _blob(layout, os.urandom(1 << 20))
+    (layout / "blobs/sha256" / shared["digest"][7:]).write_bytes(os.urandom(1 << 20))
+    entries = _sharing(layout, subject, shared, 5)
+    for entry in entries:
+        _add(layout, entry)
+    opened = _counting_opens(monkeypatch)
+    source = open_source(layout, tmp_path / "work")
+    assert opened[shared["digest"][7:]] == 1 and len(source.left) == 5
+    assert all("does not match its digest" in line for line in source.left)
 
 
 # --- what goes up ----------------------------------------------------------------------------
