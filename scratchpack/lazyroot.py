@@ -72,15 +72,19 @@ class RootIndex:
         self._reader: int | None = None
         self._end = 0
         self.entries: dict[str, Entry] = {"/": _ROOT}
-        # Directory -> the names placed in it. A removed name stays until the directory
-        # goes (the entries are the truth): removal never searches a list.
-        self._children: dict[str, list[str]] = {}
+        # Directory -> the names placed in it, each once (a dict keeps their order). A
+        # removed name stays until the directory goes (the entries are the truth):
+        # removal never searches, and a name placed again and again is kept once.
+        self._children: dict[str, dict[str, None]] = {}
         self.xattrs: dict[str, dict[str, bytes]] = {}
         self.root_recorded = False  # a layer gave "/" an entry of its own
         self._owners: dict[tuple[int, int], tuple[int, int]] = {}
         self._inodes = 0
         self._made: set[str] = {"/"}  # paths created on disk
         self._made_inodes: dict[int, str] = {}  # inode -> the path that holds it on disk
+        # Counts the removals and replacements of directories and links: what a path
+        # with a link on its way leads to changes only then (see _IndexUnpacker).
+        self.changes = 0
 
     # -- building ------------------------------------------------------------------------
 
@@ -91,9 +95,12 @@ class RootIndex:
 
     def put(self, path: str, entry: Entry) -> None:
         """Place ``entry`` at canonical ``path`` (its parent is a directory of the index)."""
-        if self.entries.get(path) is None:
+        existing = self.entries.get(path)
+        if existing is None:
             parent, _, name = path.rpartition("/")
-            self._children.setdefault(parent or "/", []).append(sys.intern(name))
+            self._children.setdefault(parent or "/", {}).setdefault(sys.intern(name))
+        elif existing.is_link or (existing.is_dir and not entry.is_dir):
+            self.changes += 1
         self.entries[path] = entry
 
     def new_file(self, source: IO[bytes] | None, size: int) -> tuple[int, int, int]:
@@ -117,8 +124,11 @@ class RootIndex:
         if entry is None:
             return
         self.xattrs.pop(path, None)
+        if entry.is_link:
+            self.changes += 1
         if not entry.is_dir:
             return
+        self.changes += 1
         pending = [path]
         while pending:
             directory = pending.pop()
@@ -134,11 +144,7 @@ class RootIndex:
         """The names in canonical directory ``directory``, in the order they were placed."""
         prefix = directory.rstrip("/") + "/"
         entries = self.entries
-        return [
-            name
-            for name in dict.fromkeys(self._children.get(directory, ()))
-            if prefix + name in entries
-        ]
+        return [name for name in self._children.get(directory, ()) if prefix + name in entries]
 
     def done_writing(self) -> None:
         """Every layer is applied: the content file is complete."""

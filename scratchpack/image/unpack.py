@@ -35,6 +35,9 @@ from scratchpack.lazyroot import Entry, IndexColumn, RootIndex
 _CHUNK = 1 << 20
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
+_PATH_MAX = 4096  # bytes of a path the kernel takes (PATH_MAX)
+_NAME_MAX = 255  # bytes of one component (NAME_MAX)
+_SHOWN = 200  # characters of a name a warning quotes
 
 
 @dataclass
@@ -182,9 +185,13 @@ class _Applier:
         """The entries that follow are the next layer's."""
 
     def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> None:
+        too_long = _too_long(member.name, "its name") or _too_long(member.linkname, "its target")
+        if too_long is not None:  # before any walk: each would cost as much as the name
+            self.warn(f"{where}: skipped {_shown(member.name)!r}: {too_long}")
+            return
         parts = inside(member.name)
         if parts is None:
-            self.warn(f"{where}: refused {member.name!r}: it climbs out of the root")
+            self.warn(f"{where}: refused {_shown(member.name)!r}: it climbs out of the root")
             return
         if not parts:
             if member.isdir():
@@ -192,6 +199,7 @@ class _Applier:
             return
         *dirs, name = parts
         self.budget.spend(member.size if member.isreg() else 0, where)
+        shown = _shown(member.name)
         try:
             if "\0" in member.name or "\0" in member.linkname:
                 raise ValueError("embedded null byte")
@@ -209,15 +217,13 @@ class _Applier:
             elif member.isdir() or member.isreg() or member.issym() or member.islnk():
                 self.place(tar, member, dirs, name, where)
             else:
-                self.warn(f"{where}: skipped {member.name!r}: unsupported tar type {member.type!r}")
+                self.warn(f"{where}: skipped {shown!r}: unsupported tar type {member.type!r}")
         except _Refused as reason:
-            self.warn(f"{where}: skipped {member.name!r}: {reason}")
+            self.warn(f"{where}: skipped {shown!r}: {reason}")
         except ValueError as err:  # a NUL byte in a name
-            self.warn(f"{where}: skipped {member.name!r}: {err}")
+            self.warn(f"{where}: skipped {shown!r}: {err}")
         except OSError as err:
-            raise InputError(
-                f"{where}: cannot unpack {member.name!r}: {err.strerror or err}"
-            ) from err
+            raise InputError(f"{where}: cannot unpack {shown!r}: {err.strerror or err}") from err
 
     def record_root(self, member: tarfile.TarInfo) -> None:
         raise NotImplementedError
@@ -238,6 +244,32 @@ class _Applier:
 
     def warn(self, message: str) -> None:
         self.report.warnings.append(message)
+
+
+def _too_long(text: str, what: str) -> str | None:
+    """Why a member's name or link target is past the kernel's bounds; None if it is not.
+
+    The disk refuses such a path only when it is made (ENAMETOOLONG); an index
+    would keep it, and walk a path of 20,000 components for every member.
+    """
+    if len(text) * 4 <= _NAME_MAX:
+        return None  # four bytes a character at most: within both bounds
+    try:
+        encoded = os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate: counted as the three bytes it would be
+        encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) > _PATH_MAX:
+        return f"{what} is over {_PATH_MAX} bytes"
+    if any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
+        return f"a component of {what} is over {_NAME_MAX} bytes"
+    return None
+
+
+def _shown(name: str) -> str:
+    """``name`` as a warning quotes it: a long one cut in the middle."""
+    if len(name) <= _SHOWN:
+        return name
+    return f"{name[: _SHOWN // 2]}...{name[-_SHOWN // 4 :]}"
 
 
 def _directory(
@@ -482,6 +514,10 @@ class _IndexUnpacker(_Applier):
         self.entries = index.entries
         self.layer = 0
         self.cleared: set[str] = set()  # directories an opaque marker of this layer cleared
+        # Parents resolved through a link: a layer's members share a few. Forgotten
+        # whenever the index removes or replaces a directory or a link (index.changes).
+        self._parents: dict[tuple[str, ...], str] = {}
+        self._parents_at = index.changes
         report.owners = IndexColumn(index, lambda entry: entry.owner)
         report.modes = IndexColumn(index, lambda entry: stat.S_IMODE(entry.mode))
         report.xattrs = index.xattrs
@@ -496,7 +532,17 @@ class _IndexUnpacker(_Applier):
         known = self.entries.get(path)
         if known is not None and known.is_dir:
             return path
-        return _directory(path, self._node, self._create if create else None)
+        if self._parents_at != self.index.changes:
+            self._parents.clear()
+            self._parents_at = self.index.changes
+        key = tuple(dirs)
+        cached = self._parents.get(key)
+        if cached is not None:
+            return cached
+        real = _directory(path, self._node, self._create if create else None)
+        if real is not None:
+            self._parents[key] = real
+        return real
 
     def _node(self, in_root: str) -> Node | None:
         entry = self.entries.get(in_root)
@@ -663,8 +709,10 @@ class ForwardReader:
         return self._position
 
     def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
-        if whence != os.SEEK_SET or position < self._position:
+        if whence != os.SEEK_SET:
             raise OSError(errno.ESPIPE, "a stream only reads forward")
+        if position < self._position:  # tarfile goes back only for a header's lie (a size < 0)
+            raise tarfile.ReadError(f"a member goes back to offset {position} of the stream")
         while self._position < position:
             if not self.read(min(position - self._position, _CHUNK)):
                 break

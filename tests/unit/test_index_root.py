@@ -19,12 +19,15 @@ import tarfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scratchpack.errors import InputError
+from scratchpack.image import unpack as unpack_module
 from scratchpack.image.readers import open_image
 from scratchpack.image.unpack import QuickTarInfo, UnpackReport, unpack, unpack_tars
+from scratchpack.inroot import walk
 from scratchpack.ld.rootfs import RootFS
 from tests.imagekit import d, entry, f, hard, layer, sym, unpack_layers, write_oci
 from tests.unit.test_lazy_root import _lazy
@@ -259,3 +262,126 @@ def test_an_ordinary_header_is_read_without_tarfile(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(tarfile.TarInfo, "frombuf", classmethod(refuse))
     quick = QuickTarInfo.frombuf(header, "utf-8", "surrogateescape")
     assert quick.get_info() == expected.get_info() and quick.chksum == expected.chksum
+
+
+def _timed_unpack(tmp_path: Path, lazy: bool, *layers: bytes) -> tuple[UnpackReport, float]:
+    top = tmp_path / "timed"
+    top.mkdir()
+    started = time.perf_counter()
+    try:
+        report = unpack_tars(
+            [(f"layer {n}", _tar_of(data)) for n, data in enumerate(layers, 1)],
+            top,
+            lazy=tmp_path / "timed-contents" if lazy else None,
+        )
+        return report, time.perf_counter() - started
+    finally:
+        _remove_deep(top)
+
+
+def test_a_name_past_the_path_bounds_is_refused_at_once_in_both_modes(
+    tmp_path: Path, lazy: bool
+) -> None:
+    """A member 40,000 bytes deep cost seconds (each step of the walk joins the
+    whole path again); one component of 300 bytes failed only when made."""
+    report, took = _timed_unpack(
+        tmp_path,
+        lazy,
+        layer(
+            f("a/" * 20_000 + "f", b"deep"),
+            f("x" * 300, b"long"),
+            f("d/" + "y" * 300 + "/z", b"long parent"),
+            sym("link", "/" + "t/" * 2100),
+            sym("short", "z" * 256),
+            f("kept", b"k"),
+        ),
+    )
+    assert took < 1, f"{took:.1f} s"
+    assert report.files == 1 and report.symlinks == 0
+    assert [w.count("4096 bytes") for w in report.warnings] == [1, 0, 0, 1, 0]
+    assert [w.count("255 bytes") for w in report.warnings] == [0, 1, 1, 0, 1]
+    assert all(len(w) < 400 for w in report.warnings)  # the name shortened in the message
+
+
+def test_many_members_under_a_deep_link_resolve_it_once_in_both_modes(
+    tmp_path: Path, lazy: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each member walked the link again, and each step of the walk joined the whole
+    path so far: 20 members under a link 10,000 deep took 17 s."""
+    deep = "a/" * 500
+    members = [f(deep + "f", b"deep"), sym("l", "/" + deep)]
+    members += [f(f"l/x{n}", b"%d" % n) for n in range(1000)]
+    walks: list[str] = []
+
+    def counted(path: str, *args: Any, **kwargs: Any) -> object:
+        walks.append(path)
+        return walk(path, *args, **kwargs)
+
+    monkeypatch.setattr(unpack_module, "walk", counted)
+    report, took = _timed_unpack(tmp_path, lazy, layer(*members))
+    assert len(walks) <= 3, walks[:5]  # the deep directory, the link: once each
+    # On disk every member's open still walks the 500 levels in the kernel.
+    assert took < (1 if lazy else 3), f"{took:.1f} s"
+    assert report.files == 1001 and report.symlinks == 1 and report.warnings == []
+
+
+def _remove_deep(top: Path) -> None:
+    """Remove a tree hundreds of directories deep (rmtree, pytest's too, recurses per level):
+    every level's entries move up to ``top``, a level at a time."""
+    moved = 0
+    while directories := [p for p in top.iterdir() if p.is_dir() and not p.is_symlink()]:
+        for directory in directories:
+            for child in list(directory.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    moved += 1
+                    child.rename(top / f"up{moved}")
+                else:
+                    child.unlink()
+            directory.rmdir()
+    for rest in top.iterdir():
+        rest.unlink()
+    top.rmdir()
+
+
+def test_a_cached_parent_is_forgotten_when_its_way_changes(tmp_path: Path, lazy: bool) -> None:
+    """Each change of a link or directory on the way is seen by the next member."""
+    root, report = unpack_layers(
+        tmp_path,
+        layer(d("a"), d("b"), sym("l", "a"), f("l/one", b"1")),
+        layer(sym("l", "b"), f("l/two", b"2"), f(".wh.b"), f("l/three", b"3")),
+        layer(f("l", b"file"), f("l/four", b"4"), d("l"), f("l/five", b"5")),
+        lazy=lazy,
+    )
+    assert (root / "a/one").read_bytes() == b"1" and (root / "b/two").exists() is False
+    assert (root / "b/three").read_bytes() == b"3" and (root / "l/five").read_bytes() == b"5"
+    assert sum("not a directory" in w for w in report.warnings) == 1
+
+
+def test_a_negative_size_is_a_tar_error_of_a_streamed_export(tmp_path: Path) -> None:
+    """A base-256 negative size makes tarfile seek backwards: the layer is no
+    readable tar, not a stream that "only reads forward" (a usage error)."""
+    from tests.unit.test_saved_stream import apply, v1_stream
+
+    data = bytearray(layer(f("a", b"abc"), f("b", b"def"), f("c", b"ghi")))
+    header = 1024
+    data[header + 124 : header + 136] = b"\xff" + (256**11 - 4096).to_bytes(11, "big")  # -4096
+    data[header + 148 : header + 156] = b"        "
+    data[header + 148 : header + 156] = b"%06o\0 " % sum(data[header : header + 512])
+    tampered = [bytes(data)]
+    with pytest.raises(InputError) as err:
+        apply(tmp_path, v1_stream(tampered, ["a" * 64]), tampered)
+    assert "layer 1/1 is not a readable tar" in str(err.value)
+
+
+def test_placing_a_name_again_and_again_keeps_its_directory_short(tmp_path: Path) -> None:
+    count = 100_000
+    again = [f("usr/x", b"") for _ in range(count)]
+    (tmp_path / "root").mkdir()
+    report = unpack_tars(
+        [("layer", _tar_of(layer(d("usr"), *again, sym("usr/y", "x"))))],
+        tmp_path / "root",
+        lazy=tmp_path / "contents",
+    )
+    assert report.lazy is not None
+    assert report.lazy.names("/usr") == ["x", "y"]
+    assert len(report.lazy._children["/usr"]) <= 4
