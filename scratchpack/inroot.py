@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 MAX_SYMLINKS = 40  # the kernel's limit (ELOOP)
+MAX_PATH = 4096  # bytes of a path the kernel takes (PATH_MAX; a path in characters here)
 
 
 class NodeKind(str, Enum):
@@ -96,6 +97,7 @@ def walk(
     final = parts[-1] if not follow_final else None
     pending = list(reversed(parts if follow_final else parts[:-1]))
     real: list[str] = []
+    above: list[str] = []  # above[i]: "/" + "/".join(real[: i + 1]), kept along with real
     steps: list[Step] = []
     links = 0
     while pending:
@@ -103,14 +105,18 @@ def walk(
         if part == "..":
             if real:
                 real.pop()
+                above.pop()
             continue
-        here = "/" + "/".join([*real, part])
+        here = f"{above[-1] if above else ''}/{part}"
+        if len(here) > MAX_PATH:  # as lstat would (ENAMETOOLONG): a walk stays linear
+            raise WalkError(f"{path}: it leads to a path longer than {MAX_PATH} bytes")
         node = lookup(here)
         if node is None:
             if create is not None:
                 node = create(here)
             elif missing_literal:
                 real.append(part)
+                above.append(here)
                 continue
             else:
                 return None
@@ -121,12 +127,13 @@ def walk(
             steps.append(Step(here, node))
             target = node.target or ""
             if target.startswith("/"):
-                real = []
+                real, above = [], []
             pending.extend(reversed(components(target)))
             continue
         if (pending or final is not None) and node.kind is not NodeKind.DIR:
             raise WalkError(f"{here} is not a directory")
         real.append(part)
+        above.append(here)
         steps.append(Step(here, node))
     if final is not None:
         if final == "..":

@@ -77,3 +77,29 @@ def test_missing_components_end_the_walk_unless_created_or_literal() -> None:
     created = walk("/lib/a/b", lambda p: TREE.get(p) or made.get(p), create=create)
     assert created is not None and created[1] == "/usr/lib/a/b"
     assert list(made) == ["/usr/lib/a", "/usr/lib/a/b"]
+
+
+def test_links_that_each_add_depth_end_at_the_kernels_path_length() -> None:
+    """40 links, each leading 2,000 components deeper, would make a path of 80,000
+    components whose every step copied the whole prefix; the kernel stops at 4096
+    bytes (ENAMETOOLONG), and so does a walk, at once."""
+    import time
+
+    deep = "/".join(["d"] * 2000)
+    tree: dict[str, Node] = {}
+
+    def lookup(path: str) -> Node | None:
+        if path.endswith("/l") or path == "/l":
+            return Node(NodeKind.SYMLINK, f"{deep}/l")
+        return tree.get(path, Node(NodeKind.DIR))
+
+    started = time.perf_counter()
+    with pytest.raises(WalkError, match="longer than 4096 bytes"):
+        walk("/l/x", lookup)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_path_of_the_kernels_length_is_walked() -> None:
+    parts = "/".join(["d"] * 2047)  # 4094 bytes with the leading slash
+    steps, real = walk(f"/{parts}", lambda _path: Node(NodeKind.DIR)) or ([], "")
+    assert real == f"/{parts}" and len(steps) == 2047
