@@ -203,13 +203,29 @@ def report_text(result: OutdatedResult) -> str:
         for update in outdated:
             lines += _update_lines(update)
         unknown = [update.installed.name for update in one.of(UpdateState.UNKNOWN)]
-        if unknown:
-            lines.append(f"not offered by the sources: {' '.join(unknown)}")
+        for number, shown in enumerate(_rows(tuple(unknown))):
+            lines.append(f"not offered by the sources: {shown}" if number == 0 else f"  {shown}")
         lines.append(
             "compared with: "
             + ", ".join(f"{archive.uri} {archive.suite}" for archive in one.archives)
         )
     return "".join(f"{printable(line)}\n" for line in lines)
+
+
+_ROW = 80  # characters of CVE ids on one line of the text report
+
+
+def _rows(words: tuple[str, ...]) -> list[str]:
+    """``words`` joined by commas in rows of about :data:`_ROW` characters."""
+    rows: list[list[str]] = [[]]
+    width = 0
+    for word in words:
+        if rows[-1] and width + len(word) > _ROW:
+            rows.append([])
+            width = 0
+        rows[-1].append(word)
+        width += len(word) + 2
+    return [", ".join(row) for row in rows if row]
 
 
 def _update_lines(update: PackageUpdate) -> list[str]:
@@ -225,8 +241,11 @@ def _update_lines(update: PackageUpdate) -> list[str]:
         return lines
     for entry in changes.entries:
         urgency = f" urgency {entry.urgency}" if entry.urgency else ""
-        cves = f": {', '.join(entry.cves)}" if entry.cves else ""
-        lines.append(f"    {entry.version}{urgency}{cves}")
+        head = f"    {entry.version}{urgency}"
+        if not entry.cves:
+            lines.append(head)
+        for number, shown in enumerate(_rows(entry.cves)):  # every id, in lines a reader takes
+            lines.append(f"{head}: {shown}" if number == 0 else f"      {shown}")
     if changes.note:
         lines.append(f"    changelog {changes.state.value}: {changes.note}")
     return lines

@@ -451,3 +451,25 @@ def test_a_platform_without_records_is_named(
     layout = out.index([amd64, arm64])
     with pytest.raises(InputError, match=r"\(linux/arm64\) holds no package records"):
         _run(tmp_path, monkeypatch, layout, {}, {})
+
+
+def test_a_long_cve_list_is_shown_whole_in_lines_of_a_readable_length() -> None:
+    """An entry may name up to 200 CVEs; the text report cut its lines at 400 characters,
+    so most of them were lost to a reader of the text (--json had them all)."""
+    from scratchpack.packages.apt import Archive, Candidate
+    from scratchpack.packages.updates import ChangeEntry, ChangelogNews, PackageUpdate
+
+    cves = tuple(f"CVE-2026-{number:05d}" for number in range(200))
+    update = PackageUpdate(
+        InstalledPackage("libssl3", "3.0.19-1", "amd64", "openssl"),
+        UpdateState.OUTDATED,
+        Candidate("libssl3", "3.0.22-1", (Archive("http://deb.debian.org/debian-security",
+                                                  "bookworm-security"),)),
+        "openssl",
+        ChangelogNews(ChangelogState.READ, (ChangeEntry("3.0.22-1", "high", cves),)),
+    )  # fmt: skip
+    lines = command._update_lines(update)
+    text = "\n".join(lines)
+    assert all(cve in text for cve in cves)
+    assert max(len(line) for line in lines) <= 120
+    assert lines[1].startswith("    3.0.22-1 urgency high: CVE-2026-00000, ")
