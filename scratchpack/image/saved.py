@@ -210,6 +210,7 @@ class _SavedStream:
         try:
             with tarfile.open(fileobj=forward, mode="r:") as tar:  # type: ignore[call-overload]
                 yield tar
+            _check_ended(forward)
             forward.detach()  # what it read ahead is hashed; the rest is read here
             digest = hashing.drain()  # the end-of-archive blocks and any padding count too
         except tarfile.TarError as err:
@@ -331,3 +332,13 @@ def open_and_unpack(
     if progress is not None:
         progress.total = source.layers_size
     return source, unpack(source.image, destination, reference, advance, max_bytes, contents)
+
+
+def _check_ended(stream: ForwardReader) -> None:
+    """What follows a layer's end must be its end-of-archive zeros: tarfile ends a stream
+    at a header it cannot read (a negative offset, in a patched Python) or at a lone zero
+    block as if that were the end, and an engine may read on. Read through ``stream``,
+    so the digest covers it."""
+    while chunk := stream.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            raise tarfile.ReadError("data follows where it seems to end (an unreadable header)")

@@ -385,3 +385,17 @@ def test_placing_a_name_again_and_again_keeps_its_directory_short(tmp_path: Path
     assert report.lazy is not None
     assert report.lazy.names("/usr") == ["x", "y"]
     assert len(report.lazy._children["/usr"]) <= 4
+
+
+def test_members_after_a_place_tarfile_takes_for_the_end_are_refused(tmp_path: Path) -> None:
+    """tarfile ends a stream at a lone zero block (and, in a patched Python, at a header
+    of negative offset) as if the layer ended there; an engine may read on. The members
+    after it would be in the container and not in the plan: the layer is refused."""
+    from tests.unit.test_saved_stream import apply, v1_stream
+
+    data = bytearray(layer(f("a", b"abc"), f("b", b"def"), f("c", b"ghi")))
+    data[1024:1536] = bytes(512)  # b's header: a lone zero block, c's members after it
+    tampered = [bytes(data)]
+    with pytest.raises(InputError) as err:
+        apply(tmp_path, v1_stream(tampered, ["a" * 64]), tampered)
+    assert "layer 1/1 is not a readable tar" in str(err.value)
