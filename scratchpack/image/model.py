@@ -31,6 +31,7 @@ from scratchpack.image.config import ConfigFile
 from scratchpack.image.digest import Digest, HashingReader, sha256_digest
 from scratchpack.image.documents import canonical_json
 from scratchpack.image.media import Compression, MediaType, Platform
+from scratchpack.image.tarread import ForwardReader, check_ended
 
 _CHUNK = 1 << 20
 # A zstd frame names the window its decoder must hold: 128 MiB at most (zstd's own
@@ -179,8 +180,11 @@ class Layer:
             try:
                 with _decompressed(raw, compression) as plain_stream:
                     plain = HashingReader(plain_stream, diff_id.algorithm)  # type: ignore[arg-type]
-                    with tarfile.open(fileobj=plain, mode="r|") as tar:
+                    forward = ForwardReader(plain)
+                    with tarfile.open(fileobj=forward, mode="r:") as tar:  # type: ignore[call-overload]
                         yield tar
+                    check_ended(forward)
+                    forward.detach()  # what it read ahead is hashed; the rest is read here
                     got_diff_id = plain.drain()
                     got_digest = raw.drain()
             except (

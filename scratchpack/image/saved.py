@@ -37,7 +37,8 @@ from scratchpack.image.documents import MAX_DOCUMENT, parse_json
 from scratchpack.image.media import MediaType
 from scratchpack.image.model import Descriptor, Image, Layer
 from scratchpack.image.readers import ImageSaver, SourceFormat, SourceImage, open_image
-from scratchpack.image.unpack import ForwardReader, UnpackReport, unpack, unpack_tars
+from scratchpack.image.tarread import ForwardReader, check_ended
+from scratchpack.image.unpack import UnpackReport, unpack, unpack_tars
 from scratchpack.inroot import components
 
 _CHUNK = 1 << 20
@@ -210,7 +211,7 @@ class _SavedStream:
         try:
             with tarfile.open(fileobj=forward, mode="r:") as tar:  # type: ignore[call-overload]
                 yield tar
-            _check_ended(forward)
+            check_ended(forward)
             forward.detach()  # what it read ahead is hashed; the rest is read here
             digest = hashing.drain()  # the end-of-archive blocks and any padding count too
         except tarfile.TarError as err:
@@ -332,13 +333,3 @@ def open_and_unpack(
     if progress is not None:
         progress.total = source.layers_size
     return source, unpack(source.image, destination, reference, advance, max_bytes, contents)
-
-
-def _check_ended(stream: ForwardReader) -> None:
-    """What follows a layer's end must be its end-of-archive zeros: tarfile ends a stream
-    at a header it cannot read (a negative offset, in a patched Python) or at a lone zero
-    block as if that were the end, and an engine may read on. Read through ``stream``,
-    so the digest covers it."""
-    while chunk := stream.read(1 << 20):
-        if chunk.count(0) != len(chunk):
-            raise tarfile.ReadError("data follows where it seems to end (an unreadable header)")

@@ -15,8 +15,6 @@ archive fails instead of giving a silently wrong root.
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
 import os
 import shutil
 import stat
@@ -686,41 +684,6 @@ def _content(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes] | None:
         return tar.extractfile(member)
     tar.fileobj.seek(member.offset_data)
     return tar.fileobj
-
-
-class ForwardReader:
-    """A stream read ahead in large blocks, which tarfile may open as a file ("r:").
-
-    tarfile's own stream mode ("r|") copies what is left of its block on each
-    read: two small reads per member, of a layer of 100,000 small files, cost
-    seconds. A seek may only go forward (reading on); ``raw`` is never closed.
-    """
-
-    def __init__(self, raw: io.RawIOBase) -> None:
-        self._buffer = io.BufferedReader(raw, _CHUNK)
-        self._position = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._buffer.read(size)
-        self._position += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
-        if whence != os.SEEK_SET:
-            raise OSError(errno.ESPIPE, "a stream only reads forward")
-        if position < self._position:  # tarfile goes back only for a header's lie (a size < 0)
-            raise tarfile.ReadError(f"a member goes back to offset {position} of the stream")
-        while self._position < position:
-            if not self.read(min(position - self._position, _CHUNK)):
-                break
-        return self._position
-
-    def detach(self) -> None:
-        """Let ``raw`` go on being read (a BufferedReader closes what it holds)."""
-        self._buffer.detach()
 
 
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")

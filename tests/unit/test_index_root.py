@@ -399,3 +399,27 @@ def test_members_after_a_place_tarfile_takes_for_the_end_are_refused(tmp_path: P
     with pytest.raises(InputError) as err:
         apply(tmp_path, v1_stream(tampered, ["a" * 64]), tampered)
     assert "layer 1/1 is not a readable tar" in str(err.value)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_file_images_layer_that_goes_on_past_its_seeming_end_is_refused(
+    tmp_path: Path, compress: bool
+) -> None:
+    """The same rule for a layout's or an archive's layers (Layer.open_tar: shrink, debug,
+    outdated and records read them): members after a lone zero block are not lost."""
+    from scratchpack.image.readers import open_image
+    from tests.imagekit import write_oci
+
+    data = bytearray(layer(f("a", b"abc"), f("b", b"def"), f("c", b"ghi")))
+    data[1024:1536] = bytes(512)
+    image = open_image(str(write_oci(tmp_path / "oci", [bytes(data)], compress)), tmp_path).image
+    with (
+        pytest.raises(InputError, match="is not a readable tar"),
+        image.layers[0].open_tar("layer 1/1") as tar,
+    ):
+        list(tar)
+    whole = open_image(
+        str(write_oci(tmp_path / "whole", [layer(f("a", b"abc"))], compress)), tmp_path
+    ).image
+    with whole.layers[0].open_tar("layer 1/1") as tar:
+        assert [member.name for member in tar] == ["a"]
