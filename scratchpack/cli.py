@@ -205,6 +205,17 @@ def only_listed_suites_option(command: F) -> F:
     )(command)
 
 
+def sbom_format_option(when: str) -> Callable[[F], F]:
+    """--sbom-format, for build's --sbom/--attest and shrink's --attest."""
+    return click.option(
+        "--sbom-format",
+        type=click.Choice(["spdx", "cyclonedx"]),
+        default="spdx",
+        show_default=True,
+        help=f"{when}SPDX 2.3 or CycloneDX 1.5 JSON.",
+    )
+
+
 def registry_options(which: str = "") -> Callable[[F], F]:
     """--registry-user, --registry-password-stdin, --insecure, --retries: how a push logs
     in and how hard it tries (``which``: what they are for, in the help)."""
@@ -489,13 +500,7 @@ def _args(text: str, option: str) -> tuple[str, ...]:
     metavar="PATH",
     help="Write an SBOM of every file in the image, with its Debian package.",
 )
-@click.option(
-    "--sbom-format",
-    type=click.Choice(["spdx", "cyclonedx"]),
-    default="spdx",
-    show_default=True,
-    help="SPDX 2.3 or CycloneDX 1.5 JSON.",
-)
+@sbom_format_option("")
 @click.option(
     "--attest",
     is_flag=True,
@@ -731,13 +736,7 @@ def _report(result: BuildResult, as_json: bool) -> None:
     is_flag=True,
     help="Attach an SBOM (--sbom-format) and SLSA provenance naming IMAGE to the result (-o).",
 )
-@click.option(
-    "--sbom-format",
-    type=click.Choice(["spdx", "cyclonedx"]),
-    default="spdx",
-    show_default=True,
-    help="With --attest: SPDX 2.3 or CycloneDX 1.5 JSON.",
-)
+@sbom_format_option("With --attest: ")
 @max_unpacked_option
 @run_limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
