@@ -341,8 +341,18 @@ class RootPlan:
     def sorted_entries(self) -> list[Entry]:
         return [self.entries[path] for path in sorted(self.entries)]
 
+    def added_by(self, later: RootPlan) -> list[Entry] | None:
+        """The entries ``later`` (a copy of this plan, added to) adds, by path; None if it
+        changed or dropped one of this plan's."""
+        if any(later.entries.get(path) != entry for path, entry in self.entries.items()):
+            return None
+        return [later.entries[path] for path in sorted(later.entries.keys() - self.entries)]
+
     def copy(self) -> RootPlan:
-        return RootPlan(dict(self.entries), self.source_parent_modes, self.excludes)
+        """A plan to add to while this one is read: the same entries, trees and excludes."""
+        return RootPlan(
+            dict(self.entries), self.source_parent_modes, self.excludes, set(self._brought)
+        )
 
 
 def within(path: str, tree: str) -> bool:

@@ -318,6 +318,27 @@ def test_shell_busybox_puts_a_static_busybox_at_bin_sh(tmp_path: Path, static_bu
         )
 
 
+def test_the_shell_busybox_is_declared_with_the_other_packages(
+    tmp_path: Path, static_busybox: Path
+) -> None:
+    """The records are the plan's last stage: a scanner sees busybox-static, whose binary
+    the image holds at /bin/sh, as it sees libc6."""
+    owner = subprocess.run(
+        ["dpkg", "-S", str(static_busybox)], capture_output=True, text=True
+    )
+    if owner.returncode != 0:
+        pytest.skip(f"{static_busybox} is no package's here")
+    package = owner.stdout.split(":")[0]
+    plan = plan_image(
+        BuildOptions(
+            (str(_popen_program(tmp_path)),), essentials=Essentials(shell=str(static_busybox))
+        ),
+        ImageConfig(entrypoint=None),
+    )
+    assert package in plan.records.packages and "libc6" in plan.records.packages
+    assert f"/var/lib/dpkg/status.d/{package}" in plan.root.entries
+
+
 def _account(text: bytes | None, name: str) -> str | None:
     lines = (text or b"").decode().splitlines()
     return next((line for line in lines if line.split(":")[0] == name), None)
