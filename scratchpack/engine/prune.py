@@ -8,11 +8,10 @@ what it removed itself).
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from scratchpack.aside import Aside
 from scratchpack.errors import EngineError
 from scratchpack.lifecycle import report_removed
 from scratchpack.owner import gone
@@ -65,19 +64,6 @@ def pruning_aside(engine: object) -> Iterator[None]:
         prune_ended_runs(engine)
         yield
         return
-    failed: list[BaseException] = []
-
-    def prune() -> None:
-        try:
-            prune_ended_runs(engine)
-        except BaseException as err:  # raised in the command's thread below
-            failed.append(err)
-
-    context = contextvars.copy_context()
-    thread = threading.Thread(target=context.run, args=(prune,), name="scratchpack-prune")
-    thread.daemon = True  # an interrupted command does not wait for others' leftovers
-    thread.start()
+    pruning = Aside("prune", prune_ended_runs, engine)
     yield  # a failed block does not wait: the command ends, and the thread with it
-    thread.join()
-    if failed:
-        raise failed[0]
+    pruning.result()

@@ -1,0 +1,45 @@
+"""Work done in a thread beside the command's own, on the ground floor.
+
+A build waits on the engine while it sends the context, and the engine waits
+on nothing of the plan's last stage: running that stage in a thread overlaps
+the two. The thread shares the command's context (its warnings collector), so
+what it reports joins the command's; what it raises is raised by
+:meth:`Aside.result` in the thread that asks for the result. A command that
+fails before asking does not wait: the thread is a daemon, and ends with it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Aside(Generic[T]):
+    """``function(*args)`` started in a thread now; :meth:`result` waits for its value."""
+
+    def __init__(self, name: str, function: Callable[..., T], *args: object) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run, function, *args), name=f"scratchpack-{name}"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self, function: Callable[..., T], *args: object) -> None:
+        try:
+            self._value = function(*args)
+        except BaseException as err:  # raised in the thread that asks for the result
+            self._error = err
+
+    def result(self) -> T:
+        """The function's value, once it returned; what it raised, raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # T may itself allow None
