@@ -39,13 +39,16 @@ from scratchpack.image.config import source_date_epoch
 from scratchpack.image.media import Compression, Platform
 from scratchpack.image.reference import check_tag
 from scratchpack.notes import collected, warn
+from scratchpack.plan.entries import Entry
 from scratchpack.plan.image_plan import (
     BuildOptions,
     ImagePlan,
     LoadedFirst,
     loaded_first_json,
     loaded_first_lines,
+    plan_files,
     plan_image,
+    with_records,
 )
 from scratchpack.plan.records import Records
 from scratchpack.progress import ByteProgress, terminal_progress
@@ -732,23 +735,34 @@ def _run_build(
             packaged = _with_package_root(staged, request, progress)
             request = packaged.request
             _lock_staged(staged, sources, [packaged])
-        plan = plan_image(request.options, request.config)
+        plan = plan_files(request.options, request.config)
         _check_platform(plan, sources.platforms[0] if sources.platforms else None)
-        plan, origins = _whole_packages(plan, request)
         # Only the built-in writer cuts layers: a layered build is written, then loaded;
         # an update is written too, to compare its layers and be reproducible.
         dockerfile = builder is not None and target.layering is Layering.ONE and before is None
         if dockerfile:
-            _warn_about_dropped_capabilities(plan)
+            _warn_about_dropped_capabilities(plan)  # records carry no capabilities
+        built = None
+        if dockerfile and not target.no_build:
+            assert request.tag is not None and builder is not None
+            plan, built = _engine_build(staged, builder, plan, request, progress)
+        else:
+            plan = with_records(plan, request.options.root)
+        plan, origins = _whole_packages(plan, request)
         if target.context_dir is not None:
             _write_context(staged, plan, target.context_dir, target.template)
         result = _planned_result(request, plan, packaged)  # the steps below add what they made
         written = None  # the built-in writer's image, reused by a busybox debug variant
-        if target.no_build:
+        if built is not None:
+            result = dataclasses.replace(
+                result,
+                engine=EngineMode.DOCKER,
+                image=built.image,
+                size=built.size,
+                verify=built.verify,
+            )
+        elif target.no_build:
             pass
-        elif dockerfile:
-            assert request.tag is not None and builder is not None
-            result = _engine_build(staged, builder, plan, request, progress, result)
         else:
             attest = _attestation_maker(request, plan, [packaged] if packaged else [])
             how = _Written(origins, builder, attest)
@@ -1089,10 +1103,73 @@ def _engine_build(
     plan: ImagePlan,
     request: BuildRequest,
     progress: Callable[[str], None] | None,
-    result: BuildResult,
-) -> BuildResult:
-    """Build in the engine from the rendered Dockerfile, under a throw-away tag: ``result``
-    with the image and its --verify run."""
+) -> tuple[ImagePlan, _EngineBuilt]:
+    """Build ``plan`` (all but its package records) in the engine from the rendered
+    Dockerfile, under a throw-away tag: the plan with its records, and the image.
+
+    The records are made in a thread while the planned files are sent, and follow
+    them (:func:`~scratchpack.engine.context.context_then`): the engine receives
+    the bulk of the context while the dpkg database is read. When they change a
+    file already sent (a stale ``status.d`` file planned by ``--include``), that
+    context is dropped, unfinished, and the whole plan is sent again.
+    """
+    from scratchpack.aside import Aside
+    from scratchpack.engine.context import context_then, owned_trees, render_dockerfile
+
+    assert request.tag is not None
+    recording = Aside("records", with_records, plan, request.options.root)
+    first = plan.root.sorted_entries()
+    dockerfile = render_dockerfile(plan.config, owned_trees(first), request.target.template)
+
+    def records() -> list[Entry]:  # once the planned files are sent
+        recorded = recording.result()
+        added = plan.root.added_by(recorded.root)
+        if added is None or any(entry.uid or entry.gid for entry in added):
+            raise _ResendWhole(recorded)  # the Dockerfile copies owned entries
+        return added
+
+    temporary = staged.engine_name(engine, request.tag)
+    try:
+        with staged.making(temporary):
+            context = context_then(first, dockerfile, records)
+            image_id = engine.build(context, temporary, progress, shown=request.tag)
+        plan = recording.result()
+    except _ResendWhole as resend:
+        plan = resend.plan
+        temporary, image_id = _build_whole(staged, engine, plan, request, progress)
+    staged.engine_image(temporary, image_id)
+    info = engine.image(image_id)
+    verify = None
+    if request.verify is not None:
+        verify = verify_image(engine, temporary, request.tag, request.verify)
+    return plan, _EngineBuilt(info.id, info.size, verify)
+
+
+@dataclass(frozen=True)
+class _EngineBuilt:
+    """What an engine build made: the image, its size, its --verify run."""
+
+    image: str
+    size: int
+    verify: VerifyResult | None
+
+
+class _ResendWhole(Exception):
+    """The package records changed what a streamed context had sent already."""
+
+    def __init__(self, plan: ImagePlan) -> None:
+        super().__init__("the records changed a file already sent")
+        self.plan = plan
+
+
+def _build_whole(
+    staged: Publication,
+    engine: CommandEngine,
+    plan: ImagePlan,
+    request: BuildRequest,
+    progress: Callable[[str], None] | None,
+) -> tuple[str, str]:
+    """Build the whole ``plan``, its context's length known: its throw-away tag and image ID."""
     from scratchpack.engine.context import context_stream, owned_trees, render_dockerfile
 
     assert request.tag is not None
@@ -1103,14 +1180,7 @@ def _engine_build(
         image_id = engine.build(
             context_stream(entries, dockerfile), temporary, progress, shown=request.tag
         )
-    staged.engine_image(temporary, image_id)
-    info = engine.image(image_id)
-    verify = None
-    if request.verify is not None:
-        verify = verify_image(engine, temporary, request.tag, request.verify)
-    return dataclasses.replace(
-        result, engine=EngineMode.DOCKER, image=info.id, size=info.size, verify=verify
-    )
+    return temporary, image_id
 
 
 def write_plan(

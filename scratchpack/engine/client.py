@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 _CHUNK = 1 << 20
-_AHEAD = 8  # pieces of the build context read ahead of the socket
 _WAIT_SLICE = 5.0  # seconds a container wait goes before the engine is asked if it answers
 # Repositories of the throw-away tags :meth:`Engine.loaded` loads images under.
 VERIFY_REPOSITORY = "scratchpack-verify"  # a new image, for its --verify run
@@ -438,16 +437,19 @@ class Engine:
 
         ``shown`` is what messages call the image (its final tag, not the throw-away one).
         """
+        from scratchpack.engine.context import context_chunks
+
         image_id: str | None = None
-        body = _Body(context.chunks, context.size)
         shown = shown or tag
         if self.direct is not None:
-            messages: Iterable[dict[str, Any]] = self.direct.build(body, context.size, tag, shown)
+            messages: Iterable[dict[str, Any]] = self.direct.build(
+                context.pieces, context.size, tag, shown
+            )
             image_id = _build_messages(messages, shown, progress)
         else:
             with _translated(f"while building {shown}"):
                 messages = self.api.build(
-                    fileobj=body,
+                    fileobj=context_chunks(context),  # in chunks
                     timeout=int(engine_timeout()),
                     custom_context=True,
                     tag=tag,
@@ -932,71 +934,6 @@ class Container:
                 self.engine.api.remove_container(self.name, v=True, force=True)
             except docker.errors.NotFound:
                 return
-
-
-class _Body:
-    """A request body made while it is sent, read ahead by a thread, a megabyte at a time.
-
-    The build context is made as the engine reads it, with no copy of it on
-    disk and at most :data:`_AHEAD` pieces in memory; its length is known
-    beforehand (``len``: a Content-Length, not chunks). Reading the files in a
-    thread of its own keeps the socket busy: generated in the sending thread,
-    curl's context reached the engine 50 ms later than from memory.
-    """
-
-    def __init__(self, chunks: Iterable[bytes], size: int) -> None:
-        self.chunks = chunks
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def _pieces(self) -> Iterator[bytes]:
-        pending = bytearray()
-        for chunk in self.chunks:
-            pending += chunk
-            if len(pending) >= _CHUNK:
-                yield bytes(pending)
-                pending.clear()
-        if pending:
-            yield bytes(pending)
-
-    def __iter__(self) -> Iterator[bytes]:
-        import queue
-        import threading
-
-        pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
-        stop = threading.Event()
-
-        def offer(item: bytes | BaseException | None) -> bool:
-            """Queue ``item`` unless the sender has stopped taking them."""
-            while not stop.is_set():
-                try:
-                    pieces.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            try:
-                for piece in self._pieces():
-                    if not offer(piece):
-                        return
-                offer(None)
-            except BaseException as err:  # handed to the sending thread, raised there
-                offer(err)
-
-        reader = threading.Thread(target=produce, name="scratchpack-context", daemon=True)
-        reader.start()
-        try:
-            while (piece := pieces.get()) is not None:
-                if isinstance(piece, BaseException):
-                    raise piece
-                yield piece
-        finally:
-            stop.set()
-            reader.join(timeout=5)
 
 
 def _build_messages(

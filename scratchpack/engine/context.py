@@ -11,14 +11,15 @@ configuration (``shrink``, ``debug``) are written by the built-in writer, so
 nothing of someone else's is ever rendered into a Dockerfile.
 
 The context is streamed (:func:`context_stream`): the engine reads the tar as
-it is made, with no copy of the root on disk or in memory.
+it is made, with no copy of the root on disk or in memory; its last files may
+still be in the making while the first are sent (:func:`context_then`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from scratchpack import __version__
 from scratchpack.errors import InputError
 from scratchpack.image import tarstream
 from scratchpack.image.config import ImageConfig
+from scratchpack.image.tarstream import FileSpan
 from scratchpack.plan.entries import Entry
 from scratchpack.plan.rootplan import write_tree
 
@@ -239,24 +241,59 @@ def _context_entries(entries: list[Entry]) -> dict[str, list[Entry]]:
 
 @dataclass(frozen=True)
 class Context:
-    """The build context as a stream of tar bytes, and its exact length.
+    """The build context as the pieces of a tar, in order, and its length when known.
 
-    The engine reads a body of known length a third faster than a chunked one
-    (0.13 s against 0.19 s for curl's 19 MB), so the length is computed from
-    the headers first and the bytes streamed after.
+    A piece is bytes, or a host file's content (:class:`~scratchpack.image.tarstream.FileSpan`)
+    for the sender to copy in the kernel. A context whose last files are still being
+    planned while it is sent (:func:`context_then`) has no length: it goes in chunks.
     """
 
-    size: int
-    chunks: Iterator[bytes]
+    pieces: Iterable[bytes | FileSpan]
+    size: int | None = None
 
 
 def context_stream(entries: list[Entry], dockerfile: str) -> Context:
     """The Dockerfile, ``rootfs/`` and ``owned/`` as one tar, streamed."""
+    members = [_dockerfile_member(dockerfile), *_placed_members(entries)]
+    return Context(tarstream.pieces(members), tarstream.size(members))
+
+
+def context_then(first: list[Entry], dockerfile: str, more: Callable[[], list[Entry]]) -> Context:
+    """``first``'s ``rootfs/`` and ``owned/``, then, once they are sent, ``more()``'s entries
+    in ``rootfs/``, then the Dockerfile: the engine reads the context whole before it.
+
+    ``more()`` adds root's entries only (package records), so ``first``'s owned trees,
+    which the Dockerfile copies, are the whole context's.
+    """
+
+    def members() -> Iterator[tarstream.Member]:
+        yield from _placed_members(first)
+        rest = more()
+        if any(entry.uid or entry.gid for entry in rest):
+            raise ValueError("the entries that follow a streamed context's first are root's")
+        yield from tarstream.entry_members(rest, 0, "rootfs/")
+        yield _dockerfile_member(dockerfile)
+
+    return Context(tarstream.pieces(members()))
+
+
+def context_chunks(context: Context) -> Iterator[bytes]:
+    """The context's bytes, its host files read (for a sender of bytes only: the SDK)."""
+    for piece in context.pieces:
+        if isinstance(piece, FileSpan):
+            yield from tarstream.span_chunks(piece)
+        else:
+            yield piece
+
+
+def _dockerfile_member(dockerfile: str) -> tarstream.Member:
     data = dockerfile.encode()
-    members = [tarstream.Member(tarstream.regular("Dockerfile", len(data)), data=data)]
+    return tarstream.Member(tarstream.regular("Dockerfile", len(data)), data=data)
+
+
+def _placed_members(entries: list[Entry]) -> Iterator[tarstream.Member]:
     for directory, placed in _context_entries(entries).items():
-        members.extend(tarstream.entry_members(placed, 0, directory))
-    return Context(tarstream.size(members), tarstream.chunks(members))
+        yield from tarstream.entry_members(placed, 0, directory)
 
 
 def write_context(

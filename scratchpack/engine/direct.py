@@ -30,8 +30,10 @@ from scratchpack.errors import (
     EngineLost,
     EngineTimeout,
     EngineUnreachable,
+    InputError,
     exception_chain,
 )
+from scratchpack.image.tarstream import FileSpan, grew_since_planned, shorter_than_planned
 
 _CALL_TIMEOUT = 60.0  # a plain request that gets no byte back for this long: the engine hangs
 
@@ -113,6 +115,7 @@ class BadAnswer(ConnectionError):
 _MAX_HEAD_LINE = 64 << 10  # a status line, a header or a chunk's size line
 _MAX_HEADERS = 100
 _PIECE = 1 << 16  # what one read of the body returns at most
+_PENDING = 1 << 20  # a request body's bytes gathered before they are sent
 _MAX_INTERIM = 10  # interim (1xx) answers skipped before the final one
 _MAX_DIGITS = 19  # of a Content-Length (int() refuses more than 4300)
 _STATUS = re.compile(rb"[1-9][0-9][0-9]")
@@ -136,19 +139,47 @@ class _Exchange:
         self.stream.close()
         self.sock.close()
 
-    def send(self, head: str, body: bytes | Iterable[bytes] | None, sized: bool) -> None:
+    def send(self, head: str, body: bytes | Iterable[bytes | FileSpan] | None, sized: bool) -> None:
         """The request line and headers, then the body: as is when its length was
-        given (or it is bytes), else in chunks."""
+        given (or it is bytes), else in chunks; a host file's span by ``sendfile``."""
         self.sock.sendall(head.encode("latin-1"))
         if body is None or isinstance(body, bytes):
             if body:
                 self.sock.sendall(body)
             return
+        pending = bytearray()
         for piece in body:
-            if piece:
-                self.sock.sendall(piece if sized else b"%x\r\n%b\r\n" % (len(piece), piece))
+            if isinstance(piece, FileSpan):
+                self._flush(pending, sized)
+                self._send_span(piece, sized)
+            else:
+                pending += piece
+                if len(pending) >= _PENDING:
+                    self._flush(pending, sized)
+        self._flush(pending, sized)
         if not sized:
             self.sock.sendall(b"0\r\n\r\n")
+
+    def _flush(self, pending: bytearray, sized: bool) -> None:
+        if pending:
+            self.sock.sendall(pending if sized else b"%x\r\n%b\r\n" % (len(pending), pending))
+            pending.clear()
+
+    def _send_span(self, span: FileSpan, sized: bool) -> None:
+        """A host file's planned bytes, copied by the kernel; refused if not that size now."""
+        try:
+            stream = open(span.source, "rb")  # noqa: SIM115  # closed below
+        except OSError as err:
+            raise InputError(f"cannot read {span.source}: {err.strerror or err}") from err
+        with stream:
+            if not sized:
+                self.sock.sendall(b"%x\r\n" % span.size)
+            if self.sock.sendfile(stream, 0, span.size) < span.size:
+                raise shorter_than_planned(span.source)
+            if os.fstat(stream.fileno()).st_size > span.size:
+                raise grew_since_planned(span.source)
+            if not sized:
+                self.sock.sendall(b"\r\n")
 
     def _line(self) -> bytes:
         line = self.stream.readline(_MAX_HEAD_LINE + 1)
@@ -255,7 +286,7 @@ class DirectAPI:
         path: str,
         doing: str,
         params: dict[str, Any] | None = None,
-        body: bytes | Iterable[bytes] | None = None,
+        body: bytes | Iterable[bytes | FileSpan] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> tuple[int, Iterator[bytes]]:
@@ -327,16 +358,20 @@ class DirectAPI:
             raise EngineUnreachable(f"the Docker engine at unix://{self.path} answered {status}")
 
     def build(
-        self, context: Iterable[bytes], size: int, tag: str, shown: str
+        self, context: Iterable[bytes | FileSpan], size: int | None, tag: str, shown: str
     ) -> Iterator[dict[str, Any]]:
-        """POST /build with a streamed context of ``size`` bytes: the engine's messages."""
+        """POST /build with a streamed context, of ``size`` bytes or in chunks: the
+        engine's messages."""
+        headers = {"Content-Type": "application/x-tar"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
         status, body = self.request(
             "POST",
             "/build",
             f"while building {shown}",
             params={"t": tag, "rm": "1", "forcerm": "1"},
             body=context,
-            headers={"Content-Type": "application/x-tar", "Content-Length": str(size)},
+            headers=headers,
             timeout=engine_timeout(),  # a long COPY says nothing for minutes
         )
         if status >= 400:

@@ -51,8 +51,29 @@ def directory(name: str, mode: int = 0o755, mtime: int = 0) -> tarfile.TarInfo:
     return info
 
 
+@dataclass(frozen=True)
+class FileSpan:
+    """A host file's whole content at its place in an archive, ``size`` bytes as planned.
+
+    Left for the consumer to copy: a socket sends it with ``sendfile``, in the
+    kernel, with no pass through Python's memory (:func:`pieces`).
+    """
+
+    source: str
+    size: int
+
+
 def chunks(members: Iterable[Member]) -> Iterator[bytes]:
     """The archive's bytes: each header, the content, its padding; then the end blocks."""
+    for piece in pieces(members):
+        if isinstance(piece, FileSpan):
+            yield from span_chunks(piece)
+        else:
+            yield piece
+
+
+def pieces(members: Iterable[Member]) -> Iterator[bytes | FileSpan]:
+    """:func:`chunks`, with each host file's content left as a :class:`FileSpan`."""
     for member in members:
         info = member.info
         yield info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
@@ -62,6 +83,8 @@ def chunks(members: Iterable[Member]) -> Iterator[bytes]:
             if len(member.data) != info.size:
                 raise ValueError(f"{info.name}: {len(member.data)} bytes for a size of {info.size}")
             yield member.data
+        elif member.source is not None:
+            yield FileSpan(member.source, info.size)
         else:
             yield from _copy(member, info)
         remainder = info.size % BLOCK
@@ -70,24 +93,40 @@ def chunks(members: Iterable[Member]) -> Iterator[bytes]:
     yield b"\0" * (2 * BLOCK)
 
 
-def _copy(member: Member, info: tarfile.TarInfo) -> Iterator[bytes]:
-    if member.source is not None:
-        opened: contextlib.AbstractContextManager[BinaryIO] = open(member.source, "rb")  # noqa: SIM115
-    elif member.opener is not None:
-        opened = member.opener()
-    else:
-        raise ValueError(f"{info.name}: a regular file with no content")
-    remaining = info.size
-    with opened as stream:
+def span_chunks(span: FileSpan) -> Iterator[bytes]:
+    """A span's bytes, read a megabyte at a time; an error if the file is not its size now."""
+    with open(span.source, "rb") as stream:
+        remaining = span.size
         while remaining:
             data = stream.read(min(CHUNK, remaining))
             if not data:
-                where = member.source or info.name
-                raise InputError(f"{where}: shorter than when it was planned (changed meanwhile?)")
+                raise shorter_than_planned(span.source)
             remaining -= len(data)
             yield data
-        if member.source is not None and stream.read(1):
-            raise InputError(f"{member.source}: grew while it was written (changed meanwhile?)")
+        if stream.read(1):
+            raise grew_since_planned(span.source)
+
+
+def shorter_than_planned(where: str) -> InputError:
+    return InputError(f"{where}: shorter than when it was planned (changed meanwhile?)")
+
+
+def grew_since_planned(where: str) -> InputError:
+    return InputError(f"{where}: grew while it was written (changed meanwhile?)")
+
+
+def _copy(member: Member, info: tarfile.TarInfo) -> Iterator[bytes]:
+    """A member's content from its opener (a blob), checked to be its size."""
+    if member.opener is None:
+        raise ValueError(f"{info.name}: a regular file with no content")
+    remaining = info.size
+    with member.opener() as stream:
+        while remaining:
+            data = stream.read(min(CHUNK, remaining))
+            if not data:
+                raise shorter_than_planned(info.name)
+            remaining -= len(data)
+            yield data
 
 
 def size(members: Iterable[Member]) -> int:

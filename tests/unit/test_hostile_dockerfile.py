@@ -13,7 +13,12 @@ import re
 
 import pytest
 
-from scratchpack.engine.context import context_stream, owned_trees, render_dockerfile
+from scratchpack.engine.context import (
+    context_chunks,
+    context_stream,
+    owned_trees,
+    render_dockerfile,
+)
 from scratchpack.errors import InputError
 from scratchpack.image.config import ImageConfig
 from scratchpack.plan.entries import Entry, EntryKind, Reason
@@ -82,6 +87,6 @@ def test_the_context_holds_owned_entries_under_numbered_directories() -> None:
     import tarfile
 
     context = context_stream(entries, "FROM scratch\n")
-    with tarfile.open(fileobj=io.BytesIO(b"".join(context.chunks))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(b"".join(context_chunks(context)))) as tar:
         names = sorted(tar.getnames())
     assert names == ["Dockerfile", "owned/0/$HOME", "owned/1/f", "rootfs/srv"]

@@ -1,0 +1,119 @@
+"""An engine build sends its files while the package records are made (issue 26), in a real
+engine: the image holds what the built-in writer writes, records included; records that
+change a file already sent make the whole context go again; records that fail leave the
+engine as it was, with one line for the user."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests import cli, ownership
+from tests.cfixtures import REPO_ROOT
+from tests.integration.test_records import ImageFiles, image_files
+
+HELLO = REPO_ROOT / "samples/hello-world/hello-world"
+STATUS_D = "var/lib/dpkg/status.d/"
+
+
+@pytest.fixture(scope="module")
+def hello() -> Path:
+    subprocess.run(["make", "-s", "-C", str(HELLO.parent)], check=True)
+    return HELLO
+
+
+@pytest.fixture
+def tag(docker_client: Any) -> Any:
+    name = f"scratchpack-test/streamed-{uuid.uuid4().hex[:12]}:1"
+    yield name
+    with contextlib.suppress(docker.errors.NotFound):
+        docker_client.images.remove(name)
+
+
+def _saved(client: Any, reference: str, archive: Path) -> ImageFiles:
+    with open(archive, "wb") as out:
+        for chunk in client.images.get(reference).save(named=True):
+            out.write(chunk)
+    return image_files(archive)
+
+
+def _described(image: ImageFiles) -> dict[str, tuple[Any, ...]]:
+    """Each file and link: its kind, mode, owner, and bytes or target (directories aside:
+    the engine's COPY makes the ones above the context's own)."""
+    described: dict[str, tuple[Any, ...]] = {}
+    for path, (info, data) in image.members.items():
+        if info.isfile() or info.issym():
+            what = data if info.isfile() else info.linkname
+            described[path] = (info.type, info.mode & 0o7777, info.uid, info.gid, what)
+    return described
+
+
+def test_an_engine_build_holds_what_the_writer_writes_records_included(
+    hello: Path, tag: str, docker_client: Any, tmp_path: Path
+) -> None:
+    built = cli.scratchpack("build", hello, "-t", tag, "--engine", "docker", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    written = cli.scratchpack(
+        "build", hello, "-t", tag, "-o", tmp_path / "written.tar", cwd=tmp_path, env=cli.NO_ENGINE
+    )
+    assert written.returncode == 0, written.stderr
+    engine = _described(_saved(docker_client, tag, tmp_path / "saved.tar"))
+    assert engine == _described(image_files(tmp_path / "written.tar"))
+    assert f"{STATUS_D}libc6" in engine and "etc/debian_version" in engine
+
+
+def test_records_that_change_a_file_already_sent_send_the_whole_context_again(
+    hello: Path, tag: str, docker_client: Any, tmp_path: Path
+) -> None:
+    """``--include`` plans a stale ``status.d/libc6``; the records replace it, after it went."""
+    stale = tmp_path / "stale"
+    stale.write_text("Package: libc6\nVersion: 0.stale\n")
+    built = cli.scratchpack(
+        "build", hello, "-t", tag, "--engine", "docker", "--include",
+        f"{stale}:/{STATUS_D}libc6", cwd=tmp_path,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    record = _saved(docker_client, tag, tmp_path / "saved.tar").read(f"{STATUS_D}libc6")
+    assert record.startswith(b"Package: libc6\nStatus: install ok installed\n")
+    assert b"0.stale" not in record
+    assert not ownership.throwaway_tags(docker_client)
+
+
+FAILING_RECORDS = """
+import sys, time
+import scratchpack.commands.build as build
+from scratchpack.errors import InputError
+
+def failing(plan, root):
+    time.sleep(0.3)  # while the planned files are being sent
+    raise InputError("the records failed")
+
+build.with_records = failing
+sys.argv = ["scratchpack", "build", sys.argv[1], "-t", sys.argv[2], "--engine", "docker"]
+from scratchpack.entry import main
+main()
+"""
+
+
+def test_records_that_fail_while_the_files_are_sent_leave_the_engine_as_it_was(
+    hello: Path, tag: str, docker_client: Any, tmp_path: Path
+) -> None:
+    child = cli._started(
+        [sys.executable, "-c", FAILING_RECORDS, str(hello), tag],
+        cwd=tmp_path,
+        env=cli.child_env({"PYTHONPATH": str(REPO_ROOT)}),
+    )
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 2, stderr
+    assert stderr == "scratchpack: the records failed\n"
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(tag)
+    assert not ownership.throwaway_tags(docker_client)
+    assert not ownership.containers(docker_client)  # the engine never began the build
