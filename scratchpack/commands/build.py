@@ -627,8 +627,6 @@ def _check_host_files(request: BuildRequest) -> None:
     """What reads only the host or the flags: --exclude, --include's form, the busybox of
     --shell and of --debug-shell busybox; so a mistake fails before the packages are
     resolved."""
-    from scratchpack.plan.busybox import busybox_applets
-    from scratchpack.plan.debug import busybox_entries
     from scratchpack.plan.essentials import shell_platform
     from scratchpack.plan.excludes import Excludes
     from scratchpack.plan.image_plan import include_parts
@@ -641,6 +639,9 @@ def _check_host_files(request: BuildRequest) -> None:
         shell_platform(options.essentials.shell)
     debug = request.debug
     if debug is not None and debug.shell is DebugShell.BUSYBOX:
+        from scratchpack.plan.busybox import busybox_applets
+        from scratchpack.plan.debug import busybox_entries
+
         busybox_entries(debug.busybox, [])  # it is there
         busybox_applets(debug.busybox)  # and it is a busybox
 

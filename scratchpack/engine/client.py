@@ -35,16 +35,6 @@ from scratchpack.engine.direct import (
     transport_words,
     unix_socket,
 )
-from scratchpack.engine.remote import (
-    EngineAddress,
-    Scheme,
-    SshRelay,
-    engine_address,
-    hidden,
-    remote_refusal,
-    tls_config,
-    tls_words,
-)
 from scratchpack.errors import (
     ContainerTimeout,
     EngineError,
@@ -61,6 +51,7 @@ from scratchpack.owner import OWNER_LABEL, TAG_REPOSITORIES, owner, owner_of, pr
 
 if TYPE_CHECKING:
     from scratchpack.engine.context import Context
+    from scratchpack.engine.remote import EngineAddress
     from scratchpack.image.model import Image
     from scratchpack.image.saved import ImageStreamer
 
@@ -225,6 +216,8 @@ if TYPE_CHECKING:  # a type only: the image floor's reader (ImageStreamer's) loa
 
 def where() -> str:
     """The engine's address, as the user would recognise it (never a password)."""
+    from scratchpack.engine.remote import engine_address, hidden
+
     try:
         return engine_address().shown
     except InputError:
@@ -240,6 +233,8 @@ def sdk_client() -> Any:
     """
     import docker
     import requests.exceptions
+
+    from scratchpack.engine.remote import Scheme, SshRelay, engine_address, tls_config
 
     address = engine_address()
     relay = SshRelay(address) if address.scheme is Scheme.SSH else None
@@ -298,12 +293,16 @@ def _keep_engine_ca(api: Any) -> None:
 
 
 def _base_url(address: EngineAddress) -> str:
+    from scratchpack.engine.remote import Scheme
+
     if address.scheme is Scheme.UNIX:
         return f"unix://{address.host}"
     return f"tcp://{address.host}:{address.port}"
 
 
 def _unreachable_words(err: BaseException) -> str:
+    from scratchpack.engine.remote import tls_words
+
     return tls_words(err) or short(err)
 
 
@@ -752,6 +751,8 @@ def _check_mounts(options: dict[str, Any]) -> None:
     paths = [path for path in volumes if str(path).startswith("/")]
     paths += [str(bind).split(":")[0] for bind in options.get("binds") or ()]
     if paths:
+        from scratchpack.engine.remote import remote_refusal
+
         refusal = remote_refusal(f"a container that mounts {printable(paths[0])} from this machine")
         if refusal is not None:
             raise EngineError(refusal)

@@ -7,13 +7,21 @@ over the bytes, and nothing held whole in memory.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from scratchpack.errors import InputError
+
+
+def new_hash(algorithm: str) -> Any:
+    """A hash object of ``algorithm``. hashlib is imported here, when first hashing:
+    it loads OpenSSL's libcrypto, a few milliseconds an engine build never needs."""
+    import hashlib
+
+    return hashlib.new(algorithm)
+
 
 _DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
 _LENGTHS = {"sha256": 64, "sha512": 128}
@@ -39,7 +47,7 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
     def hasher(self) -> Any:
-        return hashlib.new(self.algorithm)
+        return new_hash(self.algorithm)
 
     @property
     def blob_path(self) -> str:
@@ -48,7 +56,9 @@ class Digest:
 
 
 def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    hasher = new_hash("sha256")
+    hasher.update(data)
+    return "sha256:" + hasher.hexdigest()
 
 
 class HashingWriter(io.RawIOBase):
@@ -56,7 +66,7 @@ class HashingWriter(io.RawIOBase):
 
     def __init__(self, sink: BinaryIO | None, algorithm: str = "sha256") -> None:
         self.sink = sink
-        self.hash = hashlib.new(algorithm)
+        self.hash = new_hash(algorithm)
         self.size = 0
 
     def writable(self) -> bool:
@@ -90,7 +100,7 @@ class HashingReader(io.RawIOBase):
         limit: int | None = None,
     ) -> None:
         self.inner = inner
-        self.hash = hashlib.new(algorithm)
+        self.hash = new_hash(algorithm)
         self.size = 0
         self.progress = progress
         self.limit = limit
