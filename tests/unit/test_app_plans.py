@@ -323,9 +323,7 @@ def test_the_shell_busybox_is_declared_with_the_other_packages(
 ) -> None:
     """The records are the plan's last stage: a scanner sees busybox-static, whose binary
     the image holds at /bin/sh, as it sees libc6."""
-    owner = subprocess.run(
-        ["dpkg", "-S", str(static_busybox)], capture_output=True, text=True
-    )
+    owner = subprocess.run(["dpkg", "-S", str(static_busybox)], capture_output=True, text=True)
     if owner.returncode != 0:
         pytest.skip(f"{static_busybox} is no package's here")
     package = owner.stdout.split(":")[0]
