@@ -736,19 +736,12 @@ def _run_build(
             packaged = _with_package_root(staged, request, progress)
             request = packaged.request
             _lock_staged(staged, sources, [packaged])
-        plan = plan_files(request.options, request.config)
-        _check_platform(plan, sources.platforms[0] if sources.platforms else None)
         # Only the built-in writer cuts layers: a layered build is written, then loaded;
         # an update is written too, to compare its layers and be reproducible.
         dockerfile = builder is not None and target.layering is Layering.ONE and before is None
-        if dockerfile:
-            _warn_about_dropped_capabilities(plan)  # records carry no capabilities
-        built = None
-        if dockerfile and not target.no_build:
-            assert request.tag is not None and builder is not None
-            plan, built = _engine_build(staged, builder, plan, request, progress)
-        else:
-            plan = with_records(plan, request.options.root)
+        plan, built = _plan_or_engine_build(
+            staged, request, builder if dockerfile else None, progress
+        )
         plan, origins = _whole_packages(plan, request)
         if target.context_dir is not None:
             _write_context(staged, plan, target.context_dir, target.template)
@@ -756,12 +749,9 @@ def _run_build(
         written = None  # the built-in writer's image, reused by a busybox debug variant
         if built is not None:
             result = dataclasses.replace(
-                result,
-                engine=EngineMode.DOCKER,
-                image=built.image,
-                size=built.size,
+                result, engine=EngineMode.DOCKER, image=built.image, size=built.size,
                 verify=built.verify,
-            )
+            )  # fmt: skip
         elif target.no_build:
             pass
         else:
@@ -781,6 +771,25 @@ def _run_build(
             )
             result = dataclasses.replace(result, update=update)
     return dataclasses.replace(result, warnings=tuple(collected()))
+
+
+def _plan_or_engine_build(
+    staged: Publication,
+    request: BuildRequest,
+    dockerfile_builder: CommandEngine | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[ImagePlan, _EngineBuilt | None]:
+    """The plan, its package records included; built from a Dockerfile in
+    ``dockerfile_builder`` when there is one and a build is asked for (its records
+    are made while its files are sent, :func:`_engine_build`)."""
+    sources = request.sources
+    plan = plan_files(request.options, request.config)
+    _check_platform(plan, sources.platforms[0] if sources.platforms else None)
+    if dockerfile_builder is not None:
+        _warn_about_dropped_capabilities(plan)  # records carry no capabilities
+        if not request.target.no_build:
+            return _engine_build(staged, dockerfile_builder, plan, request, progress)
+    return with_records(plan, request.options.root), None
 
 
 def _warn_about_dropped_capabilities(plan: ImagePlan) -> None:
