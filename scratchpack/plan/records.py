@@ -96,14 +96,16 @@ def _origin(entry: Entry, root: RootFS) -> str | None:
 
 
 def held_packages(
-    entries: Iterable[Entry], index: DpkgIndex, root: RootFS
+    entries: Iterable[Entry], index: DpkgIndex, root: RootFS, also: Iterable[str] = ()
 ) -> tuple[dict[str, set[str]], list[str]]:
     """Package key -> the paths of it (as it lists them) among ``entries``; and the
-    in-image paths of the copied files no package lists."""
+    in-image paths of the copied files no package lists. The owners of in-root paths
+    ``also`` are looked for in the same pass over the package lists."""
     held: dict[str, set[str]] = {}
     unknown: list[str] = []
     entries = list(entries)
-    index.prime(origin for entry in entries if (origin := _origin(entry, root)) is not None)
+    origins = (origin for entry in entries if (origin := _origin(entry, root)) is not None)
+    index.prime([*origins, *also])
     for entry in entries:
         owned = _owned(entry, index, root)
         if owned is not None:
@@ -119,7 +121,8 @@ def add_records(plan: RootPlan, root: RootFS, index: DpkgIndex) -> Records:
     The OS files come first, copied from the root, so base-files (whose files they
     are) is declared with the others; only when some package is held at all.
     """
-    if not index.packages or not held_packages(plan.entries.values(), index, root)[0]:
+    os_files = (OS_RELEASE, ETC_OS_RELEASE, DEBIAN_VERSION)  # asked about below, after these
+    if not index.packages or not held_packages(plan.entries.values(), index, root, os_files)[0]:
         return Records()
     add_os_files(plan, root)
     held, unknown = held_packages(list(plan.entries.values()), index, root)
