@@ -134,7 +134,13 @@ def add_records(plan: RootPlan, root: RootFS, index: DpkgIndex) -> Records:
         md5sums = md5sums_text(index, key, held[key])
         if md5sums:
             _add(plan, f"{STATUS_D}/{name}.md5sums", md5sums, name)
+    unknown = [path for path in unknown if not _recorded(plan, path)]  # a stale record replaced
     return Records(tuple(sorted(names.values())), tuple(unknown))
+
+
+def _recorded(plan: RootPlan, path: str) -> bool:
+    entry = plan.entries.get(path)
+    return entry is not None and entry.reason is Reason.RECORD
 
 
 def record_names(index: DpkgIndex, held: Iterable[str]) -> dict[str, str]:

@@ -31,7 +31,7 @@ from scratchpack.packages.deb import read_control
 from scratchpack.packages.root import unpack_packages
 from scratchpack.plan import dpkg
 from scratchpack.plan.dpkg import DpkgIndex
-from scratchpack.plan.entries import EntryKind, Reason
+from scratchpack.plan.entries import Entry, EntryKind, Reason
 from scratchpack.plan.excludes import Excludes
 from scratchpack.plan.image_plan import BuildOptions, plan_image
 from scratchpack.plan.records import (
@@ -349,6 +349,20 @@ def test_records_are_deterministic_and_replace_stale_ones(tmp_path: Path) -> Non
     assert {p: e.data for p, e in first.entries.items() if p.startswith(STATUS_D + "/")} == {
         p: e.data for p, e in again.entries.items() if p.startswith(STATUS_D + "/")
     }
+
+
+def test_a_stale_record_copied_in_is_replaced_and_not_named_unknown(tmp_path: Path) -> None:
+    """``--include stale:/var/lib/dpkg/status.d/tool``: the image holds the record, which
+    no report may call a file of no package."""
+    root = _host_like_root(tmp_path)
+    stale = tmp_path / "stale"
+    stale.write_text("Package: tool\nVersion: 0-stale\n")
+    plan = RootPlan(source_parent_modes=False)
+    plan.add(Entry(f"{STATUS_D}/tool", EntryKind.FILE, 0o644, Reason.INCLUDE, source=str(stale)))
+    plan.add_path(root, "/usr/bin/tool", Reason.LIBRARY)
+    records = add_records(plan, root, DpkgIndex.load(root))
+    assert plan.entries[f"{STATUS_D}/tool"].reason is Reason.RECORD
+    assert f"{STATUS_D}/tool" not in records.unknown
 
 
 def test_the_images_own_os_release_stays_and_exclude_leaves_records_out(tmp_path: Path) -> None:
