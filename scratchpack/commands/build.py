@@ -1127,9 +1127,9 @@ def _engine_build(
     from scratchpack.engine.context import context_then, owned_trees, render_dockerfile
 
     assert request.tag is not None
-    recording = Aside("records", with_records, plan, request.options.root)
     first = plan.root.sorted_entries()
     dockerfile = render_dockerfile(plan.config, owned_trees(first), request.target.template)
+    recording = Aside("records", with_records, plan, request.options.root)
 
     def records() -> list[Entry]:  # once the planned files are sent
         recorded = recording.result()

@@ -278,12 +278,17 @@ def context_then(first: list[Entry], dockerfile: str, more: Callable[[], list[En
 
 
 def context_chunks(context: Context) -> Iterator[bytes]:
-    """The context's bytes, its host files read (for a sender of bytes only: the SDK)."""
+    """The context's bytes, its host files read, gathered a megabyte at a time: for a
+    sender of bytes only (the SDK), which sends each as an HTTP chunk of its own."""
+    pending = bytearray()
     for piece in context.pieces:
-        if isinstance(piece, FileSpan):
-            yield from tarstream.span_chunks(piece)
-        else:
-            yield piece
+        for data in tarstream.span_chunks(piece) if isinstance(piece, FileSpan) else (piece,):
+            pending += data
+            if len(pending) >= tarstream.CHUNK:
+                yield bytes(pending)
+                pending.clear()
+    if pending:
+        yield bytes(pending)
 
 
 def _dockerfile_member(dockerfile: str) -> tarstream.Member:

@@ -30,10 +30,14 @@ from scratchpack.errors import (
     EngineLost,
     EngineTimeout,
     EngineUnreachable,
-    InputError,
     exception_chain,
 )
-from scratchpack.image.tarstream import FileSpan, grew_since_planned, shorter_than_planned
+from scratchpack.image.tarstream import (
+    FileSpan,
+    grew_since_planned,
+    open_span,
+    shorter_than_planned,
+)
 
 _CALL_TIMEOUT = 60.0  # a plain request that gets no byte back for this long: the engine hangs
 
@@ -122,6 +126,14 @@ _STATUS = re.compile(rb"[1-9][0-9][0-9]")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # int(x, 16) takes signs, 0x, _ and spaces too
 
 
+class _BodyFailed(Exception):
+    """What making a request's body raised: that failure's own, never the engine's."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Exchange:
     """One HTTP/1.1 request on a fresh unix-socket connection, and its answer's body."""
 
@@ -148,7 +160,14 @@ class _Exchange:
                 self.sock.sendall(body)
             return
         pending = bytearray()
-        for piece in body:
+        pieces = iter(body)
+        while True:
+            try:
+                piece = next(pieces, None)
+            except Exception as err:  # the body's own making failed (a file, the records)
+                raise _BodyFailed(err) from None
+            if piece is None:
+                break
             if isinstance(piece, FileSpan):
                 self._flush(pending, sized)
                 self._send_span(piece, sized)
@@ -167,11 +186,7 @@ class _Exchange:
 
     def _send_span(self, span: FileSpan, sized: bool) -> None:
         """A host file's planned bytes, copied by the kernel; refused if not that size now."""
-        try:
-            stream = open(span.source, "rb")  # noqa: SIM115  # closed below
-        except OSError as err:
-            raise InputError(f"cannot read {span.source}: {err.strerror or err}") from err
-        with stream:
+        with open_span(span) as stream:
             if not sized:
                 self.sock.sendall(b"%x\r\n" % span.size)
             if self.sock.sendfile(stream, 0, span.size) < span.size:
@@ -307,12 +322,19 @@ class DirectAPI:
         try:
             exchange.send(head, body, sized)
             status, answer = exchange.answer(method)
+        except _BodyFailed as failed:  # the body unfinished: the engine builds nothing
+            exchange.close()
+            body_error: Exception | None = failed.error
         except OSError as err:
             exchange.close()
             raise self._failure(err, doing) from err
         except BaseException:
             exchange.close()
             raise
+        else:
+            body_error = None
+        if body_error is not None:
+            raise body_error  # as it was raised (outside the handler: no engine error chained)
         self.answered = True
 
         def chunks() -> Iterator[bytes]:

@@ -51,9 +51,9 @@ def pruning_aside(engine: object) -> Iterator[None]:
 
     Its three requests (the engine's version, its containers and its throw-away
     tags) cost a build 20 ms of waiting on the engine before any work; beside the
-    plan they cost nothing. The thread shares the command's context, so its warning
-    joins the command's. A failure of its own (not the engine's) is raised at the
-    end of a block that succeeded; one that failed does not wait for the thread.
+    plan they cost nothing. Its warning joins the command's at the end of the block,
+    and a failure of its own (not the engine's) is raised there, when the block
+    succeeded; one that failed does not wait for the thread (:class:`Aside`).
     """
     from scratchpack.engine.client import Engine
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from scratchpack.errors import InputError
+from scratchpack.errors import InputError, printable
+from scratchpack.ld.rootfs import open_regular
 from scratchpack.plan.entries import Entry, EntryKind
 
 BLOCK = tarfile.BLOCKSIZE
@@ -95,7 +96,7 @@ def pieces(members: Iterable[Member]) -> Iterator[bytes | FileSpan]:
 
 def span_chunks(span: FileSpan) -> Iterator[bytes]:
     """A span's bytes, read a megabyte at a time; an error if the file is not its size now."""
-    with open(span.source, "rb") as stream:
+    with open_span(span) as stream:
         remaining = span.size
         while remaining:
             data = stream.read(min(CHUNK, remaining))
@@ -107,12 +108,26 @@ def span_chunks(span: FileSpan) -> Iterator[bytes]:
             raise grew_since_planned(span.source)
 
 
+def open_span(span: FileSpan) -> BinaryIO:
+    """The planned file of ``span``, open for reading; one line naming it if it cannot be.
+
+    A regular file only, opened without waiting: a FIFO or a device put in its place
+    since it was planned is refused, never waited on. What fails here is the file's,
+    never the engine's or the registry's the bytes were going to.
+    """
+    try:
+        return os.fdopen(open_regular(span.source), "rb")
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(f"cannot read {printable(span.source)}: {reason}") from err
+
+
 def shorter_than_planned(where: str) -> InputError:
-    return InputError(f"{where}: shorter than when it was planned (changed meanwhile?)")
+    return InputError(f"{printable(where)}: shorter than when it was planned (changed meanwhile?)")
 
 
 def grew_since_planned(where: str) -> InputError:
-    return InputError(f"{where}: grew while it was written (changed meanwhile?)")
+    return InputError(f"{printable(where)}: grew while it was written (changed meanwhile?)")
 
 
 def _copy(member: Member, info: tarfile.TarInfo) -> Iterator[bytes]:
