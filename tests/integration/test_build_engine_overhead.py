@@ -1,7 +1,8 @@
 """``build`` through the local engine pays for the engine's work, not for ours around it.
 
 What a build of this machine's program needs is imported, nothing more (the docker
-SDK, Jinja2, ``http.client``, hashlib, subprocess and the package floor's unpacker are not), and what
+SDK, Jinja2, ``http.client``, hashlib, subprocess and the package floor's unpacker
+are not), and what
 ended runs left in the engine is still removed, beside the plan.
 """
 

@@ -37,6 +37,15 @@ def tag(docker_client: Any) -> Any:
         docker_client.images.remove(name)
 
 
+def _salt(directory: Path) -> list[str]:
+    """``--include`` of a file unique to the test: the legacy builder shares a layer among
+    builds of the same files, and another test's image removed takes the shared ones
+    with it (moby#29011), in the middle of this test's build."""
+    salt = directory / "salt"
+    salt.write_text(uuid.uuid4().hex)
+    return ["--include", f"{salt}:/salt"]
+
+
 def _saved(client: Any, reference: str, archive: Path) -> ImageFiles:
     with open(archive, "wb") as out:
         for chunk in client.images.get(reference).save(named=True):
@@ -58,11 +67,13 @@ def _described(image: ImageFiles) -> dict[str, tuple[Any, ...]]:
 def test_an_engine_build_holds_what_the_writer_writes_records_included(
     hello: Path, tag: str, docker_client: Any, tmp_path: Path
 ) -> None:
-    built = cli.scratchpack("build", hello, "-t", tag, "--engine", "docker", cwd=tmp_path)
+    salt = _salt(tmp_path)
+    built = cli.scratchpack("build", hello, *salt, "-t", tag, "--engine", "docker", cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     written = cli.scratchpack(
-        "build", hello, "-t", tag, "-o", tmp_path / "written.tar", cwd=tmp_path, env=cli.NO_ENGINE
-    )
+        "build", hello, *salt, "-t", tag, "-o", tmp_path / "written.tar", cwd=tmp_path,
+        env=cli.NO_ENGINE,
+    )  # fmt: skip
     assert written.returncode == 0, written.stderr
     engine = _described(_saved(docker_client, tag, tmp_path / "saved.tar"))
     assert engine == _described(image_files(tmp_path / "written.tar"))
@@ -77,7 +88,7 @@ def test_records_that_change_a_file_already_sent_send_the_whole_context_again(
     stale.write_text("Package: libc6\nVersion: 0.stale\n")
     built = cli.scratchpack(
         "build", hello, "-t", tag, "--engine", "docker", "--include",
-        f"{stale}:/{STATUS_D}libc6", cwd=tmp_path,
+        f"{stale}:/{STATUS_D}libc6", *_salt(tmp_path), cwd=tmp_path,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     record = _saved(docker_client, tag, tmp_path / "saved.tar").read(f"{STATUS_D}libc6")
@@ -92,7 +103,7 @@ import scratchpack.commands.build as build
 from scratchpack.errors import InputError
 
 def failing(plan, root):
-    time.sleep(0.3)  # while the planned files are being sent
+    time.sleep(0.3)  # after the planned files went: the body waits for the records
     raise InputError("the records failed")
 
 build.with_records = failing
@@ -102,7 +113,7 @@ main()
 """
 
 
-def test_records_that_fail_while_the_files_are_sent_leave_the_engine_as_it_was(
+def test_records_that_fail_leave_the_context_unfinished_and_the_engine_as_it_was(
     hello: Path, tag: str, docker_client: Any, tmp_path: Path
 ) -> None:
     child = cli._started(
