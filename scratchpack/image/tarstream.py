@@ -97,15 +97,20 @@ def pieces(members: Iterable[Member]) -> Iterator[bytes | FileSpan]:
 def span_chunks(span: FileSpan) -> Iterator[bytes]:
     """A span's bytes, read a megabyte at a time; an error if the file is not its size now."""
     with open_span(span) as stream:
-        remaining = span.size
-        while remaining:
-            data = stream.read(min(CHUNK, remaining))
-            if not data:
-                raise shorter_than_planned(span.source)
-            remaining -= len(data)
-            yield data
+        yield from _sized(stream, span.size, span.source)
         if stream.read(1):
             raise grew_since_planned(span.source)
+
+
+def _sized(stream: BinaryIO, size: int, where: str) -> Iterator[bytes]:
+    """``size`` bytes of ``stream``, a megabyte at a time; an error if it has fewer."""
+    remaining = size
+    while remaining:
+        data = stream.read(min(CHUNK, remaining))
+        if not data:
+            raise shorter_than_planned(where)
+        remaining -= len(data)
+        yield data
 
 
 def open_span(span: FileSpan) -> BinaryIO:
@@ -134,14 +139,8 @@ def _copy(member: Member, info: tarfile.TarInfo) -> Iterator[bytes]:
     """A member's content from its opener (a blob), checked to be its size."""
     if member.opener is None:
         raise ValueError(f"{info.name}: a regular file with no content")
-    remaining = info.size
     with member.opener() as stream:
-        while remaining:
-            data = stream.read(min(CHUNK, remaining))
-            if not data:
-                raise shorter_than_planned(info.name)
-            remaining -= len(data)
-            yield data
+        yield from _sized(stream, info.size, info.name)
 
 
 def size(members: Iterable[Member]) -> int:
