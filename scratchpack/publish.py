@@ -4,7 +4,9 @@
 outputs through a :class:`Publication`:
 
 - files and directories are written beside their targets under hidden names
-  and renamed into place only when every step of the command succeeded;
+  and renamed into place only when every step of the command succeeded; a
+  directory that replaces an OCI layout (``build --update -o DIR``) is swapped
+  for it then (:meth:`Publication.commit`), the old one put back if the swap fails;
 - images go into the engine under throw-away names (``scratchpack-staging/…``)
   and get their final tags only then, so a failed run never moves a tag the
   user had;
@@ -28,6 +30,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,11 +63,29 @@ class _StagedImage:
     in_flight: bool = True  # the engine may still be making it (a build or load was cut off)
 
 
+class _MoveKind(Enum):
+    FILE = "file"  # replaces the target file, if any
+    DIRECTORY = "directory"  # takes the place of an absent or empty directory
+    REPLACEMENT = "replacement"  # swapped for the OCI layout directory at the target
+
+
+@dataclass(frozen=True)
+class _Move:
+    staged: Path
+    target: Path
+    kind: _MoveKind
+
+
 @dataclass
 class Publication:
-    """Outputs staged beside their targets and images under throw-away tags."""
+    """Outputs staged beside their targets and images under throw-away tags.
 
-    _moves: list[tuple[Path, Path, bool]] = field(default_factory=list)  # staged, target, dir?
+    ``replace_layouts``: a directory staged for a target that is an OCI layout
+    replaces it (``build --update``); otherwise the target must be absent or empty.
+    """
+
+    replace_layouts: bool = False
+    _moves: list[_Move] = field(default_factory=list)
     _scratch: list[Path] = field(default_factory=list)  # temporary, always removed
     _images: list[_StagedImage] = field(default_factory=list)
     _done: list[Callable[[], None]] = field(default_factory=list)  # after publishing
@@ -80,13 +101,15 @@ class Publication:
         works from a working directory deeper than PATH_MAX.
         """
         target = Path(target)
-        for staged, known, _is_dir in self._moves:
-            if known == target:
-                return staged
+        for move in self._moves:
+            if move.target == target:
+                return move.staged
         _prune_beside(target)
+        replaces = self.replace_layouts and is_layout(target)
+        kind = _MoveKind.REPLACEMENT if replaces else _MoveKind.DIRECTORY
         with deferred_signals():  # made and recorded at once: an interrupt cannot orphan it
             staged = Path(tempfile.mkdtemp(prefix="." + prefix(), dir=target.parent))
-            self._moves.append((staged, target, True))
+            self._moves.append(_Move(staged, target, kind))
         return staged
 
     def file(self, target: Path) -> Path:
@@ -96,7 +119,7 @@ class Publication:
         with deferred_signals():
             holder = Path(tempfile.mkdtemp(prefix="." + prefix(), dir=target.parent))
             staged = holder / target.name
-            self._moves.append((staged, target, False))
+            self._moves.append(_Move(staged, target, _MoveKind.FILE))
         return staged
 
     def scratch(self) -> Path:
@@ -148,16 +171,21 @@ class Publication:
     def commit(self) -> None:
         umask = os.umask(0)
         os.umask(umask)
+        # The swaps first: the one step here that can fail is then over before any other
+        # output (the lock beside the layout, say) has moved.
+        self._moves.sort(key=lambda move: move.kind is not _MoveKind.REPLACEMENT)
         while self._moves:
-            staged, target, is_dir = self._moves[0]
-            if is_dir:
-                if target.is_dir():
-                    target.rmdir()  # checked empty before the work began
-                staged.rename(target)
+            move = self._moves[0]
+            if move.kind is _MoveKind.REPLACEMENT:
+                _swap(move.staged, move.target)
+            elif move.kind is _MoveKind.DIRECTORY:
+                if move.target.is_dir():
+                    move.target.rmdir()  # checked empty before the work began
+                move.staged.rename(move.target)
             else:
-                os.chmod(staged, 0o666 & ~umask)
-                os.replace(staged, target)
-                staged.parent.rmdir()
+                os.chmod(move.staged, 0o666 & ~umask)
+                os.replace(move.staged, move.target)
+                move.staged.parent.rmdir()
             self._moves.pop(0)
         while self._images:
             staged_image = self._images[0]
@@ -170,8 +198,9 @@ class Publication:
             action()
 
     def rollback(self) -> None:
-        for staged, _target, is_dir in self._moves:
-            shutil.rmtree(staged if is_dir else staged.parent, ignore_errors=True)
+        for move in self._moves:
+            staged = move.staged.parent if move.kind is _MoveKind.FILE else move.staged
+            shutil.rmtree(staged, ignore_errors=True)
         self._moves.clear()
         for staged_image in self._images:
             name = staged_image.temporary
@@ -185,6 +214,53 @@ class Publication:
         for path in self._scratch:
             shutil.rmtree(path, ignore_errors=True)
         self._scratch.clear()
+
+
+def _swap(staged: Path, target: Path) -> None:
+    """``target``, an OCI layout, becomes ``staged``, and the old one is removed.
+
+    The two change places in one step (``renameat2``'s ``RENAME_EXCHANGE``): no
+    moment leaves ``target`` absent, even for a run killed by SIGKILL. Where the file
+    system cannot exchange, the old one is renamed aside first, under a name that
+    says what it is and that no run prunes, and put back if the new one cannot go in.
+    """
+    if not is_layout(target):  # changed since it was checked: the user's now
+        raise InputError(f"{target}: no longer an OCI image layout; it was left as it is")
+    if _exchange(staged, target):
+        shutil.rmtree(staged, ignore_errors=True)  # the old layout, under our staged name
+        return
+    aside = target.parent / f".{target.name}.previous-{os.urandom(4).hex()}"
+    os.rename(target, aside)
+    try:
+        os.rename(staged, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically; False where the system or file system cannot."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False  # a C library without it (glibc before 2.28, musl)
+    done = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 IN_FLIGHT_WAIT = 5.0  # seconds a cut-off load or build may still take to tag its image
@@ -216,9 +292,12 @@ def _command_process() -> bool:
 
 
 @contextlib.contextmanager
-def publication() -> Iterator[Publication]:
-    """Stage in the block; publish when it succeeds, roll back when it does not."""
-    staged = Publication()
+def publication(replace_layouts: bool = False) -> Iterator[Publication]:
+    """Stage in the block; publish when it succeeds, roll back when it does not.
+
+    ``replace_layouts``: directories staged for existing OCI layouts replace them.
+    """
+    staged = Publication(replace_layouts)
     try:
         yield staged
         if _command_process():
@@ -320,20 +399,38 @@ def prune_files(directories: Iterable[Path]) -> list[str]:
 # -- checks before any work -----------------------------------------------------------------
 
 
-def check_output(path: Path, option: str) -> None:
-    """An image output: a ``.tar`` file (replaced if it exists) or a new or empty directory."""
+def check_output(path: Path, option: str, replace_layout: bool = False) -> None:
+    """An image output: a ``.tar`` file (replaced if it exists) or a new or empty directory;
+    with ``replace_layout`` (``build --update``), an OCI layout directory too."""
     if path.suffix == ".tar":
         check_new_file(path, option, may_exist=True)
     else:
-        check_new_directory(path, option)
+        check_new_directory(path, option, replace_layout)
 
 
-def check_new_directory(path: Path, option: str) -> None:
+def check_new_directory(path: Path, option: str, replace_layout: bool = False) -> None:
+    """A new or empty directory (or, with ``replace_layout``, an OCI layout): a user's
+    directory of anything else is never written into, nor one a symlink names."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise InputError(f"{option} {path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
+    replaceable = replace_layout and is_layout(path)
+    if path.is_dir() and not replaceable and any(path.iterdir()):
         raise InputError(f"{option} {path}: exists and is not empty; choose a new path")
     _check_parent(path, option)
+
+
+def is_layout(path: Path) -> bool:
+    """``path`` is a directory (not a symlink) the layout reader takes for an OCI image
+    layout, with ``oci-layout`` and ``index.json`` at its top as the writer makes them."""
+    from scratchpack.image.readers import SourceFormat, open_reader
+
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        reader, kind = open_reader(str(path), path, path)
+    except (InputError, OSError):
+        return False
+    return kind is SourceFormat.OCI_LAYOUT and reader.has("oci-layout")
 
 
 def check_new_file(path: Path, option: str, may_exist: bool = False) -> None:

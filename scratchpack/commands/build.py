@@ -581,19 +581,19 @@ def _check_update_fits(request: BuildRequest) -> None:
 
 def _check_paths(request: BuildRequest) -> None:
     """Every path the build writes is usable and none is another's; the template reads."""
-    target = request.target
+    target, replace = request.target, request.sources.update  # --update rebuilds a layout too
     targets: list[tuple[Path, str]] = []
     if target.context_dir is not None:
         check_new_directory(target.context_dir, "--context")
         targets.append((target.context_dir, "--context"))
     if target.output is not None:
-        check_output(target.output, "--output")
+        check_output(target.output, "--output", replace)
         targets.append((target.output, "--output"))
         if request.debug is not None:
             from scratchpack.plan.debug import debug_output
 
             debug_target = debug_output(target.output, request.debug.suffix)
-            check_output(debug_target, "the debug variant's output")
+            check_output(debug_target, "the debug variant's output", replace)
             targets.append((debug_target, "the debug variant's output"))
     if request.sbom is not None:
         check_new_file(request.sbom.path, "--sbom", may_exist=True)
@@ -727,7 +727,7 @@ def _run_build(
             "--debug-shell busybox needs none"
         )
     progress = terminal_progress if request.show_progress else None
-    with publication() as staged:
+    with publication(replace_layouts=sources.update) as staged:
         before = _read_before(staged, request, builder) if sources.update else None
         if len(sources.platforms) > 1:
             return _index_build(staged, request, progress, engine, before)

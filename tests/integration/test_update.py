@@ -126,6 +126,61 @@ def test_an_update_moves_one_package_and_only_its_layers(tmp_path: Path) -> None
     assert again["digest"] == digest and layer_digests(image) == new_layers
 
 
+def layout_layers(layout: Path) -> dict[str, str]:
+    """Each layer's history comment -> its digest, in a layout directory, every blob the
+    index names present and of its digest (what a reader of the layout needs)."""
+    import hashlib
+
+    def blob(digest: str) -> bytes:
+        data = (layout / "blobs/sha256" / digest.removeprefix("sha256:")).read_bytes()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        return data
+
+    assert (layout / "oci-layout").is_file()
+    (entry,) = json.loads((layout / "index.json").read_bytes())["manifests"]
+    manifest = json.loads(blob(entry["digest"]))
+    config = json.loads(blob(manifest["config"]["digest"]))
+    comments = [
+        step.get("comment", "") for step in config["history"] if not step.get("empty_layer")
+    ]
+    digests = [layer["digest"] for layer in manifest["layers"]]
+    for digest in digests:
+        blob(digest)
+    return dict(zip(comments, digests, strict=True))
+
+
+def test_an_update_replaces_a_layout_directory(tmp_path: Path) -> None:
+    """-o DIR, an OCI layout: --update reads it to compare, then swaps it for the new one
+    (nothing left beside it); without --update the directory stays refused. (A second,
+    identical --update is the archive's test above: each build here resolves, ~5 s.)"""
+    _repo, args = first_build(tmp_path, "--layers", "packages")
+    layout = tmp_path / "app-layout"
+    args[args.index(str(tmp_path / "app.tar"))] = str(layout)
+    ok(run("--json", *args, cwd=tmp_path))
+    old_layers = layout_layers(layout)
+    refused = run(*args, cwd=tmp_path)
+    assert refused.returncode == 2 and "exists and is not empty; choose a new path" in (
+        refused.stderr
+    )
+    publish(tmp_path / "repo", "1.0-2", tmp_path / "gnupg")
+    updated = ok(run("--json", *args, "--update", cwd=tmp_path))
+    new_layers = layout_layers(layout)
+    changed = sorted(comment for comment, digest in new_layers.items()
+                     if old_layers.get(comment) != digest)  # fmt: skip
+    assert changed == ["package records", f"packages: {PACKAGE}"]
+    (platform,) = updated["update"]["images"]
+    assert updated["update"]["compared_with"] == str(layout)
+    new = sorted(layer["digest"] for layer in platform["layers"] if not layer["kept"])
+    assert new == sorted(new_layers[comment] for comment in changed)
+    assert updated["manifest_digest"] == updated["update"]["digest"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "app-layout",
+        "app.lock",
+        "gnupg",
+        "repo",
+    ]
+
+
 def test_update_refuses_a_lock_that_is_not_there(tmp_path: Path) -> None:
     proc = run("--package", PACKAGE, "--lock", str(tmp_path / "none.lock"), "--update",
                "-t", "update-app:none", "-o", str(tmp_path / "x.tar"), cwd=tmp_path)  # fmt: skip

@@ -303,6 +303,48 @@ def test_an_unreadable_previous_image_is_said_not_fatal(mirror: FakeMirror, tmp_
     assert output.read_bytes() != b"not an archive"  # replaced by the new image
 
 
+def test_update_replaces_a_layout_directory_whole(mirror: FakeMirror, tmp_path: Path) -> None:
+    """-o DIR, an OCI layout: --update reads it, then swaps it for the new layout at the
+    commit; without --update the directory is the user's and stays refused."""
+    from scratchpack.image.readers import open_image
+
+    lock, output = tmp_path / "app.lock", tmp_path / "layout"
+    first = build(request(lock, output))
+    with pytest.raises(InputError, match="layout: exists and is not empty; choose a new path"):
+        build(request(lock, output))
+    mirror.version = "1.0-2"
+    result = build(request(lock, output, update=True))
+    assert result.update.compared_with == str(output) and result.output == str(output)
+    (changes,) = result.update.images
+    assert len(changes.changes.new_layers) == 2  # the package's layer and the records layer
+    written = open_image(str(output), tmp_path / "work")
+    assert written.manifest_digest == result.manifest_digest != first.manifest_digest
+    for layer in written.image.layers:
+        with layer.blob.open() as stream:
+            stream.read()  # every layer is there, its digest checked as it is read
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["app.lock", "debs", "layout"]
+
+
+@pytest.mark.parametrize("kind", ["not a layout", "a symlink"])
+def test_update_refuses_what_is_not_a_layout_before_resolving(
+    mirror: FakeMirror, tmp_path: Path, kind: str
+) -> None:
+    lock, output = _lock(tmp_path / "app.lock", (PACKAGE,)), tmp_path / "out"
+    if kind == "a symlink":
+        build(request(lock, tmp_path / "layout", update=True))
+        output.symlink_to(tmp_path / "layout", target_is_directory=True)
+        message = "out: exists and is not a directory"
+    else:
+        output.mkdir()
+        (output / "index.json").write_text("{}")  # no oci-layout
+        message = "out: exists and is not empty; choose a new path"
+    refreshed, before = mirror.refreshed, sorted(tmp_path.rglob("*"))
+    with pytest.raises(InputError, match=message):
+        build(request(lock, output, update=True))
+    assert mirror.refreshed == refreshed  # refused before apt was asked anything
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 # -- the renderers ----------------------------------------------------------------------------
 
 
