@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+from typing import Protocol
 
 from scratchpack.image.model import Image
 from scratchpack.inroot import Node, NodeKind, WalkError, inside, walk
@@ -18,13 +19,23 @@ _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
 
-def flattened_tree(image: Image, where: str) -> dict[str, Node]:
+class Keeper(Protocol):
+    """What a reader of the same pass keeps of each member (see :func:`flattened_tree`)."""
+
+    def __call__(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str], path: str | None
+    ) -> object: ...
+
+
+def flattened_tree(image: Image, where: str, keep: Keeper | None = None) -> dict[str, Node]:
     """In-image path -> node of every path the image's filesystem holds.
 
     Linear in the layers' entries: a subtree is removed (a whiteout, an opaque
     directory, a directory replaced by a file) through each directory's children,
     never by scanning the whole tree, which a hostile layer of many entries would
-    turn quadratic.
+    turn quadratic. ``keep``, if given, sees every member in the same pass, with the
+    real path it is put at (None: it puts nothing); what it returns is the node's
+    ``info``, so the final tree tells which layer's member stands at each path.
     """
     tree = _Tree()
     for number, layer in enumerate(image.layers, 1):
@@ -38,27 +49,37 @@ def flattened_tree(image: Image, where: str) -> dict[str, Node]:
                 parts = inside(member.name)
                 if not parts:
                     continue
-                *dirs, name = parts
-                parent = _resolve(tree, dirs, added)
-                if parent is None:
+                path = _apply(tree, parts, added, cleared)
+                info = keep(tar, member, parts, path) if keep is not None else None
+                if path is None:
                     continue
-                path = f"{parent.rstrip('/')}/{name}"
-                if name == _OPAQUE:
-                    if parent not in cleared:  # once: a second marker finds only this layer's
-                        tree.clear_below(parent, keep=added)
-                        cleared.add(parent)
-                elif name.startswith(_WHITEOUT + _WHITEOUT):
-                    continue
-                elif name.startswith(_WHITEOUT):
-                    tree.remove(f"{parent.rstrip('/')}/{name[len(_WHITEOUT) :]}")
-                else:
-                    node = _node(member)
-                    if node.kind is not NodeKind.DIR:
-                        tree.remove(path)  # what stood there, and below it
-                    tree.put(path, node)
-                    added.add(path)
-                    added.update(_ancestors(parent))
+                node = _node(member, info)
+                if node.kind is not NodeKind.DIR:
+                    tree.remove(path)  # what stood there, and below it
+                tree.put(path, node)
+                added.add(path)
+                added.update(_ancestors(posixpath.dirname(path)))
     return tree.nodes
+
+
+def _apply(tree: _Tree, parts: list[str], added: set[str], cleared: set[str]) -> str | None:
+    """Where a member's node goes; None when it puts none (a whiteout, an opaque marker —
+    both applied here — or a parent that is no directory)."""
+    *dirs, name = parts
+    parent = _resolve(tree, dirs, added)
+    if parent is None:
+        return None
+    if name == _OPAQUE:
+        if parent not in cleared:  # once: a second marker finds only this layer's
+            tree.clear_below(parent, keep=added)
+            cleared.add(parent)
+        return None
+    if name.startswith(_WHITEOUT + _WHITEOUT):
+        return None
+    if name.startswith(_WHITEOUT):
+        tree.remove(f"{parent.rstrip('/')}/{name[len(_WHITEOUT) :]}")
+        return None
+    return f"{parent.rstrip('/')}/{name}"
 
 
 def _ancestors(directory: str) -> list[str]:
@@ -67,14 +88,14 @@ def _ancestors(directory: str) -> list[str]:
     return ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]
 
 
-def _node(member: tarfile.TarInfo) -> Node:
+def _node(member: tarfile.TarInfo, info: object = None) -> Node:
     if member.issym():
-        return Node(NodeKind.SYMLINK, member.linkname)
+        return Node(NodeKind.SYMLINK, member.linkname, info)
     if member.isdir():
-        return Node(NodeKind.DIR)
+        return Node(NodeKind.DIR, info=info)
     if member.isreg() or member.islnk():
-        return Node(NodeKind.FILE)
-    return Node(NodeKind.OTHER)
+        return Node(NodeKind.FILE, info=info)
+    return Node(NodeKind.OTHER, info=info)
 
 
 class _Tree:
