@@ -240,6 +240,7 @@ class RootIndex:
             made = os.open(name, _MADE_DIRECTORY, dir_fd=directory)
             try:
                 os.fchmod(made, stat.S_IMODE(entry.mode))
+                _usable(made, directory, name, stat.S_IRUSR | stat.S_IXUSR)
             finally:
                 os.close(made)
         elif entry.is_link:
@@ -284,12 +285,26 @@ class RootIndex:
                         view = view[os.write(descriptor, view) :]
                 # Content first: an unprivileged write after the chmod would clear setuid.
                 os.fchmod(descriptor, stat.S_IMODE(entry.mode))
+                _usable(descriptor, directory, name, stat.S_IRUSR)
             finally:
                 os.close(descriptor)
         except BaseException:
             with contextlib.suppress(OSError):  # never a half-written file at the path
                 os.unlink(name, dir_fd=directory)
             raise
+
+
+def _usable(made: int, directory: int, name: str, needed: int) -> None:
+    """Add the owner's ``needed`` bits to ``name`` (open as ``made``) when this process,
+    without privileges, could not use it under the image's mode (a directory of mode 0,
+    a file of mode 0): its files are read and its tree removed. The image's mode stays
+    the index's (:attr:`Entry.mode`), which a plan takes; root keeps it on disk too."""
+    mode = stat.S_IMODE(os.fstat(made).st_mode)
+    if mode & needed == needed:
+        return
+    rights = (os.R_OK if needed & stat.S_IRUSR else 0) | (os.X_OK if needed & stat.S_IXUSR else 0)
+    if not os.access(name, rights, dir_fd=directory, effective_ids=True, follow_symlinks=False):
+        os.fchmod(made, mode | needed)
 
 
 def _writable(directory: int, action: Callable[[], _T]) -> _T:

@@ -26,6 +26,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -212,8 +213,43 @@ class Publication:
 
     def cleanup(self) -> None:
         for path in self._scratch:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
         self._scratch.clear()
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path``, whatever modes an unpacked image gave what is in it.
+
+    Without privileges a directory of mode 0555 or 0500 keeps its entries (and
+    one of mode 0 its listing): rmtree then leaves them behind. What it left
+    gets its owner's rights, links never followed, and goes on a second try.
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return
+    pending = [str(path)]
+    while pending:
+        directory = pending.pop()
+        try:
+            descriptor = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone, or not a directory: rmtree unlinks it
+        try:
+            itself = f"/proc/self/fd/{descriptor}"  # an O_PATH descriptor takes no fchmod
+            mode = stat.S_IMODE(os.stat(itself).st_mode)
+            if mode & stat.S_IRWXU != stat.S_IRWXU:
+                os.chmod(itself, mode | stat.S_IRWXU)
+            with os.scandir(itself) as entries:
+                pending.extend(
+                    os.path.join(directory, entry.name)
+                    for entry in entries
+                    if entry.is_dir(follow_symlinks=False)
+                )
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _swap(staged: Path, target: Path) -> None:
@@ -389,7 +425,9 @@ def prune_files(directories: Iterable[Path]) -> list[str]:
     for path in stale_files(directories):
         with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
+                remove_tree(path)
+                if os.path.lexists(path):
+                    continue
             else:
                 path.unlink()
             removed.append(f"directory {path}" if not path.suffix else f"file {path}")
