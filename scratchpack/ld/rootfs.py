@@ -193,6 +193,16 @@ class RootFS:
             return Node(NodeKind.SYMLINK, os.readlink(host), (host, info))
         return Node(_kind(info.st_mode), None, (host, info))
 
+    def image_mode(self, real: str, on_disk: int) -> int:
+        """The permission bits the image gives ``real`` (a canonical in-root path): the
+        index's, for a root unpacked as one (its copy on disk may have gained its owner's
+        bits, so an unprivileged run can read it), else those of ``on_disk``, an lstat's."""
+        if self.lazy is not None:
+            entry = self.lazy.entries.get(real)
+            if entry is not None:
+                return stat.S_IMODE(entry.mode)
+        return stat.S_IMODE(on_disk)
+
     def _entry(self, path: str) -> tuple[str, Entry] | None:
         """The canonical path and the index entry ``path`` leads to (an index root only)."""
         assert self.lazy is not None

@@ -247,7 +247,7 @@ class RootPlan:
             raise InputError(f"{path}: not found in {root.top}")
         source_top = root.realpath(path) or path
         top_info = os.stat(host_top)
-        top_mode = stat.S_IMODE(top_info.st_mode)
+        top_mode = root.image_mode(source_top, top_info.st_mode)
         if not stat.S_ISDIR(top_info.st_mode):
             size = top_info.st_size
             self.add(Entry(dest, FILE, top_mode, reason, detail, source=host_top, size_hint=size))
@@ -268,7 +268,7 @@ class RootPlan:
                 if self.left_out(image_path, reason):
                     continue
                 info = os.lstat(host)
-                mode = stat.S_IMODE(info.st_mode)
+                mode = root.image_mode(f"{source_dir}/{name}", info.st_mode)
                 if stat.S_ISLNK(info.st_mode):
                     target = os.readlink(host)
                     self.add(Entry(image_path, SYMLINK, 0o777, reason, detail, target=target))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -720,7 +719,7 @@ def _keep_runtime_dir(plan: RootPlan, root: RootFS, path: str, kept: Kept) -> No
     new = plan.through_links(path) not in plan.entries
     plan.add_path(root, path, Reason.RUNTIME)
     # Its own mode even where it was planned already as the parent of a kept file.
-    plan.add_dir(real, stat.S_IMODE(os.stat(host).st_mode), Reason.RUNTIME)
+    plan.add_dir(real, root.image_mode(real, os.stat(host).st_mode), Reason.RUNTIME)
     if new:
         kept.add(Reason.RUNTIME, path)
 

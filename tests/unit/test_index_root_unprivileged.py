@@ -219,11 +219,6 @@ def test_shrink_includes_a_mode_0_directory_and_cleans_up(tmp_path: Path, app_im
 
 
 @needs_host_glibc
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan/rootplan.py add_tree takes an included tree's modes from lstat of the "
-    "materialized files, not from the index: unprivileged, a file of mode 0 is 0400 on disk",
-)
 def test_shrink_keeps_an_included_trees_modes(tmp_path: Path, app_image: Path) -> None:
     modes, _left = _shrink(tmp_path, app_image, "--include", "/data")
     assert {name: modes[name] for name in INCLUDED_MODES} == INCLUDED_MODES
