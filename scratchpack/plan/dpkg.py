@@ -352,12 +352,11 @@ def _lists(root: RootFS, info_dir: str, keys: Iterable[str]) -> dict[str, tuple[
     lists: dict[str, tuple[str, ...]] = {}
     total_paths = total_bytes = 0
     for key in keys:
-        path = f"{info_dir}/{key}.list"
-        text = _text(root, path, MAX_LIST_BYTES, _MAX_LINE)
-        listed = tuple(filter(None, text.split("\n")))
+        lines, size = _read_lines(root, f"{info_dir}/{key}.list", MAX_LIST_BYTES, _MAX_LINE)
+        listed = tuple(filter(None, lines))
         lists[key] = listed
         total_paths += len(listed)
-        total_bytes += len(text)
+        total_bytes += size
         if total_paths > MAX_PATHS or total_bytes > MAX_LISTS_BYTES:
             raise InputError(
                 f"{INFO_DIR}: the packages list more than {MAX_PATHS} paths or "
@@ -408,39 +407,85 @@ def _is_file(root: RootFS, path: str) -> bool:
 
 
 def _text(root: RootFS, path: str, limit: int, line_limit: int) -> str:
-    """The whole of regular file ``path`` in the root, read at once within ``limit``
-    bytes, each line within ``line_limit``: "" when it is absent (see :func:`_lines`)."""
-    host = root.host_path(path)
-    try:
-        fd = None if host is None else open_regular(host, follow=root.is_host)
-    except OSError:
-        fd = None
-    if fd is None:
-        return ""
-    with os.fdopen(fd, "rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        # As much as it holds (a read of the bound would allocate the bound), then
-        # whatever it grew by since, up to one byte beyond the bound.
-        data = stream.read(size + 1) if size <= limit else b""
-        if len(data) > size:
-            data += stream.read(limit + 1 - len(data))
-        if size > limit or len(data) > limit:
-            raise InputError(
-                f"{printable(path)}: more than {_size(limit)}, not read (a dpkg database is "
-                "smaller)"
-            )
+    """The whole of regular file ``path`` in the root, within ``limit`` bytes, each line
+    within ``line_limit``: "" when it is absent (see :func:`_lines`)."""
+    data = _read(root, path, limit)
     if len(data) > line_limit and max(map(len, data.split(b"\n"))) > line_limit:
-        raise InputError(f"{printable(path)}: a line of more than {_size(line_limit)}, not read")
+        raise _long_line(path, line_limit)
     return data.decode("utf-8", "surrogateescape")
 
 
 def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> list[str]:
     """The lines of regular file ``path`` in the root (split at newlines only, none at the
     end); nothing when it is absent; its bounds as :func:`_text`'s."""
-    lines = _text(root, path, limit, line_limit).split("\n")
+    return _read_lines(root, path, limit, line_limit)[0]
+
+
+def _read_lines(root: RootFS, path: str, limit: int, line_limit: int) -> tuple[list[str], int]:
+    """:func:`_lines`, and the file's size. Split once: the lines are measured as they
+    are, not split a second time as bytes (10 lists over 64 KiB, 5.6 MB of this
+    machine's 7.4, took 30 ms to measure that way)."""
+    data = _read(root, path, limit)
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
+    if len(data) > line_limit:
+        _check_lines(lines, path, line_limit)
     if lines[-1] == "":
         lines.pop()
-    return lines
+    return lines, len(data)
+
+
+def _check_lines(lines: list[str], path: str, line_limit: int) -> None:
+    """Each line within ``line_limit`` bytes. A decoded line has at most as many characters
+    as bytes and at least a quarter as many (UTF-8; an undecodable byte is one), so only a
+    line of over a quarter of the bound is encoded again to be measured."""
+    if max(map(len, lines)) * 4 <= line_limit:
+        return
+    for line in lines:
+        if len(line) * 4 > line_limit and (
+            len(line) > line_limit or len(line.encode("utf-8", "surrogateescape")) > line_limit
+        ):
+            raise _long_line(path, line_limit)
+
+
+def _long_line(path: str, line_limit: int) -> InputError:
+    return InputError(f"{printable(path)}: a line of more than {_size(line_limit)}, not read")
+
+
+def _read(root: RootFS, path: str, limit: int) -> bytes:
+    """The bytes of regular file ``path`` in the root, read whole within ``limit``: as much
+    as it holds (a read of the bound would allocate the bound), then whatever it grew by
+    since, up to one byte beyond the bound; b"" when it is absent."""
+    host = root.host_path(path)
+    try:
+        fd = None if host is None else open_regular(host, follow=root.is_host)
+    except OSError:
+        fd = None
+    if fd is None:
+        return b""
+    try:
+        size = os.fstat(fd).st_size
+        data = _read_upto(fd, size + 1) if size <= limit else b""
+        if len(data) > size:
+            data += _read_upto(fd, limit + 1 - len(data))
+    finally:
+        os.close(fd)
+    if size > limit or len(data) > limit:
+        raise InputError(
+            f"{printable(path)}: more than {_size(limit)}, not read (a dpkg database is smaller)"
+        )
+    return data
+
+
+def _read_upto(fd: int, count: int) -> bytes:
+    """Up to ``count`` bytes of ``fd``, fewer only at its end."""
+    pieces = []
+    while count > 0:
+        piece = os.read(fd, min(count, 1 << 30))
+        if not piece:
+            break
+        pieces.append(piece)
+        count -= len(piece)
+    return b"".join(pieces)
 
 
 _FIELD_NAMES = ("Package", "Architecture", "Status", "Source", "Version")  # the ones read

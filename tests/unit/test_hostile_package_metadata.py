@@ -359,6 +359,29 @@ def test_a_list_over_its_bound_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
     assert "/var/lib/dpkg/info/big.list" in _refused(root)
 
 
+@pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        (b"/" + b"x" * 1023, False),  # exactly the bound
+        (b"/" + b"x" * 1024, True),
+        (b"/" + "\u00e9".encode() * 600, True),  # 600 characters, 1201 bytes: bytes count
+        (b"/" + b"\xff" * 1024, True),  # not UTF-8: a byte each, still counted
+        (b"/" + "\u00e9".encode() * 511, False),  # 1023 bytes
+    ],
+)
+def test_a_line_over_its_bound_is_refused_by_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: bytes, refused: bool
+) -> None:
+    """A line of a list is bounded in bytes, whatever it decodes to."""
+    monkeypatch.setattr(dpkg, "_MAX_LINE", 1024, raising=False)
+    root = _db(tmp_path, _paragraph("big"), {"big": "/x\n" * 400})
+    (tmp_path / "var/lib/dpkg/info/big.list").write_bytes(b"/x\n" * 400 + line + b"\n")
+    if refused:
+        assert "/var/lib/dpkg/info/big.list" in _refused(root) and "a line" in _refused(root)
+    else:
+        assert len(DpkgIndex.load(root).files("big")) == 401
+
+
 def test_all_lists_together_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dpkg, "MAX_PATHS", 500, raising=False)
     names = [f"p{n}" for n in range(10)]
