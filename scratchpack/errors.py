@@ -73,6 +73,13 @@ class EngineTimeout(EngineError):
     """The engine did not answer, or a container did not finish, in the time given."""
 
 
+class BuildRaced(EngineError):
+    """The engine's legacy builder lost an image that another client removed while the
+    build looked among the engine's images for a cached layer (moby's
+    ``getLocalCachedImage`` lists every image, then reads each: one removed between
+    the two fails the build). The build itself was sound: a second one can succeed."""
+
+
 class ContainerTimeout(EngineError):
     """A container did not finish in the time given, while the engine still answers."""
 

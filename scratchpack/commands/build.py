@@ -34,7 +34,7 @@ from scratchpack.commands.common import (
     verify_image,
     verify_written,
 )
-from scratchpack.errors import EngineError, EngineUnreachable, InputError, printable
+from scratchpack.errors import BuildRaced, EngineError, EngineUnreachable, InputError, printable
 from scratchpack.image.config import source_date_epoch
 from scratchpack.image.media import Compression, Platform
 from scratchpack.image.reference import check_tag
@@ -1121,7 +1121,9 @@ def _engine_build(
     them (:func:`~scratchpack.engine.context.context_then`): the engine receives
     the bulk of the context while the dpkg database is read. When they change a
     file already sent (a stale ``status.d`` file planned by ``--include``), that
-    context is dropped, unfinished, and the whole plan is sent again.
+    context is dropped, unfinished, and the whole plan is sent again. So is it once
+    when the engine's builder lost an image another client removed meanwhile
+    (:class:`~scratchpack.errors.BuildRaced`), with a warning.
     """
     from scratchpack.aside import Aside
     from scratchpack.engine.context import context_then, owned_trees, render_dockerfile
@@ -1146,6 +1148,10 @@ def _engine_build(
         plan = recording.result()
     except _ResendWhole as resend:
         plan = resend.plan
+        temporary, image_id = _build_whole(staged, engine, plan, request, progress)
+    except BuildRaced as raced:
+        warn(f"{raced}; built again (another client removed an image meanwhile)")
+        plan = recording.result()
         temporary, image_id = _build_whole(staged, engine, plan, request, progress)
     staged.engine_image(temporary, image_id)
     info = engine.image(image_id)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from scratchpack.engine.direct import (
     unix_socket,
 )
 from scratchpack.errors import (
+    BuildRaced,
     ContainerTimeout,
     EngineError,
     EngineLost,
@@ -937,6 +939,11 @@ class Container:
                 return
 
 
+# What the legacy builder says when an image it was about to compare with vanished
+# (errors.BuildRaced): its cache probe's own words, about an image ID.
+_RACED = re.compile(r'unable to find image "sha256:[0-9a-f]{64}"')
+
+
 def _build_messages(
     messages: Iterable[dict[str, Any]], tag: str, progress: Callable[[str], None] | None
 ) -> str | None:
@@ -944,8 +951,9 @@ def _build_messages(
     image_id = None
     for chunk in messages:
         if "error" in chunk:
-            detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
-            raise EngineError(f"the engine failed to build {tag}: {str(detail).strip()}")
+            detail = str((chunk.get("errorDetail") or {}).get("message") or chunk["error"])
+            failed = BuildRaced if _RACED.fullmatch(detail.strip()) else EngineError
+            raise failed(f"the engine failed to build {tag}: {detail.strip()}")
         aux = chunk.get("aux")
         if isinstance(aux, dict) and "ID" in aux:
             image_id = str(aux["ID"])

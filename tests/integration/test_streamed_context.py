@@ -128,3 +128,47 @@ def test_records_that_fail_leave_the_context_unfinished_and_the_engine_as_it_was
         docker_client.images.get(tag)
     assert not ownership.throwaway_tags(docker_client)
     assert not ownership.containers(docker_client)  # the engine never began the build
+
+
+RACED_ONCE = """
+import sys
+import scratchpack.engine.client as client
+from scratchpack.errors import BuildRaced
+
+real = client.Engine.build
+calls = []
+
+def raced_once(self, context, tag, progress=None, shown=""):
+    calls.append(tag)
+    if len(calls) == 1:  # the whole context is taken, then the cache probe loses an image
+        for _piece in context.pieces:
+            pass
+        raise BuildRaced(f'the engine failed to build {shown}: unable to find image "sha256:'
+                         + "0" * 64 + '"')
+    return real(self, context, tag, progress, shown)
+
+client.Engine.build = raced_once
+sys.argv = ["scratchpack", "build", sys.argv[1], "-t", sys.argv[2], "--engine", "docker",
+            "--include", sys.argv[3] + ":/salt"]
+from scratchpack.entry import main
+main()
+"""
+
+
+def test_a_build_whose_cache_probe_lost_an_image_is_built_again_once(
+    hello: Path, tag: str, docker_client: Any, tmp_path: Path
+) -> None:
+    """moby#29011's kin: another client's image removed while the legacy builder looked
+    for a cached layer. The build is made again, whole, with a warning."""
+    salt = tmp_path / "salt"
+    salt.write_text(uuid.uuid4().hex)
+    child = cli._started(
+        [sys.executable, "-c", RACED_ONCE, str(hello), tag, str(salt)],
+        cwd=tmp_path,
+        env=cli.child_env({"PYTHONPATH": str(REPO_ROOT)}),
+    )
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 0, stderr
+    assert stderr.count("built again (another client removed an image meanwhile)") == 1, stderr
+    assert docker_client.images.get(tag).attrs["Config"]["Entrypoint"]
+    assert not ownership.throwaway_tags(docker_client)

@@ -193,3 +193,27 @@ def test_interim_answers_are_skipped_for_the_final_one(tmp_path: Path) -> None:
     assert _answered(tmp_path / "interim.sock", interim + final) == (201, b"{}")
     switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n\r\nraw"
     assert _answered(tmp_path / "switching.sock", switching) == (101, b"")  # final: not HTTP now
+
+
+@pytest.mark.parametrize(
+    ("message", "raced"),
+    [
+        ('unable to find image "sha256:' + "ab" * 32 + '"', True),
+        ('unable to find image "sha256:ab"', False),  # not an image ID
+        ("COPY failed: file not found in build context", False),
+        ('unable to find image "sha256:' + "ab" * 32 + '" and more', False),
+    ],
+)
+def test_a_cache_probe_that_lost_an_image_is_told_from_other_failures(
+    message: str, raced: bool
+) -> None:
+    """moby's legacy builder lists every image, then reads each: one that another client
+    removed between the two fails the build with these words, and a second build can
+    succeed (the command builds again once)."""
+    from scratchpack.engine.client import _build_messages
+    from scratchpack.errors import BuildRaced
+
+    with pytest.raises(EngineError) as failed:
+        _build_messages([{"error": message, "errorDetail": {"message": message}}], "t:1", None)
+    assert isinstance(failed.value, BuildRaced) is raced
+    assert failed.value.exit_code == 3
