@@ -147,9 +147,12 @@ def write_oci(
     return path
 
 
-def write_docker_archive(path: Path, layers: list[bytes], images: int = 1) -> Path:
-    """A ``docker save`` archive of Docker 20.10's shape: <id>.json, <n>/layer.tar."""
-    config = config_bytes(layers)
+def write_docker_archive(
+    path: Path, layers: list[bytes], images: int = 1, runtime: dict | None = None
+) -> Path:
+    """A ``docker save`` archive of Docker 20.10's shape: <id>.json, <n>/layer.tar;
+    ``runtime``: the config's runtime part (an Entrypoint, say)."""
+    config = config_bytes(layers, runtime)
     members = {f"{sha(config)[7:]}.json": config}
     for number, data in enumerate(layers):
         members[f"{number}/layer.tar"] = data

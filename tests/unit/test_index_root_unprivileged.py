@@ -30,7 +30,7 @@ import pytest
 from tests import imagekit
 from tests.cfixtures import HOST_INTERP, HOST_LIBC, compile_exe, compile_lib, is_host_glibc_x86_64
 from tests.cli import COMMAND, NO_ENGINE, child_env
-from tests.imagekit import d, f, layer, sha, write_docker_archive
+from tests.imagekit import d, f, layer, write_docker_archive
 
 # Modes an owner cannot use: not searchable, not writable, not readable.
 SOURCE_MODES = {
@@ -182,19 +182,8 @@ def app_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Path(HOST_INTERP).resolve().read_bytes(),
         Path(HOST_LIBC).resolve().read_bytes(),
     )
-    config = imagekit.config_bytes(layers, {"Entrypoint": ["/opt/app/bin/app"]})
-    members = {f"{sha(config)[7:]}.json": config}
-    members.update({f"{n}/layer.tar": data for n, data in enumerate(layers)})
-    manifest = [{"Config": f"{sha(config)[7:]}.json", "RepoTags": ["t:1"],
-                 "Layers": [f"{n}/layer.tar" for n in range(len(layers))]}]  # fmt: skip
-    members["manifest.json"] = json.dumps(manifest).encode()
-    archive = build / "source.tar"
-    with tarfile.open(archive, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return archive
+    runtime = {"Entrypoint": ["/opt/app/bin/app"]}
+    return imagekit.write_docker_archive(build / "source.tar", list(layers), runtime=runtime)
 
 
 def _shrink(tmp_path: Path, image: Path, *options: str) -> tuple[dict[str, int], list[str]]:
