@@ -50,7 +50,8 @@ def read_records(image: Image, where: str) -> ImageRecords:
     """The installed packages of ``image`` and its Debian suite, from its own files."""
     keeper = _OnePass()
     tree = flattened_tree(image, where, keep=keeper)
-    kept = keeper.records(tree)
+    status_d = _status_d_files(tree)  # a scan of the whole tree: once
+    kept = keeper.records(tree, status_d)
     if kept is None:  # a record reached through a link elsewhere, or a bound passed
         kept = _kept_files(image, tree, where)
 
@@ -61,7 +62,7 @@ def read_records(image: Image, where: str) -> ImageRecords:
 
     packages: list[InstalledPackage] = []
     files: list[str] = []
-    for path in _status_d_files(tree):
+    for path in status_d:
         body = text(path)
         if body is not None:
             packages += parse_status(body, f"{where}: {printable(path)}", need_installed=False)
@@ -115,12 +116,13 @@ class _OnePass:
         self.kept[token] = handle.read(limit) if handle is not None else b""
         return token
 
-    def records(self, tree: dict[str, Node]) -> dict[str, bytes] | None:
-        """The record files' bytes by real path; None when one of them was not kept."""
+    def records(self, tree: dict[str, Node], status_d: list[str]) -> dict[str, bytes] | None:
+        """The record files' bytes by real path (``status_d``: the files of the tree's
+        status.d); None when one of them was not kept."""
         if self.overflowed:
             return None
         found: dict[str, bytes] = {}
-        for real in _record_files(tree):
+        for real in _record_files(tree, status_d):
             data = self.kept.get(tree[real].info)  # type: ignore[arg-type]
             if data is None:  # a link elsewhere, or a hard link: read as before
                 self.kept.clear()
@@ -129,9 +131,9 @@ class _OnePass:
         return found
 
 
-def _record_files(tree: dict[str, Node]) -> Iterator[str]:
+def _record_files(tree: dict[str, Node], status_d: list[str]) -> Iterator[str]:
     """The real paths of the files :func:`read_records` may read."""
-    for path in (*_status_d_files(tree), STATUS, *OS_RELEASES, DEBIAN_VERSION):
+    for path in (*status_d, STATUS, *OS_RELEASES, DEBIAN_VERSION):
         real = _real(tree, path)
         if real is not None:
             yield real

@@ -410,9 +410,10 @@ def _text(root: RootFS, path: str, limit: int, line_limit: int) -> str:
     """The whole of regular file ``path`` in the root, within ``limit`` bytes, each line
     within ``line_limit``: "" when it is absent (see :func:`_lines`)."""
     data = _read(root, path, limit)
-    if len(data) > line_limit and max(map(len, data.split(b"\n"))) > line_limit:
-        raise _long_line(path, line_limit)
-    return data.decode("utf-8", "surrogateescape")
+    text = data.decode("utf-8", "surrogateescape")
+    if len(data) > line_limit:
+        _check_lines(text.split("\n"), path, line_limit)
+    return text
 
 
 def _lines(root: RootFS, path: str, limit: int, line_limit: int) -> list[str]:

@@ -76,7 +76,7 @@ def _image(tmp_path: Path, layers: list[bytes]) -> Image:
 def _two_passes(image: Image, monkeypatch: pytest.MonkeyPatch) -> ImageRecords:
     """The reading as it was: the one pass's bytes refused, the second pass reads them."""
     with monkeypatch.context() as patch:
-        patch.setattr(records._OnePass, "records", lambda self, tree: None)
+        patch.setattr(records._OnePass, "records", lambda self, tree, status_d: None)
         return read_records(image, "img")
 
 
