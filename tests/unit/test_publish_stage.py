@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,41 @@ def test_prune_removes_only_what_ended_runs_left(tmp_path: Path) -> None:
     assert sorted(removed) == sorted(f"directory {path}" for path in leftovers)
     assert alive.exists() and elsewhere.exists() and unrelated.exists()
     assert owner_of(f"scratchpack-staging/{ended}-ab12:0") == ended
+
+
+def test_removing_a_scratch_tree_never_touches_what_its_links_lead_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unpacked image's tree may hold read-only directories (given their owner's rights
+    to be emptied) and links to anywhere: the user's directory a link names keeps its
+    mode and its files."""
+    from scratchpack import publish
+    from scratchpack.publish import remove_tree
+
+    rmtree = publish.shutil.rmtree
+    calls: list[object] = []
+
+    def unprivileged_first(path: object, **options: object) -> None:
+        calls.append(path)  # the first try fails as it does without root: nothing goes
+        if len(calls) > 1:
+            rmtree(path, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(publish.shutil, "rmtree", unprivileged_first)
+
+    users = tmp_path / "users"
+    (users / "keep").mkdir(parents=True)
+    (users / "keep/file").write_text("mine")
+    users.chmod(0o500)
+    scratch = tmp_path / "scratch"
+    (scratch / "ro/deeper").mkdir(parents=True)
+    (scratch / "ro/deeper/file").write_text("x")
+    (scratch / "ro/link").symlink_to(users)
+    (scratch / "ro/deeper").chmod(0o500)
+    (scratch / "ro").chmod(0o500)
+    try:
+        remove_tree(scratch)
+        assert not scratch.exists() and len(calls) == 2  # the rights were given, then it went
+        assert stat.S_IMODE(users.stat().st_mode) == 0o500
+        assert (users / "keep/file").read_text() == "mine"
+    finally:
+        users.chmod(0o700)
